@@ -1,0 +1,1 @@
+"""Membership inference attacks and their metrics. Works on model outputs only: numpy, scipy, scikit-learn; no torch."""

