@@ -5,22 +5,12 @@ import functools
 import math
 import shlex
 import sys
-import warnings
 from pathlib import Path
 
 import click
 
 from . import __version__
 from .errors import DPAuditError
-
-D = AuditDefaults = None  # filled lazily to keep `dpaudit --help` fast
-
-
-def _defaults():
-    from .audit import AuditConfig
-
-    return AuditConfig()
-
 
 def _friendly(fn):
     """DPAuditError -> one line on stderr and exit status 2 (1 is reserved for `check` failures)."""
@@ -70,11 +60,13 @@ def _common_training_options(fn):
         click.option("--model", "model_name", type=click.Choice(["simple-cnn", "tanh-cnn"]), default="simple-cnn",
                      show_default=True, help="Architecture: the tutorial's SimpleCNN, or the same with tanh "
                      "(tempered sigmoid, Papernot et al. 2021)."),
-        click.option("--epochs", type=int, default=20, show_default=True, help="Passes over the training set (epochs)."),
-        click.option("--batch-size", type=int, default=128, show_default=True,
-                     help="Batch size (records); under DP the expected size of a Poisson-sampled batch."),
+        click.option("--epochs", type=int, default=None,
+                     help="Passes over the training set (epochs). Default: 20 without DP, 6 with DP."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Batch size (records); under DP the expected size of a Poisson-sampled batch. "
+                     "Default: 128 without DP, 256 with DP."),
         click.option("--lr", type=float, default=None,
-                     help="SGD learning rate. Default: 0.02 without DP, 0.1 with DP (clipped gradients)."),
+                     help="SGD learning rate. Default: 0.02 (momentum 0.9) without DP, 2.0 (no momentum) with DP."),
         click.option("--max-grad-norm", type=float, default=1.0, show_default=True,
                      help="DP-SGD per-example clipping norm C (L2)."),
         click.option("--accountant", type=click.Choice(["prv", "rdp"]), default="prv", show_default=True,
@@ -97,9 +89,9 @@ def _common_training_options(fn):
 def main():
     """dpaudit: train with and without differential privacy, attack the models with membership
     inference, and report measured leakage beside what the privacy budget ε allows."""
-    warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
-    warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
-    warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+    from .audit import quiet_library_warnings
+
+    quiet_library_warnings()
 
 
 @main.command()
@@ -220,7 +212,7 @@ def audit(dataset, data_dir, download, members, delta, model_name, epochs, batch
         raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
     cfg = AuditConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
                       members=members, n_test=n_test, epsilons=parse_epsilons(epsilons), delta=delta,
-                      model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9,
+                      model=model_name, epochs=epochs, batch_size=batch_size, lr=lr,
                       max_grad_norm=max_grad_norm, accountant=accountant, grad_sample_mode=grad_sample_mode,
                       shadow_models=shadow_models, attacks=tuple(a.strip() for a in attack_list.split(",") if a.strip()),
                       shadow_classifier=shadow_classifier, shadow_per_class=shadow_per_class, canaries=canaries,
@@ -254,6 +246,28 @@ def report(report_path, fmt_name, out):
     files = render(rep, fmt_name)
     write_outputs(out or report_path.parent, files)
     click.echo(f"wrote {', '.join(files)} in {out or report_path.parent}")
+
+
+@main.command()
+@click.argument("scores_csv", type=click.Path(path_type=Path))
+@click.option("--method", type=click.Choice(["one-run", "clopper-pearson"]), default="clopper-pearson",
+              show_default=True, help="one-run: Steinke-Nasr-Jagielski canary test (top-k guesses); "
+              "clopper-pearson: a threshold's TPR/FPR with exact binomial intervals.")
+@click.option("--delta", type=float, default=1e-5, show_default=True, help="The δ of the (ε, δ) claim tested.")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Confidence of the lower bound.")
+@click.option("--threshold", type=float, default=None,
+              help="Fixed threshold: score >= T guesses member. Default: chosen with a Bonferroni correction.")
+@click.option("--guesses", type=int, default=None,
+              help="Fixed number k of top-scored records guessed member. Default: chosen with a Bonferroni correction.")
+@_friendly
+def epsilon(scores_csv, method, delta, confidence, threshold, guesses):
+    """Empirical ε lower bound from any model's per-record scores (CSV: is_member,score)."""
+    from .io import dumps
+    from .scores import epsilon_from_scores, read_scores_csv
+
+    is_member, scores = read_scores_csv(scores_csv)
+    click.echo(dumps(epsilon_from_scores(is_member, scores, method=method, delta=delta, confidence=confidence,
+                                         threshold=threshold, guesses=guesses)))
 
 
 if __name__ == "__main__":  # pragma: no cover

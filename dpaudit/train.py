@@ -30,9 +30,9 @@ class TrainConfig:
     model: str = "simple-cnn"
     epsilon: float = math.inf  # target epsilon; inf trains without DP
     delta: float = 1e-5
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 128  # expected (Poisson) batch size under DP
-    lr: float = 0.1
+    lr: float = 0.02
     momentum: float = 0.9
     max_grad_norm: float = 1.0
     accountant: str = "prv"
@@ -200,7 +200,8 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
             model, optimizer, criterion, loader = out
         else:
             model, optimizer, loader = out
-        sample_rate = float(optimizer.expected_batch_size / n) if False else 1.0 / len(loader)
+        # Opacus sets q = 1/len(loader) = batch_size/N; the accountant is told the same q.
+        sample_rate = 1.0 / len(loader)
         check_poisson(loader, sample_rate)
         if after_make_private is not None:
             after_make_private(optimizer)
@@ -222,8 +223,6 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
             ctx = _nullctx(loader)
         with ctx as batches:
             for xb, yb in batches:
-                if len(yb) == 0:  # Poisson sampling can draw an empty batch; Opacus still steps (noise only)
-                    pass
                 xb, yb = xb.to(device), yb.to(device)
                 optimizer.zero_grad(set_to_none=True)
                 loss = criterion(model(xb), yb)

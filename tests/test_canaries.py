@@ -1,0 +1,59 @@
+"""The one-run canary audit on real training: it must find leakage where there is some, find none
+beyond the claim where DP holds, and catch a model whose training used far less noise than it claims."""
+import math
+import types
+
+import pytest
+
+from conftest import small_config
+from dpaudit.audit import run_audit
+
+pytestmark = pytest.mark.slow
+
+# 400 canaries beside 300 members: enough guesses for a bound above 2 when the canaries are memorised.
+CANARY = dict(canaries=400, shadow_models=1, attacks=("loss",), n_boot=100)
+
+
+def weak_noise(optimizer):
+    """A DP bug: the optimizer adds 1% of the noise the accountant was told about."""
+    from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
+
+    def add_noise(self):
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            noise = _generate_noise(std=0.01 * self.noise_multiplier * self.max_grad_norm, reference=p.summed_grad,
+                                    generator=self.generator, secure_mode=self.secure_mode)
+            p.grad = (p.summed_grad + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
+    optimizer.add_noise = types.MethodType(add_noise, optimizer)
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_non_dp_canaries_give_a_large_bound(seed):
+    rep, extras = run_audit(small_config(epsilons=(math.inf,), epochs=80, seed=seed, **CANARY), progress=False)
+    c = rep["models"][0]["canary"]
+    assert c["m"] == 400 and 150 < c["included"] < 250
+    assert c["epsilon_lb"] >= 2.0, c
+    assert c["correction"].startswith("bonferroni")
+    assert 0 < c["test_accuracy_with_canaries"] <= 1 and 0 < c["test_accuracy_without_canaries"] <= 1
+    idx, truth, scores = extras["scores"][("non-dp", "canary")]
+    assert len(idx) == len(truth) == len(scores) == 400
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_dp_canaries_stay_under_the_claim(seed):
+    rep, _ = run_audit(small_config(epsilons=(1.0,), seed=seed, **CANARY), progress=False)
+    m = rep["models"][0]
+    assert m["canary"]["epsilon_lb"] <= 1.0
+    assert m["verdict"]["status"] == "consistent"
+    assert m["verdict"]["claimed_epsilon"] <= 1.0
+
+
+def test_weak_noise_is_a_violation():
+    cfg = small_config(epsilons=(1.0,), epochs=60, batch_size=64, lr=0.5, momentum=0.9, seed=3, **CANARY)
+    rep, _ = run_audit(cfg, progress=False, tamper=weak_noise)
+    m = rep["models"][0]
+    assert m["training"]["epsilon"] <= 1.0  # the accountant still claims epsilon = 1
+    assert m["canary"]["epsilon_lb"] > 1.0, m["canary"]
+    assert m["verdict"]["status"] == "violation"
+    assert m["verdict"]["text"].startswith("VIOLATION")
