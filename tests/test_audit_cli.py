@@ -1,0 +1,134 @@
+"""`dpaudit audit` end to end through Click's runner, and bad input at the command line."""
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dpaudit.cli import main
+
+SMALL_ARGS = ["--members", "300", "--n-test", "300", "--epsilons", "inf,2", "--delta", "1e-4", "--epochs", "4",
+              "--shadow-models", "2", "--bootstrap", "200", "--jobs", "1", "--seed", "7", "--quiet"]
+
+
+@pytest.mark.slow
+def test_audit_end_to_end(tmp_path):
+    out = tmp_path / "audit"
+    res = CliRunner().invoke(main, ["audit", *SMALL_ARGS, "--save-scores", "--format", "json,md", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["schema"] == "dpaudit.report/1"
+    assert [m["name"] for m in rep["models"]] == ["non-dp", "dp-eps2"]
+    for m in rep["models"]:
+        assert {a["attack"] for a in m["attacks"]} == {"loss", "shadow"}
+        for a in m["attacks"]:
+            met = a["metrics"]
+            assert 0 <= met["auc"] <= 1 and met["auc_ci"][0] <= met["auc"] <= met["auc_ci"][1]
+            assert "reference models" in met["threshold_source"]
+            assert a["epsilon_lb"]["value"] >= 0
+    dp = rep["models"][1]
+    assert dp["training"]["epsilon"] <= 2.0 and dp["bounds"]["max_advantage"] < 1
+    assert not dp["accountant_check"]["flagged"]
+    assert dp["verdict"]["status"] in ("consistent", "violation")
+    md = (out / "report.md").read_text()
+    assert "| non-dp |" in md and "roc.png" in md and "Privacy verdicts" in md
+    for png in ("roc.png", "epsilon_vs_success.png", "epsilon_per_epoch.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (out / "scores" / "dp-eps2__loss.csv").read_text().splitlines()
+    assert rows[0] == "record_index,is_member,score" and len(rows) == 601
+    assert "Privacy verdicts" in res.output and "Overall:" in res.output
+    # re-render from the JSON alone
+    res = CliRunner().invoke(main, ["report", str(out / "report.json"), "--format", "md", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "r" / "report.md").read_text().split("## Summary")[1] == md.split("## Summary")[1]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--epsilons", "inf,0"], "must be > 0"),
+    (["--epsilons", "inf,-1"], "must be > 0"),
+    (["--epsilons", "inf,abc"], "not a number"),
+    (["--delta", "0.01"], "below 1/N"),
+    (["--delta", "0"], "--delta"),
+    (["--shadow-models", "0"], "shadow-models"),
+    (["--members", "4000"], "needs"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),
+    (["--dataset", "mnist"], "--download"),
+])
+def test_audit_bad_input_one_line_no_output(tmp_path, args, msg):
+    out = tmp_path / "out"
+    base = ["--members", "300", "--n-test", "300", "--quiet", "--out", str(out)]
+    res = CliRunner().invoke(main, ["audit", *base, *args])
+    assert res.exit_code == 2, res.output
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 1 and msg in lines[0], err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.*"))  # no staging folder left behind
+
+
+def test_inspect_rejects_bad_model_files(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "model.pt")])
+    assert res.exit_code == 2 and "model.pt.json" in res.output
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "absent.pt")])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+@pytest.mark.slow
+def test_train_then_inspect(tmp_path):
+    out = tmp_path / "m"
+    res = CliRunner().invoke(main, ["train", "--members", "300", "--n-test", "300", "--epsilon", "4", "--delta", "1e-4",
+                                    "--epochs", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["inspect", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "epsilon_per_epoch" in res.output and "test accuracy now" in res.output
+    meta = json.loads((out / "model.pt.json").read_text())
+    assert meta["record"]["dp"] and meta["record"]["epsilon"] <= 4.0
+
+
+def test_help_documents_every_option():
+    for cmd in ("audit", "train", "inspect", "report", "epsilon"):
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert res.exit_code == 0
+    res = CliRunner().invoke(main, ["audit", "--help"])
+    for opt in ("--dataset", "--data-dir", "--download", "--members", "--epsilons", "--delta", "--epochs",
+                "--batch-size", "--lr", "--max-grad-norm", "--accountant", "--seed", "--device", "--out",
+                "--shadow-models", "--canaries", "--jobs", "--cache-dir", "--save-scores"):
+        assert opt in res.output
+
+
+def _csv(path, rows):
+    path.write_text("is_member,score\n" + "\n".join(f"{m},{s}" for m, s in rows) + "\n")
+    return path
+
+
+def test_epsilon_command(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(1, 5 + rng.normal()) for _ in range(500)] + [(0, rng.normal()) for _ in range(500)]
+    p = _csv(tmp_path / "s.csv", rows)
+    for method in ("clopper-pearson", "one-run"):
+        res = CliRunner().invoke(main, ["epsilon", str(p), "--method", method, "--delta", "1e-5"])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.output)
+        assert out["method"] == method and out["epsilon_lower_bound"] > 1.5
+        assert out["delta"] == 1e-5 and out["confidence"] == 0.95
+    res = CliRunner().invoke(main, ["epsilon", str(p), "--threshold", "2.5"])
+    assert json.loads(res.output)["tp"] > 450
+    res = CliRunner().invoke(main, ["epsilon", str(p), "--method", "one-run", "--guesses", "100"])
+    assert json.loads(res.output)["r"] == 100 and json.loads(res.output)["v"] == 100
+
+
+@pytest.mark.parametrize("content,msg", [
+    ("is_member,score\n1,0.5\n2,0.3\n0,0.1\n0,0.2\n1,0.4\n", "1 or 0"),
+    ("is_member,score\n1,0.5\n1,abc\n0,0.1\n0,0.2\n", "not a number"),
+    ("is_member,score\n1,0.5\n0,0.1\n0,0.2\n", "two members"),
+    ("member,s\n1,0.5\n", "columns"),
+])
+def test_epsilon_command_bad_csv(tmp_path, content, msg):
+    p = tmp_path / "bad.csv"
+    p.write_text(content)
+    res = CliRunner().invoke(main, ["epsilon", str(p)])
+    assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1
