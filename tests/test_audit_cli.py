@@ -132,3 +132,19 @@ def test_epsilon_command_bad_csv(tmp_path, content, msg):
     p.write_text(content)
     res = CliRunner().invoke(main, ["epsilon", str(p)])
     assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_cache_dir_skips_retraining(tmp_path):
+    from conftest import small_config
+    from dpaudit.audit import run_audit
+
+    cfg = small_config(epsilons=(2.0,), epochs=2, cache_dir=str(tmp_path / "cache"))
+    first, _ = run_audit(cfg, progress=False)
+    second, _ = run_audit(cfg, progress=False)
+    assert first["models"][0]["reference_models"]["cache_hits"] == 0
+    assert second["models"][0]["reference_models"]["cache_hits"] == 3
+    a, b = first["models"][0], second["models"][0]
+    assert a["training"] == b["training"]
+    assert [x["metrics"]["auc"] for x in a["attacks"]] == pytest.approx([x["metrics"]["auc"] for x in b["attacks"]])
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
