@@ -1,0 +1,63 @@
+"""The reference-pool structure: attacks fit on reference rows only, and beat chance where there is a leak."""
+import math
+
+import numpy as np
+import pytest
+
+from conftest import small_config
+from dpaudit.audit import _attack_scores, _run_attack, run_audit
+from dpaudit.signals import Signals
+
+
+def _pool(seed=0, k=5, n=400, c=10):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, c, n)
+    membership = np.zeros((k, n), dtype=bool)
+    for i in range(k):
+        membership[i, rng.permutation(n)[: n // 2]] = True
+    logits = rng.normal(size=(k, n, c)).astype(np.float32)
+    # The target's row (0) encodes its own membership perfectly; reference rows carry none.
+    logits[0, np.arange(n), labels] += np.where(membership[0], 8.0, -8.0)
+    return Signals(logits=logits, labels=labels), membership
+
+
+@pytest.mark.parametrize("attack", ["loss", "shadow"])
+def test_target_truth_never_enters_fitting(attack):
+    sig, membership = _pool()
+    cfg = small_config(shadow_classifier="logreg")
+    flipped = membership.copy()
+    flipped[0] = ~flipped[0]
+    t1, r1, _ = _attack_scores(attack, sig, membership, cfg)
+    t2, r2, _ = _attack_scores(attack, sig, flipped, cfg)
+    assert np.array_equal(t1, t2) and np.array_equal(r1, r2)
+    a = _run_attack(attack, sig, membership, cfg, delta=1e-5, seed=0)
+    b = _run_attack(attack, sig, flipped, cfg, delta=1e-5, seed=0)
+    # the threshold comes from the reference rows, so it is the same whichever records the target trained on
+    assert a["metrics"]["threshold"] == b["metrics"]["threshold"]
+    assert a["epsilon_lb"]["threshold"] == b["epsilon_lb"]["threshold"]
+    # and the flip only swaps the outcome counts
+    assert a["metrics"]["counts"]["tp"] == b["metrics"]["counts"]["fp"]
+
+
+def test_membership_matrix_reaches_training():
+    """Each model's record says it trained on exactly its row of the membership matrix."""
+    from dpaudit.data import load_dataset
+    from dpaudit.splits import make_splits
+
+    cfg = small_config(epsilons=(math.inf,), epochs=1, attacks=("loss",), shadow_models=2)
+    rep, extras = run_audit(cfg, progress=False)
+    sp = make_splits(load_dataset().labels, members=cfg.members, n_models=3, n_test=cfg.n_test, seed=cfg.seed)
+    assert rep["split"]["target_members_sha256"] == sp.summary()["target_members_sha256"]
+    assert rep["models"][0]["training"]["n_train"] == cfg.members
+    idx, truth, _ = extras["scores"][("non-dp", "loss")]
+    assert np.array_equal(idx, sp.pool_idx) and np.array_equal(truth, sp.membership[0])
+
+
+@pytest.mark.slow
+def test_overfit_model_is_attackable():
+    cfg = small_config(members=200, epsilons=(math.inf,), epochs=60, shadow_models=4, n_boot=300, seed=5)
+    rep, _ = run_audit(cfg, progress=False)
+    m = rep["models"][0]
+    assert m["training"]["train_accuracy"] > 0.99
+    for a in m["attacks"]:
+        assert a["metrics"]["auc_ci"][0] > 0.5, (a["attack"], a["metrics"]["auc"], a["metrics"]["auc_ci"])
