@@ -85,6 +85,18 @@ class AuditConfig:
         d["recipes"] = {"non_dp": self.recipe(math.inf), "dp": self.recipe(1.0)}
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "AuditConfig":
+        """Rebuild the configuration a report recorded (its ``config`` block)."""
+        names = set(cls.__dataclass_fields__)
+        unknown = set(d) - names - {"recipes"}
+        if unknown:
+            raise DPAuditError(f"report config has unknown fields {sorted(unknown)}; written by another version?")
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["epsilons"] = tuple(float(e) for e in kw.get("epsilons", ()))
+        kw["attacks"] = tuple(kw.get("attacks", ()))
+        return cls(**kw)
+
     def validate(self) -> None:
         for e in self.epsilons:
             if not e > 0 or math.isnan(e):
@@ -162,6 +174,9 @@ def _train_job(job: dict) -> dict:
 
         record = TrainingRecord.from_dict(meta["record"])
         hit = True
+    elif job.get("require_cached"):
+        raise DPAuditError(f"{job['desc']} is not in the model cache {job.get('cache_dir')}; run "
+                           f"`dpaudit audit --cache-dir DIR` with the same settings first")
     else:
         trained = train_model(cfg, x, y, test_images=images[job["test_idx"]], test_labels=labels[job["test_idx"]],
                               progress=job.get("progress", False), desc=job["desc"],
@@ -281,7 +296,7 @@ def versions() -> dict:
 
 
 def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = None,
-              dataset: Dataset | None = None, tamper=None) -> tuple[dict, dict]:
+              dataset: Dataset | None = None, tamper=None, require_cached: bool = False) -> tuple[dict, dict]:
     """Run the whole audit. Returns (report, extras): the report is the JSON-ready document;
     extras holds per-record scores (for --save-scores), which are too large for the report.
 
@@ -317,7 +332,7 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
                          "canary_eval_idx": splits.canary_idx if with_canaries else None,
                          "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
                          "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
-                         "tamper": tamper if k == 0 else None})
+                         "tamper": tamper if k == 0 else None, "require_cached": require_cached})
         t = time.perf_counter()
         results = _run_jobs(jobs, data.images, data.labels, n_workers, progress, f"training {name}")
         phases[f"train:{name}"] = time.perf_counter() - t

@@ -270,5 +270,43 @@ def epsilon(scores_csv, method, delta, confidence, threshold, guesses):
                                          threshold=threshold, guesses=guesses)))
 
 
+@main.command()
+@click.argument("report_path", type=click.Path(path_type=Path))
+@click.option("--cache-dir", type=click.Path(path_type=Path), required=True,
+              help="The model cache the audit was run with (`dpaudit audit --cache-dir DIR`).")
+@click.option("--attacks", "attack_list", default="loss,shadow", show_default=True,
+              help="Comma list of attacks to run: loss, shadow.")
+@click.option("--shadow-classifier", type=click.Choice(["gbm", "logreg", "mlp"]), default=None,
+              help="Shadow attack classifier. Default: the one the audit used.")
+@click.option("--shadow-per-class/--shadow-global", default=None,
+              help="One shadow classifier per class, or one for all. Default: as the audit.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder for the new report.")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
+@_friendly
+def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_class, out, quiet):
+    """Re-run attacks against the saved target and reference models of a past audit (no training)."""
+    from dataclasses import replace
+
+    from .audit import AuditConfig, run_audit
+    from .report import load_report, render, text_summary, write_outputs
+
+    old = load_report(report_path)
+    cfg = AuditConfig.from_dict(old["config"])
+    changes = {"cache_dir": str(cache_dir), "attacks": tuple(a.strip() for a in attack_list.split(",") if a.strip())}
+    if shadow_classifier is not None:
+        changes["shadow_classifier"] = shadow_classifier
+    if shadow_per_class is not None:
+        changes["shadow_per_class"] = shadow_per_class
+    cfg = replace(cfg, **changes)
+    command = "dpaudit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    rep, _ = run_audit(cfg, progress=not quiet, command=command, require_cached=True)
+    files = {}
+    for f in ("json", "md", "html"):
+        files.update(render(rep, f))
+    write_outputs(out, files)
+    click.echo(text_summary(rep))
+    click.echo(f"\nwrote {', '.join(sorted(files))} in {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -148,3 +148,18 @@ def test_cache_dir_skips_retraining(tmp_path):
     assert a["training"] == b["training"]
     assert [x["metrics"]["auc"] for x in a["attacks"]] == pytest.approx([x["metrics"]["auc"] for x in b["attacks"]])
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+
+    # `dpaudit attack` re-runs attacks on the cached models without training
+    from dpaudit.io import atomic_write_json
+
+    atomic_write_json(tmp_path / "old" / "report.json", first)
+    res = CliRunner().invoke(main, ["attack", str(tmp_path / "old" / "report.json"), "--cache-dir",
+                                    str(tmp_path / "cache"), "--attacks", "loss", "--quiet", "--out", str(tmp_path / "new")])
+    assert res.exit_code == 0, res.output
+    new = json.loads((tmp_path / "new" / "report.json").read_text())
+    assert [a["attack"] for a in new["models"][0]["attacks"]] == ["loss"]
+    assert new["models"][0]["attacks"][0]["metrics"]["auc"] == pytest.approx(a["attacks"][0]["metrics"]["auc"])
+    res = CliRunner().invoke(main, ["attack", str(tmp_path / "old" / "report.json"), "--cache-dir",
+                                    str(tmp_path / "empty"), "--quiet", "--out", str(tmp_path / "new2")])
+    assert res.exit_code == 2 and "not in the model cache" in res.output
+    assert not (tmp_path / "new2").exists()
