@@ -40,7 +40,7 @@ def test_dp_epsilon_hits_target_and_matches_dp_accounting(digits, accountant, re
 
 def test_non_dp_training_fits(digits):
     ds, tr, te = digits
-    rec = train_model(TrainConfig(epochs=15, seed=0), ds.images[tr], ds.labels[tr], test_images=ds.images[te],
+    rec = train_model(TrainConfig(epochs=30, batch_size=32, seed=0), ds.images[tr], ds.labels[tr], test_images=ds.images[te],
                       test_labels=ds.labels[te], progress=False).record
     assert not rec.dp and rec.epsilon is None and rec.noise_multiplier is None
     assert rec.train_accuracy > 0.9 and rec.test_accuracy > 0.7
