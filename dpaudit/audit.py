@@ -272,6 +272,8 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None) ->
     if canary is not None:
         cands.append((canary["epsilon_lb"], "canaries (one run)"))
     best, source = max(cands, default=(0.0, "none"))
+    if best <= 0:
+        source = "none (no test rejected ε = 0)"
     if claimed is None:
         return {"claimed_epsilon": None, "empirical_epsilon_lb": best, "source": source, "ratio": None,
                 "status": "no DP claim", "text": "no DP guarantee to check (trained without DP)"}

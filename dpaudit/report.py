@@ -105,7 +105,7 @@ SUMMARY_HEADERS = ["model", "ε spent", "δ", "test acc", "attack", "AUC [95% CI
 
 
 def _summary_cells(r: dict) -> list[str]:
-    return [r["model"], fmt(r["epsilon"], 2), fmt(r["delta"], 7) if r["delta"] else "—", fmt(r["test_accuracy"]),
+    return [r["model"], fmt(r["epsilon"], 2), f"{num(r['delta']):g}" if r["delta"] else "—", fmt(r["test_accuracy"]),
             r["attack"], f"{fmt(r['auc'])} {fmt_ci(r['auc_ci'])}", fmt(r["balanced_accuracy"]),
             f"{fmt(r['advantage'])} {fmt_ci(r['advantage_ci'])}", fmt(r["tpr_at_1pct_fpr"]), fmt(r["epsilon_lb"], 2),
             fmt(r["max_balanced_accuracy"]), fmt(r["max_advantage"])]
@@ -152,8 +152,9 @@ def _reading(report: dict) -> list[str]:
         else:
             lines.append(
                 f"- **{m['name']}** (no DP, test accuracy {acc:.1%}): the strongest attack ({best['attack']}) reaches "
-                f"AUC {met['auc']:.3f} [{lo:.3f}, {hi:.3f}] and {beats}; nothing bounds what a stronger attack "
-                f"could learn.")
+                f"AUC {met['auc']:.3f} [{lo:.3f}, {hi:.3f}] and {beats}; the data support ε ≥ "
+                f"{m['verdict']['empirical_epsilon_lb']:.2f} ({m['verdict']['source']}), and nothing bounds what a "
+                f"stronger attack could learn.")
     lines.append("- An attack that fails does not prove privacy; an ε lower bound above the claimed ε disproves it.")
     return lines
 
