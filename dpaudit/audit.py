@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import os
 import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from .data import Dataset, load_dataset
 from .errors import DPAuditError
 from .signals import Signals, model_logits
 from .splits import Splits, make_splits
-from .train import TrainConfig, TrainedModel, cache_key, train_model
+from .train import TrainConfig, cache_key, train_model
 
 SCHEMA = "dpaudit.report/1"
 ATTACKS = ("loss", "shadow")

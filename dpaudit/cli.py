@@ -308,5 +308,68 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     click.echo(f"\nwrote {', '.join(sorted(files))} in {out}")
 
 
+@main.command("check")
+@click.argument("report_path", metavar="REPORT.json", type=click.Path(path_type=Path))
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), default=None,
+              help="TOML policy file (top-level keys or a [policy] table; see examples/policy.toml). Flags below "
+              "override its values. Default: none (only --forbid-violation applies).")
+@click.option("--max-auc", type=float, default=None,
+              help="Largest attack AUC allowed on DP models (0.5 = chance, 1 = perfect). Default: the policy "
+              "file's max_auc_dp, else off. Set non-DP limits with max_auc_non_dp in the policy file.")
+@click.option("--max-tpr-at-1pct-fpr", "max_tpr", type=float, default=None,
+              help="Largest attack TPR at 1% FPR allowed on DP models (fraction 0-1). Default: the policy file's "
+              "max_tpr_at_1pct_fpr_dp, else off. Non-DP: max_tpr_at_1pct_fpr_non_dp in the policy file.")
+@click.option("--max-epsilon", type=float, default=None,
+              help="Largest claimed ε (accountant) allowed for every DP model. Default: the policy file's "
+              "max_epsilon (a number or a {model = ε} table), else off.")
+@click.option("--min-accuracy", type=float, default=None,
+              help="Lowest test accuracy allowed for every model (fraction 0-1). Default: the policy file's "
+              "min_accuracy, else off.")
+@click.option("--forbid-violation/--allow-violation", default=None,
+              help="Fail if any model's verdict is 'violation' (ε lower bound above the claimed ε). "
+              "Default: the policy file's forbid_violation, else forbid.")
+@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), default=None,
+              help="An earlier report.json of the same dataset and split: AUC, TPR@1%FPR, ε lower bound and "
+              "claimed ε may not rise by more than --tolerance over it. Default: none.")
+@click.option("--tolerance", type=float, default=None,
+              help="Absolute rise allowed over the baseline, in each metric's unit. Default: the policy file's "
+              "tolerance, else 0.02.")
+@click.option("--format", "out_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="What to print on stdout.")
+@click.option("--junit-xml", "junit_path", type=click.Path(path_type=Path), default=None,
+              help="Also write JUnit XML (one testcase per rule) to this file. Default: none.")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
+              help="Also write a Markdown summary (for a PR comment) to this file. Default: none.")
+@_friendly
+def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_accuracy, forbid_violation,
+                  baseline_path, tolerance, out_format, junit_path, markdown_path):
+    """Gate CI on a report: exit 0 if every privacy rule holds, 1 if any fails, 2 on bad input."""
+    from dataclasses import replace
+
+    from .check import Policy, evaluate_policy, rules_json, rules_junit_xml, rules_markdown, rules_table
+    from .io import atomic_write_text
+    from .report import load_report
+
+    policy = Policy.from_toml(policy_path) if policy_path else Policy()
+    overrides = {k: v for k, v in (("max_auc_dp", max_auc), ("max_tpr_at_1pct_fpr_dp", max_tpr),
+                                   ("max_epsilon", max_epsilon), ("min_accuracy", min_accuracy),
+                                   ("forbid_violation", forbid_violation), ("tolerance", tolerance))
+                 if v is not None}
+    policy = replace(policy, **overrides)
+    policy.validate("command line")
+    report = load_report(report_path)
+    baseline = load_report(baseline_path) if baseline_path else None
+    rules = evaluate_policy(report, policy, baseline)
+    if out_format == "json":
+        click.echo(rules_json(rules, str(report_path), str(baseline_path) if baseline_path else None))
+    else:
+        click.echo(rules_table(rules))
+    if junit_path:
+        atomic_write_text(junit_path, rules_junit_xml(rules))
+    if markdown_path:
+        atomic_write_text(markdown_path, rules_markdown(rules))
+    sys.exit(0 if all(r.passed for r in rules) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

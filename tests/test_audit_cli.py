@@ -1,7 +1,5 @@
 """`dpaudit audit` end to end through Click's runner, and bad input at the command line."""
 import json
-import math
-import pickle
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Real DP-SGD training on a few hundred embedded digits, checked against an independent accountant."""
 import math
-import pickle
 
 import numpy as np
 import pytest

@@ -1,0 +1,252 @@
+"""`dpaudit check`: the CI privacy-regression gate, on real audit reports."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+from conftest import small_config
+
+from dpaudit.check import Policy, Rule, evaluate_policy, pair_models, rules_junit_xml, rules_markdown
+from dpaudit.cli import main
+from dpaudit.errors import DPAuditError
+from dpaudit.io import atomic_write_json
+
+
+def run_check(*args):
+    return CliRunner().invoke(main, ["check", *map(str, args)])
+
+
+def write(tmp_path, name, report):
+    path = tmp_path / name
+    atomic_write_json(path, report)
+    return path
+
+
+@pytest.fixture(scope="module")
+def eps8_report_path(tmp_path_factory):
+    """Same data, split and seed as the fixture audit, but ε = 8 instead of 2."""
+    from dpaudit.audit import run_audit
+
+    rep, _ = run_audit(small_config(epsilons=(math.inf, 8.0)), progress=False, command="pytest eps8")
+    path = tmp_path_factory.mktemp("eps8") / "report.json"
+    atomic_write_json(path, rep)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nodp_report_path(tmp_path_factory):
+    """Same data, split and seed as the fixture audit, DP off."""
+    from dpaudit.audit import run_audit
+
+    rep, _ = run_audit(small_config(epsilons=(math.inf,)), progress=False, command="pytest nodp")
+    path = tmp_path_factory.mktemp("nodp") / "report.json"
+    atomic_write_json(path, rep)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- exit codes
+
+
+def test_passes_on_real_report(small_report_path):
+    res = run_check(small_report_path, "--max-auc", 0.99, "--min-accuracy", 0.05)
+    assert res.exit_code == 0, res.output
+    assert "FAIL" not in res.output
+    assert "forbid_violation" in res.output and "max_auc_dp" in res.output
+
+
+def test_violation_fails(small_report, tmp_path):
+    small_report["models"][1]["verdict"]["status"] = "violation"
+    res = run_check(write(tmp_path, "r.json", small_report))
+    assert res.exit_code == 1, res.output
+    assert "FAIL" in res.output
+    # --allow-violation switches the rule off
+    assert run_check(tmp_path / "r.json", "--allow-violation").exit_code == 0
+
+
+def test_raised_auc_fails(small_report, tmp_path):
+    dp = next(m for m in small_report["models"] if m["dp"])
+    dp["attacks"][0]["metrics"]["auc"] = 0.93
+    path = write(tmp_path, "r.json", small_report)
+    res = run_check(path, "--max-auc", 0.8)
+    assert res.exit_code == 1
+    assert "max_auc_dp" in res.output and "0.9300" in res.output
+    assert run_check(path, "--max-auc", 0.95).exit_code == 0
+
+
+def test_non_dp_limits_from_policy_file(small_report_path, tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text("[policy]\nmax_auc_non_dp = 0.01\nmax_tpr_at_1pct_fpr_non_dp = 1.0\n")
+    res = run_check(small_report_path, "--policy", pol)
+    assert res.exit_code == 1
+    assert "max_auc_non_dp" in res.output and "non-dp" in res.output
+
+
+def test_flags_override_policy_file(small_report_path, tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text("max_epsilon = 0.5\nmin_accuracy = 0.0\n")
+    assert run_check(small_report_path, "--policy", pol).exit_code == 1
+    assert run_check(small_report_path, "--policy", pol, "--max-epsilon", 100).exit_code == 0
+
+
+def test_max_epsilon_per_model(small_report_path, tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text('[policy.max_epsilon]\n"dp-eps2" = 2.5\n')
+    assert run_check(small_report_path, "--policy", pol).exit_code == 0
+    pol.write_text('[policy.max_epsilon]\n"dp-eps2" = 1.0\n')
+    assert run_check(small_report_path, "--policy", pol).exit_code == 1
+    pol.write_text('[policy.max_epsilon]\n"dp-eps99" = 100.0\n')  # names a model that is not there
+    assert run_check(small_report_path, "--policy", pol).exit_code == 1
+
+
+def test_missing_file_exits_2(tmp_path):
+    res = run_check(tmp_path / "nope.json")
+    assert res.exit_code == 2
+    assert "not found" in res.output and "Traceback" not in res.output
+
+
+def test_non_json_exits_2(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text("this is not json {")
+    res = run_check(p)
+    assert res.exit_code == 2 and "not readable JSON" in res.output
+
+
+def test_foreign_schema_exits_2(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"schema": "someone.else/3", "models": []}))
+    res = run_check(p)
+    assert res.exit_code == 2 and "not a dpaudit report" in res.output
+
+
+def test_unknown_policy_key_exits_2(small_report_path, tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text("max_auc_dp = 0.6\nmax_acu_non_dp = 0.7\n")
+    res = run_check(small_report_path, "--policy", pol)
+    assert res.exit_code == 2
+    assert "max_acu_non_dp" in res.output and res.output.count("\n") == 1
+
+
+def test_bad_policy_values_exit_2(small_report_path, tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text("[policy]\nmax_auc_dp = 'high'\n")
+    assert run_check(small_report_path, "--policy", pol).exit_code == 2
+    pol.write_text("max_auc_dp = [\n")
+    assert run_check(small_report_path, "--policy", pol).exit_code == 2
+    assert run_check(small_report_path, "--policy", tmp_path / "none.toml").exit_code == 2
+    assert run_check(small_report_path, "--max-auc", 1.5).exit_code == 2
+    assert run_check(small_report_path, "--format", "yaml").exit_code == 2  # click usage error
+
+
+def test_example_policy_loads():
+    from pathlib import Path
+
+    pol = Policy.from_toml(Path(__file__).resolve().parent.parent / "examples" / "policy.toml")
+    assert pol.max_auc_dp == 0.6 and pol.forbid_violation is True and pol.max_epsilon == 8.5
+
+
+# --------------------------------------------------------------------------------------------- baseline
+
+
+def test_same_report_as_baseline_passes(small_report_path):
+    res = run_check(small_report_path, "--baseline", small_report_path)
+    assert res.exit_code == 0, res.output
+    assert "baseline_claimed_epsilon" in res.output and "baseline_auc" in res.output
+
+
+def test_larger_epsilon_fails_against_baseline(small_report_path, eps8_report_path):
+    res = run_check(eps8_report_path, "--baseline", small_report_path, "--format", "json")
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.output)
+    failed = {(r["name"], r["model"]) for r in doc["rules"] if not r["passed"]}
+    assert ("baseline_claimed_epsilon", "dp-eps8 (baseline dp-eps2)") in failed
+    # The other way round (smaller ε than the baseline) passes the claimed-ε rule.
+    res = run_check(small_report_path, "--baseline", eps8_report_path, "--format", "json")
+    rules = json.loads(res.output)["rules"]
+    assert all(r["passed"] for r in rules if r["name"] == "baseline_claimed_epsilon")
+
+
+def test_dp_off_fails_against_baseline(small_report_path, nodp_report_path):
+    res = run_check(nodp_report_path, "--baseline", small_report_path, "--format", "json")
+    assert res.exit_code == 1, res.output
+    failed = [r for r in json.loads(res.output)["rules"] if not r["passed"]]
+    assert any(r["name"] == "baseline_model_present" and r["model"] == "dp-eps2" for r in failed)
+
+
+def test_dp_replaced_by_non_dp_at_same_position_fails(small_report, small_audit):
+    baseline = small_audit[0]
+    cur = small_report
+    cur["models"][1] = copy.deepcopy(cur["models"][0])
+    cur["models"][1]["name"] = "non-dp-2"
+    pairs = pair_models(cur, baseline)
+    assert [(o["name"], c["name"]) for o, c in pairs] == [("non-dp", "non-dp"), ("dp-eps2", "non-dp-2")]
+    rules = evaluate_policy(cur, Policy(), baseline)
+    claimed = [r for r in rules if r.name == "baseline_claimed_epsilon" and "non-dp-2" in r.model]
+    assert len(claimed) == 1 and not claimed[0].passed and claimed[0].observed == math.inf
+
+
+def test_tolerance(small_report, small_audit):
+    baseline = small_audit[0]
+    dp = small_report["models"][1]
+    dp["attacks"][0]["metrics"]["auc"] = max(a["metrics"]["auc"] for a in dp["attacks"]) + 0.03
+    assert not all(r.passed for r in evaluate_policy(small_report, Policy(tolerance=0.02), baseline))
+    assert all(r.passed for r in evaluate_policy(small_report, Policy(tolerance=0.05), baseline))
+
+
+@pytest.mark.parametrize("section,key,value", [("dataset", "sha256", "0" * 64), ("dataset", "name", "cifar"),
+                                               ("split", "seed", 12345), ("split", "pool_sha256", "ffff"),
+                                               ("split", "members", 1)])
+def test_incompatible_baseline_exits_2(small_report, small_report_path, tmp_path, section, key, value):
+    small_report[section][key] = value
+    other = write(tmp_path, "other.json", small_report)
+    res = run_check(small_report_path, "--baseline", other)
+    assert res.exit_code == 2, res.output
+    assert f"{section}.{key}" in res.output and "not comparable" in res.output
+    with pytest.raises(DPAuditError, match=f"{section}.{key}"):
+        evaluate_policy(small_report, Policy(), json.loads(small_report_path.read_text()))
+
+
+# -------------------------------------------------------------------------------------------- renderers
+
+
+def test_junit_xml(small_report, tmp_path):
+    small_report["models"][1]["verdict"]["status"] = "violation"
+    path = write(tmp_path, "r.json", small_report)
+    junit = tmp_path / "out" / "junit.xml"
+    res = run_check(path, "--max-auc", 0.99, "--junit-xml", junit)
+    assert res.exit_code == 1
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and suite.get("name") == "dpaudit.check"
+    cases = suite.findall("testcase")
+    rules = evaluate_policy(small_report, Policy(max_auc_dp=0.99))
+    assert len(cases) == len(rules) == int(suite.get("tests"))
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert len(failures) == 1 == int(suite.get("failures"))
+    assert "forbid_violation" in failures[0].get("name") and failures[0].find("failure").get("message")
+
+
+def test_json_format(small_report_path):
+    res = run_check(small_report_path, "--format", "json", "--max-auc", 0.99)
+    assert res.exit_code == 0
+    doc = json.loads(res.output)
+    assert doc["passed"] is True and doc["n_failed"] == 0 and doc["n_rules"] == len(doc["rules"])
+    assert {"name", "description", "model", "metric", "limit", "observed", "passed"} <= set(doc["rules"][0])
+
+
+def test_markdown_written(small_report_path, tmp_path):
+    md = tmp_path / "comment.md"
+    res = run_check(small_report_path, "--markdown", md, "--max-auc", 0.99)
+    assert res.exit_code == 0
+    text = md.read_text()
+    assert text.startswith("### ") and "all" in text.splitlines()[0] and "| rule |" in text
+    failing = rules_markdown([Rule("max_auc_dp", "d", "m|x", "AUC", 0.5, 0.9, False)])
+    assert "FAIL" in failing.splitlines()[0] and "m\\|x" in failing
+
+
+def test_junit_escapes_special_characters():
+    xml = rules_junit_xml([Rule("r", 'quote " & <tag>', "m<1>", "metric", 0.5, 0.7, False)])
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    assert root.find("testcase/failure").get("message").startswith('quote " & <tag>')
