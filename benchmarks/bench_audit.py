@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import replace
 
-from _common import fmt_duration, git_commit, peak_rss, print_json_line, quiet, table, timed
+from _common import TreeRSS, fmt_duration, git_commit, peak_rss, print_json_line, quiet, table, timed
 
 from dpaudit.audit import AuditConfig, run_audit
 from dpaudit.report import render, write_outputs
@@ -40,6 +40,48 @@ def render_timed(report: dict, fmts: list[str]) -> tuple[dict[str, float], dict[
     return {k: round(v, 3) for k, v in render_t.items()}, {n: len(b) for n, b in files.items()}
 
 
+def run_and_render(cfg: AuditConfig, command: str, pre_phases: dict[str, float] | None = None,
+                   **run_kwargs) -> tuple[dict, dict[str, float], float, dict]:
+    """run_audit, then every format rendered and written; prints the phase table.
+    Returns (report, phases in s, wall s, peak RSS). ``pre_phases`` (e.g. data loading done by the caller)
+    count in the wall time."""
+    before = dict(pre_phases or {})
+    t0 = time.perf_counter()
+    with TreeRSS() as tree:
+        report, _extras = run_audit(cfg, progress=False, command=command, **run_kwargs)
+        audit_s = time.perf_counter() - t0
+        phases = before | dict(report["timing_s"])
+        render_t, sizes = render_timed(report, FORMATS)
+    phases.update(render_t)
+    wall = time.perf_counter() - t0 + sum(before.values())
+    phases["other"] = round(wall - sum(phases.values()), 3)  # splits, signal stacking, report assembly
+    rss = peak_rss() | {"tree_mb": round(tree.peak_mb, 1)}
+    rss["max_mb"] = max(rss["max_mb"], rss["tree_mb"])
+    rows = [[k, f"{v:.2f}", f"{100 * v / wall:.1f}%"] for k, v in phases.items()]
+    rows.append(["total", f"{wall:.2f}", "100.0%"])
+    print("\n" + table(["phase", "seconds", "share"], rows))
+    print(f"\nwall {wall:.1f} s ({fmt_duration(wall)}); run_audit {audit_s:.1f} s; rendered "
+          f"{', '.join(FORMATS)} ({len(sizes)} files, {sum(sizes.values()) / 1e6:.2f} MB); peak RSS self "
+          f"{rss['self_mb']:.0f} MB, largest child {rss['children_mb']:.0f} MB, process tree (sampled, summed) "
+          f"{rss['tree_mb']:.0f} MB; workers "
+          f"{report['platform']['workers']}")
+    return report, phases, wall, rss
+
+
+def model_summary(report: dict) -> dict[str, dict]:
+    """Per model: accuracy, epsilon spent, the target's training-loop time, lower bounds and verdict."""
+    out = {}
+    for m in report["models"]:
+        c = m.get("canary") or {}
+        out[m["name"]] = {"test_accuracy": round(m["training"]["test_accuracy"], 4),
+                          "epsilon": m["training"]["epsilon"], "wall_s": round(m["training"]["wall_s"], 2),
+                          "empirical_epsilon_lb": m["verdict"].get("empirical_epsilon_lb"),
+                          "canary_epsilon_lb": c.get("epsilon_lb"), "verdict": m["verdict"]["status"]}
+        print(f"  {m['name']:10s} test acc {out[m['name']]['test_accuracy']:.4f}  target loop "
+              f"{out[m['name']]['wall_s']:.1f} s  verdict {m['verdict']['status']}")
+    return out
+
+
 def build_config(args) -> AuditConfig:
     cfg = AuditConfig()
     changes = {"canaries": args.canaries}
@@ -58,7 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--canaries", type=int, default=0, help="canaries m for the one-run audit (0 = off)")
     p.add_argument("--members", type=int, default=None, help="override AuditConfig.members (default 1750)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="override the epochs of every model (default: the recipes, non-DP 20, DP 6)")
+                   help="override the epochs of every model (default: the recipes, non-DP 20, DP 12)")
     p.add_argument("--shadow-models", type=int, default=None, help="override K (default 4)")
     p.add_argument("--jobs", type=int, default=None, help="override worker processes (default 0 = per core)")
     p.add_argument("--n-boot", type=int, default=None, help="override bootstrap resamples (default 1000)")
@@ -68,41 +110,20 @@ def main(argv=None) -> int:
 
     quiet()
     cfg = build_config(args)
-    fmts = FORMATS
     commit = git_commit()
     print(f"bench_audit: commit {commit}, cpus {os.cpu_count()}; config: dataset {cfg.dataset}, members "
           f"{cfg.members}, epsilons {[e for e in cfg.to_dict()['epsilons']]}, K {cfg.shadow_models}, attacks "
           f"{','.join(cfg.attacks)}, canaries {cfg.canaries}, recipes {cfg.to_dict()['recipes']}", flush=True)
 
-    t0 = time.perf_counter()
-    report, _extras = run_audit(cfg, progress=False, command="benchmarks/bench_audit.py")
-    audit_s = time.perf_counter() - t0
-    phases = dict(report["timing_s"])
-    render_t, sizes = render_timed(report, fmts)
-    wall = time.perf_counter() - t0
-    phases.update(render_t)
-    phases["other"] = round(wall - sum(phases.values()), 3)  # splits, signal stacking, report assembly
-    rss = peak_rss()
-
-    rows = [[k, f"{v:.2f}", f"{100 * v / wall:.1f}%"] for k, v in phases.items()]
-    rows.append(["total", f"{wall:.2f}", "100.0%"])
-    print("\n" + table(["phase", "seconds", "share"], rows))
-    print(f"\nwall {wall:.1f} s ({fmt_duration(wall)}); run_audit {audit_s:.1f} s; rendered "
-          f"{', '.join(fmts)} ({len(sizes)} files, {sum(sizes.values()) / 1e6:.2f} MB); peak RSS self "
-          f"{rss['self_mb']:.0f} MB, largest child {rss['children_mb']:.0f} MB; workers "
-          f"{report['platform']['workers']}")
-    acc = {m["name"]: {"test_accuracy": round(m["training"]["test_accuracy"], 4),
-                       "epsilon": m["training"]["epsilon"], "wall_s": round(m["training"]["wall_s"], 2),
-                       "verdict": m["verdict"]["status"]} for m in report["models"]}
-    for name, a in acc.items():
-        print(f"  {name:10s} test acc {a['test_accuracy']:.4f}  target loop {a['wall_s']:.1f} s  verdict {a['verdict']}")
+    report, phases, wall, rss = run_and_render(cfg, "benchmarks/bench_audit.py")
+    acc = model_summary(report)
     print_json_line({
         "commit": commit,
         "wall_s": round(wall, 3),
         "peak_rss_mb": rss["max_mb"],
         "peak_rss": rss,
         "phases": phases,
-        "formats": fmts,
+        "formats": FORMATS,
         "workers": report["platform"]["workers"],
         "cpus": os.cpu_count(),
         "models": acc,

@@ -21,10 +21,10 @@ import sys
 import time
 from dataclasses import replace
 
-from _common import fmt_duration, git_commit, peak_rss, print_json_line, quiet, table
+from _common import fmt_duration, git_commit, print_json_line, quiet
 
-from bench_audit import FORMATS, render_timed
-from dpaudit.audit import AuditConfig, run_audit
+from bench_audit import model_summary, run_and_render
+from dpaudit.audit import AuditConfig
 from dpaudit.train import train_model
 
 N_RECORDS = 70_000  # Fashion-MNIST: 60,000 train + 10,000 test
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--members", type=int, default=None, help="members per model (default 30,000; --quick 2,000)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of every model (default: dpaudit's recipes, non-DP 20 and DP 6; --quick 1)")
+                   help="epochs of every model (default: dpaudit's recipes, non-DP 20 and DP 12; --quick 1)")
     p.add_argument("--shadow-models", type=int, default=None, help="reference models K per epsilon (default 4)")
     p.add_argument("--canaries", type=int, default=None, help="canaries m (default 1,000; --quick 500)")
     p.add_argument("--n-test", type=int, default=None, help="test records (default 9,000; --quick 1,000)")
@@ -120,7 +120,6 @@ def main(argv=None) -> int:
     quiet()
     cfg = build_config(args)
     fit = check_fit(cfg)
-    fmts = FORMATS
     commit = git_commit()
     print(f"bench_fullscale: commit {commit}, cpus {os.cpu_count()}; {fit}", flush=True)
     print(f"config: epsilons {cfg.to_dict()['epsilons']}, K {cfg.shadow_models}, attacks {','.join(cfg.attacks)}, "
@@ -146,32 +145,9 @@ def main(argv=None) -> int:
             print_json_line({"commit": commit, "estimate": est, "config": cfg.to_dict()})
             return 0
 
-    t1 = time.perf_counter()
-    report, _extras = run_audit(cfg, progress=False, command="benchmarks/bench_fullscale.py", dataset=data)
-    audit_s = time.perf_counter() - t1
-    phases = {"load": round(load_s, 3)}
-    phases.update(report["timing_s"])
-    render_t, sizes = render_timed(report, fmts)
-    phases.update(render_t)
-    wall = time.perf_counter() - t1 + load_s
-    phases["other"] = round(wall - sum(phases.values()), 3)
-    rss = peak_rss()
-
-    rows = [[k, f"{v:.2f}", f"{100 * v / wall:.1f}%"] for k, v in phases.items()]
-    rows.append(["total", f"{wall:.2f}", "100.0%"])
-    print("\n" + table(["phase", "seconds", "share"], rows))
-    print(f"\nwall {wall:.1f} s ({fmt_duration(wall)}), not counting the estimate; run_audit {audit_s:.1f} s; "
-          f"peak RSS self {rss['self_mb']:.0f} MB, largest child {rss['children_mb']:.0f} MB; workers "
-          f"{report['platform']['workers']}")
-    models = {}
-    for m in report["models"]:
-        c = m.get("canary") or {}
-        models[m["name"]] = {"test_accuracy": round(m["training"]["test_accuracy"], 4),
-                             "epsilon": m["training"]["epsilon"], "target_loop_s": round(m["training"]["wall_s"], 2),
-                             "empirical_epsilon_lb": m["verdict"]["empirical_epsilon_lb"],
-                             "canary_epsilon_lb": c.get("epsilon_lb"), "verdict": m["verdict"]["status"]}
-        print(f"  {m['name']:10s} test acc {models[m['name']]['test_accuracy']:.4f}  ε lb "
-              f"{m['verdict']['empirical_epsilon_lb']:.3f} ({m['verdict']['source']})  verdict {m['verdict']['status']}")
+    report, phases, wall, rss = run_and_render(cfg, "benchmarks/bench_fullscale.py",
+                                               pre_phases={"load": round(load_s, 3)}, dataset=data)
+    models = model_summary(report)
     print_json_line({
         "commit": commit,
         "wall_s": round(wall, 3),

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256, help="batch size (expected Poisson batch under DP)")
     p.add_argument("--epsilon", type=float, default=8.0, help="target epsilon of the DP runs")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate for every run (default: dpaudit's recipes: non-DP 0.02, DP 2.0)")
+                   help="learning rate for every run (default: dpaudit's recipes: non-DP 0.02, DP 0.75)")
     p.add_argument("--momentum", type=float, default=None,
                    help="SGD momentum for every run (default: dpaudit's recipes: non-DP 0.9, DP 0.0)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = all cores)")

@@ -18,6 +18,7 @@ from .accounting import cross_check
 from .bounds import (best_threshold_epsilon_lb, max_advantage, max_balanced_accuracy, one_run_audit)
 from .data import Dataset, load_dataset
 from .errors import DPAuditError
+from .recipes import DP_RECIPE, NON_DP_RECIPE
 from .signals import Signals, model_logits
 from .splits import Splits, make_splits
 from .train import TrainConfig, cache_key, train_model
@@ -26,13 +27,6 @@ SCHEMA = "dpaudit.report/1"
 ATTACKS = ("loss", "shadow")
 VIOLATION = "VIOLATION: the model leaks more than its ε allows"
 CONSISTENT = "consistent"
-
-
-# Non-DP: small steps with momentum until the training set is fitted, which is what makes a model leak.
-NON_DP_RECIPE = {"epochs": 20, "batch_size": 128, "lr": 0.02, "momentum": 0.9}
-# DP: large Poisson batches and few epochs keep sigma low for a given epsilon; clipped gradients have norm
-# <= C, so a large plain-SGD step is stable. Tuned on mnist-5k (see benchmarks/bench_utility.py).
-DP_RECIPE = {"epochs": 6, "batch_size": 256, "lr": 2.0, "momentum": 0.0}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .errors import DPAuditError
+from .recipes import DP_RECIPE, NON_DP_RECIPE
 
 def _friendly(fn):
     """DPAuditError -> one line on stderr and exit status 2 (1 is reserved for `check` failures)."""
@@ -61,12 +62,14 @@ def _common_training_options(fn):
                      show_default=True, help="Architecture: the tutorial's SimpleCNN, or the same with tanh "
                      "(tempered sigmoid, Papernot et al. 2021)."),
         click.option("--epochs", type=int, default=None,
-                     help="Passes over the training set (epochs). Default: 20 without DP, 6 with DP."),
+                     help=f"Passes over the training set (epochs). Default: {NON_DP_RECIPE['epochs']} without DP, "
+                     f"{DP_RECIPE['epochs']} with DP."),
         click.option("--batch-size", type=int, default=None,
                      help="Batch size (records); under DP the expected size of a Poisson-sampled batch. "
-                     "Default: 128 without DP, 256 with DP."),
+                     f"Default: {NON_DP_RECIPE['batch_size']} without DP, {DP_RECIPE['batch_size']} with DP."),
         click.option("--lr", type=float, default=None,
-                     help="SGD learning rate. Default: 0.02 (momentum 0.9) without DP, 2.0 (no momentum) with DP."),
+                     help=f"SGD learning rate. Default: {NON_DP_RECIPE['lr']} (momentum {NON_DP_RECIPE['momentum']}) "
+                     f"without DP, {DP_RECIPE['lr']} (momentum {DP_RECIPE['momentum']}) with DP."),
         click.option("--max-grad-norm", type=float, default=1.0, show_default=True,
                      help="DP-SGD per-example clipping norm C (L2)."),
         click.option("--accountant", type=click.Choice(["prv", "rdp"]), default="prv", show_default=True,

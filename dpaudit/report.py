@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import DPAuditError
-from .io import dumps
+from .io import default_mode, dumps
 
 SCHEMA = "dpaudit.report/1"
 
@@ -250,6 +250,7 @@ def write_outputs(out: str | Path, files: dict[str, bytes]) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        stage.chmod(default_mode(directory=True))
         for name, data in files.items():
             p = stage / name
             p.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -192,11 +193,12 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
 
         validate_for_dp(model)
         engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
-        out = engine.make_private_with_epsilon(
-            module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
-            target_epsilon=cfg.epsilon, target_delta=cfg.delta, epochs=cfg.epochs,
-            max_grad_norm=cfg.max_grad_norm, poisson_sampling=True, grad_sample_mode=cfg.grad_sample_mode,
-            noise_generator=torch.Generator(device=device).manual_seed(cfg.seed + 1))
+        with _memoised_calibration():
+            out = engine.make_private_with_epsilon(
+                module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
+                target_epsilon=cfg.epsilon, target_delta=cfg.delta, epochs=cfg.epochs,
+                max_grad_norm=cfg.max_grad_norm, poisson_sampling=True, grad_sample_mode=cfg.grad_sample_mode,
+                noise_generator=torch.Generator(device=device).manual_seed(cfg.seed + 1))
         if cfg.grad_sample_mode == "ghost":
             model, optimizer, criterion, loader = out
         else:
@@ -263,6 +265,35 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
         device=str(device), accounting_s=accounting_s)
     plain = plain.cpu().eval()
     return TrainedModel(module=plain, record=record, config=cfg)
+
+
+_SIGMA_CACHE: dict[tuple, float] = {}
+
+
+@contextmanager
+def _memoised_calibration():
+    """An audit trains K + 1 models per epsilon with the same (epsilon, delta, q, epochs, accountant), and
+    make_private_with_epsilon would repeat the same binary search for sigma (seconds with PRV) for each.
+    Opacus's search is a pure function of those arguments, so its result is remembered for this process;
+    make_private_with_epsilon still does everything else, and epsilon still comes from the accountant."""
+    import opacus.privacy_engine as pe
+
+    original = getattr(pe, "get_noise_multiplier", None)
+    if original is None:  # another Opacus layout: calibrate every time
+        yield
+        return
+
+    def cached(**kwargs):
+        key = tuple(sorted(kwargs.items()))
+        if key not in _SIGMA_CACHE:
+            _SIGMA_CACHE[key] = original(**kwargs)
+        return _SIGMA_CACHE[key]
+
+    pe.get_noise_multiplier = cached
+    try:
+        yield
+    finally:
+        pe.get_noise_multiplier = original
 
 
 class _nullctx:

@@ -37,6 +37,27 @@ def test_dp_epsilon_hits_target_and_matches_dp_accounting(digits, accountant, re
     assert abs(rec.epsilon - ref) <= max(0.02 * ref, 0.02), (rec.epsilon, ref)
 
 
+def test_calibration_is_opacus_search_remembered(digits):
+    """Models sharing (eps, delta, q, epochs, accountant) reuse Opacus's sigma; nothing else changes."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from dpaudit import train as train_mod
+
+    ds, tr, te = digits
+    train_mod._SIGMA_CACHE.clear()
+    recs = [train_model(TrainConfig(epsilon=3.0, delta=1e-4, epochs=1, batch_size=64, lr=1.0, momentum=0.0,
+                                    seed=s), ds.images[tr], ds.labels[tr], test_images=ds.images[te],
+                        test_labels=ds.labels[te], progress=False).record for s in (0, 1)]
+    assert len(train_mod._SIGMA_CACHE) == 1
+    direct = get_noise_multiplier(target_epsilon=3.0, target_delta=1e-4, sample_rate=recs[0].sample_rate,
+                                  epochs=1, accountant="prv")
+    assert recs[0].noise_multiplier == recs[1].noise_multiplier == pytest.approx(direct, rel=1e-12)
+    assert all(0.9 * 3.0 <= r.epsilon <= 3.0 for r in recs)
+    import opacus.privacy_engine as pe
+
+    assert pe.get_noise_multiplier is get_noise_multiplier  # restored after training
+
+
 def test_non_dp_training_fits(digits):
     ds, tr, te = digits
     rec = train_model(TrainConfig(epochs=30, batch_size=32, seed=0), ds.images[tr], ds.labels[tr], test_images=ds.images[te],
