@@ -123,6 +123,7 @@ def main(argv=None) -> int:
         "peak_rss_mb": rss["max_mb"],
         "peak_rss": rss,
         "phases": phases,
+        "worker_s": report.get("worker_s"),
         "formats": FORMATS,
         "workers": report["platform"]["workers"],
         "cpus": os.cpu_count(),

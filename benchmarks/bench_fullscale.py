@@ -58,11 +58,12 @@ def check_fit(cfg: AuditConfig) -> str:
 
 def estimate(cfg: AuditConfig, images, labels) -> dict:
     """Time 1 epoch on 2,048 records (non-DP and DP) with the threads each worker will get, one noise
-    calibration and one worker start, and scale to the audit: ceil(models / workers) rounds per epsilon."""
+    calibration and one worker start, and scale to the audit: every model of every epsilon shares one pool,
+    and each worker calibrates sigma once per epsilon (dpaudit remembers it for that process)."""
     import torch
 
     n_models = 1 + cfg.shadow_models
-    workers = cfg.jobs or max(1, min(os.cpu_count() or 1, n_models))
+    workers = cfg.jobs or max(1, min(os.cpu_count() or 1, n_models * len(cfg.epsilons)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -79,8 +80,7 @@ def estimate(cfg: AuditConfig, images, labels) -> dict:
                 calib = time.perf_counter() - t - rec.wall_s
     finally:
         torch.set_num_threads(prev)
-    # Each epsilon starts a fresh pool of spawned workers, each importing torch and opacus and receiving
-    # the images: time one such start.
+    # The pool's spawned workers each import torch and opacus and receive the images: time one such start.
     startup = 0.0
     if workers > 1:
         import subprocess
@@ -89,16 +89,16 @@ def estimate(cfg: AuditConfig, images, labels) -> dict:
         subprocess.run([sys.executable, "-c", "import torch, opacus, dpaudit.audit"], check=False)
         startup = time.perf_counter() - t
     n_train = cfg.members  # the target also trains on about canaries/2 more
-    rounds = math.ceil(n_models / workers)
     per_eps = {}
     for eps in cfg.epsilons:
         kind = "dp" if math.isfinite(eps) else "non_dp"
         epochs = cfg.recipe(eps)["epochs"]
-        per_model = epochs * n_train * per_record[kind] + (calib if kind == "dp" else 0.0)
-        per_eps["inf" if kind == "non_dp" else f"{eps:g}"] = startup + rounds * per_model
+        calibrations = min(workers, n_models) if kind == "dp" else 0
+        per_eps["inf" if kind == "non_dp" else f"{eps:g}"] = \
+            (n_models * epochs * n_train * per_record[kind] + calibrations * calib) / workers
     return {"per_record_epoch_s": per_record, "calibration_s": calib, "worker_startup_s": startup,
-            "workers": workers, "threads_per_worker": threads, "rounds_per_epsilon": rounds,
-            "train_s_by_epsilon": per_eps, "train_s": sum(per_eps.values())}
+            "workers": workers, "threads_per_worker": threads,
+            "train_s_by_epsilon": per_eps, "train_s": startup + sum(per_eps.values())}
 
 
 def main(argv=None) -> int:
@@ -136,10 +136,10 @@ def main(argv=None) -> int:
         est = estimate(cfg, data.images, data.labels)
         by = ", ".join(f"ε={k}: {fmt_duration(v)}" for k, v in est["train_s_by_epsilon"].items())
         print(f"estimate: training about {fmt_duration(est['train_s'])} ({by}; {est['workers']} workers x "
-              f"{est['threads_per_worker']} threads, {est['rounds_per_epsilon']} rounds per ε; "
+              f"{est['threads_per_worker']} threads in one pool; "
               f"{1e3 * est['per_record_epoch_s']['non_dp']:.3f} ms/record non-DP, "
               f"{1e3 * est['per_record_epoch_s']['dp']:.3f} ms/record DP, calibration "
-              f"{est['calibration_s']:.1f} s per DP model, worker start {est['worker_startup_s']:.1f} s per ε) "
+              f"{est['calibration_s']:.1f} s per DP model, worker start {est['worker_startup_s']:.1f} s) "
               f"plus attacks and rendering. Rough: measured on 2,048 records in this process.", flush=True)
         if args.estimate_only:
             print_json_line({"commit": commit, "estimate": est, "config": cfg.to_dict()})
@@ -154,6 +154,7 @@ def main(argv=None) -> int:
         "peak_rss_mb": rss["max_mb"],
         "peak_rss": rss,
         "phases": phases,
+        "worker_s": report.get("worker_s"),
         "estimate_train_s": round(est["train_s"], 1) if est else None,
         "split": report["split"],
         "workers": report["platform"]["workers"],

@@ -186,27 +186,41 @@ def _train_job(job: dict) -> dict:
             "cache_hit": hit, "train_s": train_s, "inference_s": time.perf_counter() - t1}
 
 
+def _job_cost(job: dict) -> float:
+    """Relative training cost, for longest-first scheduling: record-epochs, DP steps dearer."""
+    cfg: TrainConfig = job["cfg"]
+    n = len(job["train_idx"]) + (0 if job["canary_idx"] is None else len(job["canary_idx"]))
+    return cfg.epochs * n * (1.6 if cfg.dp else 1.0)
+
+
 def _run_jobs(jobs: list[dict], images, labels, n_workers: int, progress: bool, desc: str) -> list[dict]:
+    """Train every job in one pool of worker processes and return the results in the jobs' order.
+
+    One pool for the whole audit (not one per epsilon) pays the workers' start once and leaves no core
+    idle while the last model of one epsilon trains; longest jobs go first so the pool drains evenly."""
     from tqdm.auto import tqdm
 
-    results = []
+    order = sorted(range(len(jobs)), key=lambda i: -_job_cost(jobs[i]))
+    results: dict[int, dict] = {}
     bar = tqdm(total=len(jobs), desc=desc, unit="model", disable=not progress)
     if n_workers <= 1:
         _init_worker(images, labels, max(1, os.cpu_count() or 1))
-        for j in jobs:
-            results.append(_train_job(j))
+        for i in order:
+            results[i] = _train_job(jobs[i])
             bar.update()
     else:
         import multiprocessing as mp
+        from concurrent.futures import as_completed
 
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(images, labels, threads)) as ex:
-            for r in ex.map(_train_job, jobs):
-                results.append(r)
+            futures = {ex.submit(_train_job, jobs[i]): i for i in order}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
                 bar.update()
     bar.close()
-    return sorted(results, key=lambda r: r["k"])
+    return [results[i] for i in range(len(jobs))]
 
 
 # ---- attacks -------------------------------------------------------------------------------------
@@ -306,15 +320,15 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
     splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                          canaries=cfg.canaries, seed=cfg.seed)
     phases["data"] = time.perf_counter() - t
-    n_workers = cfg.jobs or max(1, min(os.cpu_count() or 1, 1 + cfg.shadow_models))
+    n_workers = cfg.jobs or max(1, min(os.cpu_count() or 1, len(cfg.epsilons) * (1 + cfg.shadow_models)))
     if cfg.device != "cpu":
         n_workers = 1  # one GPU: processes would only contend for it
     pool_labels = data.labels[splits.pool_idx]
     models, extras = [], {"scores": {}}
+    jobs = []
     for ei, eps in enumerate(cfg.epsilons):
         name = model_name(eps)
         base = cfg.train_config(eps)
-        jobs = []
         for k in range(1 + cfg.shadow_models):
             tcfg = replace(base, seed=model_seed(cfg.seed, ei, k))
             with_canaries = k == 0 and cfg.canaries > 0
@@ -322,15 +336,20 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
             canary_labels = splits.canary_labels[splits.canary_in] if with_canaries else None
             train_idx = splits.train_indices(k)
             extra = "" if canary_train is None else f"canaries:{canary_train.tolist()}:{canary_labels.tolist()}"
-            jobs.append({"k": k, "cfg": tcfg, "train_idx": train_idx, "canary_idx": canary_train,
+            jobs.append({"ei": ei, "k": k, "cfg": tcfg, "train_idx": train_idx, "canary_idx": canary_train,
                          "canary_labels": canary_labels, "test_idx": splits.test_idx, "pool_idx": splits.pool_idx,
                          "canary_eval_idx": splits.canary_idx if with_canaries else None,
                          "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
                          "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
                          "tamper": tamper if k == 0 else None, "require_cached": require_cached})
-        t = time.perf_counter()
-        results = _run_jobs(jobs, data.images, data.labels, n_workers, progress, f"training {name}")
-        phases[f"train:{name}"] = time.perf_counter() - t
+    t = time.perf_counter()
+    all_results = _run_jobs(jobs, data.images, data.labels, n_workers, progress, "training")
+    phases["train"] = time.perf_counter() - t
+    worker_s: dict[str, float] = {}
+    for ei, eps in enumerate(cfg.epsilons):
+        name = model_name(eps)
+        results = sorted((r for j, r in zip(jobs, all_results) if j["ei"] == ei), key=lambda r: r["k"])
+        worker_s[name] = round(sum(r["train_s"] + r["inference_s"] for r in results), 3)
         sig = Signals(logits=np.stack([r["pool_logits"] for r in results]), labels=pool_labels)
         target = results[0]
         rec = target["record"]
@@ -390,5 +409,8 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
                              "only to count outcomes."),
         "models": models,
         "timing_s": {k: round(v, 3) for k, v in phases.items()},
+        # Seconds each epsilon's models took inside the workers (training + inference), summed over its
+        # K + 1 models: they overlap in time, so they do not add up to the wall time above.
+        "worker_s": worker_s,
     }
     return report, extras
