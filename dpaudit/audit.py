@@ -18,6 +18,7 @@ from .accounting import cross_check
 from .bounds import (best_threshold_epsilon_lb, max_advantage, max_balanced_accuracy, one_run_audit)
 from .data import Dataset, load_dataset
 from .errors import DPAuditError
+from .memory import release_freed_memory
 from .recipes import DP_RECIPE, NON_DP_RECIPE
 from .signals import Signals, model_logits
 from .splits import Splits, make_splits
@@ -182,6 +183,8 @@ def _train_job(job: dict) -> dict:
     dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     pool_logits = model_logits(module, images[job["pool_idx"]], dev)
     canary_logits = model_logits(module, images[job["canary_eval_idx"]], dev) if job["canary_eval_idx"] is not None else None
+    del module
+    release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
     return {"k": job["k"], "record": record.to_dict(), "pool_logits": pool_logits, "canary_logits": canary_logits,
             "cache_hit": hit, "train_s": train_s, "inference_s": time.perf_counter() - t1}
 

@@ -15,7 +15,7 @@ from .train import to_tensor
 
 
 def model_logits(module: torch.nn.Module, images: np.ndarray, device: str | torch.device = "cpu",
-                 batch: int = 4096) -> np.ndarray:
+                 batch: int = 1024) -> np.ndarray:
     """float32 [n, C] logits, in one batched pass under inference mode."""
     module = module.to(device).eval()
     out = []

@@ -17,6 +17,7 @@ from torch import nn
 from . import __version__
 from .accounting import ACCOUNTANTS, validate_privacy_target
 from .errors import DPAuditError
+from .memory import TRIM_EVERY_STEPS, release_freed_memory
 from .models import build_model, validate_for_dp
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
@@ -139,7 +140,7 @@ def check_config(cfg: TrainConfig, n_train: int) -> None:
 
 
 def _accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                       batch: int = 2048) -> tuple[float, float]:
+                       batch: int = 1024) -> tuple[float, float]:
     model.eval()
     correct, loss_sum = 0, 0.0
     with torch.inference_mode():
@@ -234,6 +235,8 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                 optimizer.step()
                 if not cfg.dp or not getattr(optimizer, "_is_last_step_skipped", False):
                     steps += 1
+                    if steps % TRIM_EVERY_STEPS == 0:
+                        release_freed_memory()
         if engine is not None:
             ta = time.perf_counter()
             eps_per_epoch.append(float(engine.get_epsilon(cfg.delta)))
@@ -241,6 +244,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(eps=f"{eps_per_epoch[-1]:.3f}")
     wall = time.perf_counter() - t0 - accounting_s
+    release_freed_memory()
 
     plain = model._module if hasattr(model, "_module") else model
     if cfg.dp:
