@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -97,9 +98,15 @@ class AuditConfig:
                 raise DPAuditError(f"every epsilon must be > 0 (inf for no DP), got {e}")
         if not 0 < self.delta < 1:
             raise DPAuditError(f"--delta must be in (0, 1), got {self.delta}")
-        if self.delta >= 1.0 / self.members:
-            raise DPAuditError(f"--delta {self.delta:g} is not below 1/N = {1.0 / self.members:.3g} "
-                               f"for N = {self.members} members; choose --delta < 1/N")
+        if self.members < 1:
+            raise DPAuditError(f"--members must be at least 1, got {self.members}")
+        if self.canaries < 0:
+            raise DPAuditError(f"--canaries must be >= 0, got {self.canaries}")
+        # The target trains on its members plus the canaries drawn in, at most all of them.
+        n_max = self.members + self.canaries
+        if self.delta >= 1.0 / n_max:
+            raise DPAuditError(f"--delta {self.delta:g} is not below 1/N = {1.0 / n_max:.3g} "
+                               f"for up to N = {n_max} training records (members + canaries); choose --delta < 1/N")
         if self.shadow_models < 1 and ("loss" in self.attacks or "shadow" in self.attacks):
             raise DPAuditError("--shadow-models must be at least 1 (thresholds come from reference models)")
         if "shadow" in self.attacks and self.shadow_models < 2:
@@ -110,8 +117,6 @@ class AuditConfig:
             raise DPAuditError(f"unknown attack(s) {sorted(unknown)}; choose from {', '.join(ATTACKS)}")
         if not 0.5 <= self.confidence < 1:
             raise DPAuditError(f"--confidence must be in [0.5, 1), got {self.confidence}")
-        if self.canaries < 0:
-            raise DPAuditError(f"--canaries must be >= 0, got {self.canaries}")
 
 
 def model_name(epsilon: float) -> str:
@@ -147,11 +152,27 @@ def _init_worker(images: np.ndarray, labels: np.ndarray, threads: int) -> None:
     _DATA["images"], _DATA["labels"] = images, labels
 
 
+def _load_cached(path: Path, device: str):
+    """(module, record) from the model cache, or None when absent or damaged (e.g. a run killed between
+    writing the weights and the record): a cache entry is only ever a shortcut, so a bad one is retrained
+    and overwritten rather than failing the audit."""
+    from .train import TrainingRecord, load_model
+
+    if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
+        return None
+    try:
+        module, meta = load_model(path, device=device)
+        return module, TrainingRecord.from_dict(meta["record"])
+    except DPAuditError as exc:
+        warnings.warn(f"ignoring damaged cache entry {path.name}: {exc}", stacklevel=2)
+        return None
+
+
 def _train_job(job: dict) -> dict:
     """Train (or load from cache) one model and return its record, weights and signal rows."""
     import torch
 
-    from .train import load_model, save_model
+    from .train import save_model
 
     quiet_library_warnings()
     images, labels = _DATA["images"], _DATA["labels"]
@@ -162,11 +183,9 @@ def _train_job(job: dict) -> dict:
         y = np.concatenate([y, job["canary_labels"]])
     cache_path = Path(job["cache_dir"]) / f"{job['key']}.pt" if job.get("cache_dir") else None
     t0 = time.perf_counter()
-    if cache_path is not None and cache_path.is_file():
-        module, meta = load_model(cache_path, device=cfg.device)
-        from .train import TrainingRecord
-
-        record = TrainingRecord.from_dict(meta["record"])
+    cached = _load_cached(cache_path, cfg.device) if cache_path is not None else None
+    if cached is not None:
+        module, record = cached
         hit = True
     elif job.get("require_cached"):
         raise DPAuditError(f"{job['desc']} is not in the model cache {job.get('cache_dir')}; run "
@@ -253,7 +272,19 @@ def _attack_scores(name: str, sig: Signals, membership: np.ndarray, cfg: AuditCo
     raise DPAuditError(f"unknown attack {name!r}")
 
 
-def _run_attack(name: str, sig: Signals, membership: np.ndarray, cfg: AuditConfig, delta: float, seed: int) -> dict:
+def bound_confidence(cfg: AuditConfig) -> tuple[float, int]:
+    """Confidence of each ε lower bound, and how many bounds a verdict takes the best of.
+
+    A verdict reports the largest of several bounds (one per attack, one from the canaries). The largest of
+    n bounds each failing with probability α/n fails with probability at most α (Bonferroni), so that
+    the verdict holds at ``cfg.confidence`` rather than at 1 − n·α."""
+    n = len(cfg.attacks) + (1 if cfg.canaries > 0 else 0)
+    n = max(n, 1)
+    return 1.0 - (1.0 - cfg.confidence) / n, n
+
+
+def _run_attack(name: str, sig: Signals, membership: np.ndarray, cfg: AuditConfig, delta: float, seed: int,
+                confidence: float) -> dict:
     from attacks.metrics import best_balanced_threshold, evaluate
 
     target_scores, ref_scores, description = _attack_scores(name, sig, membership, cfg)
@@ -263,7 +294,7 @@ def _run_attack(name: str, sig: Signals, membership: np.ndarray, cfg: AuditConfi
     metrics = evaluate(target_scores, membership[0], threshold=thr, threshold_source=source, n_boot=cfg.n_boot,
                        seed=seed)
     eps_lb = best_threshold_epsilon_lb(ref_scores.ravel(), ref_in.ravel(), target_scores, membership[0],
-                                       delta=delta, confidence=cfg.confidence)
+                                       delta=delta, confidence=confidence)
     return {"attack": name, "description": description, "metrics": metrics.to_dict(), "epsilon_lb": eps_lb.to_dict(),
             "target_scores": target_scores}
 
@@ -277,7 +308,10 @@ def _canary_audit(canary_logits: np.ndarray, splits: Splits, delta: float, confi
             **res.to_dict(), "scores": scores}
 
 
-def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None) -> dict:
+def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, confidence: float,
+             per_bound: float, n_bounds: int) -> dict:
+    stats = {"confidence": confidence, "per_bound_confidence": per_bound, "n_bounds": n_bounds,
+             "correction": f"Bonferroni: each of {n_bounds} bound(s) at {per_bound:.4g}, so the best holds at {confidence:g}"}
     cands = [(a["epsilon_lb"]["value"], f"{a['attack']} attack") for a in attacks]
     if canary is not None:
         cands.append((canary["epsilon_lb"], "canaries (one run)"))
@@ -286,11 +320,11 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None) ->
         source = "none (no test rejected ε = 0)"
     if claimed is None:
         return {"claimed_epsilon": None, "empirical_epsilon_lb": best, "source": source, "ratio": None,
-                "status": "no DP claim", "text": "no DP guarantee to check (trained without DP)"}
+                "status": "no DP claim", "text": "no DP guarantee to check (trained without DP)", **stats}
     status = VIOLATION if best > claimed else CONSISTENT
     return {"claimed_epsilon": claimed, "empirical_epsilon_lb": best, "source": source,
             "ratio": best / claimed if claimed > 0 else None, "status": "violation" if best > claimed else "consistent",
-            "text": status}
+            "text": status, **stats}
 
 
 # ---- the audit -----------------------------------------------------------------------------------
@@ -349,6 +383,7 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
     all_results = _run_jobs(jobs, data.images, data.labels, n_workers, progress, "training")
     phases["train"] = time.perf_counter() - t
     worker_s: dict[str, float] = {}
+    per_bound, n_bounds = bound_confidence(cfg)
     for ei, eps in enumerate(cfg.epsilons):
         name = model_name(eps)
         results = sorted((r for j, r in zip(jobs, all_results) if j["ei"] == ei), key=lambda r: r["k"])
@@ -360,14 +395,15 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
         t = time.perf_counter()
         attack_results = []
         for ai, a in enumerate(cfg.attacks):
-            res = _run_attack(a, sig, splits.membership, cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai))
+            res = _run_attack(a, sig, splits.membership, cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai),
+                              confidence=per_bound)
             extras["scores"][(name, a)] = (splits.pool_idx, splits.membership[0], res.pop("target_scores"))
             attack_results.append(res)
         phases[f"attacks:{name}"] = time.perf_counter() - t
         t = time.perf_counter()
         canary = None
         if cfg.canaries > 0:
-            canary = _canary_audit(target["canary_logits"], splits, delta, cfg.confidence)
+            canary = _canary_audit(target["canary_logits"], splits, delta, per_bound)
             extras["scores"][(name, "canary")] = (splits.canary_idx, splits.canary_in, canary.pop("scores"))
             canary["test_accuracy_with_canaries"] = rec["test_accuracy"]
             canary["test_accuracy_without_canaries"] = float(np.mean([r["record"]["test_accuracy"] for r in results[1:]])) \
@@ -395,7 +431,7 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
                        "delta": delta},
             "attacks": attack_results,
             "canary": canary,
-            "verdict": _verdict(claimed, attack_results, canary),
+            "verdict": _verdict(claimed, attack_results, canary, cfg.confidence, per_bound, n_bounds),
         })
     report = {
         "schema": SCHEMA,

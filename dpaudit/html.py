@@ -11,7 +11,8 @@ import html
 import json
 import math
 
-from .report import fmt, fmt_ci, num, overall_verdict, summary_rows, verdict_rows
+from .report import (INDEPENDENCE_CAVEAT, confidence_note, fmt, fmt_ci, num, overall_verdict, summary_rows,
+                     verdict_rows)
 
 _CSS = """
 :root { --ok: #1b6e3a; --bad: #a4161a; --neutral: #555; --line: #d0d0d0; }
@@ -62,7 +63,7 @@ GLOSSARY = [
                     "Smaller is more private; ∞ means no DP guarantee."),
     ("δ (delta)", "The small probability with which the ε guarantee may fail; kept below 1 / (number of "
                   "training records)."),
-    ("ε lower bound", "The smallest ε consistent with what an attack achieved, at 95% confidence. If it exceeds "
+    ("ε lower bound", "The smallest ε consistent with what an attack achieved, at the stated confidence. If it exceeds "
                       "the claimed ε, the claim is disproved; if it is lower, the claim stands (it is not proved)."),
     ("Clopper-Pearson", "Exact binomial confidence intervals for the attack's true- and false-positive rates; "
                         "the ε lower bound uses their conservative ends so that it holds at the stated confidence."),
@@ -315,8 +316,8 @@ def render_html(report: dict) -> str:
         f'({_e(cfg.get("n_boot"))} resamples). Advantage and balanced accuracy are at a threshold fixed in '
         f"advance on the reference models.</p>",
         "<h2>Privacy verdicts</h2>", _verdicts(report),
-        f'<p class="muted">Confidence of every ε lower bound: {_g(cfg.get("confidence"))}. An attack that fails '
-        "does not prove privacy; an ε lower bound above the claimed ε disproves it.</p>",
+        f'<p class="muted">ε lower bounds: {_e(confidence_note(report))}. {_e(INDEPENDENCE_CAVEAT)} An attack '
+        "that fails does not prove privacy; an ε lower bound above the claimed ε disproves it.</p>",
         _canary(report),
         "<h2>Figures</h2>", main_figs,
         "<h2>Attacks and thresholds</h2>", f"<p>{_e(report.get('threshold_policy'))}</p>", _attack_notes(report),

@@ -87,6 +87,22 @@ def verdict_rows(report: dict) -> list[dict]:
     return out
 
 
+def confidence_note(report: dict) -> str:
+    """How the verdicts' ε lower bounds hold, in one sentence, from the report alone."""
+    conf = report["config"].get("confidence", 0.95)
+    v = report["models"][0]["verdict"] if report["models"] else {}
+    head = f"{conf:.0%} confidence"
+    if "per_bound_confidence" in v:
+        head += (f"; each of {v['n_bounds']} bounds at {v['per_bound_confidence']:.2%}, Bonferroni-corrected, so the "
+                 f"best of them holds at {conf:.0%}")
+    return head
+
+
+INDEPENDENCE_CAVEAT = ("Attack bounds apply Clopper-Pearson to the target's records as if they were independent trials, "
+                       "which one training run does not strictly guarantee; the canary bound (Steinke, Nasr & "
+                       "Jagielski 2023) is proved for one run.")
+
+
 def overall_verdict(report: dict) -> str:
     st = [m["verdict"]["status"] for m in report["models"]]
     if "violation" in st:
@@ -128,7 +144,7 @@ def text_summary(report: dict) -> str:
 
     s = cols(SUMMARY_HEADERS, [_summary_cells(r) for r in summary_rows(report)])
     v = cols(VERDICT_HEADERS, [[c.replace("**", "") for c in _verdict_cells(r)] for r in verdict_rows(report)])
-    return f"{s}\n\nPrivacy verdicts (95% confidence):\n{v}\n\nOverall: {overall_verdict(report)}"
+    return f"{s}\n\nPrivacy verdicts ({confidence_note(report)}):\n{v}\n\nOverall: {overall_verdict(report)}"
 
 
 def _reading(report: dict) -> list[str]:
@@ -173,6 +189,7 @@ def render_markdown(report: dict, figures: list[str] | None = None) -> str:
         f"{sp['n_models'] - 1} reference models); seed {sp['seed']}; created {report['created_utc']}.", "",
         "## Privacy verdicts", "",
         _table(VERDICT_HEADERS, [_verdict_cells(v) for v in verdict_rows(report)]), "",
+        f"ε lower bounds: {confidence_note(report)}. {INDEPENDENCE_CAVEAT}", "",
         "## Summary", "",
         _table(SUMMARY_HEADERS, [_summary_cells(r) for r in summary_rows(report)]), "",
         "Intervals are 95% bootstrap intervals over the target's members and non-members "
@@ -244,8 +261,12 @@ def scores_csv(record_idx, is_member, scores) -> bytes:
 
 
 def write_outputs(out: str | Path, files: dict[str, bytes]) -> list[Path]:
-    """Write every file or none: stage them in a sibling temp folder, then move each into place with an
-    atomic rename. A new output folder appears only once it is complete."""
+    """Stage every file in a sibling temp folder, then move them into place by atomic renames.
+
+    A new output folder appears only once it is complete. Into an existing folder (which may hold the
+    user's own files, so it is never swapped out whole) each file is replaced atomically, report.json
+    last: a reader never sees a half-written file, and a report.json never refers to renderings that
+    are not yet on disk."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -258,7 +279,7 @@ def write_outputs(out: str | Path, files: dict[str, bytes]) -> list[Path]:
         if not out.exists():
             os.replace(stage, out)
             return [out / n for n in files]
-        for name in files:
+        for name in sorted(files, key=lambda n: n == "report.json"):
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / name, out / name)
         return [out / n for n in files]

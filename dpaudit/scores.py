@@ -85,5 +85,10 @@ def epsilon_from_scores(is_member: np.ndarray, scores: np.ndarray, *, method: st
         else:
             res = bonferroni_threshold_epsilon_lb(scores, is_member, delta=delta, confidence=confidence)
         d = res.to_dict()
-        return {**base, "epsilon_lower_bound": d["value"], **{k: v for k, v in d.items() if k not in ("value", "method")}}
+        out = {**base, "epsilon_lower_bound": d["value"], **{k: v for k, v in d.items() if k not in ("value", "method")}}
+        if guesses is not None:
+            # Scores tied with the k-th highest are guessed too; the bound uses the guesses actually made.
+            out["guesses_requested"] = int(guesses)
+            out["guesses_made"] = int((scores >= threshold).sum())
+        return out
     raise DPAuditError(f"--method must be one-run or clopper-pearson, got {method!r}")

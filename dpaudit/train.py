@@ -349,6 +349,8 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
         raise DPAuditError(f"{meta_path} is not valid JSON ({exc.__class__.__name__}); re-train the model") from None
     if not isinstance(meta, dict) or meta.get("format") != "dpaudit.model/1":
         raise DPAuditError(f"{meta_path} is not a dpaudit model record; it may come from another tool")
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("record"), dict):
+        raise DPAuditError(f"{meta_path} lacks its config or training record; it is damaged, re-train the model")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError for zip corruption, EOFError...

@@ -51,6 +51,9 @@ def test_audit_end_to_end(tmp_path):
     (["--delta", "0"], "--delta"),
     (["--shadow-models", "0"], "shadow-models"),
     (["--members", "4000"], "needs"),
+    (["--members", "0"], "--members must be at least 1"),
+    # 300 members + 400 canaries: delta must be below 1/700, which 0.002 is not (it is below 1/300)
+    (["--canaries", "400", "--delta", "0.002"], "members + canaries"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),
     (["--dataset", "mnist"], "--download"),
 ])
@@ -117,6 +120,11 @@ def test_epsilon_command(tmp_path):
     assert json.loads(res.output)["tp"] > 450
     res = CliRunner().invoke(main, ["epsilon", str(p), "--method", "one-run", "--guesses", "100"])
     assert json.loads(res.output)["r"] == 100 and json.loads(res.output)["v"] == 100
+    # ties at the k-th highest score are guessed too, and the output says how many guesses were made
+    tied = _csv(tmp_path / "t.csv", [(1, 3.0)] * 10 + [(0, 3.0)] * 5 + [(0, 0.0)] * 20)
+    out = json.loads(CliRunner().invoke(main, ["epsilon", str(tied), "--method", "clopper-pearson",
+                                               "--guesses", "5"]).output)
+    assert out["guesses_requested"] == 5 and out["guesses_made"] == 15
 
 
 @pytest.mark.parametrize("content,msg", [
@@ -146,6 +154,19 @@ def test_cache_dir_skips_retraining(tmp_path):
     assert a["training"] == b["training"]
     assert [x["metrics"]["auc"] for x in a["attacks"]] == pytest.approx([x["metrics"]["auc"] for x in b["attacks"]])
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+
+    # A damaged entry (weights without their record, as a killed run leaves them; or corrupt weights) is
+    # retrained and rewritten, not fatal.
+    pts = sorted((tmp_path / "cache").glob("*.pt"))
+    pts[0].with_name(pts[0].name + ".json").unlink()
+    pts[1].write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="damaged cache entry"):
+        third, _ = run_audit(cfg, progress=False)
+    assert third["models"][0]["reference_models"]["cache_hits"] == 1
+    same = ("epsilon_per_epoch", "noise_multiplier", "steps", "train_accuracy", "test_accuracy")
+    assert {k: third["models"][0]["training"][k] for k in same} == {k: a["training"][k] for k in same}
+    fourth, _ = run_audit(cfg, progress=False)
+    assert fourth["models"][0]["reference_models"]["cache_hits"] == 3
 
     # `dpaudit attack` re-runs attacks on the cached models without training
     from dpaudit.io import atomic_write_json

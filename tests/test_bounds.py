@@ -97,6 +97,12 @@ def test_bound_input_validation():
         B.epsilon_lb_one_run(100, 20, 5, 1.0)
 
 
+def test_one_run_audit_with_few_canaries():
+    # m < 50 used to leave no candidate k (m // 50 == 0); at least one guess is always tried
+    res = B.one_run_audit([3.0, 1.0], [True, False], delta=1e-5)
+    assert res.candidates_tried[0] == 1 and res.epsilon_lb == 0.0  # two canaries can't reject epsilon = 0
+
+
 def _canaries(m, seed, separation):
     rng = np.random.default_rng(seed)
     is_in = rng.random(m) < 0.5

@@ -10,7 +10,7 @@ from dpaudit.audit import run_audit
 
 pytestmark = pytest.mark.slow
 
-# 400 canaries beside 300 members: enough guesses for a bound above 2 when the canaries are memorised.
+# 400 canaries beside 300 members: enough guesses for a bound near 2 when the canaries are memorised.
 CANARY = dict(canaries=400, shadow_models=1, attacks=("loss",), n_boot=100)
 
 
@@ -33,7 +33,11 @@ def test_non_dp_canaries_give_a_large_bound(seed):
     rep, extras = run_audit(small_config(epsilons=(math.inf,), epochs=80, seed=seed, **CANARY), progress=False)
     c = rep["models"][0]["canary"]
     assert c["m"] == 400 and 150 < c["included"] < 250
-    assert c["epsilon_lb"] >= 2.0, c
+    # Each of the verdict's two bounds (loss attack, canaries) is held at 97.5%, so that their best holds at 95%.
+    v = rep["models"][0]["verdict"]
+    assert v["n_bounds"] == 2 and v["per_bound_confidence"] == pytest.approx(0.975)
+    assert c["confidence"] == pytest.approx(0.975)
+    assert c["epsilon_lb"] >= 1.8, c
     assert c["correction"].startswith("bonferroni")
     assert 0 < c["test_accuracy_with_canaries"] <= 1 and 0 < c["test_accuracy_without_canaries"] <= 1
     idx, truth, scores = extras["scores"][("non-dp", "canary")]

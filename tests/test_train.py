@@ -127,3 +127,8 @@ def test_save_load_and_hostile_checkpoints(digits, tmp_path):
         load_model(tmp_path / "foreign.pt")
     with pytest.raises(DPAuditError, match="not found"):
         load_model(tmp_path / "missing.pt")
+    # right format tag, but the record is gone: a clear error, not a KeyError
+    (tmp_path / "gutted.pt").write_bytes(path.read_bytes())
+    (tmp_path / "gutted.pt.json").write_text('{"format": "dpaudit.model/1", "config": []}')
+    with pytest.raises(DPAuditError, match="lacks its config"):
+        load_model(tmp_path / "gutted.pt")
