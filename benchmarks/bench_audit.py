@@ -68,6 +68,14 @@ def run_and_render(cfg: AuditConfig, command: str, pre_phases: dict[str, float] 
     return report, phases, wall, rss
 
 
+def audit_figures(commit: str, wall: float, rss: dict, phases: dict, report: dict, models: dict, **extra) -> dict:
+    """The JSON line both audit benchmarks end with; ``extra`` adds a benchmark's own fields."""
+    return {"commit": commit, "wall_s": round(wall, 3), "peak_rss_mb": rss["max_mb"], "peak_rss": rss,
+            "phases": phases, "worker_s": report.get("worker_s"), **extra,
+            "workers": report["platform"]["workers"], "cpus": os.cpu_count(), "models": models,
+            "config": report["config"]}
+
+
 def model_summary(report: dict) -> dict[str, dict]:
     """Per model: accuracy, epsilon spent, the target's training-loop time, lower bounds and verdict."""
     out = {}
@@ -117,19 +125,7 @@ def main(argv=None) -> int:
 
     report, phases, wall, rss = run_and_render(cfg, "benchmarks/bench_audit.py")
     acc = model_summary(report)
-    print_json_line({
-        "commit": commit,
-        "wall_s": round(wall, 3),
-        "peak_rss_mb": rss["max_mb"],
-        "peak_rss": rss,
-        "phases": phases,
-        "worker_s": report.get("worker_s"),
-        "formats": FORMATS,
-        "workers": report["platform"]["workers"],
-        "cpus": os.cpu_count(),
-        "models": acc,
-        "config": report["config"],
-    })
+    print_json_line(audit_figures(commit, wall, rss, phases, report, acc, formats=FORMATS))
     return 0
 
 

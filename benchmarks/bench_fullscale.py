@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from _common import fmt_duration, git_commit, print_json_line, quiet
 
-from bench_audit import model_summary, run_and_render
+from bench_audit import audit_figures, model_summary, run_and_render
 from dpaudit.audit import AuditConfig
 from dpaudit.train import train_model
 
@@ -148,20 +148,8 @@ def main(argv=None) -> int:
     report, phases, wall, rss = run_and_render(cfg, "benchmarks/bench_fullscale.py",
                                                pre_phases={"load": round(load_s, 3)}, dataset=data)
     models = model_summary(report)
-    print_json_line({
-        "commit": commit,
-        "wall_s": round(wall, 3),
-        "peak_rss_mb": rss["max_mb"],
-        "peak_rss": rss,
-        "phases": phases,
-        "worker_s": report.get("worker_s"),
-        "estimate_train_s": round(est["train_s"], 1) if est else None,
-        "split": report["split"],
-        "workers": report["platform"]["workers"],
-        "cpus": os.cpu_count(),
-        "models": models,
-        "config": report["config"],
-    })
+    print_json_line(audit_figures(commit, wall, rss, phases, report, models,
+                                  estimate_train_s=round(est["train_s"], 1) if est else None, split=report["split"]))
     return 0
 
 
