@@ -132,3 +132,44 @@ def test_save_load_and_hostile_checkpoints(digits, tmp_path):
     (tmp_path / "gutted.pt.json").write_text('{"format": "dpaudit.model/1", "config": []}')
     with pytest.raises(DPAuditError, match="lacks its config"):
         load_model(tmp_path / "gutted.pt")
+
+
+def test_grad_samples_without_copy_train_the_same_model(digits, monkeypatch):
+    """dpaudit skips Opacus's zero-fill-and-copy of per-example gradients; the DP model must not change by a bit."""
+    import contextlib
+
+    import dpaudit.train as T
+
+    ds, tr, te = digits
+    cfg = TrainConfig(epsilon=4.0, delta=1e-4, epochs=2, batch_size=64, lr=0.5, momentum=0.0, seed=5)
+    fast = train_model(cfg, ds.images[tr], ds.labels[tr], test_images=ds.images[te], test_labels=ds.labels[te],
+                       progress=False)
+    monkeypatch.setattr(T, "_grad_samples_without_copy", contextlib.nullcontext)
+    plain = train_model(cfg, ds.images[tr], ds.labels[tr], test_images=ds.images[te], test_labels=ds.labels[te],
+                        progress=False)
+    a, b = fast.module.state_dict(), plain.module.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert fast.record.epsilon_per_epoch == plain.record.epsilon_per_epoch
+
+
+def test_grad_samples_without_copy_accumulates_like_opacus():
+    """A layer called twice in one forward adds its per-example gradients, as Opacus does, without writing
+    into the tensor autograd handed over."""
+    import opacus.grad_sample.grad_sample_module as gsm
+
+    from dpaudit.train import _grad_samples_without_copy
+
+    g1, g2 = torch.randn(4, 3), torch.randn(4, 3)
+    ref, p = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    gsm.create_or_accumulate_grad_sample(param=ref, grad_sample=g1, max_batch_len=4)
+    gsm.create_or_accumulate_grad_sample(param=ref, grad_sample=g2, max_batch_len=4)
+    g1_before = g1.clone()
+    with _grad_samples_without_copy():
+        gsm.create_or_accumulate_grad_sample(param=p, grad_sample=g1, max_batch_len=4)
+        gsm.create_or_accumulate_grad_sample(param=p, grad_sample=g2, max_batch_len=4)
+        short = torch.nn.Parameter(torch.zeros(3))  # fewer rows than the batch: Opacus's own padding path
+        gsm.create_or_accumulate_grad_sample(param=short, grad_sample=g1[:2], max_batch_len=4)
+    assert torch.equal(p._current_grad_sample, ref._current_grad_sample)
+    assert torch.equal(g1, g1_before)
+    assert short._current_grad_sample.shape == (4, 3) and torch.equal(short._current_grad_sample[2:], torch.zeros(2, 3))
+    assert gsm.create_or_accumulate_grad_sample.__name__ == "create_or_accumulate_grad_sample"  # restored
