@@ -5,7 +5,7 @@ import hashlib
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,6 +17,7 @@ from torch import nn
 from . import __version__
 from .accounting import ACCOUNTANTS, validate_privacy_target
 from .errors import DPAuditError
+from .grad_samples import grad_samples_without_copy, without_discarded_param_grads
 from .memory import TRIM_EVERY_STEPS, release_freed_memory
 from .models import build_model, validate_for_dp
 
@@ -216,7 +217,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     steps = 0
     accounting_s = 0.0
     t0 = time.perf_counter()
-    with _grad_samples_without_copy():
+    with _dp_speedups(model, cfg):
         bar = _progress(range(cfg.epochs), progress, desc)
         for _epoch in bar:
             model.train()
@@ -301,42 +302,15 @@ def _memoised_calibration():
         pe.get_noise_multiplier = original
 
 
-@contextmanager
-def _grad_samples_without_copy():
-    """Let Opacus keep each layer's per-example gradients as computed instead of copying them.
-
-    Opacus (1.6, ``create_or_accumulate_grad_sample``) allocates a zero tensor of the batch's shape for
-    every parameter at every step and copies the per-example gradients into it: 8% of a DP step on the
-    seed's CNN (profile: 7 ms of 91). When the gradients already span the whole batch (every layer
-    here; only packed sequences differ) the zero-fill adds nothing: 0 + g == g exactly, so clipping,
-    noise and accounting are bit-for-bit unchanged (tests/test_train.py checks it). A layer
-    called twice in one forward accumulates out of place, so autograd's buffers are never written.
-    """
-    try:
-        import opacus.grad_sample.grad_sample_module as gsm
-    except ImportError:
-        yield
-        return
-    original = getattr(gsm, "create_or_accumulate_grad_sample", None)
-    if original is None:  # another Opacus layout: keep its own code
-        yield
-        return
-
-    def fast(*, param, grad_sample, max_batch_len):
-        if not param.requires_grad:
-            return
-        if grad_sample.shape[0] != max_batch_len:
-            return original(param=param, grad_sample=grad_sample, max_batch_len=max_batch_len)
-        if hasattr(param, "_current_grad_sample"):
-            param._current_grad_sample = param._current_grad_sample + grad_sample
-        else:
-            param._current_grad_sample = grad_sample
-
-    gsm.create_or_accumulate_grad_sample = fast
-    try:
-        yield
-    finally:
-        gsm.create_or_accumulate_grad_sample = original
+def _dp_speedups(model: nn.Module, cfg: TrainConfig) -> ExitStack:
+    """The grad-sample speed-ups that apply to this run; each leaves the privatised gradients bit-for-bit
+    unchanged (dpaudit/grad_samples.py says why)."""
+    stack = ExitStack()
+    if cfg.dp:
+        stack.enter_context(grad_samples_without_copy())
+        if cfg.grad_sample_mode == "hooks":
+            stack.enter_context(without_discarded_param_grads(model))
+    return stack
 
 
 class _nullctx:
