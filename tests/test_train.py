@@ -1,5 +1,6 @@
 """Real DP-SGD training on a few hundred embedded digits, checked against an independent accountant."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -45,6 +46,7 @@ def test_calibration_is_opacus_search_remembered(digits):
 
     ds, tr, te = digits
     train_mod._SIGMA_CACHE.clear()
+    train_mod._EPSILON_CACHE.clear()
     recs = [train_model(TrainConfig(epsilon=3.0, delta=1e-4, epochs=1, batch_size=64, lr=1.0, momentum=0.0,
                                     seed=s), ds.images[tr], ds.labels[tr], test_images=ds.images[te],
                         test_labels=ds.labels[te], progress=False).record for s in (0, 1)]
@@ -56,6 +58,25 @@ def test_calibration_is_opacus_search_remembered(digits):
     import opacus.privacy_engine as pe
 
     assert pe.get_noise_multiplier is get_noise_multiplier  # restored after training
+
+
+def test_epsilon_per_epoch_is_the_accountants(digits):
+    """The remembered epsilon after each epoch equals a fresh Opacus accountant given the same history."""
+    from opacus.accountants import create_accountant
+
+    from dpaudit import train as train_mod
+
+    ds, tr, te = digits
+    train_mod._EPSILON_CACHE.clear()
+    cfg = TrainConfig(epsilon=3.0, delta=1e-4, epochs=2, batch_size=64, lr=1.0, momentum=0.0, accountant="prv")
+    recs = [train_model(replace(cfg, seed=s), ds.images[tr], ds.labels[tr], test_images=ds.images[te],
+                        test_labels=ds.labels[te], progress=False).record for s in (0, 1)]
+    assert len(train_mod._EPSILON_CACHE) == 2  # one value per epoch, shared by both models
+    assert recs[0].epsilon_per_epoch == recs[1].epsilon_per_epoch
+    for epoch, eps in enumerate(recs[0].epsilon_per_epoch, start=1):
+        fresh = create_accountant("prv")
+        fresh.history = [(recs[0].noise_multiplier, recs[0].sample_rate, epoch * recs[0].steps // 2)]
+        assert eps == fresh.get_epsilon(1e-4)
 
 
 def test_non_dp_training_fits(digits):
