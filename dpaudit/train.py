@@ -5,7 +5,7 @@ import hashlib
 import json
 import math
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -227,7 +227,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                 ctx = BatchMemoryManager(data_loader=loader, max_physical_batch_size=cfg.max_physical_batch_size,
                                          optimizer=optimizer)
             else:
-                ctx = _nullctx(loader)
+                ctx = nullcontext(loader)
             with ctx as batches:
                 for xb, yb in batches:
                     xb, yb = xb.to(device), yb.to(device)
@@ -325,17 +325,6 @@ def _dp_speedups(model: nn.Module, cfg: TrainConfig) -> ExitStack:
         if cfg.grad_sample_mode == "hooks":
             stack.enter_context(without_discarded_param_grads(model))
     return stack
-
-
-class _nullctx:
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __enter__(self):
-        return self.obj
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _progress(it, enabled: bool, desc: str):
