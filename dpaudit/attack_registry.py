@@ -28,6 +28,7 @@ class AttackInput:
     pool: Signals  # logits [K+1, n, C] on the pool records; row 0 the target
     ref_in: np.ndarray  # bool [K, n]: which pool records each reference model trained on
     population: Signals | None = None  # [K+1, nz] on records no model trained on (the test split)
+    pool_queries: np.ndarray | None = None  # logits [K+1, n, Q, C] of Q shifted copies of each pool record
     options: dict = field(default_factory=dict)  # attack options from the audit config (classifier, ...)
     seed: int = 0  # the audit's seed, for attacks that fit a randomised model
 
@@ -46,18 +47,28 @@ class Attack:
     fn: Callable[[AttackInput], AttackScores]
     min_references: int = 1
     needs_population: bool = False
+    needs_queries: bool = False
     summary: str = ""
 
 
 ATTACKS: dict[str, Attack] = {}
 
 
-def register_attack(name: str, *, min_references: int = 1, needs_population: bool = False, summary: str = ""):
-    """Decorator: ``@register_attack("mine", min_references=2)`` over ``fn(AttackInput) -> AttackScores``."""
+def register_attack(name: str, *, min_references: int = 1, needs_population: bool = False,
+                    needs_queries: bool = False, summary: str = ""):
+    """Decorator: ``@register_attack("mine", min_references=2)`` over ``fn(AttackInput) -> AttackScores``.
+
+    ``needs_population``: the attack reads ``AttackInput.population``; ``needs_queries``: it reads
+    ``pool_queries`` (the audit then runs the extra inference on shifted copies)."""
     def deco(fn):
-        ATTACKS[name] = Attack(name, fn, min_references, needs_population, summary or (fn.__doc__ or "").split("\n")[0])
+        ATTACKS[name] = Attack(name, fn, min_references, needs_population, needs_queries,
+                               summary or (fn.__doc__ or "").split("\n")[0])
         return fn
     return deco
+
+
+def needs_queries(names) -> bool:
+    return any(get_attack(n).needs_queries for n in names)
 
 
 def get_attack(name: str) -> Attack:
@@ -88,7 +99,7 @@ def run_attack(name: str, inp: AttackInput) -> AttackScores:
 
 @register_attack("loss", summary="negative loss under the model (Yeom et al. 2018)")
 def _loss(inp: AttackInput) -> AttackScores:
-    from attacks.loss_threshold import scores_from_losses
+    from dpaudit.attacks.loss_threshold import scores_from_losses
 
     scores = scores_from_losses(inp.pool.losses)
     # Per-model loss needs no fitting, so reference rows are out-of-sample as they are.
@@ -97,7 +108,7 @@ def _loss(inp: AttackInput) -> AttackScores:
 
 @register_attack("shadow", min_references=2, summary="shadow-model classifier (Shokri et al. 2017)")
 def _shadow(inp: AttackInput) -> AttackScores:
-    from attacks.shadow import ShadowAttack, cross_fit_reference_scores
+    from dpaudit.attacks.shadow import ShadowAttack, cross_fit_reference_scores
 
     probs = inp.pool.probs
     clf = inp.options.get("shadow_classifier", "gbm")
@@ -109,3 +120,81 @@ def _shadow(inp: AttackInput) -> AttackScores:
     how = "per-class" if per_class else "global"
     return AttackScores(target, ref, f"{clf} attack classifier ({how}) on sorted top-3 probabilities + "
                         f"true-label probability, trained on {inp.ref_in.shape[0]} reference models (Shokri et al. 2017)")
+
+
+def _true_label_probs(sig: Signals) -> np.ndarray:
+    return np.exp(-sig.losses)
+
+
+def _rmia(inp: AttackInput, online: bool) -> AttackScores:
+    from dpaudit.attacks.rmia import choose_offline_a, rmia_reference_scores, rmia_scores
+
+    if inp.population is None:
+        raise DPAuditError("rmia needs population records that no model trained on (the test split)")
+    p, z = _true_label_probs(inp.pool), _true_label_probs(inp.population)
+    gamma = float(inp.options.get("rmia_gamma", 2.0))
+    if online:
+        _require_in_and_out(inp.ref_in, "rmia-online")
+        a = None
+    else:
+        # a is chosen on the reference models alone (leave-one-out), never on the target
+        a = choose_offline_a(p[1:], inp.ref_in, z[1:], gamma=gamma)
+    target = rmia_scores(p[0], p[1:], inp.ref_in, z[0], z[1:], a=a if a is not None else 1.0, gamma=gamma,
+                         online=online)
+    ref = rmia_reference_scores(p[1:], inp.ref_in, z[1:], a=a if a is not None else 1.0, gamma=gamma, online=online)
+    how = "online (IN and OUT references)" if online else f"offline, a = {a:g} chosen on the reference models"
+    return AttackScores(target, ref, f"RMIA {how}, γ = {gamma:g}, against {z.shape[1]} population records from the "
+                        f"test split that no model trained on (Zarifzadeh et al. 2024)",
+                        {"a": a, "gamma": gamma, "population": "test split", "population_size": int(z.shape[1])})
+
+
+def _require_in_and_out(ref_in: np.ndarray, name: str) -> None:
+    # leave-one-out reference scores use K - 1 references, so each record needs an IN and an OUT among any K - 1
+    k = ref_in.shape[0]
+    ins = ref_in.sum(0)
+    if k < 3 or ins.min() < 2 or (k - ins).min() < 2:
+        raise DPAuditError(f"{name} needs every pool record IN and OUT of at least two reference models; with "
+                           f"{k} random-half references some are not: raise --shadow-models (16 or more) or use the "
+                           f"offline variant")
+
+
+@register_attack("rmia", min_references=2, needs_population=True,
+                 summary="RMIA, offline (Zarifzadeh et al. 2024)")
+def _rmia_offline(inp: AttackInput) -> AttackScores:
+    return _rmia(inp, online=False)
+
+
+@register_attack("rmia-online", min_references=3, needs_population=True,
+                 summary="RMIA, online: needs many reference models")
+def _rmia_online(inp: AttackInput) -> AttackScores:
+    return _rmia(inp, online=True)
+
+
+def _lira(inp: AttackInput, online: bool) -> AttackScores:
+    from dpaudit.attacks.lira import lira_reference_scores, lira_scores, phi_from_logits
+
+    if inp.pool_queries is not None:
+        phi = phi_from_logits(inp.pool_queries.astype(np.float64), inp.pool.labels[:, None])  # [K+1, n, Q]
+        q = phi.shape[-1]
+    else:
+        phi = phi_from_logits(inp.pool.logits.astype(np.float64), inp.pool.labels)
+        q = 1
+    if online:
+        _require_in_and_out(inp.ref_in, "lira-online")
+    target = lira_scores(phi[0], phi[1:], inp.ref_in, online=online, fixed_variance=True)
+    ref = lira_reference_scores(phi[1:], inp.ref_in, online=online, fixed_variance=True)
+    how = "online" if online else "offline (one-sided test against the OUT Gaussian)"
+    return AttackScores(target, ref, f"LiRA {how}, global variance, {q} quer{'y' if q == 1 else 'ies'} per record "
+                        f"(shifted by one pixel), logit-scaled confidence (Carlini et al. 2022)",
+                        {"queries": q, "fixed_variance": True})
+
+
+@register_attack("lira", min_references=2, needs_queries=True, summary="LiRA, offline (Carlini et al. 2022)")
+def _lira_offline(inp: AttackInput) -> AttackScores:
+    return _lira(inp, online=False)
+
+
+@register_attack("lira-online", min_references=3, needs_queries=True,
+                 summary="LiRA, online: needs many reference models")
+def _lira_online(inp: AttackInput) -> AttackScores:
+    return _lira(inp, online=True)

@@ -48,7 +48,7 @@ def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: Au
                      seed: int, confidence: float) -> dict:
     """Scores from the attack (which never sees ``target_in``), then thresholds from the reference
     scores only; the target's membership is used once, to count outcomes."""
-    from attacks.metrics import best_balanced_threshold, evaluate
+    from dpaudit.attacks.metrics import best_balanced_threshold, evaluate
 
     scored = run_attack(name, inp)
     ref_in = inp.ref_in
@@ -58,7 +58,7 @@ def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: Au
                        seed=seed)
     eps_lb = best_threshold_epsilon_lb(scored.reference.ravel(), ref_in.ravel(), scored.target, target_in,
                                        delta=delta, confidence=confidence)
-    return {"attack": name, "description": scored.description, "metrics": metrics.to_dict(),
+    return {"attack": name, "description": scored.description, "details": scored.details, "metrics": metrics.to_dict(),
             "epsilon_lb": eps_lb.to_dict(), "target_scores": scored.target}
 
 
@@ -102,6 +102,8 @@ def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], dat
         pool=Signals(logits=np.stack([r["pool_logits"] for r in results]), labels=pool_labels),
         ref_in=splits.membership[1:],
         population=Signals(logits=np.stack([r["test_logits"] for r in results]), labels=data.labels[splits.test_idx]),
+        pool_queries=np.stack([r["query_logits"] for r in results]) if results[0].get("query_logits") is not None
+        else None,
         options={"shadow_classifier": cfg.shadow_classifier, "shadow_per_class": cfg.shadow_per_class},
         seed=cfg.seed)
     t = time.perf_counter()

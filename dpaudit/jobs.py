@@ -33,8 +33,10 @@ def train_config(cfg: AuditConfig, epsilon: float):
 
 def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bool = False) -> list[dict]:
     """One job per model: for each epsilon, the target (k = 0) and K reference models."""
+    from .attack_registry import needs_queries
     from .train import cache_key
 
+    queries = needs_queries(cfg.attacks)
     jobs = []
     for ei, eps in enumerate(cfg.epsilons):
         name = model_name(eps)
@@ -51,7 +53,8 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
                          "canary_eval_idx": splits.canary_idx if with_canaries else None,
                          "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
                          "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
-                         "tamper": tamper if k == 0 else None, "require_cached": require_cached})
+                         "tamper": tamper if k == 0 else None, "require_cached": require_cached,
+                         "queries": queries})
     return jobs
 
 
@@ -104,7 +107,7 @@ def train_job(job: dict) -> dict:
     import torch
 
     from .memory import release_freed_memory
-    from .signals import model_logits
+    from .signals import model_logits, model_logits_queries
     from .train import save_model, train_model
 
     quiet_library_warnings()
@@ -136,11 +139,13 @@ def train_job(job: dict) -> dict:
     pool_logits = model_logits(module, images[job["pool_idx"]], dev)
     # Population records (the test split) that no model trained on: RMIA compares against them.
     test_logits = model_logits(module, images[job["test_idx"]], dev)
+    # Shifted copies of each pool record (LiRA's multiple queries), only when an attack reads them.
+    query_logits = model_logits_queries(module, images[job["pool_idx"]], device=dev) if job.get("queries") else None
     canary_logits = model_logits(module, images[job["canary_eval_idx"]], dev) if job["canary_eval_idx"] is not None else None
     del module
     release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
     return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), "pool_logits": pool_logits,
-            "test_logits": test_logits, "canary_logits": canary_logits, "cache_hit": hit, "train_s": train_s,
+            "test_logits": test_logits, "query_logits": query_logits, "canary_logits": canary_logits, "cache_hit": hit, "train_s": train_s,
             "inference_s": time.perf_counter() - t1}
 
 

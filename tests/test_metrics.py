@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from attacks import metrics as M
+from dpaudit.attacks import metrics as M
 
 # 4-point example: pairs (member, non-member) = (0.9,0.6) win, (0.9,0.2) win, (0.4,0.6) loss,
 # (0.4,0.2) win -> AUC 3/4. ROC points: (0,0), (0,.5), (.5,.5), (.5,1), (1,1).

@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy.special import expit
 
-from attacks.lira import lira_reference_scores, lira_scores, phi_from_logits
-from attacks.metrics import auc
-from attacks.rmia import (
+from dpaudit.attacks.lira import lira_reference_scores, lira_scores, phi_from_logits
+from dpaudit.attacks.metrics import auc
+from dpaudit.attacks.rmia import (
     A_GRID,
     DEFAULT_OFFLINE_A,
     choose_offline_a,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attacks import loss_threshold as LT
-from attacks.metrics import auc
-from attacks.shadow import ShadowAttack, cross_fit_reference_scores, shadow_features
+from dpaudit.attacks import loss_threshold as LT
+from dpaudit.attacks.metrics import auc
+from dpaudit.attacks.shadow import ShadowAttack, cross_fit_reference_scores, shadow_features
 
 
 @pytest.fixture(autouse=True)
