@@ -14,8 +14,8 @@ reference rows out-of-sample). The pure algorithms live in the top-level ``attac
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

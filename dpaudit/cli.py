@@ -10,8 +10,17 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (ACCOUNTANTS, BUILTIN_DATASETS, BUILTIN_MODELS, DEVICES, GRAD_SAMPLE_MODES, SHADOW_CLASSIFIERS,
-                     AuditConfig, parse_epsilons, parse_list)
+from .config import (
+    ACCOUNTANTS,
+    BUILTIN_DATASETS,
+    BUILTIN_MODELS,
+    DEVICES,
+    GRAD_SAMPLE_MODES,
+    SHADOW_CLASSIFIERS,
+    AuditConfig,
+    parse_epsilons,
+    parse_list,
+)
 from .errors import DPAuditError
 from .recipes import DP_RECIPE, NON_DP_RECIPE
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -28,6 +29,11 @@ class Executor(Protocol):
             desc: str) -> list[dict]:
         """Results of ``train_job`` for every job, in the jobs' order."""
 
+
+# Every model trains on one torch thread, whatever --jobs is: torch's parallel reductions sum in an order
+# that depends on the thread count, so a per-worker share of the cores made thresholds differ in the 8th digit
+# between --jobs values. Parallelism comes from training several models at once.
+THREADS_PER_MODEL = 1
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {}
 
@@ -105,7 +111,7 @@ class LocalExecutor:
                 import torch
 
                 threads = torch.get_num_threads()
-                init_worker(images, labels, max(1, os.cpu_count() or 1))
+                init_worker(images, labels, THREADS_PER_MODEL)
                 try:
                     for i in order:
                         results[i] = train_job(jobs[i])
@@ -125,9 +131,8 @@ class LocalExecutor:
 
         from .jobs import init_worker, train_job
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
         ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                                 initargs=(images, labels, threads))
+                                 initargs=(images, labels, THREADS_PER_MODEL))
         futures = {ex.submit(train_job, jobs[i]): i for i in order}
         try:
             with sigterm_as_interrupt():

@@ -86,19 +86,47 @@ def init_worker(images: np.ndarray, labels: np.ndarray, threads: int) -> None:
     _DATA["images"], _DATA["labels"] = images, labels
 
 
-def _load_cached(path: Path, device: str):
-    """(module, record) from the model cache, or None when absent or damaged (e.g. a run killed between
-    writing the weights and the record): a cache entry is only ever a shortcut, so a bad one is retrained
-    and overwritten rather than failing the audit."""
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_cached(path: Path, job: dict):
+    """(module, record) from the model cache, or None when absent or not provably the model this job would
+    train. An entry records the hash of its weights and the key it was written under; flipped bytes, swapped
+    weights, a record moved to another slot or a hand-edited claim all fail that proof, and the model is
+    retrained (with a warning) rather than silently audited. A cache entry is only ever a shortcut."""
     from .train import TrainingRecord, load_model
 
+    cfg = job["cfg"]
     if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
         return None
     try:
-        module, meta = load_model(path, device=device)
-        return module, TrainingRecord.from_dict(meta["record"])
-    except DPAuditError as exc:
-        warnings.warn(f"ignoring damaged cache entry {path.name}: {exc}", stacklevel=2)
+        import json
+
+        meta = json.loads(path.with_name(path.name + ".json").read_text())
+        problems = []
+        if not isinstance(meta, dict):
+            problems.append("its record is not a JSON object")
+        else:
+            if meta.get("cache_key") != job["key"]:
+                problems.append("it was written under another key")
+            if meta.get("weights_sha256") != _file_sha256(path):
+                problems.append("its weights do not match the hash recorded with them")
+        if problems:
+            raise DPAuditError("; ".join(problems))
+        module, meta = load_model(path, device=cfg.device)
+        record = TrainingRecord.from_dict(meta["record"])
+        if record.dp != cfg.dp or record.seed != cfg.seed or (cfg.dp and record.target_epsilon != cfg.epsilon):
+            raise DPAuditError("its training record is not this job's (DP, seed or target epsilon differ)")
+        return module, record
+    except (DPAuditError, ValueError, OSError) as exc:
+        warnings.warn(f"retraining {job['desc']}: cache entry {path.name} is not trustworthy ({exc})", stacklevel=2)
         return None
 
 
@@ -119,7 +147,7 @@ def train_job(job: dict) -> dict:
         y = np.concatenate([y, job["canary_labels"]])
     cache_path = Path(job["cache_dir"]) / f"{job['key']}.pt" if job.get("cache_dir") else None
     t0 = time.perf_counter()
-    cached = _load_cached(cache_path, cfg.device) if cache_path is not None else None
+    cached = _load_cached(cache_path, job) if cache_path is not None else None
     if cached is not None:
         module, record = cached
         hit = True
@@ -132,7 +160,7 @@ def train_job(job: dict) -> dict:
                               after_make_private=job.get("tamper"))
         module, record, hit = trained.module, trained.record, False
         if cache_path is not None:
-            save_model(trained, cache_path)
+            save_model(trained, cache_path, extra={"cache_key": job["key"]}, with_hash=True)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

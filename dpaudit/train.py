@@ -337,16 +337,20 @@ def _progress(it, enabled: bool, desc: str):
 
 # ---- saving and loading -------------------------------------------------------------------------
 
-def save_model(trained: TrainedModel, path: str | Path, extra: dict | None = None) -> None:
-    """Weights go in ``path`` (plain tensors only), the record and config in ``path`` + ``.json``."""
-    from .io import atomic_write_bytes, atomic_write_json
+def save_model(trained: TrainedModel, path: str | Path, extra: dict | None = None, with_hash: bool = True) -> None:
+    """Weights go in ``path`` (plain tensors only), the record and config in ``path`` + ``.json``, with the
+    weights' SHA-256 so that a reader can prove the two belong together."""
     import io as _io
+
+    from .io import atomic_write_bytes, atomic_write_json
 
     path = Path(path)
     buf = _io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in trained.module.state_dict().items()}, buf)
     meta = {"format": "dpaudit.model/1", "config": trained.config.key() | {"device": trained.config.device},
             "record": trained.record.to_dict(), **(extra or {})}
+    if with_hash:
+        meta["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     atomic_write_bytes(path, buf.getvalue())
     atomic_write_json(path.with_name(path.name + ".json"), meta)
 
@@ -367,13 +371,18 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
         raise DPAuditError(f"{meta_path} is not a dpaudit model record; it may come from another tool")
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("record"), dict):
         raise DPAuditError(f"{meta_path} lacks its config or training record; it is damaged, re-train the model")
+    _check_checkpoint_size(path)
+    n_classes = meta.get("n_classes", 10)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or not 2 <= n_classes <= MAX_CLASSES:
+        raise DPAuditError(f"{meta_path}: n_classes must be a whole number in [2, {MAX_CLASSES}], got {n_classes!r}; "
+                           f"the record is damaged or foreign, re-train the model")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError for zip corruption, EOFError...
         msg = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
         raise DPAuditError(f"{path} is not a loadable weights file (refused with weights_only=True: {msg}); "
                            f"it is corrupt or carries code; re-train the model") from None
-    module = build_model(meta["config"].get("model", "simple-cnn"), meta.get("n_classes", 10))
+    module = build_model(meta["config"].get("model", "simple-cnn"), n_classes)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DPAuditError(f"{path} holds no state dict of tensors; it was not written by dpaudit")
     try:
@@ -382,6 +391,27 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
         raise DPAuditError(f"{path} does not fit the {meta['config'].get('model')} architecture "
                            f"(foreign checkpoint); re-train it with dpaudit") from None
     return module.to(resolve_device(device)).eval(), meta
+
+
+MAX_CLASSES = 100_000
+# A checkpoint is a zip archive; refuse one whose members would unpack to far more than any dpaudit model
+# before torch reads it (a 1.5 MB zip bomb otherwise costs gigabytes of memory first).
+MAX_CHECKPOINT_BYTES = 2 << 30
+MAX_EXPANSION = 50
+
+
+def _check_checkpoint_size(path: Path) -> None:
+    import zipfile
+
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as zf:
+            unpacked = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: torch.load with weights_only=True refuses it with its own message
+    if unpacked > MAX_CHECKPOINT_BYTES or unpacked > MAX_EXPANSION * max(size, 1 << 20):
+        raise DPAuditError(f"{path} would unpack to {unpacked / 2**20:.0f} MiB from {size / 2**20:.1f} MiB; refused as a "
+                           f"likely zip bomb; re-train the model")
 
 
 def cache_key(cfg: TrainConfig, data_sha256: str, train_idx: np.ndarray, extra: str = "") -> str:

@@ -46,3 +46,11 @@ def small_report_path(small_audit, tmp_path_factory):
     path = tmp_path_factory.mktemp("small_audit") / "report.json"
     atomic_write_json(path, small_audit[0])
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the trained `small_audit` are slow by definition: `pytest -m "not slow"` is the fast loop."""
+    slow = pytest.mark.slow
+    for item in items:
+        if {"small_audit", "small_report", "small_report_path", "eps8_report_path", "nodp_report_path"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(slow)

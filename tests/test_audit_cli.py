@@ -160,13 +160,28 @@ def test_cache_dir_skips_retraining(tmp_path):
     pts = sorted((tmp_path / "cache").glob("*.pt"))
     pts[0].with_name(pts[0].name + ".json").unlink()
     pts[1].write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="damaged cache entry"):
+    with pytest.warns(UserWarning, match="not trustworthy"):
         third, _ = run_audit(cfg, progress=False)
     assert third["models"][0]["reference_models"]["cache_hits"] == 1
     same = ("epsilon_per_epoch", "noise_multiplier", "steps", "train_accuracy", "test_accuracy")
     assert {k: third["models"][0]["training"][k] for k in same} == {k: a["training"][k] for k in same}
     fourth, _ = run_audit(cfg, progress=False)
     assert fourth["models"][0]["reference_models"]["cache_hits"] == 3
+
+    # The cache proves what it holds: flipped bytes, or another model's weights (with their own valid record)
+    # swapped in, are retrained with a warning, never used silently.
+    pts = sorted((tmp_path / "cache").glob("*.pt"))
+    raw = bytearray(pts[0].read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(b ^ 0xFF for b in raw[len(raw) // 2: len(raw) // 2 + 64])
+    pts[0].write_bytes(bytes(raw))
+    pts[1].write_bytes(pts[2].read_bytes())
+    pts[1].with_name(pts[1].name + ".json").write_text(pts[2].with_name(pts[2].name + ".json").read_text())
+    with pytest.warns(UserWarning, match="not trustworthy") as caught:
+        fifth, _ = run_audit(cfg, progress=False)
+    msgs = " ".join(str(w.message) for w in caught)
+    assert "do not match the hash" in msgs and "another key" in msgs
+    assert fifth["models"][0]["reference_models"]["cache_hits"] == 1
+    assert {k: fifth["models"][0]["training"][k] for k in same} == {k: a["training"][k] for k in same}
 
     # `dpaudit attack` re-runs attacks on the cached models without training
     from dpaudit.io import atomic_write_json
