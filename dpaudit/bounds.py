@@ -732,7 +732,8 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple[str, fl
     elif not could_detect:
         status = INCONCLUSIVE
         if not evidence:
-            text = f"Inconclusive: no evidence was collected, so nothing could have shown the claimed ε = {claimed:g} violated."
+            text = (f"Inconclusive: no evidence was collected, so nothing could have shown the claimed "
+                    f"ε = {claimed:g} violated.")
         else:
             text = (f"Inconclusive: the claimed ε = {claimed:g} is at or above {ceiling:.2f}, the most even a perfect "
                     f"attack could prove here (from {ceiling_source}), so no result could have shown a violation "
