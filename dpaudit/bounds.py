@@ -24,13 +24,20 @@ __all__ = [
     "OneRunResult",
     "best_threshold_epsilon_lb",
     "bonferroni_threshold_epsilon_lb",
+    "canaries_needed",
+    "ceiling_clopper_pearson",
+    "ceiling_one_run",
     "clopper_pearson",
+    "decide_verdict",
     "epsilon_lb_clopper_pearson",
     "epsilon_lb_one_run",
+    "family_confidence",
     "fixed_threshold_epsilon_lb",
     "max_advantage",
     "max_balanced_accuracy",
     "one_run_audit",
+    "records_needed",
+    "reference_threshold_epsilon_lb",
 ]
 
 N_CALIBRATION_THRESHOLDS = 200
@@ -258,6 +265,23 @@ def _default_candidates(m: int) -> list[int]:
     return [max(1, m // d) for d in (50, 20, 10, 5, 2)]
 
 
+def _one_run_candidates(m: int, k_candidates: Sequence[int] | None, k_minus: int) -> list[int]:
+    """The k_plus values ``one_run_audit`` tries (and ``ceiling_one_run`` must try the same ones)."""
+    if k_minus < 0 or k_minus > m:
+        raise ValueError(f"k_minus must be in [0, {m}], got {k_minus}")
+    raw = _default_candidates(m) if k_candidates is None else [int(k) for k in k_candidates]
+    if any(k < 0 for k in raw):
+        raise ValueError(f"k_candidates must be >= 0, got {list(raw)}")
+    cands: list[int] = []
+    for k in raw:
+        if k + k_minus > m or (k == 0 and k_minus == 0) or k in cands:
+            continue
+        cands.append(k)
+    if not cands:
+        raise ValueError(f"no usable k_plus candidate for m={m}, k_minus={k_minus} (got {list(raw)})")
+    return cands
+
+
 def one_run_audit(scores: Any, is_in: Any, delta: float, confidence: float = 0.95,
                   k_candidates: Sequence[int] | None = None, k_minus: int = 0, *,
                   seed: int = 0) -> OneRunResult:
@@ -276,18 +300,7 @@ def one_run_audit(scores: Any, is_in: Any, delta: float, confidence: float = 0.9
     c = _check_confidence(confidence)
     m = s.size
     k_minus = int(k_minus)
-    if k_minus < 0 or k_minus > m:
-        raise ValueError(f"k_minus must be in [0, {m}], got {k_minus}")
-    raw = _default_candidates(m) if k_candidates is None else [int(k) for k in k_candidates]
-    if any(k < 0 for k in raw):
-        raise ValueError(f"k_candidates must be >= 0, got {list(raw)}")
-    cands: list[int] = []
-    for k in raw:
-        if k + k_minus > m or (k == 0 and k_minus == 0) or k in cands:
-            continue
-        cands.append(k)
-    if not cands:
-        raise ValueError(f"no usable k_plus candidate for m={m}, k_minus={k_minus} (got {list(raw)})")
+    cands = _one_run_candidates(m, k_candidates, k_minus)
     n = len(cands)
     c_each = 1.0 - (1.0 - c) / n
 
@@ -422,3 +435,315 @@ def bonferroni_threshold_epsilon_lb(scores: Any, is_in: Any, delta: float, confi
     assert best is not None
     # report the confidence the bound actually holds at, not the per-threshold one
     return EpsilonLB(**{**asdict(best), "confidence": c})
+
+
+def _aggregate_reference_bounds(ref_scores: np.ndarray, ref_in: np.ndarray, cand: np.ndarray, n_pos: int,
+                                n_neg: int, delta: float, confidence: float,
+                                aggregate: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate threshold: the aggregate over reference models of each one's Clopper-Pearson bound at the
+    target's sample size, and the mean balanced-accuracy advantage (TPR - FPR) for the fallback."""
+    k_models = ref_scores.shape[0]
+    tp = np.empty((k_models, cand.size))
+    fp = np.empty((k_models, cand.size))
+    for k in range(k_models):
+        pos = np.sort(ref_scores[k, ref_in[k]])
+        neg = np.sort(ref_scores[k, ~ref_in[k]])
+        # rates on this reference model, counted at the target's sizes: identical to its own counts when the
+        # sizes match (as in the audit), a rounding of them otherwise
+        tpr = (pos.size - np.searchsorted(pos, cand, side="left")) / pos.size
+        fpr = (neg.size - np.searchsorted(neg, cand, side="left")) / neg.size
+        tp[k] = np.rint(tpr * n_pos)
+        fp[k] = np.rint(fpr * n_neg)
+    # every count lies in 0..n, so two tables of n + 1 beta quantiles replace K x C of them
+    a = (1.0 - confidence) / 2.0
+    t = np.arange(n_pos + 1, dtype=np.float64)
+    tpr_lb_table = np.where(t > 0, stats.beta.ppf(a, np.maximum(t, 1), n_pos - t + 1), 0.0)
+    f = np.arange(n_neg + 1, dtype=np.float64)
+    fpr_ub_table = np.where(f < n_neg, stats.beta.ppf(1.0 - a, f + 1, np.maximum(n_neg - f, 1)), 1.0)
+    eps, _ = _eps_from_rates(tpr_lb_table[tp.astype(np.intp)], fpr_ub_table[fp.astype(np.intp)], delta)
+    agg = np.median(eps, axis=0) if aggregate == "median" else eps.mean(axis=0)
+    advantage = (tp / n_pos - fp / n_neg).mean(axis=0)
+    return agg, advantage
+
+
+def reference_threshold_epsilon_lb(ref_scores: Any, ref_in: Any, scores: Any, is_in: Any, delta: float,
+                                   confidence: float = 0.95, aggregate: str = "mean") -> EpsilonLB:
+    """The audit's threshold choice: pick the threshold on the reference models at the TARGET's sample size,
+    then apply it once to the target.
+
+    For each of ~200 candidate thresholds (quantiles of the pooled reference scores; the target's scores are
+    not looked at), the Clopper-Pearson bound is computed on each reference model's own counts, as if it had
+    the target's numbers of members and non-members, at ``confidence``; the K per-reference bounds are
+    aggregated (``"mean"``, an estimate of the bound the target can expect at that threshold, or
+    ``"median"``), and the candidate with the best aggregate is kept. If every candidate aggregates to 0, the
+    threshold with the best mean TPR - FPR is kept instead. Only then are the target's ``scores``/``is_in``
+    counted, once, so the result holds at ``confidence`` with no multiple-testing correction.
+
+    Why not ``best_threshold_epsilon_lb``: it maximises the bound on the POOLED counts of K models, i.e. at
+    K times the target's sample size, where thresholds far in the tail pay off; at the target's size those
+    thresholds leave too few guesses, and its bound falls as K grows. Here more reference models only make
+    the per-candidate estimate less noisy.
+
+    ``ref_scores``/``ref_in``: [K, n] (a 1-D row is one reference model); each row needs members and
+    non-members. ``scores``/``is_in``: the target's [n'].
+    """
+    rs = np.asarray(ref_scores, dtype=np.float64)
+    ri = np.asarray(ref_in)
+    if rs.ndim == 1:
+        rs, ri = rs[None], ri[None]
+    if rs.ndim != 2 or ri.shape != rs.shape:
+        raise ValueError(f"ref_scores and ref_in must be [K, n] of equal shape, got {rs.shape} and {ri.shape}")
+    rows = [_check_scores(rs[k], ri[k]) for k in range(rs.shape[0])]
+    rs = np.stack([r[0] for r in rows])
+    ri = np.stack([r[1] for r in rows])
+    s, y = _check_scores(scores, is_in)
+    d = _check_delta(delta)
+    c = _check_confidence(confidence)
+    if aggregate not in ("mean", "median"):
+        raise ValueError(f"aggregate must be 'mean' or 'median', got {aggregate!r}")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+
+    cand = np.unique(np.quantile(rs.ravel(), np.linspace(0.0, 1.0, N_CALIBRATION_THRESHOLDS), method="lower"))
+    agg, advantage = _aggregate_reference_bounds(rs, ri, cand, n_pos, n_neg, d, c, aggregate)
+    j = int(np.argmax(agg)) if agg.max() > 0 else int(np.argmax(advantage))
+    how = (f"chosen on {rs.shape[0]} reference model(s): best {aggregate} of per-model Clopper-Pearson bounds "
+           "at the target's sample size; applied once to the target")
+    return _lb_at(s, y, float(cand[j]), d, c, how)
+
+
+# --------------------------------------------------------------------------- what an audit can show
+
+def ceiling_clopper_pearson(n_pos: int, n_neg: int, delta: float, confidence: float = 0.95) -> float:
+    """Detection ceiling of a thresholded attack: the largest Clopper-Pearson epsilon lower bound that ANY
+    attack could reach on ``n_pos`` members and ``n_neg`` non-members at ``confidence``.
+
+    The bound grows with tp and falls with fp, so the perfect attack (tp = n_pos, fp = 0) reaches the
+    largest; both DP inequalities (TPR/FPR and TNR/FNR, which swap the roles of n_pos and n_neg) are taken
+    and the larger kept. A claimed epsilon at or above this cannot be shown violated by this evidence,
+    however strong the attack. Use the confidence the bound itself is computed at (per-bound, after any
+    Bonferroni split).
+    """
+    _, n_pos = _check_count("n_pos", n_pos, n_pos, "n_pos")
+    _, n_neg = _check_count("n_neg", n_neg, n_neg, "n_neg")
+    eps, _ = _cp_eps_array(np.array([n_pos]), n_pos, np.array([0]), n_neg, _check_delta(delta),
+                           _check_confidence(confidence))
+    return float(eps[0])
+
+
+def ceiling_one_run(m: int, delta: float, confidence: float = 0.95, k_candidates: Sequence[int] | None = None,
+                    *, n_in: int | None = None, k_minus: int = 0) -> float:
+    """Detection ceiling of the one-run audit: the largest ``one_run_audit`` bound on ``m`` canaries at
+    ``confidence``, reached by a perfect attack.
+
+    A perfect attack ranks every included canary above every excluded one, so each candidate k_plus gets
+    v = min(k_plus, n_in) correct "in" guesses (plus min(k_minus, m - n_in) correct "out" ones); the same
+    candidates and Bonferroni split as ``one_run_audit`` are used and the best kept. ``n_in``: how many
+    canaries were included; pass the observed count when known. Default: floor(m / 2), the expected number
+    under fair coins; with the default candidates (at most m // 2 guesses) any n_in >= m // 2 gives the same
+    ceiling, so the default never understates it for a draw with at least half the canaries in.
+    """
+    if int(m) != m or m < 1:
+        raise ValueError(f"m must be an integer >= 1, got {m}")
+    m = int(m)
+    d = _check_delta(delta)
+    c = _check_confidence(confidence)
+    n_in = m // 2 if n_in is None else int(n_in)
+    if not 0 <= n_in <= m:
+        raise ValueError(f"n_in must be in [0, {m}], got {n_in}")
+    k_minus = int(k_minus)
+    cands = _one_run_candidates(m, k_candidates, k_minus)
+    c_each = 1.0 - (1.0 - c) / len(cands)
+    best = 0.0
+    for k in cands:
+        v = min(k, n_in) + min(k_minus, m - n_in)
+        best = max(best, epsilon_lb_one_run(m, k + k_minus, v, d, c_each))
+    return best
+
+
+def records_needed(epsilon: float, delta: float, confidence: float = 0.95, *,
+                   max_records: int = 10**9) -> int | None:
+    """Smallest n such that a perfect thresholded attack on n members and n non-members could prove
+    epsilon' > ``epsilon`` (``ceiling_clopper_pearson(n, n, ...) > epsilon``); None above ``max_records``.
+
+    The ceiling grows like ln(n / ln(2 / alpha)), so each extra unit of epsilon costs ~e times the records."""
+    eps = float(epsilon)
+    if not eps >= 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+    d, c = _check_delta(delta), _check_confidence(confidence)
+
+    def ok(n: int) -> bool:
+        return ceiling_clopper_pearson(n, n, d, c) > eps
+
+    hi = 1
+    while not ok(hi):
+        if hi >= max_records:
+            return None
+        hi = min(2 * hi, max_records)
+    lo = hi // 2  # ok(lo) is False (or lo == 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def _one_run_perfect_p_ratio(m: int, eps: float, delta: float, confidence: float) -> float:
+    """min over ``one_run_audit``'s default candidates of p-value(eps) / per-candidate alpha, for a perfect
+    attack on m fair-coin canaries (n_in = m // 2): <= 1 exactly when the ceiling reaches eps. One p-value per
+    candidate instead of ``ceiling_one_run``'s bisections."""
+    cands = _one_run_candidates(m, None, 0)
+    alpha_each = (1.0 - confidence) / len(cands)
+    return min(_p_value_one_run(m, k, min(k, m // 2), eps, delta) for k in cands) / alpha_each
+
+
+def canaries_needed(epsilon: float, delta: float, confidence: float = 0.95, *,
+                    max_canaries: int = 100_000) -> int | None:
+    """Smallest m of fair-coin canaries (to within 1 %) such that a perfect attack could prove
+    epsilon' >= ``epsilon`` with ``one_run_audit``'s default candidates; None if no m up to ``max_canaries``
+    can.
+
+    Unlike the Clopper-Pearson ceiling this one does not grow without limit: the one-run p-value carries a
+    2 m delta term, so past m of order (1 - confidence) / delta more canaries lower the ceiling (at
+    delta = 1e-5 and confidence 0.983 it peaks near 4.8, around m = 2,000-5,000). The scan walks a geometric
+    grid (x1.25) and stops once the perfect attack's p-value at ``epsilon`` has risen three grid points in a
+    row (past the peak), then narrows the last step by bisection."""
+    eps = float(epsilon)
+    if not eps >= 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+    d, c = _check_delta(delta), _check_confidence(confidence)
+    prev_m, prev_ratio, rises = 1, math.inf, 0
+    m = 2
+    while m <= max_canaries:
+        ratio = _one_run_perfect_p_ratio(m, eps, d, c)
+        if ratio <= 1.0:
+            lo, hi = prev_m, m  # reached at hi, not at lo; on this falling stretch of p assume it is monotone
+            while hi - lo > max(1, hi // 100):
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if _one_run_perfect_p_ratio(mid, eps, d, c) <= 1.0 else (mid, hi)
+            return hi
+        # below m = 100 the ratio also rises as candidates become distinct (a finer Bonferroni split): not a peak
+        rises = rises + 1 if ratio > prev_ratio and m >= 100 else 0
+        if rises >= 3:  # past the peak: the 2 m delta term only grows from here
+            return None
+        prev_m, prev_ratio = m, ratio
+        m = max(m + 1, int(m * 1.25))
+    return None
+
+
+# --------------------------------------------------------------------------- verdicts
+
+def family_confidence(confidence: float, n_models: int) -> float:
+    """Per-model confidence so that the verdicts of ``n_models`` models all hold together at ``confidence``
+    (Bonferroni): 1 - (1 - confidence) / n_models.
+
+    A report's overall verdict (and a gate that fails if ANY model shows a violation) errs if any one of the
+    d models' verdicts errs; with each at 1 - alpha / d the chance that some one errs is at most alpha,
+    whatever the dependence between models. n_models = 1 returns ``confidence`` unchanged."""
+    c = _check_confidence(confidence)
+    if int(n_models) != n_models or n_models < 1:
+        raise ValueError(f"n_models must be an integer >= 1, got {n_models}")
+    return 1.0 - (1.0 - c) / int(n_models)
+
+
+NO_CLAIM = "no DP claim"
+NONCONFORMANT = "nonconformant"
+VIOLATION_STATUS = "violation"
+INCONCLUSIVE = "inconclusive"
+CONSISTENT_STATUS = "consistent"
+
+
+def _needs_text(claimed: float, delta: float | None, confidence: float | None,
+                n_records: tuple[int, int] | None, n_canaries: int | None) -> str:
+    """What would let a perfect attack prove more than ``claimed``, with numbers when delta/confidence are known."""
+    if delta is None or confidence is None:
+        return ("To decide, the audit needs more target records or more canaries, attacked near-perfectly "
+                "(as white-box gradient canaries can be).")
+    n = records_needed(claimed, delta, confidence)
+    now_r = f" (now {n_records[0]:,} and {n_records[1]:,})" if n_records is not None else ""
+    rec = (f"about {n:,} members and {n:,} non-members{now_r}" if n is not None
+           else f"more than 10^9 members and non-members{now_r}")
+    m = canaries_needed(claimed, delta, confidence)
+    now_c = f" (now {n_canaries:,})" if n_canaries is not None else ""
+    can = (f"or about {m:,} canaries{now_c} attacked near-perfectly, as white-box gradient canaries can be"
+           if m is not None else
+           f"while no number of canaries{now_c} would do at δ = {delta:g}: the one-run test's 2mδ term keeps "
+           f"its ceiling below ε = {claimed:g} however good the canaries, white-box gradient ones included")
+    return f"To decide at the per-bound confidence {confidence:.4g}, a perfect attack would need {rec}, {can}."
+
+
+def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple[str, float, float]],
+                   rejected_conformance: Sequence[str] | None = None, *, delta: float | None = None,
+                   confidence: float | None = None, n_records: tuple[int, int] | None = None,
+                   n_canaries: int | None = None) -> dict[str, Any]:
+    """A model's verdict from its claimed epsilon and its evidence, with a sentence built from the numbers.
+
+    ``bounds``: one (source, epsilon lower bound, detection ceiling) per kind of evidence (each attack, the
+    canaries, ...), each bound and ceiling at the same confidence. Rules, first match wins:
+
+    * no claim (``claimed_epsilon`` None): "no DP claim";
+    * any conformance test rejected (``rejected_conformance`` non-empty): "nonconformant";
+    * best bound > claimed: "violation";
+    * claimed >= every ceiling: "inconclusive", since not even a perfect attack could have shown a violation
+      (``could_detect`` False); the text says what would let the audit decide. If ``delta`` and
+      ``confidence`` (the per-bound one the ceilings used) are given, with the numbers: records per class
+      (``records_needed``) and canaries (``canaries_needed``); ``n_records`` (the target's members,
+      non-members) and ``n_canaries`` add "now ...";
+    * else "consistent".
+
+    Returns status, claimed_epsilon, empirical_epsilon_lb, source, ratio, ceiling (the largest),
+    ceiling_source, could_detect, evidence (one dict per bound), rejected_conformance and text.
+    """
+    claimed = None if claimed_epsilon is None else float(claimed_epsilon)
+    if claimed is not None and not claimed >= 0:
+        raise ValueError(f"claimed_epsilon must be >= 0 or None, got {claimed_epsilon}")
+    evidence = []
+    for item in bounds:
+        source, lb, ceil = item
+        lb, ceil = float(lb), float(ceil)
+        if not (lb >= 0 and ceil >= 0):
+            raise ValueError(f"{source}: bound and ceiling must be >= 0, got {lb} and {ceil}")
+        # a bound above its own ceiling means they were computed at different sizes or confidences
+        if lb > ceil * (1 + 1e-9) + 1e-12:
+            raise ValueError(f"{source}: bound {lb:.6g} exceeds its ceiling {ceil:.6g}; compute both at the "
+                             "same sample size and confidence")
+        evidence.append({"source": str(source), "epsilon_lb": lb, "ceiling": ceil})
+    rejected = [str(r) for r in (rejected_conformance or [])]
+
+    best, source = max(((e["epsilon_lb"], e["source"]) for e in evidence), default=(0.0, "none"))
+    if best <= 0:
+        source = "none (no test rejected ε = 0)"
+    ceiling = max((e["ceiling"] for e in evidence), default=0.0)
+    # several kinds of evidence often share a ceiling (attacks on the same records): name them all
+    ceiling_source = ", ".join(e["source"] for e in evidence if e["ceiling"] == ceiling) or "none"
+    could_detect = claimed is not None and ceiling > claimed
+    best_txt = f"ε ≥ {best:.2f} from {source}" if best > 0 else "no bound above 0"
+
+    if claimed is None:
+        status = NO_CLAIM
+        text = f"No DP claim: trained without DP, so there is no guarantee to check ({best_txt})."
+    elif rejected:
+        status = NONCONFORMANT
+        text = (f"Nonconformant: the conformance test(s) {', '.join(rejected)} rejected the training's "
+                f"implementation, so the claimed ε = {claimed:g} is not supported whatever the attacks show "
+                f"({best_txt}).")
+    elif best > claimed:
+        status = VIOLATION_STATUS
+        text = (f"Violation: the lower bound ε ≥ {best:.2f} from {source} exceeds the claimed ε = {claimed:g}, "
+                "so the model leaks more than its guarantee allows.")
+    elif not could_detect:
+        status = INCONCLUSIVE
+        if not evidence:
+            text = (f"Inconclusive: no evidence was collected, so nothing could have shown the claimed "
+                    f"ε = {claimed:g} violated.")
+        else:
+            text = (f"Inconclusive: the claimed ε = {claimed:g} is at or above {ceiling:.2f}, the most even a perfect "
+                    f"attack could prove here (from {ceiling_source}), so no result could have shown a violation "
+                    f"({best_txt}). " + _needs_text(claimed, delta, confidence, n_records, n_canaries))
+    else:
+        status = CONSISTENT_STATUS
+        text = (f"Consistent: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), and the audit could "
+                f"have shown a violation: a perfect attack could prove up to ε ≥ {ceiling:.2f} here "
+                f"(from {ceiling_source}).")
+    return {"status": status, "claimed_epsilon": claimed, "empirical_epsilon_lb": best, "source": source,
+            "ratio": best / claimed if claimed else None, "ceiling": ceiling, "ceiling_source": ceiling_source,
+            "could_detect": bool(could_detect), "evidence": evidence, "rejected_conformance": rejected,
+            "text": text}

@@ -196,3 +196,240 @@ def test_best_threshold_informative_calibration_transfers():
     tp, fp = int(np.sum(s[y] >= res.threshold)), int(np.sum(s[~y] >= res.threshold))
     assert res.value == pytest.approx(B.epsilon_lb_clopper_pearson(tp, int(y.sum()), fp, int((~y).sum()), 1e-5))
     json.dumps(res.to_dict())
+
+
+# --------------------------------------------------------------------------- detection ceilings
+
+def test_ceiling_clopper_pearson_reference_audit_figure():
+    # the reference audit: 1,750 + 1,750 records, 3 bounds per verdict (Bonferroni), delta = 1e-5
+    c = 1 - 0.05 / 3
+    ceil = B.ceiling_clopper_pearson(1750, 1750, 1e-5, c)
+    assert ceil == pytest.approx(5.90, abs=0.01)
+    assert ceil == B.epsilon_lb_clopper_pearson(1750, 1750, 0, 1750, 1e-5, c)
+    # more records raise it, more confidence lowers it
+    assert B.ceiling_clopper_pearson(17500, 17500, 1e-5, c) > ceil + 2.0
+    assert B.ceiling_clopper_pearson(1750, 1750, 1e-5, 0.999) < ceil
+
+
+def test_ceiling_clopper_pearson_is_the_max_over_every_count():
+    # exhaustive: no (tp, fp) on 7 members and 11 non-members beats the ceiling, in either DP inequality
+    for n_pos, n_neg in ((7, 11), (11, 7)):
+        ceil = B.ceiling_clopper_pearson(n_pos, n_neg, 0.01, 0.9)
+        tp, fp = np.meshgrid(np.arange(n_pos + 1), np.arange(n_neg + 1))
+        eps, _ = B._cp_eps_array(tp.ravel(), n_pos, fp.ravel(), n_neg, 0.01, 0.9)
+        assert eps.max() == pytest.approx(ceil) and ceil > 0
+    # unequal classes: both inequalities are taken, so the ceiling is symmetric in (n_pos, n_neg)
+    assert B.ceiling_clopper_pearson(100, 3000, 1e-5) == pytest.approx(B.ceiling_clopper_pearson(3000, 100, 1e-5))
+
+
+def test_ceiling_one_run_reference_audit_figure():
+    c = 1 - 0.05 / 3
+    ceil = B.ceiling_one_run(500, 1e-5, c)
+    assert ceil == pytest.approx(3.70, abs=0.01)
+    # it is what one_run_audit returns on perfectly separated canaries with half of them in
+    y = np.r_[np.ones(250, bool), np.zeros(250, bool)]
+    assert B.one_run_audit(y.astype(float), y, 1e-5, c).epsilon_lb == pytest.approx(ceil)
+    # fewer canaries in than the largest guess (250): that candidate gets at most n_in right
+    assert B.ceiling_one_run(500, 1e-5, c, n_in=100) < ceil
+    assert B.ceiling_one_run(500, 1e-5, c, n_in=400) == pytest.approx(ceil)
+    # a fixed k is tested without a Bonferroni split, so it can only be higher than the default's k = 250 term
+    assert B.ceiling_one_run(500, 1e-5, c, k_candidates=[250]) == pytest.approx(
+        B.epsilon_lb_one_run(500, 250, 250, 1e-5, c))
+    with pytest.raises(ValueError):
+        B.ceiling_one_run(0, 1e-5)
+    with pytest.raises(ValueError):
+        B.ceiling_one_run(10, 1e-5, n_in=11)
+
+
+def test_records_and_canaries_needed():
+    c = 1 - 0.05 / 3
+    n = B.records_needed(8.0, 1e-5, c)
+    assert B.ceiling_clopper_pearson(n, n, 1e-5, c) > 8.0 >= B.ceiling_clopper_pearson(n - 1, n - 1, 1e-5, c)
+    assert 10_000 < n < 20_000
+    m = B.canaries_needed(4.0, 1e-5, c)
+    assert B.ceiling_one_run(m, 1e-5, c) > 4.0 >= B.ceiling_one_run(int(m * 0.98), 1e-5, c)
+    # the one-run ceiling at delta = 1e-5 peaks below 5 (its 2 m delta term): no m reaches 8
+    assert B.canaries_needed(8.0, 1e-5, c) is None
+    assert B.ceiling_one_run(50_000, 1e-5, c) < B.ceiling_one_run(2_000, 1e-5, c) < 5.0
+
+
+# --------------------------------------------------------------------------- reference-model thresholds
+
+GDP_MU_EPS2 = 0.5016  # mu-GDP (members N(mu, 1) vs non-members N(0, 1)) with eps = 2 at delta = 1e-5
+
+
+def _gaussian_rows(rng, n_models, n=1000, mu=GDP_MU_EPS2):
+    y = np.zeros((n_models, n), bool)
+    for k in range(n_models):
+        y[k, rng.permutation(n)[: n // 2]] = True
+    return rng.normal(loc=mu * y), y
+
+
+def test_gdp_mu_gives_eps_2():
+    from scipy import stats
+
+    def delta(eps, mu):  # the Gaussian-DP privacy profile (Dong, Roth & Su 2019)
+        return stats.norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * stats.norm.cdf(-eps / mu - mu / 2)
+
+    assert delta(2.0, GDP_MU_EPS2) == pytest.approx(1e-5, rel=0.01)
+
+
+def _expected_target_bound():
+    """E[Clopper-Pearson bound on a 500 + 500 target | threshold t], exactly: tp and fp are binomial."""
+    from scipy import stats
+
+    n, a = 500, 0.025
+    c = np.arange(n + 1.0)
+    tpr_lb = np.where(c > 0, stats.beta.ppf(a, np.maximum(c, 1), n - c + 1), 0.0)
+    fpr_ub = np.where(c < n, stats.beta.ppf(1 - a, c + 1, np.maximum(n - c, 1)), 1.0)
+    grid, _ = B._eps_from_rates(tpr_lb[:, None], fpr_ub[None, :], 1e-5)
+
+    def expected(t):
+        p_tp = stats.binom.pmf(c, n, stats.norm.sf(t - GDP_MU_EPS2))
+        p_fp = stats.binom.pmf(c, n, stats.norm.sf(t))
+        return float(p_tp @ grid @ p_fp)
+    return expected
+
+
+def test_reference_threshold_keeps_power_as_references_grow():
+    # Known eps = 2, m = 1,000 target records (500 in, 500 out), 50 seeds; the same target and the same first
+    # K reference rows across K (common random numbers). The old pooled choice tunes the threshold for
+    # K x 1,000 records and loses power as K grows; the per-reference choice must not.
+    expected = _expected_target_bound()
+    best_possible = max(expected(t) for t in np.linspace(-1.5, 3.0, 451))
+    old, new, old_e, new_e = {}, {}, {}, {}
+    for k_ref in (1, 4, 16):
+        o, n, oe, ne = [], [], [], []
+        for seed in range(50):
+            s, y = _gaussian_rows(np.random.default_rng(seed), 1)
+            rs, ri = _gaussian_rows(np.random.default_rng(10_000 + seed), 16)
+            a = B.best_threshold_epsilon_lb(rs[:k_ref], ri[:k_ref], s[0], y[0], 1e-5)
+            b = B.reference_threshold_epsilon_lb(rs[:k_ref], ri[:k_ref], s[0], y[0], 1e-5)
+            o.append(a.value)
+            n.append(b.value)
+            oe.append(expected(a.threshold))
+            ne.append(expected(b.threshold))
+        old[k_ref], new[k_ref] = float(np.median(o)), float(np.median(n))
+        old_e[k_ref], new_e[k_ref] = float(np.median(oe)), float(np.median(ne))
+    assert new[1] == pytest.approx(old[1])  # one reference: both choose on the same 1,000 records
+    # the realised target bounds (measured: 0.26, 0.35, 0.31; old 0.26, 0.13, 0.00): K = 4 and 16 beat K = 1;
+    # between 4 and 16 the target's own sampling noise (~0.04 on a median of 50) exceeds the difference
+    assert new[4] > new[1] + 0.05 and new[16] > new[1] + 0.03 and abs(new[16] - new[4]) < 0.05
+    # without that noise, the bound the target can expect at the chosen threshold rises with K towards the
+    # best any fixed threshold gets (measured: 0.319, 0.331, 0.341 of 0.344; old 0.319, 0.178, 0.068)
+    assert new_e[1] <= new_e[4] <= new_e[16] <= best_possible
+    assert new_e[16] > best_possible - 0.01
+    assert old_e[16] < old_e[4] < old_e[1] and old[16] < 0.05  # the regression the new choice fixes
+
+
+def test_reference_threshold_never_uses_target_truth():
+    rng = np.random.default_rng(3)
+    rs, ri = _gaussian_rows(rng, 4, mu=2.0)
+    y = rng.random(1000) < 0.5
+    s = rng.normal(loc=2.0 * y)
+    res = B.reference_threshold_epsilon_lb(rs, ri, s, y, 1e-5)
+    assert res.threshold_selection.startswith("chosen on 4 reference model(s)")
+    assert res.value > 1.0 and rs.min() <= res.threshold <= rs.max()
+    tp, fp = int(np.sum(s[y] >= res.threshold)), int(np.sum(s[~y] >= res.threshold))
+    assert (res.tp, res.fp) == (tp, fp)
+    assert res.value == pytest.approx(B.epsilon_lb_clopper_pearson(tp, int(y.sum()), fp, int((~y).sum()), 1e-5))
+    for seed in (1, 2):  # the threshold does not move with the target's truth or scores
+        r2 = np.random.default_rng(seed)
+        y2 = r2.random(1000) < 0.5
+        assert B.reference_threshold_epsilon_lb(rs, ri, r2.normal(loc=9.0 * y2), y2, 1e-5).threshold == res.threshold
+    # a 1-D reference row is one model; median aggregation is offered; bad input is refused
+    one = B.reference_threshold_epsilon_lb(rs[0], ri[0], s, y, 1e-5, aggregate="median")
+    assert one.threshold_selection.startswith("chosen on 1 reference model(s): best median")
+    with pytest.raises(ValueError):
+        B.reference_threshold_epsilon_lb(rs, ri[:, :10], s, y, 1e-5)
+    with pytest.raises(ValueError):
+        B.reference_threshold_epsilon_lb(rs, ri, s, y, 1e-5, aggregate="max")
+    with pytest.raises(ValueError):  # a reference row without non-members
+        B.reference_threshold_epsilon_lb(rs, np.ones_like(ri), s, y, 1e-5)
+
+
+def test_reference_threshold_at_target_size_not_reference_size():
+    # references with 4x the target's records: their counts are rescaled to the target's sizes, so the
+    # choice matches references of the target's own size drawn from the same distribution
+    rng = np.random.default_rng(9)
+    big_s, big_y = _gaussian_rows(rng, 8, n=4000, mu=1.5)
+    y = rng.random(1000) < 0.5
+    s = rng.normal(loc=1.5 * y)
+    res = B.reference_threshold_epsilon_lb(big_s, big_y, s, y, 1e-5)
+    small = B.reference_threshold_epsilon_lb(big_s[:, :1000], big_y[:, :1000], s, y, 1e-5)
+    assert abs(res.threshold - small.threshold) < 0.5
+    assert res.value > 0.3
+
+
+# --------------------------------------------------------------------------- family-wise confidence, verdicts
+
+def test_family_confidence():
+    assert B.family_confidence(0.95, 1) == 0.95
+    assert B.family_confidence(0.95, 2) == pytest.approx(0.975)
+    assert B.family_confidence(0.95, 5) == pytest.approx(0.99)
+    # d verdicts each wrong with probability 1 - c_d: a union bound gives back the family's 1 - 0.95
+    for d in (2, 3, 10):
+        assert d * (1 - B.family_confidence(0.9, d)) == pytest.approx(0.1)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError):
+            B.family_confidence(0.95, bad)
+    with pytest.raises(ValueError):
+        B.family_confidence(1.0, 2)
+
+
+EVIDENCE = [("loss attack", 0.0, 5.9), ("shadow attack", 0.12, 5.9), ("canaries (one run)", 0.0, 3.7)]
+
+
+def test_verdict_issue_example_is_inconclusive():
+    c = 1 - 0.05 / 3
+    v = B.decide_verdict(8.0, EVIDENCE, delta=1e-5, confidence=c, n_records=(1750, 1750), n_canaries=500)
+    assert v["status"] == "inconclusive" and v["could_detect"] is False
+    assert v["ceiling"] == 5.9 and v["ceiling_source"] == "loss attack, shadow attack"
+    assert v["empirical_epsilon_lb"] == 0.12 and v["source"] == "shadow attack"
+    n = B.records_needed(8.0, 1e-5, c)
+    assert f"about {n:,} members and {n:,} non-members (now 1,750 and 1,750)" in v["text"]
+    assert "no number of canaries (now 500)" in v["text"] and "5.90" in v["text"]
+    # without delta/confidence the text still says what would help, without numbers
+    v = B.decide_verdict(8.0, EVIDENCE)
+    assert v["status"] == "inconclusive" and "more target records or more canaries" in v["text"]
+    # canaries that could reach the claim are named with their number
+    v = B.decide_verdict(4.0, [("canaries (one run)", 0.0, 3.7)], delta=1e-5, confidence=c, n_canaries=500)
+    m = B.canaries_needed(4.0, 1e-5, c)
+    assert v["status"] == "inconclusive" and f"about {m:,} canaries (now 500)" in v["text"]
+    # at exactly the ceiling nothing could have exceeded the claim either
+    assert B.decide_verdict(5.9, EVIDENCE)["status"] == "inconclusive"
+
+
+def test_verdict_branches():
+    v = B.decide_verdict(1.0, EVIDENCE)
+    assert v["status"] == "consistent" and v["could_detect"] is True
+    assert "no bound exceeds the claimed ε = 1" in v["text"] and "5.90" in v["text"]
+    v = B.decide_verdict(0.1, EVIDENCE)
+    assert v["status"] == "violation" and v["ratio"] == pytest.approx(1.2)
+    assert "ε ≥ 0.12 from shadow attack exceeds the claimed ε = 0.1" in v["text"]
+    v = B.decide_verdict(None, EVIDENCE)
+    assert v["status"] == "no DP claim" and v["ratio"] is None and v["could_detect"] is False
+    # nonconformance wins over a violation and over inconclusive
+    for claimed in (0.1, 8.0):
+        v = B.decide_verdict(claimed, EVIDENCE, ["noise calibration"])
+        assert v["status"] == "nonconformant" and "noise calibration" in v["text"]
+        assert v["rejected_conformance"] == ["noise calibration"]
+    # no bound above 0
+    v = B.decide_verdict(1.0, [("loss attack", 0.0, 5.9)])
+    assert v["status"] == "consistent" and v["source"].startswith("none") and "no bound above 0" in v["text"]
+    # no evidence at all: nothing could have shown anything
+    v = B.decide_verdict(1.0, [])
+    assert v["status"] == "inconclusive" and "no evidence" in v["text"]
+    # the sentence follows the numbers: the same claim flips with the ceiling
+    assert B.decide_verdict(3.0, [("a", 0.5, 2.9)])["status"] == "inconclusive"
+    assert B.decide_verdict(3.0, [("a", 0.5, 3.1)])["status"] == "consistent"
+    json.dumps(B.decide_verdict(8.0, EVIDENCE))
+
+
+def test_verdict_input_validation():
+    with pytest.raises(ValueError, match="exceeds its ceiling"):
+        B.decide_verdict(1.0, [("a", 6.0, 5.9)])
+    with pytest.raises(ValueError):
+        B.decide_verdict(-1.0, EVIDENCE)
+    with pytest.raises(ValueError):
+        B.decide_verdict(1.0, [("a", float("nan"), 5.9)])
