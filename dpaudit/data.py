@@ -305,20 +305,6 @@ def load_mnist_5k(data_dir: Path | None = None, download: bool = False) -> Datas
                             np.rint(x).astype(np.uint8), y)
 
 
-@register_dataset("sklearn-digits", _builtin=True)
-def load_sklearn_digits(data_dir: Path | None = None, download: bool = False) -> Dataset:
-    """scikit-learn's bundled 8x8 digits: 1,797 grey images, 10 classes, no download.
-
-    Pixels are 0..16 in scikit-learn; they are scaled to uint8 0..255 (round(v * 255 / 16)) so that the
-    images look like every other uint8 dataset. Normalisation statistics come from the data."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return make_dataset("sklearn-digits", images, d.target,
-                        source="sklearn.datasets.load_digits() (1,797 8x8 digits, 0..16 scaled to 0..255)")
-
-
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -405,6 +391,20 @@ def load_fashion_mnist(data_dir: Path | None = None, download: bool = False) -> 
     return _load_torchvision("fashion-mnist", data_dir, download)
 
 
+@register_dataset("sklearn-digits", _builtin=True)
+def load_sklearn_digits(data_dir: Path | None = None, download: bool = False) -> Dataset:
+    """scikit-learn's bundled 8x8 digits: 1,797 grey images, 10 classes, no download.
+
+    Pixels are 0..16 in scikit-learn; they are scaled to uint8 0..255 (round(v * 255 / 16)) so that the
+    images look like every other uint8 dataset. Normalisation statistics come from the data."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return make_dataset("sklearn-digits", images, d.target,
+                        source="sklearn.datasets.load_digits() (1,797 8x8 digits, 0..16 scaled to 0..255)")
+
+
 # ---- npz:PATH ---------------------------------------------------------------------------------------
 
 def _first_line(exc: BaseException) -> str:
@@ -425,9 +425,13 @@ def load_npz(path: str | Path, name: str | None = None) -> Dataset:
     name = name or f"npz:{path}"
     if not path.is_file():
         raise DPAuditError(f"{name}: file {path} not found; save one with np.savez(path, x=images, y=labels)")
-    if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
         raise DPAuditError(f"{name}: {path} is not an .npz archive (not a zip file); "
                            f"save one with np.savez(path, x=images, y=labels)")
+    if not zipfile.is_zipfile(path):
+        raise DPAuditError(f"{name}: {path} is a damaged zip archive (truncated?); save it again")
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:

@@ -245,7 +245,7 @@ def build_model(spec: str | ModelFactory, input_shape: tuple[int, ...] | int = M
         raise
     except Exception as exc:  # noqa: BLE001 - user code may raise anything; one line says what
         raise DPAuditError(f"model factory {label!r} raised {type(exc).__name__} for input shape {input_shape} and "
-                           f"{n_classes} classes: {_first_line(exc)}; it must accept (input_shape, n_classes)") from None
+                           f"{n_classes} classes: {_first_line(exc)}; fix it (it is called as factory(input_shape, n_classes))") from None
     if not isinstance(model, nn.Module):
         raise DPAuditError(f"model factory {label!r} returned a {type(model).__name__}, not a torch.nn.Module")
     check_output_shape(model, input_shape, n_classes, label)
