@@ -466,7 +466,8 @@ def load_npz(path: str | Path, name: str | None = None) -> Dataset:
     x = _canonical_images(arrays["x"], f"{name}: x")
     y = _canonical_labels(arrays["y"], f"{name}: y")
     if len(x) != len(y):
-        raise DPAuditError(f"{name}: x has {len(x)} images but y has {len(y)} labels; there must be one label per image")
+        raise DPAuditError(f"{name}: x has {len(x)} images but y has {len(y)} labels; "
+                           f"there must be one label per image")
     origin = None
     if "x_test" in arrays:
         xt = _canonical_images(arrays["x_test"], f"{name}: x_test")

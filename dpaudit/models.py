@@ -244,8 +244,9 @@ def build_model(spec: str | ModelFactory, input_shape: tuple[int, ...] | int = M
     except DPAuditError:
         raise
     except Exception as exc:  # noqa: BLE001 - user code may raise anything; one line says what
-        raise DPAuditError(f"model factory {label!r} raised {type(exc).__name__} for input shape {input_shape} and "
-                           f"{n_classes} classes: {_first_line(exc)}; fix it (it is called as factory(input_shape, n_classes))") from None
+        raise DPAuditError(f"model factory {label!r} raised {type(exc).__name__} for input shape {input_shape} "
+                           f"and {n_classes} classes: {_first_line(exc)}; fix it (it is called as "
+                           f"factory(input_shape, n_classes))") from None
     if not isinstance(model, nn.Module):
         raise DPAuditError(f"model factory {label!r} returned a {type(model).__name__}, not a torch.nn.Module")
     check_output_shape(model, input_shape, n_classes, label)
@@ -269,7 +270,8 @@ def check_output_shape(model: nn.Module, input_shape: tuple[int, ...], n_classes
             out = model(torch.zeros((2, *input_shape), device=device, dtype=dtype))
     except Exception as exc:  # noqa: BLE001 - user code may raise anything; one line says what
         raise DPAuditError(f"{label} fails on a batch of shape [2, {', '.join(map(str, input_shape))}]: "
-                           f"{type(exc).__name__}: {_first_line(exc)}; build it for input shape {input_shape}") from None
+                           f"{type(exc).__name__}: {_first_line(exc)}; build it for input shape "
+                           f"{input_shape}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor):

@@ -211,8 +211,9 @@ def _bad_npz(tmp_path, case):
 
 BAD_NPZ = {
     "missing": "not found", "not-zip": "not an .npz archive", "npy": "not an .npz archive",
-    "truncated": "damaged zip archive", "corrupt": "damaged, save it again", "no-x": "lacks array.s. x .it has: images, y.",
-    "no-y": "lacks array.s. y", "object": "array x holds Python objects", "object-labels": "array y holds Python objects",
+    "truncated": "damaged zip archive", "corrupt": "damaged, save it again",
+    "no-x": "lacks array.s. x .it has: images, y.", "no-y": "lacks array.s. y",
+    "object": "array x holds Python objects", "object-labels": "array y holds Python objects",
     "lengths": "6 images but y has 5 labels", "float-labels": "dtype float64; labels must be integer",
     "negative": r"negative label \(-1\)", "out-of-range": "label 5 is out of range for 3 classes",
     "nan": "NaN/inf pixel.s., first in record 4", "inf": "NaN/inf pixel.s., first in record 1",
