@@ -16,14 +16,15 @@ from torch import nn
 
 from . import __version__
 from .accounting import ACCOUNTANTS, validate_privacy_target
+from .data import Normalisation
 from .errors import DPAuditError
 from .grad_samples import grad_samples_without_copy, without_discarded_param_grads
 from .memory import TRIM_EVERY_STEPS, release_freed_memory
 from .models import build_model, validate_for_dp
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
-# MNIST-style normalisation; applied inside the model input pipeline, not stored in the data.
-_MEAN, _STD = 0.1307, 0.3081
+# Normalisation is applied on the way into the model, not stored in the data; MNIST's constants by default.
+_MNIST = Normalisation.mnist()
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,10 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N,1,28,28] -> normalised float32."""
-    return (torch.from_numpy(np.asarray(images, dtype=np.float32)) / 255.0 - _MEAN) / _STD
+def to_tensor(images: np.ndarray, norm: Normalisation | None = None) -> torch.Tensor:
+    """images [N,C,H,W] -> normalised float32, with ``norm`` (a dataset's ``Dataset.normalisation``);
+    without it, MNIST's constants as always (for uint8 [N,1,28,28])."""
+    return (norm or _MNIST).apply(images)
 
 
 def check_config(cfg: TrainConfig, n_train: int) -> None:
