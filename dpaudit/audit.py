@@ -5,19 +5,32 @@ Each step lives in its own module (config, jobs, executors, signals, attack_regi
 only wires them and turns their results into the report's models."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .accounting import cross_check
 from .attack_registry import AttackInput, check_attacks, run_attack
-from .bounds import best_threshold_epsilon_lb, max_advantage, max_balanced_accuracy, one_run_audit
+from .bounds import (
+    ceiling_clopper_pearson,
+    ceiling_one_run,
+    decide_verdict,
+    family_confidence,
+    max_advantage,
+    max_balanced_accuracy,
+    one_run_audit,
+    reference_threshold_epsilon_lb,
+)
 from .config import AuditConfig, model_name
 from .data import Dataset, load_dataset
+from .errors import DPAuditError
 from .executors import get_executor
 from .isolation import preserved_global_state
 from .jobs import model_seed, plan_jobs, quiet_library_warnings
@@ -25,23 +38,24 @@ from .signals import Signals
 from .splits import Splits, make_splits
 
 SCHEMA = "dpaudit.report/1"
-VIOLATION = "VIOLATION: the model leaks more than its ε allows"
-CONSISTENT = "consistent"
 
 __all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
 
 
 # ---- attacks and bounds --------------------------------------------------------------------------
 
-def bound_confidence(cfg: AuditConfig) -> tuple[float, int]:
-    """Confidence of each ε lower bound, and how many bounds a verdict takes the best of.
+def bound_confidence(cfg: AuditConfig) -> tuple[float, int, float, int]:
+    """(per-bound confidence, bounds per verdict, per-model confidence, DP models), so that every verdict of
+    the report holds together at ``cfg.confidence``.
 
-    A verdict reports the largest of several bounds (one per attack, one from the canaries). The largest of
-    n bounds each failing with probability α/n fails with probability at most α (Bonferroni), so that
-    the verdict holds at ``cfg.confidence`` rather than at 1 − n·α."""
-    n = len(cfg.attacks) + (1 if cfg.canaries > 0 else 0)
-    n = max(n, 1)
-    return 1.0 - (1.0 - cfg.confidence) / n, n
+    Two Bonferroni corrections: a verdict takes the largest of n bounds (one per attack, one from the
+    canaries), so each bound is computed at 1 − α_model/n; and the report's overall verdict (and
+    `dpaudit check --forbid-violation`) fails if any of its d DP models shows a violation, so each model's
+    verdict is held at α_model = α/d. Then P(any false violation in the report) ≤ α."""
+    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0), 1)
+    d = max(sum(1 for e in cfg.epsilons if e != float("inf")), 1)
+    per_model = family_confidence(cfg.confidence, d)
+    return 1.0 - (1.0 - per_model) / n, n, per_model, d
 
 
 def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: AuditConfig, delta: float,
@@ -56,96 +70,122 @@ def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: Au
     source = f"maximises balanced accuracy on {ref_in.shape[0]} reference models' known members/non-members"
     metrics = evaluate(scored.target, target_in, threshold=thr, threshold_source=source, n_boot=cfg.n_boot,
                        seed=seed)
-    eps_lb = best_threshold_epsilon_lb(scored.reference.ravel(), ref_in.ravel(), scored.target, target_in,
-                                       delta=delta, confidence=confidence)
+    eps_lb = reference_threshold_epsilon_lb(scored.reference, ref_in, scored.target, target_in, delta=delta,
+                                            confidence=confidence)
+    n_pos = int(np.sum(target_in))
+    ceiling = ceiling_clopper_pearson(n_pos, int(target_in.size - n_pos), delta, confidence)
     return {"attack": name, "description": scored.description, "details": scored.details, "metrics": metrics.to_dict(),
-            "epsilon_lb": eps_lb.to_dict(), "target_scores": scored.target}
+            "epsilon_lb": eps_lb.to_dict(), "ceiling": ceiling, "target_scores": scored.target}
 
 
-def _canary_audit(canary_logits: np.ndarray, splits: Splits, delta: float, confidence: float) -> dict:
-    sig = Signals(logits=canary_logits[None], labels=splits.canary_labels)
-    scores = -sig.losses[0]
-    res = one_run_audit(scores, splits.canary_in, delta=delta, confidence=confidence)
-    return {"method": "one-run (Steinke, Nasr, Jagielski 2023)", "m": int(splits.canary_idx.size),
-            "included": int(splits.canary_in.sum()), "score": "negative loss on the canary's wrong label",
-            **res.to_dict(), "scores": scores}
+def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float) -> dict:
+    """One-run audit of the canaries' scores (negative loss on each canary's wrong label)."""
+    res = one_run_audit(scores, coins, delta=delta, confidence=confidence)
+    included, m = int(coins.sum()), int(coins.size)
+    return {"method": "one-run (Steinke, Nasr, Jagielski 2023)", "m": m,
+            "included": included, "score": "negative loss on the canary's wrong label",
+            **res.to_dict(), "ceiling": ceiling_one_run(m, delta, confidence, n_in=included), "scores": scores}
 
 
-def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, confidence: float,
-             per_bound: float, n_bounds: int) -> dict:
-    stats = {"confidence": confidence, "per_bound_confidence": per_bound, "n_bounds": n_bounds,
-             "correction": f"Bonferroni: each of {n_bounds} bound(s) at {per_bound:.4g}, so the best holds at {confidence:g}"}
-    cands = [(a["epsilon_lb"]["value"], f"{a['attack']} attack") for a in attacks]
+def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, conf: tuple, delta: float,
+             n_records: tuple[int, int], conf_all: float, rejected: list[str] | None = None) -> dict:
+    per_bound, n_bounds, per_model, d = conf
+    bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in attacks]
     if canary is not None:
-        cands.append((canary["epsilon_lb"], "canaries (one run)"))
-    best, source = max(cands, default=(0.0, "none"))
-    if best <= 0:
-        source = "none (no test rejected ε = 0)"
-    if claimed is None:
-        return {"claimed_epsilon": None, "empirical_epsilon_lb": best, "source": source, "ratio": None,
-                "status": "no DP claim", "text": "no DP guarantee to check (trained without DP)", **stats}
-    status = VIOLATION if best > claimed else CONSISTENT
-    return {"claimed_epsilon": claimed, "empirical_epsilon_lb": best, "source": source,
-            "ratio": best / claimed if claimed > 0 else None, "status": "violation" if best > claimed else "consistent",
-            "text": status, **stats}
+        bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"]))
+    v = decide_verdict(claimed, bounds, rejected, delta=delta, confidence=per_bound, n_records=n_records,
+                       n_canaries=canary["m"] if canary is not None else None)
+    v.update({"confidence": per_model, "per_bound_confidence": per_bound, "n_bounds": n_bounds,
+              "family_confidence": conf_all,
+              "correction": f"Bonferroni: each of {n_bounds} bound(s) at {per_bound:.4g}, so this verdict holds at "
+                            f"{per_model:.4g}"})
+    return v
 
 
 def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], data: Dataset, splits: Splits,
-                 per_bound: float, n_bounds: int, extras: dict, phases: dict) -> dict:
-    """Attacks, canaries, accounting cross-check and verdict for one privacy setting's K + 1 models."""
-    name = model_name(eps)
-    target = results[0]
-    rec = target["record"]
-    delta = cfg.delta
-    pool_labels = data.labels[splits.pool_idx]
+                 conf: tuple, extras: dict, phases: dict) -> dict:
+    """One privacy setting's K + 1 trained models: gather their signal rows, then evaluate."""
     inp = AttackInput(
-        pool=Signals(logits=np.stack([r["pool_logits"] for r in results]), labels=pool_labels),
+        pool=Signals(logits=np.stack([r["pool_logits"] for r in results]), labels=data.labels[splits.pool_idx]),
         ref_in=splits.membership[1:],
         population=Signals(logits=np.stack([r["test_logits"] for r in results]), labels=data.labels[splits.test_idx]),
         pool_queries=np.stack([r["query_logits"] for r in results]) if results[0].get("query_logits") is not None
         else None,
-        options={"shadow_classifier": cfg.shadow_classifier, "shadow_per_class": cfg.shadow_per_class},
-        seed=cfg.seed)
+        options=attack_options(cfg), seed=cfg.seed)
+    canary = None
+    if cfg.canaries > 0:
+        canary = (-Signals(logits=results[0]["canary_logits"][None], labels=splits.canary_labels).losses[0],
+                  splits.canary_in, splits.canary_idx)
+    return evaluate_setting(cfg, ei, model_name(eps), inp, splits.membership[0], splits.pool_idx,
+                            results[0]["record"], [r["record"] for r in results[1:]],
+                            sum(r["cache_hit"] for r in results), canary, conf, extras, phases)
+
+
+def attack_options(cfg: AuditConfig) -> dict:
+    return {"shadow_classifier": cfg.shadow_classifier, "shadow_per_class": cfg.shadow_per_class}
+
+
+def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, target_in: np.ndarray,
+                     record_index: np.ndarray, rec: dict, ref_records: list[dict], cache_hits: int,
+                     canary: tuple | None, conf: tuple, extras: dict, phases: dict) -> dict:
+    """Attacks, canaries, accounting cross-check and verdict for one target and its references.
+
+    ``rec`` is the target's training record; one with ``observed`` False (a target trained elsewhere, or
+    only its outputs) has no accounting to cross-check, and the report says so rather than faking it.
+    ``canary``: (scores, coins, record indices) of the canaries, or None."""
+    per_bound = conf[0]
+    delta = cfg.delta
     t = time.perf_counter()
     attack_results = []
     for ai, a in enumerate(cfg.attacks):
-        res = _evaluate_attack(a, inp, splits.membership[0], cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai),
+        res = _evaluate_attack(a, inp, target_in, cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai),
                                confidence=per_bound)
-        extras["scores"][(name, a)] = (splits.pool_idx, splits.membership[0], res.pop("target_scores"))
+        extras["scores"][(name, a)] = (record_index, target_in, res.pop("target_scores"))
         attack_results.append(res)
     phases[f"attacks:{name}"] = time.perf_counter() - t
     t = time.perf_counter()
-    canary = None
-    if cfg.canaries > 0:
-        canary = _canary_audit(target["canary_logits"], splits, delta, per_bound)
-        extras["scores"][(name, "canary")] = (splits.canary_idx, splits.canary_in, canary.pop("scores"))
-        canary["test_accuracy_with_canaries"] = rec["test_accuracy"]
-        canary["test_accuracy_without_canaries"] = float(np.mean([r["record"]["test_accuracy"] for r in results[1:]])) \
-            if len(results) > 1 else None
-        canary["without_canaries_from"] = "mean over the reference models (same recipe, no canaries)"
+    canary_res = None
+    if canary is not None:
+        scores, coins, idx = canary
+        canary_res = _canary_audit(scores, coins, delta, per_bound)
+        extras["scores"][(name, "canary")] = (idx, coins, canary_res.pop("scores"))
+        canary_res["test_accuracy_with_canaries"] = rec.get("test_accuracy")
+        accs = [r["test_accuracy"] for r in ref_records if r.get("test_accuracy") is not None]
+        canary_res["test_accuracy_without_canaries"] = float(np.mean(accs)) if accs else None
+        canary_res["without_canaries_from"] = "mean over the reference models (same recipe, no canaries)"
     check = None
-    if rec["dp"]:
+    observed = rec.get("observed", True)
+    if rec["dp"] and observed:
         check = cross_check(rec["epsilon"], rec["accountant"], rec["sample_rate"], rec["noise_multiplier"],
                             rec["steps"], rec["delta"]).to_dict()
     claimed = rec["epsilon"] if rec["dp"] else None
     phases[f"bounds:{name}"] = time.perf_counter() - t
+    extras.setdefault("signals", {})[name] = {
+        "logits": inp.pool.logits, "labels": inp.pool.labels, "membership": np.vstack([target_in[None], inp.ref_in]),
+        "record_index": record_index,
+        **({"population_logits": inp.population.logits, "population_labels": inp.population.labels}
+           if inp.population is not None else {}),
+        **({"pool_query_logits": inp.pool_queries} if inp.pool_queries is not None else {}),
+        **({"canary_scores": canary[0], "canary_in": canary[1]} if canary is not None else {}),
+    }
     return {
-        "name": name, "dp": rec["dp"], "target_epsilon": eps if rec["dp"] else None,
+        "name": name, "dp": rec["dp"], "target_epsilon": rec.get("target_epsilon") if rec["dp"] else None,
         "training": rec,
         "reference_models": {
-            "k": cfg.shadow_models,
-            "test_accuracy": [r["record"]["test_accuracy"] for r in results[1:]],
-            "epsilon": [r["record"]["epsilon"] for r in results[1:]],
-            "seeds": [r["record"]["seed"] for r in results[1:]],
-            "cache_hits": sum(r["cache_hit"] for r in results),
+            "k": len(ref_records),
+            "test_accuracy": [r.get("test_accuracy") for r in ref_records],
+            "epsilon": [r.get("epsilon") for r in ref_records],
+            "seeds": [r.get("seed") for r in ref_records],
+            "cache_hits": cache_hits,
         },
         "accountant_check": check,
         "bounds": {"max_balanced_accuracy": max_balanced_accuracy(claimed, delta) if claimed is not None else 1.0,
                    "max_advantage": max_advantage(claimed, delta) if claimed is not None else 1.0,
                    "delta": delta},
         "attacks": attack_results,
-        "canary": canary,
-        "verdict": _verdict(claimed, attack_results, canary, cfg.confidence, per_bound, n_bounds),
+        "canary": canary_res,
+        "verdict": _verdict(claimed, attack_results, canary_res, conf, delta,
+                            (int(target_in.sum()), int((~target_in).sum())), cfg.confidence),
     }
 
 
@@ -167,42 +207,92 @@ def default_workers(cfg: AuditConfig) -> int:
     return cfg.jobs or max(1, min(os.cpu_count() or 1, len(cfg.epsilons) * (1 + cfg.shadow_models)))
 
 
+@dataclass(frozen=True)
+class Target:
+    """A target trained elsewhere: its weights (state dict), the dataset records it trained on, and the ε it
+    claims (inf: no DP claim; δ is the audit's ``delta``)."""
+
+    weights: str
+    members: str
+    epsilon: float = math.inf
+
+
 def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = None,
               dataset: Dataset | None = None, tamper=None, require_cached: bool = False,
-              executor=None) -> tuple[dict, dict]:
+              executor=None, target: Target | None = None) -> tuple[dict, dict]:
     """Run the whole audit. Returns (report, extras): the report is the JSON-ready document;
     extras holds per-record scores (for --save-scores), which are too large for the report.
 
     ``tamper`` is for dpaudit's self-tests only: a picklable function applied to the DP targets'
     optimizer after ``make_private`` (e.g. one that switches the noise off), to prove the audit
     catches training that departs from its accounting. Tampered runs are never cached.
-    ``executor``: an object with the ``dpaudit.executors.Executor`` interface; default ``cfg.executor``."""
+    ``executor``: an object with the ``dpaudit.executors.Executor`` interface; default ``cfg.executor``.
+    ``target``: audit a model trained elsewhere (``Target``); dpaudit trains only its reference models."""
+    if target is not None:
+        from dataclasses import replace
+
+        if cfg.canaries:
+            raise DPAuditError("--canaries needs dpaudit to train the target; drop it with --target")
+        cfg = replace(cfg, epsilons=(target.epsilon,))
     cfg.validate()
     check_attacks(cfg.attacks, cfg.shadow_models)
     with preserved_global_state():
         quiet_library_warnings()
-        return _run(cfg, progress, command, dataset, tamper, require_cached, executor)
+        return _run(cfg, progress, command, dataset, tamper, require_cached, executor, target)
 
 
-def _run(cfg, progress, command, dataset, tamper, require_cached, executor):
+def _run(cfg, progress, command, dataset, tamper, require_cached, executor, target):
+    from .models import build_model
+
     phases: dict[str, float] = {}
     t = time.perf_counter()
     data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
-                         canaries=cfg.canaries, seed=cfg.seed)
+    # The architecture is checked (shape, and Opacus's validator where DP trains) before any training.
+    build_model(cfg.model, data.input_shape, data.n_classes,
+                validate_dp=any(math.isfinite(e) for e in cfg.epsilons))
+    if target is not None:
+        from .external import read_indices
+        from .splits import splits_for_target
+
+        members = read_indices(Path(target.members), len(data))
+        splits = splits_for_target(data.labels, members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
+                                   seed=cfg.seed)
+        if math.isfinite(target.epsilon) and cfg.delta >= 1.0 / members.size:
+            raise DPAuditError(f"--delta {cfg.delta:g} is not below 1/N = {1.0 / members.size:.3g} for the target's "
+                               f"N = {members.size} members; choose --delta < 1/N")
+    else:
+        splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
+                             canaries=cfg.canaries, seed=cfg.seed)
     phases["data"] = time.perf_counter() - t
     if executor is None:
         executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device)
     jobs = plan_jobs(cfg, data, splits, tamper=tamper, require_cached=require_cached)
     t = time.perf_counter()
-    all_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
+    if target is not None:
+        from .external import load_target, unobserved_record
+        from .jobs import signal_rows
+
+        # Reference models train like the target would have: its training-set size, this recipe.
+        jobs = [j for j in jobs if j["k"] != 0]
+        ref_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
+        module = load_target(Path(target.weights), cfg.model, data.input_shape, data.n_classes)
+        first = {**jobs[0], "k": 0, "canary_eval_idx": None}
+        rows = signal_rows(module, first, data.images, cfg.device)
+        acc = float((rows["test_logits"].argmax(1) == data.labels[splits.test_idx]).mean())
+        rec = unobserved_record(dp=math.isfinite(target.epsilon), epsilon=target.epsilon, delta=cfg.delta,
+                                n_train=int(splits.membership[0].sum()), test_accuracy=acc, model=cfg.model)
+        all_results = [{"k": 0, "ei": 0, "record": rec, **rows, "cache_hit": False, "train_s": 0.0,
+                        "inference_s": 0.0}] + ref_results
+        jobs = [first] + jobs
+    else:
+        all_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
     phases["train"] = time.perf_counter() - t
-    per_bound, n_bounds = bound_confidence(cfg)
+    conf = bound_confidence(cfg)
     models, extras, worker_s = [], {"scores": {}}, {}
     for ei, eps in enumerate(cfg.epsilons):
         results = sorted((r for j, r in zip(jobs, all_results) if j["ei"] == ei), key=lambda r: r["k"])
         worker_s[model_name(eps)] = round(sum(r["train_s"] + r["inference_s"] for r in results), 3)
-        models.append(_model_audit(cfg, ei, eps, results, data, splits, per_bound, n_bounds, extras, phases))
+        models.append(_model_audit(cfg, ei, eps, results, data, splits, conf, extras, phases))
     report = {
         "schema": SCHEMA,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -216,6 +306,9 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor):
         "threshold_policy": ("Every attack threshold is chosen on the reference models' scores and known "
                              "membership, then applied once to the target; the target's membership is used "
                              "only to count outcomes."),
+        "family_correction": (f"Bonferroni over {conf[3]} DP model(s): each verdict at {conf[2]:.4g}, so all of them "
+                              f"hold together at {cfg.confidence:g}"),
+        **({"observed_training": False} if target is not None else {}),
         "models": models,
         "timing_s": {k: round(v, 3) for k, v in phases.items()},
         # Seconds each epsilon's models took inside the workers (training + inference), summed over its

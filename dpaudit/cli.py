@@ -192,6 +192,24 @@ def inspect(model_path, device):
 @click.option("--executor", default=_D["executor"], show_default=True,
               help="Where training jobs run: local (worker processes here) or ray (a Ray cluster; pip install "
               "'dpaudit[ray]').")
+@click.option("--ray-address", default=None,
+              help="With --executor ray: the cluster's address (host:port). Default: $RAY_ADDRESS, else a local Ray "
+              "started for this run.")
+@click.option("--target", "target_path", type=click.Path(path_type=Path), default=None,
+              help="Audit your own trained target: a state dict saved with torch.save(model.state_dict(), PATH), "
+              "loaded weights-only. Needs --target-members and --model. dpaudit trains only the reference models. "
+              "Default: dpaudit trains the targets.")
+@click.option("--target-members", type=click.Path(path_type=Path), default=None,
+              help="With --target: the dataset records the target trained on, as indices (one per line, or a 1-D "
+              "integer .npy).")
+@click.option("--target-epsilon", type=str, default="inf", show_default=True,
+              help="With --target or --from-signals: the ε the target claims, with --delta as its δ; inf for no DP "
+              "claim.")
+@click.option("--from-signals", "signals_path", type=click.Path(path_type=Path), default=None,
+              help="Build the report from a SIGNALS.npz of model outputs only, with no training (models that are "
+              "not PyTorch; see README 'Audit your own model'). Default: off.")
+@click.option("--save-signals/--no-save-signals", default=False, show_default=True,
+              help="Also write signals/<model>.npz: every model's outputs in --from-signals form.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=_D["cache_dir"],
               help="Reuse models trained with the same full configuration (keyed by its hash); an interrupted "
               "audit resumes from what finished. Default: off.")
@@ -203,10 +221,12 @@ def inspect(model_path, device):
               help="Output folder; written atomically (files appear only when complete).")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @_friendly
-def audit(save_scores, formats, out, quiet, **kw):
+def audit(save_scores, save_signals, formats, out, quiet, ray_address, target_path, target_members, target_epsilon,
+          signals_path, **kw):
     """Train non-DP and DP targets with reference models, attack them all, and write the report."""
-    from .audit import run_audit
+    from .audit import Target, run_audit
     from .config import check_writable_dir
+    from .external import signals_npz
     from .report import render, scores_csv, text_summary, write_outputs
 
     fmts = list(parse_list(formats))
@@ -217,13 +237,34 @@ def audit(save_scores, formats, out, quiet, **kw):
     check_writable_dir(Path(out), "--out")
     if Path(out).exists() and not Path(out).is_dir():
         raise DPAuditError(f"--out {out} is a file; choose a folder")
-    report, extras = run_audit(cfg, progress=not quiet, command=_command_line())
+    claimed = parse_epsilons(target_epsilon)[0]
+    if (target_path is None) != (target_members is None):
+        raise DPAuditError("--target and --target-members go together: the weights and the records they trained on")
+    if signals_path is not None:
+        if target_path is not None:
+            raise DPAuditError("give --target or --from-signals, not both")
+        from .external import audit_signals
+
+        cfg.validate()
+        report, extras = audit_signals(signals_path, cfg, claimed, command=_command_line())
+    else:
+        from .audit import default_workers
+        from .executors import get_executor
+
+        executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device,
+                                **({"address": ray_address} if ray_address else {}))
+        target = Target(str(target_path), str(target_members), claimed) if target_path is not None else None
+        report, extras = run_audit(cfg, progress=not quiet, command=_command_line(), target=target,
+                                   executor=executor)
     files: dict[str, bytes] = {}
     for f in ["json"] + [f for f in fmts if f != "json"]:
         files.update(render(report, f))
     if save_scores:
         for (name, attack), (idx, truth, scores) in extras["scores"].items():
             files[f"scores/{name}__{attack}.csv"] = scores_csv(idx, truth, scores)
+    if save_signals:
+        for name, arrays in extras.get("signals", {}).items():
+            files[f"signals/{name}.npz"] = signals_npz(arrays)
     write_outputs(out, files)
     click.echo(text_summary(report))
     click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")

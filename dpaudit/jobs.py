@@ -34,9 +34,12 @@ def train_config(cfg: AuditConfig, epsilon: float):
 def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bool = False) -> list[dict]:
     """One job per model: for each epsilon, the target (k = 0) and K reference models."""
     from .attack_registry import needs_queries
+    from .models import model_source_sha256
     from .train import cache_key
 
     queries = needs_queries(cfg.attacks)
+    # An edited user factory must not reuse models cached from its old code.
+    model_src = model_source_sha256(cfg.model) or ""
     jobs = []
     for ei, eps in enumerate(cfg.epsilons):
         name = model_name(eps)
@@ -48,13 +51,14 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
             canary_labels = splits.canary_labels[splits.canary_in] if with_canaries else None
             train_idx = splits.train_indices(k)
             extra = "" if canary_train is None else f"canaries:{canary_train.tolist()}:{canary_labels.tolist()}"
+            extra += f"|model-source:{model_src}" if model_src else ""
             jobs.append({"ei": ei, "k": k, "cfg": tcfg, "train_idx": train_idx, "canary_idx": canary_train,
                          "canary_labels": canary_labels, "test_idx": splits.test_idx, "pool_idx": splits.pool_idx,
                          "canary_eval_idx": splits.canary_idx if with_canaries else None,
                          "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
                          "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
                          "tamper": tamper if k == 0 else None, "require_cached": require_cached,
-                         "queries": queries})
+                         "queries": queries, "norm": data.normalisation, "n_classes": data.n_classes})
     return jobs
 
 
@@ -132,10 +136,7 @@ def _load_cached(path: Path, job: dict):
 
 def train_job(job: dict) -> dict:
     """Train (or load from cache) one model and return its record and signal rows (logits)."""
-    import torch
-
     from .memory import release_freed_memory
-    from .signals import model_logits, model_logits_queries
     from .train import save_model, train_model
 
     quiet_library_warnings()
@@ -157,24 +158,40 @@ def train_job(job: dict) -> dict:
     else:
         trained = train_model(cfg, x, y, test_images=images[job["test_idx"]], test_labels=labels[job["test_idx"]],
                               progress=job.get("progress", False), desc=job["desc"],
-                              after_make_private=job.get("tamper"))
+                              after_make_private=job.get("tamper"), norm=job.get("norm"),
+                              n_classes=job.get("n_classes", 10))
         module, record, hit = trained.module, trained.record, False
         if cache_path is not None:
-            save_model(trained, cache_path, extra={"cache_key": job["key"]}, with_hash=True)
+            save_model(trained, cache_path, extra={"cache_key": job["key"], "n_classes": job.get("n_classes", 10),
+                                                   "input_shape": list(images.shape[1:])}, with_hash=True)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    pool_logits = model_logits(module, images[job["pool_idx"]], dev)
-    # Population records (the test split) that no model trained on: RMIA compares against them.
-    test_logits = model_logits(module, images[job["test_idx"]], dev)
-    # Shifted copies of each pool record (LiRA's multiple queries), only when an attack reads them.
-    query_logits = model_logits_queries(module, images[job["pool_idx"]], device=dev) if job.get("queries") else None
-    canary_logits = model_logits(module, images[job["canary_eval_idx"]], dev) if job["canary_eval_idx"] is not None else None
+    rows = signal_rows(module, job, images, cfg.device)
     del module
     release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
-    return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), "pool_logits": pool_logits,
-            "test_logits": test_logits, "query_logits": query_logits, "canary_logits": canary_logits, "cache_hit": hit, "train_s": train_s,
-            "inference_s": time.perf_counter() - t1}
+    return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), **rows, "cache_hit": hit,
+            "train_s": train_s, "inference_s": time.perf_counter() - t1}
+
+
+def signal_rows(module, job: dict, images: np.ndarray, device: str) -> dict:
+    """One model's rows of the signal matrices: logits on the pool, on the population (test split), on
+    shifted pool copies where an attack reads them, and on the canaries."""
+    import torch
+
+    from .signals import model_logits, model_logits_queries
+
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    norm = job.get("norm")
+    return {
+        "pool_logits": model_logits(module, images[job["pool_idx"]], dev, norm=norm),
+        # Population records (the test split) that no model trained on: RMIA compares against them.
+        "test_logits": model_logits(module, images[job["test_idx"]], dev, norm=norm),
+        # Shifted copies of each pool record (LiRA's multiple queries), only when an attack reads them.
+        "query_logits": (model_logits_queries(module, images[job["pool_idx"]], device=dev, norm=norm)
+                         if job.get("queries") else None),
+        "canary_logits": (model_logits(module, images[job["canary_eval_idx"]], dev, norm=norm)
+                          if job["canary_eval_idx"] is not None else None),
+    }
 
 
 def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
@@ -203,12 +220,13 @@ def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
         idx = sp.train_indices(0)
         trained = train_model(train_config(cfg, eps), data.images[idx], data.labels[idx],
                               test_images=data.images[sp.test_idx], test_labels=data.labels[sp.test_idx],
-                              n_classes=data.provenance.n_classes, progress=True)
+                              n_classes=data.n_classes, progress=True, norm=data.normalisation)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         save_model(trained, stage / "model.pt",
-                   extra={"n_classes": data.provenance.n_classes, "dataset": data.provenance.to_dict(),
+                   extra={"n_classes": data.n_classes, "input_shape": list(data.input_shape),
+                          "normalisation": data.normalisation.to_dict(), "dataset": data.provenance.to_dict(),
                           "split": sp.summary(), "members": idx.tolist(), "test_idx": sp.test_idx.tolist()})
         if out.exists():
             old = out.with_name(f".{out.name}.old.{stage.name}")

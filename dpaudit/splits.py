@@ -80,3 +80,30 @@ def make_splits(labels: np.ndarray, *, members: int, n_models: int, n_test: int,
     canary_in = rng.random(canaries) < 0.5
     return Splits(seed=seed, test_idx=test_idx, pool_idx=pool_idx, membership=membership,
                   canary_idx=canary_idx, canary_labels=canary_labels.astype(np.int64), canary_in=canary_in)
+
+
+def splits_for_target(labels: np.ndarray, members: np.ndarray, *, n_models: int, n_test: int,
+                      seed: int = 0) -> Splits:
+    """Splits around a target trained elsewhere on the dataset records ``members``.
+
+    The pool is those members plus as many non-members, drawn (seeded) from the records the target did not
+    train on, after a test split also drawn from them; reference models (rows 1..) train on random halves
+    of the pool, the target's own training-set size. Assumes, as the user states, that the target trained
+    on exactly ``members`` and on nothing else of this dataset."""
+    n = int(labels.shape[0])
+    m = int(members.size)
+    rest = np.setdiff1d(np.arange(n), members)
+    if rest.size < n_test + m:
+        raise DPAuditError(f"the dataset has {rest.size} records outside the target's {m} members, but the audit "
+                           f"needs {n_test + m} ({n_test} test + {m} non-members); lower --n-test or give more data")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(rest)
+    test_idx = np.sort(perm[:n_test])
+    pool_idx = np.sort(np.concatenate([members, perm[n_test:n_test + m]]))
+    membership = np.zeros((n_models, pool_idx.size), dtype=bool)
+    membership[0] = np.isin(pool_idx, members)
+    for k in range(1, n_models):
+        membership[k, rng.permutation(pool_idx.size)[:m]] = True
+    empty = np.zeros(0, dtype=np.int64)
+    return Splits(seed=seed, test_idx=test_idx, pool_idx=pool_idx, membership=membership, canary_idx=empty,
+                  canary_labels=empty, canary_in=np.zeros(0, dtype=bool))

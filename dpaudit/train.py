@@ -172,8 +172,12 @@ def check_poisson(loader, sample_rate: float) -> None:
 def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                 test_images: np.ndarray, test_labels: np.ndarray, n_classes: int = 10,
                 progress: bool = True, desc: str = "train",
-                after_make_private: Callable[[torch.optim.Optimizer], None] | None = None) -> TrainedModel:
+                after_make_private: Callable[[torch.optim.Optimizer], None] | None = None,
+                norm: Normalisation | None = None) -> TrainedModel:
     """Train ``cfg.model`` on (images, labels) and measure it on the test set.
+
+    ``norm`` normalises the images on their way into the model (the dataset's ``normalisation``; MNIST's
+    constants when None). The model is built for the images' own shape [C, H, W] and ``n_classes``.
 
     ``after_make_private`` exists for dpaudit's own self-tests, which need a model whose training
     departs from what its accountant assumes (for example, noise switched off) to prove the
@@ -184,8 +188,8 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))
-    model = build_model(cfg.model, n_classes).to(device)
-    x, y = to_tensor(images), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    model = build_model(cfg.model, tuple(images.shape[1:]), n_classes).to(device)
+    x, y = to_tensor(images, norm), torch.from_numpy(np.asarray(labels, dtype=np.int64))
     dataset = torch.utils.data.TensorDataset(x, y)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen)
@@ -259,7 +263,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
         if len(acc_q) != 1 or not math.isclose(acc_q.pop(), sample_rate, rel_tol=1e-9):
             raise DPAuditError("the accountant recorded a different sample rate than the loader used")
     tr_acc, tr_loss = _accuracy_and_loss(plain, x, y, device)
-    te_acc, _ = _accuracy_and_loss(plain, to_tensor(test_images), torch.from_numpy(np.asarray(test_labels, np.int64)),
+    te_acc, _ = _accuracy_and_loss(plain, to_tensor(test_images, norm), torch.from_numpy(np.asarray(test_labels, np.int64)),
                                    device)
     record = TrainingRecord(
         model=cfg.model, dp=cfg.dp, target_epsilon=cfg.epsilon if cfg.dp else None,
@@ -384,7 +388,10 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
         msg = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
         raise DPAuditError(f"{path} is not a loadable weights file (refused with weights_only=True: {msg}); "
                            f"it is corrupt or carries code; re-train the model") from None
-    module = build_model(meta["config"].get("model", "simple-cnn"), n_classes)
+    shape = meta.get("input_shape", [1, 28, 28])
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(isinstance(v, int) and 0 < v <= 4096 for v in shape)):
+        raise DPAuditError(f"{meta_path}: input_shape must be a short list of positive whole numbers, got {shape!r}")
+    module = build_model(meta["config"].get("model", "simple-cnn"), tuple(shape), n_classes)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DPAuditError(f"{path} holds no state dict of tensors; it was not written by dpaudit")
     try:

@@ -60,4 +60,4 @@ def test_weak_noise_is_a_violation():
     assert m["training"]["epsilon"] <= 1.0  # the accountant still claims epsilon = 1
     assert m["canary"]["epsilon_lb"] > 1.0, m["canary"]
     assert m["verdict"]["status"] == "violation"
-    assert m["verdict"]["text"].startswith("VIOLATION")
+    assert m["verdict"]["status"] == "violation" and m["verdict"]["text"].startswith("Violation")
