@@ -66,7 +66,7 @@ def set_threads(n: int | None) -> int:
 
 def quiet() -> None:
     """Silence the warnings dpaudit itself silences in an audit (secure RNG off, hook notices)."""
-    from dpaudit.audit import quiet_library_warnings
+    from dpaudit.jobs import quiet_library_warnings
 
     quiet_library_warnings()
 

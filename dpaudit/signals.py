@@ -25,6 +25,25 @@ def model_logits(module: torch.nn.Module, images: np.ndarray, device: str | torc
     return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
 
+
+def model_logits_queries(module: torch.nn.Module, images: np.ndarray,
+                         shifts: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)),
+                         device: str | torch.device = "cpu", batch: int = 1024) -> np.ndarray:
+    """float32 [n, Q, C] logits of each image shifted by each (dy, dx) in ``shifts`` (query q = shifts[q]).
+
+    A shift moves pixel (r, c) to (r + dy, c + dx); pixels shifted out are lost and the uncovered border
+    is 0 in raw pixel space (background), not wrapped round as torch.roll would. Padding the raw images
+    before ``to_tensor`` normalises them keeps the fill equal to real background.
+    """
+    imgs = np.asarray(images)
+    if not shifts:
+        raise ValueError("shifts must hold at least one (dy, dx)")
+    h, w = imgs.shape[-2:]
+    p = max(max(abs(int(dy)), abs(int(dx))) for dy, dx in shifts)
+    padded = np.pad(imgs, [(0, 0)] * (imgs.ndim - 2) + [(p, p), (p, p)])
+    return np.stack([model_logits(module, padded[..., p - dy:p - dy + h, p - dx:p - dx + w], device, batch)
+                     for dy, dx in ((int(dy), int(dx)) for dy, dx in shifts)], axis=1)
+
 @dataclass(frozen=True)
 class Signals:
     logits: np.ndarray  # float32 [n_models, n_records, C]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from dpaudit.audit import _attack_scores, _run_attack, run_audit
+from dpaudit.attack_registry import AttackInput, run_attack
+from dpaudit.audit import _evaluate_attack, run_audit
 from dpaudit.signals import Signals
 
 
@@ -27,11 +28,12 @@ def test_target_truth_never_enters_fitting(attack):
     cfg = small_config(shadow_classifier="logreg")
     flipped = membership.copy()
     flipped[0] = ~flipped[0]
-    t1, r1, _ = _attack_scores(attack, sig, membership, cfg)
-    t2, r2, _ = _attack_scores(attack, sig, flipped, cfg)
-    assert np.array_equal(t1, t2) and np.array_equal(r1, r2)
-    a = _run_attack(attack, sig, membership, cfg, delta=1e-5, seed=0, confidence=0.95)
-    b = _run_attack(attack, sig, flipped, cfg, delta=1e-5, seed=0, confidence=0.95)
+    inp = AttackInput(pool=sig, ref_in=membership[1:], options={"shadow_classifier": "logreg"}, seed=cfg.seed)
+    a = _evaluate_attack(attack, inp, membership[0], cfg, delta=1e-5, seed=0, confidence=0.95)
+    b = _evaluate_attack(attack, inp, flipped[0], cfg, delta=1e-5, seed=0, confidence=0.95)
+    # the attack's scores do not depend on the target's membership: it is not among the attack's inputs
+    assert np.array_equal(a["target_scores"], b["target_scores"])
+    assert np.array_equal(run_attack(attack, inp).reference, run_attack(attack, inp).reference)
     # the threshold comes from the reference rows, so it is the same whichever records the target trained on
     assert a["metrics"]["threshold"] == b["metrics"]["threshold"]
     assert a["epsilon_lb"]["threshold"] == b["epsilon_lb"]["threshold"]

@@ -51,7 +51,7 @@ def test_audit_end_to_end(tmp_path):
     (["--delta", "0"], "--delta"),
     (["--shadow-models", "0"], "shadow-models"),
     (["--members", "4000"], "needs"),
-    (["--members", "0"], "--members must be at least 1"),
+    (["--members", "0"], "--members must be >= 10"),
     # 300 members + 400 canaries: delta must be below 1/700, which 0.002 is not (it is below 1/300)
     (["--canaries", "400", "--delta", "0.002"], "members + canaries"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),

@@ -1,0 +1,152 @@
+"""Executors: where an audit's training jobs run.
+
+An executor takes the list of jobs (``dpaudit.jobs.plan_jobs``) and the dataset, runs
+``dpaudit.jobs.train_job`` on every job, and returns the results in the jobs' order. Each executor is
+registered by name (``--executor NAME``); every registered executor must pass the contract test in
+tests/test_executors.py: same results as the in-process run, in the jobs' order, dataset shipped once.
+
+Executors stream results as they finish (the progress bar moves per model), and on SIGINT/SIGTERM stop
+their workers before returning: an interrupted audit leaves no process behind, and what finished is in
+the model cache (``--cache-dir``), so a re-run resumes from there.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .errors import DPAuditError
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: list[dict], images: np.ndarray, labels: np.ndarray, *, progress: bool,
+            desc: str) -> list[dict]:
+        """Results of ``train_job`` for every job, in the jobs' order."""
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {}
+
+
+def register_executor(name: str):
+    """Class decorator: ``@register_executor("mine")`` makes ``--executor mine`` build ``cls(**options)``."""
+    def deco(cls):
+        EXECUTORS[name] = cls
+        cls.name = name
+        return cls
+    return deco
+
+
+def get_executor(name: str, **options) -> Executor:
+    if name == "ray" and "ray" not in EXECUTORS:
+        try:
+            from . import ray_executor  # noqa: F401  (registers "ray")
+        except ImportError as exc:
+            raise DPAuditError(f"--executor ray needs Ray: pip install 'dpaudit[ray]' ({exc})") from None
+    if name not in EXECUTORS:
+        raise DPAuditError(f"unknown --executor {name!r}; choose one of {', '.join(sorted(EXECUTORS))}")
+    return EXECUTORS[name](**options)
+
+
+def longest_first(jobs: list[dict]) -> list[int]:
+    """Longest jobs first so that a pool drains evenly (no core idle while the last big model trains)."""
+    from .jobs import job_cost
+
+    return sorted(range(len(jobs)), key=lambda i: -job_cost(jobs[i]))
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C in the main process, so that the same clean-up (stop the workers, write
+    nothing half-done) runs for both. Restores the previous handler on exit."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _progress_bar(total: int, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="model", disable=not progress)
+
+
+@register_executor("local")
+class LocalExecutor:
+    """Worker processes on this machine (``spawn``: no state inherited from the caller), one pool for the
+    whole audit so workers start once; ``workers=1`` trains in this process."""
+
+    def __init__(self, workers: int = 0, device: str = "cpu"):
+        n = workers or (os.cpu_count() or 1)
+        # One GPU: processes would only contend for it.
+        self.workers = 1 if device != "cpu" else max(1, n)
+
+    def run(self, jobs, images, labels, *, progress, desc):
+        from .jobs import init_worker, train_job
+
+        order = longest_first(jobs)
+        results: dict[int, dict] = {}
+        workers = min(self.workers, len(jobs)) or 1
+        bar = _progress_bar(len(jobs), progress, desc)
+        try:
+            if workers <= 1:
+                import torch
+
+                threads = torch.get_num_threads()
+                init_worker(images, labels, max(1, os.cpu_count() or 1))
+                try:
+                    for i in order:
+                        results[i] = train_job(jobs[i])
+                        bar.update()
+                finally:
+                    torch.set_num_threads(threads)  # the caller's setting, as it was
+            else:
+                self._run_pool(jobs, order, images, labels, workers, results, bar)
+        finally:
+            bar.close()
+        return [results[i] for i in range(len(jobs))]
+
+    @staticmethod
+    def _run_pool(jobs, order, images, labels, workers, results, bar):
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        from .jobs import init_worker, train_job
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+                                 initargs=(images, labels, threads))
+        futures = {ex.submit(train_job, jobs[i]): i for i in order}
+        try:
+            with sigterm_as_interrupt():
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        results[futures[fut]] = fut.result()
+                        bar.update()
+        except BaseException:
+            # Ctrl-C, SIGTERM or a failed job: stop every worker now rather than letting queued models
+            # train to completion (or leaving idle 800 MB processes behind).
+            for fut in futures:
+                fut.cancel()
+            procs = list(getattr(ex, "_processes", {}).values())
+            for p in procs:
+                p.terminate()
+            ex.shutdown(wait=True, cancel_futures=True)
+            for p in procs:
+                p.join(timeout=5)
+            raise
+        ex.shutdown(wait=True)

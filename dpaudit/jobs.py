@@ -1,0 +1,190 @@
+"""Training jobs: what one model needs (plan) and the function that trains it (run in any executor).
+
+A job is a plain, picklable dict so that every executor (local processes, Ray tasks) can ship it; the
+dataset travels separately, once per worker (``init_worker``), never once per job.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .config import AuditConfig, model_name
+from .errors import DPAuditError
+
+_DATA: dict = {}
+
+
+def model_seed(seed: int, eps_index: int, k: int) -> int:
+    return int(np.random.SeedSequence([seed, eps_index, k]).generate_state(1)[0] % (2**31))
+
+
+def train_config(cfg: AuditConfig, epsilon: float):
+    """The TrainConfig of every model trained at ``epsilon`` (seed replaced per model)."""
+    from .train import TrainConfig
+
+    return TrainConfig(model=cfg.model, epsilon=epsilon, delta=cfg.delta, **cfg.recipe(epsilon),
+                       max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant,
+                       grad_sample_mode=cfg.grad_sample_mode, seed=cfg.seed, device=cfg.device)
+
+
+def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bool = False) -> list[dict]:
+    """One job per model: for each epsilon, the target (k = 0) and K reference models."""
+    from .train import cache_key
+
+    jobs = []
+    for ei, eps in enumerate(cfg.epsilons):
+        name = model_name(eps)
+        base = train_config(cfg, eps)
+        for k in range(1 + cfg.shadow_models):
+            tcfg = replace(base, seed=model_seed(cfg.seed, ei, k))
+            with_canaries = k == 0 and cfg.canaries > 0
+            canary_train = splits.canary_idx[splits.canary_in] if with_canaries else None
+            canary_labels = splits.canary_labels[splits.canary_in] if with_canaries else None
+            train_idx = splits.train_indices(k)
+            extra = "" if canary_train is None else f"canaries:{canary_train.tolist()}:{canary_labels.tolist()}"
+            jobs.append({"ei": ei, "k": k, "cfg": tcfg, "train_idx": train_idx, "canary_idx": canary_train,
+                         "canary_labels": canary_labels, "test_idx": splits.test_idx, "pool_idx": splits.pool_idx,
+                         "canary_eval_idx": splits.canary_idx if with_canaries else None,
+                         "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
+                         "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
+                         "tamper": tamper if k == 0 else None, "require_cached": require_cached})
+    return jobs
+
+
+def job_cost(job: dict) -> float:
+    """Relative training cost, for longest-first scheduling: record-epochs, DP steps dearer."""
+    cfg = job["cfg"]
+    n = len(job["train_idx"]) + (0 if job["canary_idx"] is None else len(job["canary_idx"]))
+    return cfg.epochs * n * (1.6 if cfg.dp else 1.0)
+
+
+def quiet_library_warnings() -> None:
+    """Opacus and torch warn about things dpaudit handles on purpose (non-secure RNG is recorded in the
+    report; the input-gradient hook warning is benign); absl logs RDP orders it drops. Called inside
+    workers, and inside ``library_state()`` in the main process, which restores the caller's filters."""
+    import logging
+
+    warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
+    warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
+    warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+    warnings.filterwarnings("ignore", message=".*Using a non-full backward hook.*")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def init_worker(images: np.ndarray, labels: np.ndarray, threads: int) -> None:
+    """Give a worker the dataset once (and its share of the cores)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _DATA["images"], _DATA["labels"] = images, labels
+
+
+def _load_cached(path: Path, device: str):
+    """(module, record) from the model cache, or None when absent or damaged (e.g. a run killed between
+    writing the weights and the record): a cache entry is only ever a shortcut, so a bad one is retrained
+    and overwritten rather than failing the audit."""
+    from .train import TrainingRecord, load_model
+
+    if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
+        return None
+    try:
+        module, meta = load_model(path, device=device)
+        return module, TrainingRecord.from_dict(meta["record"])
+    except DPAuditError as exc:
+        warnings.warn(f"ignoring damaged cache entry {path.name}: {exc}", stacklevel=2)
+        return None
+
+
+def train_job(job: dict) -> dict:
+    """Train (or load from cache) one model and return its record and signal rows (logits)."""
+    import torch
+
+    from .memory import release_freed_memory
+    from .signals import model_logits
+    from .train import save_model, train_model
+
+    quiet_library_warnings()
+    images, labels = _DATA["images"], _DATA["labels"]
+    cfg = job["cfg"]
+    x, y = images[job["train_idx"]], labels[job["train_idx"]]
+    if job["canary_idx"] is not None and len(job["canary_idx"]):
+        x = np.concatenate([x, images[job["canary_idx"]]])
+        y = np.concatenate([y, job["canary_labels"]])
+    cache_path = Path(job["cache_dir"]) / f"{job['key']}.pt" if job.get("cache_dir") else None
+    t0 = time.perf_counter()
+    cached = _load_cached(cache_path, cfg.device) if cache_path is not None else None
+    if cached is not None:
+        module, record = cached
+        hit = True
+    elif job.get("require_cached"):
+        raise DPAuditError(f"{job['desc']} is not in the model cache {job.get('cache_dir')}; run "
+                           f"`dpaudit audit --cache-dir DIR` with the same settings first")
+    else:
+        trained = train_model(cfg, x, y, test_images=images[job["test_idx"]], test_labels=labels[job["test_idx"]],
+                              progress=job.get("progress", False), desc=job["desc"],
+                              after_make_private=job.get("tamper"))
+        module, record, hit = trained.module, trained.record, False
+        if cache_path is not None:
+            save_model(trained, cache_path)
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    pool_logits = model_logits(module, images[job["pool_idx"]], dev)
+    # Population records (the test split) that no model trained on: RMIA compares against them.
+    test_logits = model_logits(module, images[job["test_idx"]], dev)
+    canary_logits = model_logits(module, images[job["canary_eval_idx"]], dev) if job["canary_eval_idx"] is not None else None
+    del module
+    release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
+    return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), "pool_logits": pool_logits,
+            "test_logits": test_logits, "canary_logits": canary_logits, "cache_hit": hit, "train_s": train_s,
+            "inference_s": time.perf_counter() - t1}
+
+
+def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
+    """`dpaudit train`: one model on the target's members, saved to ``out`` as one unit (model.pt and its
+    record appear together, by one rename of a staging folder). Returns the training record."""
+    import shutil
+    import tempfile
+
+    from .config import check_writable_dir
+    from .data import load_dataset
+    from .isolation import preserved_global_state
+    from .splits import make_splits
+    from .train import save_model, train_model
+
+    cfg.validate()
+    check_writable_dir(out, "--out")
+    if out.exists() and not out.is_dir():
+        raise DPAuditError(f"--out {out} is a file; choose a folder")
+    if (out / "model.pt").exists() and not force:
+        raise DPAuditError(f"{out / 'model.pt'} exists; pass --force to replace it, or choose another --out")
+    eps = cfg.epsilons[0]
+    with preserved_global_state():
+        quiet_library_warnings()
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        sp = make_splits(data.labels, members=cfg.members, n_models=1, n_test=cfg.n_test, seed=cfg.seed)
+        idx = sp.train_indices(0)
+        trained = train_model(train_config(cfg, eps), data.images[idx], data.labels[idx],
+                              test_images=data.images[sp.test_idx], test_labels=data.labels[sp.test_idx],
+                              n_classes=data.provenance.n_classes, progress=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_model(trained, stage / "model.pt",
+                   extra={"n_classes": data.provenance.n_classes, "dataset": data.provenance.to_dict(),
+                          "split": sp.summary(), "members": idx.tolist(), "test_idx": sp.test_idx.tolist()})
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{stage.name}")
+            out.rename(old)
+            stage.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return trained.record.to_dict()
