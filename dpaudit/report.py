@@ -96,7 +96,10 @@ def text_summary(report: Report | dict) -> str:
 
     def cols(headers, rows):
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))
+
+        def line(cells):
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths))
+
         return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
     s = cols(SUMMARY_HEADERS, [_summary_cells(r) for r in wording.summary_rows(report)])

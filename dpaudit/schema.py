@@ -57,7 +57,7 @@ OPTIONAL = {"optional": True}
 class Platform:
     machine: str
     cpus: int | None
-    workers: int
+    workers: int | None
     device: str
 
 
@@ -106,6 +106,7 @@ class ReportConfig:
     device: str
     cache_dir: str | None
     recipes: Recipes
+    executor: str = since(2, "local")
 
 
 @dataclass(frozen=True)
@@ -453,6 +454,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _join(path: str, key: str) -> str:
+    if not key.isprintable() or not key or len(key) > 60:
+        key = repr(key[:60])  # a hostile key must not break the one-line message
     return f"{path}.{key}" if path else key
 
 
