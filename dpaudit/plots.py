@@ -87,8 +87,12 @@ def epsilon_vs_success_figure(report: Report) -> bytes:
                 adv.append(met.advantage)
                 adv_err.append([met.advantage - met.advantage_ci[0], met.advantage_ci[1] - met.advantage])
         off = (i - (len(attacks) - 1) / 2) * right * 0.01
-        ax1.errorbar(np.array(xs) + off, auc, yerr=np.array(auc_err).T, fmt="o", capsize=3, label=attack)
-        ax2.errorbar(np.array(xs) + off, adv, yerr=np.array(adv_err).T, fmt="o", capsize=3, label=attack)
+        # A percentile bootstrap interval need not contain its point estimate; draw the part that exists
+        # rather than refuse the figure (matplotlib rejects negative error bars).
+        ax1.errorbar(np.array(xs) + off, auc, yerr=np.maximum(np.array(auc_err).T, 0), fmt="o", capsize=3,
+                     label=attack)
+        ax2.errorbar(np.array(xs) + off, adv, yerr=np.maximum(np.array(adv_err).T, 0), fmt="o", capsize=3,
+                     label=attack)
     for ax, name, chance in ((ax1, "attack AUC", 0.5), (ax2, "membership advantage (TPR − FPR)", 0.0)):
         ax.axhline(chance, color="grey", ls=":", lw=0.8)
         ax.axvline(right, color="grey", ls="--", lw=0.6)
