@@ -236,12 +236,18 @@ COMPARABLE = {
 def compatibility_problems(report: Report, baseline: Report) -> list[str]:
     """Every field, among those that change the numbers, where the two reports differ."""
     cur, old = report.to_json(), baseline.to_json()
-    problems = []
+    problems: list[str] = []
+
+    def diff(path: str, a, b) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):  # name the leaf: config.recipes.dp.lr, not the block
+            for k in sorted(set(a) | set(b)):
+                diff(f"{path}.{k}", a.get(k), b.get(k))
+        elif a != b:
+            problems.append(f"{path} is {json.dumps(a)} here but {json.dumps(b)} in the baseline")
+
     for section, keys in COMPARABLE.items():
         for k in keys:
-            a, b = cur[section].get(k), old[section].get(k)
-            if a != b:
-                problems.append(f"{section}.{k} is {json.dumps(a)} here but {json.dumps(b)} in the baseline")
+            diff(f"{section}.{k}", cur[section].get(k), old[section].get(k))
     return problems
 
 

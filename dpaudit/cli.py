@@ -365,8 +365,9 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
             except OSError as exc:
                 for done in written:  # all or nothing: no half set of outputs beside an exit 2
                     done.unlink(missing_ok=True)
-                raise DPAuditError(f"{opt} {path} cannot be written ({exc.strerror or exc.__class__.__name__})"
-                                   ) from None
+                why = ("a folder above it is a file" if isinstance(exc, (FileExistsError, NotADirectoryError))
+                       else exc.strerror or exc.__class__.__name__)
+                raise DPAuditError(f"{opt} {path} cannot be written ({why})") from None
             written.append(Path(path))
     except DPAuditError as exc:
         raise DPAuditError(" ".join(str(exc).split())) from None  # one line, whatever a file's keys hold

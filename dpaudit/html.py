@@ -12,7 +12,6 @@ import html
 import json
 
 from . import wording
-from .plots import epsilon_per_epoch_figure, epsilon_vs_success_figure, roc_figure
 from .schema import ModelAudit, Report, as_report
 from .wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, to_html
 
@@ -277,7 +276,10 @@ def _attack_notes(report: Report) -> str:
 
 
 def _figures(report: Report) -> tuple[str, str]:
-    """The figures; a report they cannot be drawn from raises (it was validated on load, so that is a bug)."""
+    """The figures; a report they cannot be drawn from raises (it was validated on load, so that is a bug).
+    Imported here so that loading and checking a report never pays for numpy, scipy or matplotlib."""
+    from .plots import epsilon_per_epoch_figure, epsilon_vs_success_figure, roc_figure
+
     main_figs = (_img(roc_figure(report), "ROC curves of every attack (log-log)",
                       "ROC of each attack on each target, log-log axes: the TPR at very low FPR matters most.")
                  + _img(epsilon_vs_success_figure(report), "Attack success against ε",

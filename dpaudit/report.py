@@ -26,6 +26,8 @@ __all__ = ["SCHEMA", "Report", "as_report", "confidence_note", "fmt", "fmt_ci", 
 def load_report(path: str | Path) -> Report:
     """Read and validate a report.json; a missing, broken or foreign file gets a one-line error naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise DPAuditError(f"report {path} is a folder; give the report.json inside it")
     if not path.is_file():
         raise DPAuditError(f"report {path} not found; run `dpaudit audit --out DIR` to make DIR/report.json")
     try:
