@@ -250,7 +250,8 @@ def _downsample_roc(fpr: np.ndarray, tpr: np.ndarray, n_neg: int,
 
 
 def _plain(x: Any) -> Any:
-    """Plain Python, JSON-safe (strict JSON has no NaN/inf: those become None)."""
+    """Plain Python, JSON-safe. Same rule as ``dpaudit.io.jsonable`` (``attacks`` must not import dpaudit,
+    so it is repeated here; a test checks they agree): inf becomes the string "inf" ("-inf"), NaN None."""
     if isinstance(x, dict):
         return {str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -263,7 +264,11 @@ def _plain(x: Any) -> Any:
         return int(x)
     if isinstance(x, (float, np.floating)):
         v = float(x)
-        return v if math.isfinite(v) else None
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
     return x
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import subprocess
@@ -49,20 +48,12 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def _clean(x):
-    """JSON has no inf/nan: write them as strings (as dpaudit's own reports do)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def print_json_line(obj: dict) -> None:
-    """The machine-readable result: one line of JSON on stdout, flushed."""
-    print(json.dumps(_clean(obj), sort_keys=False, separators=(", ", ": ")), flush=True)
+    """The machine-readable result: one line of JSON on stdout, flushed (inf as "inf", NaN as null,
+    the rule of every dpaudit report)."""
+    from dpaudit.io import jsonable
+
+    print(json.dumps(jsonable(obj), sort_keys=False, separators=(", ", ": ")), flush=True)
 
 
 def set_threads(n: int | None) -> int:

@@ -1,22 +1,42 @@
-"""`dpaudit check`: a privacy-regression gate for CI, evaluated on a saved report.json.
+"""`dpaudit check`: a privacy-regression gate for CI, evaluated on a saved report.json. It fails closed.
 
-A :class:`Policy` holds absolute limits (attack AUC, TPR at 1% FPR, claimed ε, test accuracy, no verdict
-"violation"); :func:`evaluate_policy` turns it, and optionally a baseline report, into a list of
-:class:`Rule` results. Exit status of the command: 0 all rules hold, 1 at least one fails, 2 usage error or
-unreadable / foreign / incompatible input.
+A :class:`Policy` holds absolute limits (attack AUC, TPR at 1% FPR, claimed ε, test accuracy) and which
+verdicts fail; :func:`evaluate_policy` turns it, and optionally a baseline report, into a list of
+:class:`Rule` results. Rules that always apply, whatever the policy:
+
+* ``evidence_models``: the report audits at least one model.
+* ``evidence_present``: each DP model has at least one attack, canary or white-box bound.
+* ``bounds_present``: no bound of a DP model is missing (null / NaN).
+* ``claim_consistent``: the claim is the accountant's: verdict.claimed_epsilon = training.epsilon, dp flags
+  agree, a DP model's ε is finite and > 0, a non-DP model claims nothing.
+* ``verdict_recomputed``: the stored status is not softer than the one recomputed from the bounds, the
+  ceiling and the claim (a stored "consistent" with a bound above the claim fails).
+* ``accountant_check``: each DP model's accountant cross-check is present, not flagged, and checks the ε claimed.
+
+Verdict rules use the *effective* status, the worse of stored and recomputed (:func:`dpaudit.schema.
+effective_status`): ``forbid_violation`` (on by default), ``forbid_inconclusive`` (off by default) and
+``nonconformant`` (fails unless ``allow_nonconformant``).
+
+Exit status of the command: 0 every rule holds, 1 at least one fails, 2 bad input (unreadable, foreign or
+malformed report or policy, a baseline whose configuration differs) or an I/O error.
 """
 from __future__ import annotations
 
 import json
 import math
-import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from .errors import DPAuditError
-from .io import _clean
-from .report import fmt, num
+from .io import jsonable
+from .schema import SEVERITY, ModelAudit, Report, as_report, effective_status, evidence
+from .wording import fmt
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,9 @@ class Rule:
     passed: bool
 
 
+BOOL_KEYS = ("forbid_violation", "forbid_inconclusive", "allow_nonconformant")
+
+
 @dataclass
 class Policy:
     """Limits a report must meet. None switches a limit off.
@@ -38,8 +61,10 @@ class Policy:
     max_auc_non_dp / max_auc_dp: the largest attack AUC allowed (0.5 = chance) over every attack on a non-DP /
     DP model. max_tpr_at_1pct_fpr_*: likewise for the TPR at 1% FPR. max_epsilon: the largest claimed ε of
     each DP model, one number for all or {model name: number}. min_accuracy: the lowest test accuracy of
-    every model (fraction). forbid_violation: no model's verdict may be "violation". tolerance: how much
-    (in each metric's own unit, absolute) a metric may rise over a baseline report.
+    every model (fraction). forbid_violation: no model's verdict may be "violation". forbid_inconclusive: no
+    DP model's verdict may be "inconclusive" (an audit that could not have detected a violation).
+    allow_nonconformant: let a "nonconformant" verdict pass (by default it fails). tolerance: how much (in
+    each metric's own unit, absolute) a metric may rise over a baseline report.
     """
     max_auc_non_dp: float | None = None
     max_auc_dp: float | None = None
@@ -48,19 +73,21 @@ class Policy:
     max_epsilon: float | dict[str, float] | None = None
     min_accuracy: float | None = None
     forbid_violation: bool = True
+    forbid_inconclusive: bool = False
+    allow_nonconformant: bool = False
     tolerance: float = 0.02
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "policy") -> "Policy":
+    def from_dict(cls, data: dict, source: str = "policy") -> Policy:
         known = {f.name for f in fields(cls)}
         for key in data:
             if key not in known:
                 raise DPAuditError(f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
         out = {}
         for key, value in data.items():
-            if key == "forbid_violation":
+            if key in BOOL_KEYS:
                 if not isinstance(value, bool):
-                    raise DPAuditError(f"{source}: forbid_violation must be true or false, got {value!r}")
+                    raise DPAuditError(f"{source}: {key} must be true or false, got {value!r}")
                 out[key] = value
             elif key == "max_epsilon" and isinstance(value, dict):
                 out[key] = {str(k): _number(v, f"{source}: max_epsilon.{k}") for k, v in value.items()}
@@ -71,7 +98,7 @@ class Policy:
         return policy
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "Policy":
+    def from_toml(cls, path: str | Path) -> Policy:
         """Read limits from TOML: top-level keys, or a [policy] table (or both). Unknown keys are errors."""
         path = Path(path)
         if not path.is_file():
@@ -81,7 +108,7 @@ class Policy:
         except (OSError, UnicodeDecodeError) as exc:
             raise DPAuditError(f"policy file {path} is not readable ({exc.__class__.__name__})") from None
         except tomllib.TOMLDecodeError as exc:
-            raise DPAuditError(f"policy file {path} is not valid TOML ({exc})") from None
+            raise DPAuditError(f"policy file {path} is not valid TOML ({str(exc).splitlines()[0]})") from None
         table = data.pop("policy", {})
         if not isinstance(table, dict):
             raise DPAuditError(f"{path}: 'policy' must be a table ([policy])")
@@ -100,13 +127,15 @@ class Policy:
         for v in eps:
             if v is not None and not v > 0:
                 raise DPAuditError(f"{source}: max_epsilon must be > 0, got {v:g}")
-        if not self.tolerance >= 0:
-            raise DPAuditError(f"{source}: tolerance must be >= 0, got {self.tolerance:g}")
+        if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
+            raise DPAuditError(f"{source}: tolerance must be a finite number >= 0, got {self.tolerance:g}")
 
 
 def _number(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DPAuditError(f"{what} must be a number, got {value!r}")
+    if math.isnan(value):
+        raise DPAuditError(f"{what} must be a number, got nan")
     return float(value)
 
 
@@ -114,63 +143,124 @@ def _number(value, what: str) -> float:
 # Evaluation
 
 
-def _max_metric(model: dict, getter) -> float | None:
-    vals = [num(getter(a["metrics"])) for a in model.get("attacks") or []]
-    vals = [v for v in vals if not math.isnan(v)]
+def _max_metric(model: ModelAudit, getter) -> float | None:
+    """Largest value over the model's attacks; NaN if any is NaN (a NaN must fail a limit, not vanish)."""
+    vals = [float(getter(a.metrics)) for a in model.attacks]
+    if not vals:
+        return None
+    return math.nan if any(math.isnan(v) for v in vals) else max(vals)
+
+
+def _auc(model: ModelAudit) -> float | None:
+    return _max_metric(model, lambda m: m.auc)
+
+
+def _tpr1(model: ModelAudit) -> float | None:
+    return _max_metric(model, lambda m: m.tpr("0.01"))
+
+
+def _claimed(model: ModelAudit) -> float:
+    """Claimed ε (the accountant's); a model trained without DP claims nothing, which counts as ε = ∞."""
+    if not model.dp:
+        return math.inf
+    v = model.training.epsilon
+    if v is None:
+        v = model.verdict.claimed_epsilon
+    return math.nan if v is None else v
+
+
+def _empirical(model: ModelAudit) -> float | None:
+    """Best ε lower bound: the larger of the stored one and the one recomputed from the evidence."""
+    best = evidence(model).best_lb
+    stored = model.verdict.empirical_epsilon_lb
+    vals = [v for v in (best, stored) if v is not None and not math.isnan(v)]
     return max(vals) if vals else None
 
 
-def _auc(model: dict) -> float | None:
-    return _max_metric(model, lambda m: m["auc"])
-
-
-def _tpr1(model: dict) -> float | None:
-    return _max_metric(model, lambda m: m["tpr_at_fpr"]["0.01"])
-
-
-def _claimed(model: dict) -> float:
-    """Claimed ε; a model trained without DP claims nothing, which counts as ε = ∞."""
-    if not model.get("dp"):
-        return math.inf
-    v = model.get("verdict", {}).get("claimed_epsilon")
-    if v is None:
-        v = model["training"].get("epsilon")
-    return math.inf if v is None else num(v)
-
-
-def _empirical(model: dict) -> float | None:
-    v = model.get("verdict", {}).get("empirical_epsilon_lb")
-    if v is None:
-        return None
-    v = num(v)
-    return None if math.isnan(v) else v
-
-
 def _at_most(name, description, model, metric, observed, limit) -> Rule:
-    passed = observed is not None and observed <= limit
+    passed = observed is not None and not math.isnan(observed) and observed <= limit
     return Rule(name, description, model, metric, limit, observed, passed)
 
 
-def _compatibility_problems(report: dict, baseline: dict) -> list[str]:
-    problems = []
-    for section, keys in (("dataset", ("name", "sha256")),
-                          ("split", ("seed", "pool_sha256", "target_members_sha256", "members"))):
-        cur, old = report.get(section) or {}, baseline.get(section) or {}
+def _close(a: float | None, b: float | None, rel: float = 1e-9) -> bool:
+    if a is None or b is None:
+        return a is b
+    if math.isnan(a) or math.isnan(b):
+        return False
+    return a == b or abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def _claim_problem(m: ModelAudit) -> str | None:
+    tr, v = m.training, m.verdict
+    if m.dp != tr.dp:
+        return f"dp is {m.dp} but training.dp is {tr.dp}"
+    if not m.dp:
+        if v.claimed_epsilon is not None:
+            return f"a model without DP claims ε {fmt(v.claimed_epsilon, 4)}"
+        if v.status != "no DP claim":
+            return f"a model without DP has status {v.status!r}"
+        return None
+    if tr.epsilon is None or not (tr.epsilon > 0 and math.isfinite(tr.epsilon)):
+        return f"training.epsilon is {fmt(tr.epsilon, 4)}, not a finite ε > 0"
+    if not _close(v.claimed_epsilon, tr.epsilon):
+        return f"verdict claims ε {fmt(v.claimed_epsilon, 4)} but the accountant spent {fmt(tr.epsilon, 4)}"
+    return None
+
+
+def _accountant_problem(m: ModelAudit) -> tuple[str, bool]:
+    ac = m.accountant_check
+    if ac is None:
+        return "missing", False
+    if ac.flagged:
+        return f"flagged: {ac.note}", False
+    if not _close(ac.opacus, m.training.epsilon, rel=1e-6):
+        return (f"checked ε {fmt(ac.opacus, 4)}, not the claimed {fmt(m.training.epsilon, 4)}"), False
+    if ac.reference == "none":
+        return "not cross-checked (dp_accounting not installed)", True
+    return f"agrees ({ac.reference}, rel. diff {fmt(ac.relative_difference, 4)})", True
+
+
+# Configuration that changes the numbers: a baseline must match all of it. Left out on purpose: where the
+# data was read from (data_dir, download), how the work was run (jobs, device, executor, cache_dir) and
+# grad_sample_mode (same gradients, different speed).
+COMPARABLE = {
+    "dataset": ("name", "sha256", "n_records", "n_classes"),
+    "split": ("seed", "n_test", "pool_size", "members", "n_models", "canaries", "canaries_in", "pool_sha256",
+              "target_members_sha256"),
+    "config": ("dataset", "members", "n_test", "epsilons", "delta", "model", "epochs", "batch_size", "lr",
+               "momentum", "max_grad_norm", "accountant", "shadow_models", "attacks", "shadow_classifier",
+               "shadow_per_class", "canaries", "confidence", "n_boot", "seed", "recipes"),
+}
+
+
+def compatibility_problems(report: Report, baseline: Report) -> list[str]:
+    """Every field, among those that change the numbers, where the two reports differ."""
+    cur, old = report.to_json(), baseline.to_json()
+    problems: list[str] = []
+
+    def diff(path: str, a, b) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):  # name the leaf: config.recipes.dp.lr, not the block
+            for k in sorted(set(a) | set(b)):
+                diff(f"{path}.{k}", a.get(k), b.get(k))
+        elif a != b:
+            problems.append(f"{path} is {json.dumps(a)} here but {json.dumps(b)} in the baseline")
+
+    for section, keys in COMPARABLE.items():
         for k in keys:
-            if cur.get(k) != old.get(k):
-                problems.append(f"{section}.{k} is {cur.get(k)!r} here but {old.get(k)!r} in the baseline")
+            diff(f"{section}.{k}", cur[section].get(k), old[section].get(k))
     return problems
 
 
-def pair_models(report: dict, baseline: dict) -> list[tuple[dict, dict | None]]:
+def pair_models(report: Report | dict, baseline: Report | dict) -> list[tuple[ModelAudit, ModelAudit | None]]:
     """(baseline model, current model or None): by name first, then by position for the rest."""
-    current = report["models"]
-    by_name = {m["name"]: m for m in current}
+    report, baseline = as_report(report), as_report(baseline)
+    current = list(report.models)
+    by_name = {m.name: m for m in current}
     used: set[int] = set()
-    pairs: list[tuple[dict, dict | None]] = []
-    pending: list[tuple[int, dict]] = []
-    for old in baseline["models"]:
-        cur = by_name.get(old["name"])
+    pairs: list[tuple[ModelAudit, ModelAudit | None]] = []
+    pending: list[tuple[int, ModelAudit]] = []
+    for old in baseline.models:
+        cur = by_name.get(old.name)
         if cur is not None:
             used.add(id(cur))
             pairs.append((old, cur))
@@ -185,31 +275,59 @@ def pair_models(report: dict, baseline: dict) -> list[tuple[dict, dict | None]]:
     return pairs
 
 
-def evaluate_policy(report: dict, policy: Policy, baseline: dict | None = None) -> list[Rule]:
-    """Evaluate every rule of `policy` (and the baseline comparison) on `report`; returns all rules.
+def _always_rules(m: ModelAudit) -> list[Rule]:
+    """The rules no policy switches off: evidence, a claim that is the accountant's, a stored verdict the
+    numbers agree with, and a clean accountant cross-check."""
+    rules = []
+    ev = evidence(m)
+    if m.dp:
+        n = len(m.bound_sources())
+        rules.append(Rule("evidence_present", "a DP model has at least one attack, canary or white-box bound",
+                          m.name, "pieces of evidence", ">= 1", n, n >= 1))
+        rules.append(Rule("bounds_present", "no ε lower bound of a DP model is missing", m.name, "missing bounds",
+                          "none", ", ".join(ev.missing) or "none", not ev.missing))
+    problem = _claim_problem(m)
+    rules.append(Rule("claim_consistent", "the verdict's claim is the accountant's ε", m.name, "claim",
+                      "consistent", problem or "consistent", problem is None))
+    stored = m.verdict.status
+    ok = SEVERITY[stored] >= SEVERITY[ev.status]
+    rules.append(Rule("verdict_recomputed", "the stored verdict is not softer than the one its numbers give",
+                      m.name, "stored / recomputed status", f"at least {ev.status}", f"{stored} / {ev.status}", ok))
+    if m.dp:
+        observed, ok = _accountant_problem(m)
+        rules.append(Rule("accountant_check", "the accountant cross-check is present, not flagged, and checks the "
+                          "claimed ε", m.name, "dp_accounting cross-check", "present and not flagged", observed, ok))
+    return rules
+
+
+def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | dict | None = None) -> list[Rule]:
+    """Evaluate every rule of `policy`, the always-on rules (module docstring) and the baseline comparison
+    on `report`; returns all rules.
 
     Absolute rules, per model: the largest AUC and the largest TPR at 1% FPR over the model's attacks, with
     separate limits for non-DP and DP models; the claimed ε of each DP model against max_epsilon; the
-    verdict status must not be "violation" (forbid_violation); the test accuracy at least min_accuracy.
-    A model with no attack results fails the attack rules (nothing was measured).
+    effective verdict status against forbid_violation, forbid_inconclusive and allow_nonconformant; the test
+    accuracy at least min_accuracy. A model with no attack results fails the attack rules (nothing was
+    measured); a NaN fails every limit.
 
-    Baseline (regression) rules. The two reports must audit the same data the same way: a different dataset
-    name or sha256, or a different split (seed, pool_sha256, target_members_sha256, members) raises
-    DPAuditError saying what differs. Each baseline model is matched to a current model by name; a baseline
-    model whose name is not in the report is paired with the current model at the same position in
-    report["models"] (if that model is not already matched). For each pair, none of these may rise by more
-    than `policy.tolerance` (absolute, in the metric's own unit) over the baseline: the largest attack AUC,
-    the largest TPR at 1% FPR, the best empirical ε lower bound (verdict.empirical_epsilon_lb) and the claimed
-    ε. A non-DP model's claimed ε counts as infinite, so replacing a DP model by a non-DP one fails, as does
-    a larger ε. A baseline model with no counterpart at all is a failed rule. Models new in the report are
-    not compared (the absolute rules still apply to them).
+    Baseline (regression) rules. The two reports must audit the same data the same way: any difference in a
+    field of :data:`COMPARABLE` (dataset, split, and the configuration that changes the numbers: ε values,
+    δ, confidence, members, recipes, attacks, seed, ...) raises DPAuditError naming each field. Each baseline
+    model is matched to a current model by name, else by position. For each pair, none of these may rise by
+    more than `policy.tolerance` (absolute) over the baseline: the largest attack AUC, the largest TPR at 1%
+    FPR, the best empirical ε lower bound and the claimed ε. A baseline model with no counterpart fails.
     """
+    report = as_report(report)
+    baseline = as_report(baseline) if baseline is not None else None
     rules: list[Rule] = []
-    models = report["models"]
+    models = report.models
+    rules.append(Rule("evidence_models", "the report audits at least one model", None, "models", ">= 1",
+                      len(models), len(models) >= 1))
     for m in models:
-        name, dp = m["name"], bool(m.get("dp"))
+        name, dp = m.name, m.dp
         kind = "dp" if dp else "non_dp"
         label = "DP" if dp else "non-DP"
+        rules += _always_rules(m)
         lim = policy.max_auc_dp if dp else policy.max_auc_non_dp
         if lim is not None:
             rules.append(_at_most(f"max_auc_{kind}", f"largest attack AUC on a {label} model at most the limit",
@@ -224,42 +342,48 @@ def evaluate_policy(report: dict, policy: Policy, baseline: dict | None = None) 
             if lim is not None:
                 rules.append(_at_most("max_epsilon", "claimed ε (accountant) at most the limit", name,
                                       "claimed ε", _claimed(m), lim))
+        status = effective_status(m)
         if policy.forbid_violation:
-            status = m.get("verdict", {}).get("status")
             rules.append(Rule("forbid_violation", "no empirical ε lower bound above the claimed ε", name,
                               "verdict status", "not violation", status, status != "violation"))
+        if policy.forbid_inconclusive and dp:
+            rules.append(Rule("forbid_inconclusive", "the audit could have detected a violation (claimed ε below "
+                              "the ceiling)", name, "verdict status", "not inconclusive", status,
+                              status != "inconclusive"))
+        if not policy.allow_nonconformant:
+            rules.append(Rule("nonconformant", "the training and data met the assumptions the bounds rely on", name,
+                              "verdict status", "not nonconformant", status, status != "nonconformant"))
         if policy.min_accuracy is not None:
-            acc = m["training"].get("test_accuracy")
-            acc = None if acc is None else num(acc)
+            acc = m.training.test_accuracy
             rules.append(Rule("min_accuracy", "test accuracy at least the limit", name, "test accuracy",
-                              policy.min_accuracy, acc, acc is not None and acc >= policy.min_accuracy))
+                              policy.min_accuracy, acc, not math.isnan(acc) and acc >= policy.min_accuracy))
     if isinstance(policy.max_epsilon, dict):
-        present = {m["name"] for m in models if m.get("dp")}
+        present = {m.name for m in models if m.dp}
         for name, lim in policy.max_epsilon.items():
             if name not in present:
                 rules.append(Rule("max_epsilon", "policy names a DP model the report does not have", name,
                                   "claimed ε", lim, None, False))
 
     if baseline is not None:
-        problems = _compatibility_problems(report, baseline)
+        problems = compatibility_problems(report, baseline)
         if problems:
             raise DPAuditError("baseline is not comparable with this report: " + "; ".join(problems))
         tol = policy.tolerance
         for old, cur in pair_models(report, baseline):
             if cur is None:
                 rules.append(Rule("baseline_model_present", "every baseline model has a counterpart in the report",
-                                  old["name"], "counterpart", old["name"], None, False))
+                                  old.name, "counterpart", old.name, None, False))
                 continue
-            who = cur["name"] if cur["name"] == old["name"] else f"{cur['name']} (baseline {old['name']})"
+            who = cur.name if cur.name == old.name else f"{cur.name} (baseline {old.name})"
             for rname, metric, get in (("baseline_auc", "max attack AUC", _auc),
                                        ("baseline_tpr_at_1pct_fpr", "max TPR@1%FPR", _tpr1),
                                        ("baseline_epsilon_lb", "empirical ε lower bound", _empirical),
                                        ("baseline_claimed_epsilon", "claimed ε", _claimed)):
                 o, c = get(old), get(cur)
-                if o is None:
+                if o is None or math.isnan(o):
                     continue  # nothing to regress from
                 lim = o + tol
-                passed = c is not None and (c <= lim or (math.isinf(c) and math.isinf(o)))
+                passed = c is not None and not math.isnan(c) and (c <= lim or (math.isinf(c) and math.isinf(o)))
                 rules.append(Rule(rname, f"{metric} at most the baseline's + tolerance {tol:g}", who, metric,
                                   lim, c, passed))
     return rules
@@ -274,7 +398,9 @@ def _cell(x) -> str:
         return "—"
     if isinstance(x, bool):
         return str(x).lower()
-    if isinstance(x, (int, float)):
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
         return fmt(x, 4)
     return str(x)
 
@@ -310,7 +436,7 @@ def rules_json(rules: list[Rule], report_path: str | None = None, baseline_path:
     doc = {"schema": "dpaudit.check/1", "report": report_path, "baseline": baseline_path,
            "passed": failed == 0, "n_rules": len(rules), "n_failed": failed,
            "rules": [asdict(r) for r in rules]}
-    return json.dumps(_clean(doc), indent=2, allow_nan=False)
+    return json.dumps(jsonable(doc), indent=2, allow_nan=False)
 
 
 def rules_junit_xml(rules: list[Rule]) -> str:

@@ -334,7 +334,7 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     from .report import load_report, render, text_summary, write_outputs
 
     old = load_report(report_path)
-    cfg = AuditConfig.from_dict(old["config"])
+    cfg = AuditConfig.from_dict(old.to_json()["config"])
     changes = {"cache_dir": str(cache_dir), "attacks": parse_list(attack_list)}
     if shadow_classifier is not None:
         changes["shadow_classifier"] = shadow_classifier
@@ -392,24 +392,42 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
     from .io import atomic_write_text
     from .report import load_report
 
-    policy = Policy.from_toml(policy_path) if policy_path else Policy()
-    overrides = {k: v for k, v in (("max_auc_dp", max_auc), ("max_tpr_at_1pct_fpr_dp", max_tpr),
-                                   ("max_epsilon", max_epsilon), ("min_accuracy", min_accuracy),
-                                   ("forbid_violation", forbid_violation), ("tolerance", tolerance))
-                 if v is not None}
-    policy = replace(policy, **overrides)
-    policy.validate("command line")
-    report = load_report(report_path)
-    baseline = load_report(baseline_path) if baseline_path else None
-    rules = evaluate_policy(report, policy, baseline)
+    # The exit status is the gate's contract: 0 pass, 1 fail, 2 bad input or I/O error. Whatever else goes
+    # wrong must not read as "policy failed" (1) with a traceback, so it becomes one line and exit 2 as well.
+    try:
+        policy = Policy.from_toml(policy_path) if policy_path else Policy()
+        overrides = {k: v for k, v in (("max_auc_dp", max_auc), ("max_tpr_at_1pct_fpr_dp", max_tpr),
+                                       ("max_epsilon", max_epsilon), ("min_accuracy", min_accuracy),
+                                       ("forbid_violation", forbid_violation), ("tolerance", tolerance))
+                     if v is not None}
+        policy = replace(policy, **overrides)
+        policy.validate("command line")
+        report = load_report(report_path)
+        baseline = load_report(baseline_path) if baseline_path else None
+        rules = evaluate_policy(report, policy, baseline)
+        outputs = [(opt, path, text) for opt, path, text in
+                   (("--junit-xml", junit_path, rules_junit_xml(rules) if junit_path else ""),
+                    ("--markdown", markdown_path, rules_markdown(rules) if markdown_path else "")) if path]
+        written: list[Path] = []
+        for opt, path, text in outputs:
+            try:
+                atomic_write_text(path, text)
+            except OSError as exc:
+                for done in written:  # all or nothing: no half set of outputs beside an exit 2
+                    done.unlink(missing_ok=True)
+                why = ("a folder above it is a file" if isinstance(exc, (FileExistsError, NotADirectoryError))
+                       else exc.strerror or exc.__class__.__name__)
+                raise DPAuditError(f"{opt} {path} cannot be written ({why})") from None
+            written.append(Path(path))
+    except DPAuditError as exc:
+        raise DPAuditError(" ".join(str(exc).split())) from None  # one line, whatever a file's keys hold
+    except Exception as exc:  # noqa: BLE001 (see the comment above)
+        raise DPAuditError(" ".join(f"check could not evaluate {report_path} ({exc.__class__.__name__}: {exc})"
+                                    .split())) from None
     if out_format == "json":
         click.echo(rules_json(rules, str(report_path), str(baseline_path) if baseline_path else None))
     else:
         click.echo(rules_table(rules))
-    if junit_path:
-        atomic_write_text(junit_path, rules_junit_xml(rules))
-    if markdown_path:
-        atomic_write_text(markdown_path, rules_markdown(rules))
     sys.exit(0 if all(r.passed for r in rules) else 1)
 
 

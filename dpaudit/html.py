@@ -1,21 +1,22 @@
-"""One self-contained, printable HTML report, built from a report dict alone.
+"""One self-contained, printable HTML report, built from a typed Report alone.
 
 Nothing in the page makes a network request: no CDN, no web fonts, no remote images. Figures are PNGs
 from :mod:`dpaudit.plots`, embedded as ``data:`` URIs. Every string from the report passes through
-:func:`html.escape`; every number comes from the report dict.
+:func:`html.escape`; every number comes from the report. A report that lacks a field fails when it is
+loaded (:meth:`dpaudit.schema.Report.from_json`), never as a silently missing figure here.
 """
 from __future__ import annotations
 
 import base64
 import html
 import json
-import math
 
-from .report import (INDEPENDENCE_CAVEAT, confidence_note, fmt, fmt_ci, num, overall_verdict, summary_rows,
-                     verdict_rows)
+from . import wording
+from .schema import ModelAudit, Report, as_report
+from .wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, to_html
 
 _CSS = """
-:root { --ok: #1b6e3a; --bad: #a4161a; --neutral: #555; --line: #d0d0d0; }
+:root { --ok: #1b6e3a; --bad: #a4161a; --warn: #b07800; --neutral: #555; --line: #d0d0d0; }
 * { box-sizing: border-box; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 0 auto;
        max-width: 1200px; padding: 1.5rem; color: #111; line-height: 1.45; }
@@ -29,6 +30,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 #verdict.consistent { background: #e8f5ec; border-color: var(--ok); color: var(--ok); }
 #verdict.violation { background: #fdecec; border-color: var(--bad); color: var(--bad); }
 #verdict.no-dp-claim { background: #f2f2f2; border-color: var(--neutral); color: var(--neutral); }
+#verdict.inconclusive, #verdict.nonconformant { background: #fff6e0; border-color: var(--warn); color: #6b4a00; }
+tr.inconclusive td, tr.nonconformant td { background: #fff6e0; }
 tr.violation td { background: #fdecec; }
 .flag { color: var(--bad); font-weight: bold; }
 .ok { color: var(--ok); }
@@ -75,9 +78,13 @@ GLOSSARY = [
                          "once to the target."),
     ("Max advantage / accuracy ε allows", "The largest advantage (or balanced accuracy) any attack can reach "
                                           "against an (ε, δ)-DP model; measured values should sit under it."),
-    ("Verdict", "consistent: no attack proved more leakage than ε allows. violation: an ε lower bound exceeds "
-                "the claimed ε, so the guarantee is false (or mis-accounted). no DP claim: trained without DP, "
-                "nothing to check."),
+    ("ε ceiling", "The largest ε lower bound a perfect attack could reach with this audit's records, canaries "
+                  "and confidence. A claimed ε at or above it cannot be disproved by this audit."),
+    ("Verdict", "consistent: no attack proved more leakage than ε allows, and the audit could have. violation: an "
+                "ε lower bound exceeds the claimed ε, so the guarantee is false (or mis-accounted). inconclusive: "
+                "nothing was disproved, but the claimed ε is at or above the ceiling, so nothing could have been. "
+                "nonconformant: the training or data did not meet an assumption the bounds rely on. no DP claim: "
+                "trained without DP, nothing to check."),
 ]
 
 
@@ -90,15 +97,7 @@ def _num(x, digits: int = 3) -> str:
 
 
 def _g(x) -> str:
-    """A number in short general form (δ, q, ...)."""
-    if x is None:
-        return "—"
-    v = num(x)
-    if math.isnan(v):
-        return "—"
-    if math.isinf(v):
-        return "∞"
-    return _e(f"{v:g}")
+    return _e(fmt_g(x))
 
 
 def _img(png: bytes | None, alt: str, caption: str) -> str:
@@ -127,64 +126,70 @@ def _td(text: str, numeric: bool = False) -> str:
     return f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>"
 
 
-def _verdict_banner(report: dict) -> str:
-    overall = overall_verdict(report)
-    cls = {"VIOLATION": "violation", "consistent": "consistent"}.get(overall, "no-dp-claim")
-    if overall == "VIOLATION":
-        bad = [v["model"] for v in verdict_rows(report) if v["status"] == "violation"]
-        msg = ("VIOLATION: an empirical ε lower bound exceeds the claimed ε for "
-               + ", ".join(bad) + ". The privacy guarantee does not hold as stated.")
-    elif overall == "consistent":
-        msg = "Consistent: no attack proved more leakage than the claimed ε allows."
-    else:
-        msg = "No DP claim: no model in this audit was trained with differential privacy; nothing to check."
-    return f'<div id="verdict" class="{cls}" data-verdict="{_e(overall)}"><strong>{_e(msg)}</strong></div>'
+_ROW_CLASS = {"violation": "violation", "inconclusive": "inconclusive", "nonconformant": "nonconformant"}
+BANNER_CLASS = {"VIOLATION": "violation", "consistent": "consistent", "inconclusive": "inconclusive",
+                "nonconformant": "nonconformant"}
 
 
-def _summary(report: dict) -> str:
-    headers = ["model", "ε claimed", "ε empirical lower bound", "test accuracy", "attack", "AUC [95% CI]",
-               "advantage [95% CI]", "balanced accuracy [95% CI]", "TPR@1%FPR", "max advantage ε allows",
-               "max balanced accuracy ε allows"]
+def _verdict_banner(report: Report) -> str:
+    overall = wording.overall_verdict(report)
+    cls = BANNER_CLASS.get(overall, "no-dp-claim")
+    return (f'<div id="verdict" class="{cls}" data-verdict="{_e(overall)}">'
+            f"{to_html(wording.banner(report))}</div>")
+
+
+def _summary(report: Report) -> str:
+    headers = ["model", "ε claimed", "ε empirical lower bound", "ε ceiling", "test accuracy", "attack",
+               "AUC [CI]", "advantage [CI]", "balanced accuracy [CI]", *(h for _, h in wording.TPR_SHOWN),
+               "max advantage ε allows", "max balanced accuracy ε allows"]
     rows, classes = [], []
-    for r in summary_rows(report):
+    for r in wording.summary_rows(report):
         rows.append([
             _td(_e(r["model"])), _td(_num(r["epsilon"], 3), True), _td(_num(r["epsilon_lb"], 3), True),
-            _td(_num(r["test_accuracy"]), True), _td(_e(r["attack"])),
+            _td(_num(r["ceiling"], 2), True), _td(_num(r["test_accuracy"]), True), _td(_e(r["attack"])),
             _td(_e(f"{fmt(r['auc'])} {fmt_ci(r['auc_ci'])}"), True),
             _td(_e(f"{fmt(r['advantage'])} {fmt_ci(r['advantage_ci'])}"), True),
             _td(_e(f"{fmt(r['balanced_accuracy'])} {fmt_ci(r['balanced_accuracy_ci'])}"), True),
-            _td(_num(r["tpr_at_1pct_fpr"]), True), _td(_num(r["max_advantage"]), True),
-            _td(_num(r["max_balanced_accuracy"]), True)])
-        classes.append("violation" if r["verdict"] == "violation" else "")
+            *(_td(_e(c), True) for c in r["tpr_cells"]),
+            _td(_num(r["max_advantage"]), True), _td(_num(r["max_balanced_accuracy"]), True)])
+        classes.append(_ROW_CLASS.get(r["status"], ""))
     return _table(headers, rows, "summary-table", classes)
 
 
-def _verdicts(report: dict) -> str:
-    headers = ["model", "ε claimed (accountant)", "ε lower bound (best)", "from", "ratio", "status", "verdict"]
+def _verdicts(report: Report) -> str:
+    headers = ["model", "ε claimed (accountant)", "ε lower bound (best)", "ε ceiling", "could detect", "from",
+               "ratio", "status", "verdict"]
     rows, classes = [], []
-    for v in verdict_rows(report):
+    for v in wording.verdict_rows(report):
+        detect = {True: "yes", False: "no", None: "—"}[v["could_detect"]]
+        flag = "ok" if v["status"] in ("consistent", "no DP claim") else "flag"
         rows.append([_td(_e(v["model"])), _td(_num(v["claimed"]), True), _td(_num(v["empirical"]), True),
-                     _td(_e(v["source"])), _td(_num(v["ratio"], 2), True),
-                     _td(f'<span class="{"flag" if v["status"] == "violation" else "ok"}">{_e(v["status"])}</span>'),
-                     _td(_e(v["text"]))])
-        classes.append("violation" if v["status"] == "violation" else "")
+                     _td(_num(v["ceiling"], 2), True), _td(_e(detect)), _td(_e(v["source"])),
+                     _td(_num(v["ratio"], 2), True), _td(f'<span class="{flag}">{_e(v["status"])}</span>'),
+                     _td(to_html(v["text"]))])
+        classes.append(_ROW_CLASS.get(v["status"], ""))
     return _table(headers, rows, "verdict-table", classes)
 
 
-def _canary(report: dict) -> str:
-    canaries = [m for m in report["models"] if m.get("canary")]
+def _reading(report: Report) -> str:
+    items = "".join(f"<li>{to_html(line.removeprefix('- '))}</li>" for line in wording.reading(report))
+    return f'<ul id="reading">{items}</ul>'
+
+
+def _canary(report: Report) -> str:
+    canaries = [m for m in report.models if m.canary is not None]
     if not canaries:
         return ""
-    headers = ["model", "canaries m", "in target", "guesses r", "correct v", "k+", "ε lower bound", "correction",
-               "test accuracy with canaries", "test accuracy without canaries"]
+    headers = ["model", "canaries m", "in target", "guesses r", "correct v", "k+", "ε lower bound", "ε ceiling",
+               "correction", "test accuracy with canaries", "test accuracy without canaries"]
     rows = []
     for m in canaries:
-        c = m["canary"]
-        rows.append([_td(_e(m["name"])), _td(_e(c.get("m")), True), _td(_e(c.get("included")), True),
-                     _td(_e(c.get("r")), True), _td(_e(c.get("v")), True), _td(_e(c.get("k_plus")), True),
-                     _td(_num(c.get("epsilon_lb")), True), _td(_e(c.get("correction"))),
-                     _td(_num(c.get("test_accuracy_with_canaries")), True),
-                     _td(_num(c.get("test_accuracy_without_canaries")), True)])
+        c = m.canary
+        rows.append([_td(_e(m.name)), _td(_e(c.m), True), _td(_e(c.included), True), _td(_e(c.r), True),
+                     _td(_e(c.v), True), _td(_e(c.k_plus), True), _td(_num(c.epsilon_lb), True),
+                     _td(_num(c.ceiling, 2), True), _td(_e(c.correction)),
+                     _td(_num(c.test_accuracy_with_canaries), True),
+                     _td(_num(c.test_accuracy_without_canaries), True)])
     return ("<section id=\"canary\"><h2>Canary audit (one training run)</h2>"
             + _table(headers, rows, "canary-table")
             + "<p class=\"muted\">Canaries are real images with a wrong label, each included in the target's "
@@ -192,44 +197,52 @@ def _canary(report: dict) -> str:
               "is the mean of the reference models, which train the same recipe without them.</p></section>")
 
 
-def _training(report: dict) -> str:
+def _whitebox(report: Report) -> str:
+    blocks = [m for m in report.models if m.whitebox]
+    if not blocks:
+        return ""
+    out = ['<section id="whitebox"><h2>White-box canaries</h2>']
+    for m in blocks:
+        out.append(f"<h3>{_e(m.name)}</h3>" + _kv(m.whitebox, f"whitebox-{m.name}"))
+    return "".join(out) + "</section>"
+
+
+def _accountant(m: ModelAudit) -> str:
+    ac = m.accountant_check
+    if ac is None:
+        return "—"
+    flag = '<span class="flag">FLAGGED</span> ' if ac.flagged else '<span class="ok">ok</span> '
+    return (flag + _e(f"PLD {fmt(ac.dp_accounting_pld)}, RDP {fmt(ac.dp_accounting_rdp)}, "
+                      f"rel. diff {fmt(ac.relative_difference, 4)}")
+            + (f'<br><span class="muted">{_e(ac.note)}</span>' if ac.note else ""))
+
+
+def _training(report: Report) -> str:
     headers = ["model", "DP", "target ε", "ε spent", "ε per epoch", "δ", "σ (noise multiplier)", "q (sample rate)",
                "steps", "clip norm C", "accountant", "dp_accounting cross-check", "train accuracy", "test accuracy",
                "seed", "wall s"]
     rows, classes = [], []
-    for m in report["models"]:
-        tr = m["training"]
-        ac = m.get("accountant_check")
-        if not ac:
-            check = "—"
-        else:
-            flag = ('<span class="flag">FLAGGED</span> ' if ac.get("flagged")
-                    else '<span class="ok">ok</span> ')
-            check = (flag + _e(f"PLD {fmt(ac.get('dp_accounting_pld'))}, RDP {fmt(ac.get('dp_accounting_rdp'))}, "
-                               f"rel. diff {fmt(ac.get('relative_difference'), 4)}")
-                     + (f"<br><span class=\"muted\">{_e(ac.get('note'))}</span>" if ac.get("note") else ""))
-        per_epoch = ", ".join(fmt(e, 2) for e in tr.get("epsilon_per_epoch") or []) or "—"
-        rows.append([_td(_e(m["name"])), _td("yes" if m["dp"] else "no"), _td(_num(m.get("target_epsilon"), 2), True),
-                     _td(_num(tr.get("epsilon")), True), _td(_e(per_epoch)), _td(_g(tr.get("delta")), True),
-                     _td(_num(tr.get("noise_multiplier"), 4), True), _td(_g(tr.get("sample_rate")), True),
-                     _td(_e(tr.get("steps")), True), _td(_num(tr.get("max_grad_norm"), 2), True),
-                     _td(_e(tr.get("accountant") or "—")), _td(check), _td(_num(tr.get("train_accuracy")), True),
-                     _td(_num(tr.get("test_accuracy")), True), _td(_e(tr.get("seed")), True),
-                     _td(_num(tr.get("wall_s"), 1), True)])
-        classes.append("violation" if ac and ac.get("flagged") else "")
+    for m in report.models:
+        tr = m.training
+        per_epoch = ", ".join(fmt(e, 2) for e in tr.epsilon_per_epoch) or "—"
+        rows.append([_td(_e(m.name)), _td("yes" if m.dp else "no"), _td(_num(m.target_epsilon, 2), True),
+                     _td(_num(tr.epsilon), True), _td(_e(per_epoch)), _td(_g(tr.delta), True),
+                     _td(_num(tr.noise_multiplier, 4), True), _td(_g(tr.sample_rate), True),
+                     _td(_e(tr.steps), True), _td(_num(tr.max_grad_norm, 2), True),
+                     _td(_e(tr.accountant or "—")), _td(_accountant(m)), _td(_num(tr.train_accuracy), True),
+                     _td(_num(tr.test_accuracy), True), _td(_e(tr.seed), True), _td(_num(tr.wall_s, 1), True)])
+        classes.append("violation" if m.accountant_check is not None and m.accountant_check.flagged else "")
     return _table(headers, rows, "training-table", classes)
 
 
-def _references(report: dict) -> str:
+def _references(report: Report) -> str:
     rows = []
-    for m in report["models"]:
-        ref = m.get("reference_models")
-        if not ref:
-            continue
-        accs = ", ".join(fmt(a) for a in ref.get("test_accuracy") or [])
-        seeds = ", ".join(str(s) for s in ref.get("seeds") or [])
-        rows.append([_td(_e(m["name"])), _td(_e(ref.get("k")), True), _td(_e(accs or "—")), _td(_e(seeds or "—")),
-                     _td(_e(ref.get("cache_hits", "—")), True)])
+    for m in report.models:
+        ref = m.reference_models
+        accs = ", ".join(fmt(a) for a in ref.test_accuracy)
+        seeds = ", ".join(str(s) for s in ref.seeds)
+        rows.append([_td(_e(m.name)), _td(_e(ref.k), True), _td(_e(accs or "—")), _td(_e(seeds or "—")),
+                     _td(_e(ref.cache_hits), True)])
     if not rows:
         return ""
     return _table(["model", "reference models K", "test accuracy", "seeds", "cache hits"], rows, "reference-table")
@@ -238,65 +251,61 @@ def _references(report: dict) -> str:
 def _kv(d: dict, table_id: str) -> str:
     rows = []
     for k, v in d.items():
-        if isinstance(v, (dict, list)):
+        if isinstance(v, (dict, list, tuple)):
             val = f"<code>{_e(json.dumps(v, default=str))}</code>"
+        elif isinstance(v, float):
+            val = _g(v)
         else:
             val = _e("—" if v is None else v)
         rows.append([_td(f"<code>{_e(k)}</code>"), _td(val)])
     return _table(["key", "value"], rows, table_id)
 
 
-def _attack_notes(report: dict) -> str:
+def _attack_notes(report: Report) -> str:
     items = []
-    for m in report["models"]:
-        for a in m["attacks"]:
-            met, lb = a["metrics"], a.get("epsilon_lb") or {}
-            items.append(f"<li><strong>{_e(m['name'])} / {_e(a['attack'])}</strong>: {_e(a.get('description'))}. "
-                         f"Threshold {_g(met.get('threshold'))} ({_e(met.get('threshold_source'))}); "
-                         f"TPR at 0.1% / 1% / 10% FPR: "
-                         + " / ".join(_num(met.get("tpr_at_fpr", {}).get(k)) for k in ("0.001", "0.01", "0.1"))
-                         + f"; {_e(met.get('n_members'))} members, {_e(met.get('n_nonmembers'))} non-members; "
-                         f"ε lower bound {_num(lb.get('value'))} ({_e(lb.get('threshold_selection'))}).</li>")
+    for m in report.models:
+        for a in m.attacks:
+            met, lb = a.metrics, a.epsilon_lb
+            tprs = " / ".join(_e(wording.tpr_cell(met, k)) for k in ("0.001", "0.01", "0.1"))
+            items.append(f"<li><strong>{_e(m.name)} / {_e(a.attack)}</strong>: {_e(a.description)}. "
+                         f"Threshold {_g(met.threshold)} ({_e(met.threshold_source)}); "
+                         f"TPR at 0.1% / 1% / 10% FPR: {tprs}; {_e(met.n_members)} members, "
+                         f"{_e(met.n_nonmembers)} non-members; ε lower bound {_num(lb.value)} "
+                         f"({_e(lb.threshold_selection)}); ε ceiling {_num(a.ceiling, 2)}.</li>")
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def _figures(report: dict) -> tuple[str, str]:
+def _figures(report: Report) -> tuple[str, str]:
+    """The figures; a report they cannot be drawn from raises (it was validated on load, so that is a bug).
+    Imported here so that loading and checking a report never pays for numpy, scipy or matplotlib."""
     from .plots import epsilon_per_epoch_figure, epsilon_vs_success_figure, roc_figure
 
-    try:
-        main_figs = (_img(roc_figure(report), "ROC curves of every attack (log-log)",
-                          "ROC of each attack on each target, log-log axes: the TPR at very low FPR matters most.")
-                     + _img(epsilon_vs_success_figure(report), "Attack success against ε",
-                            "Attack AUC and advantage against ε spent, under the most advantage that ε allows."))
-    except (KeyError, ValueError, TypeError):
-        main_figs = '<p class="muted">Figures could not be drawn from this report.</p>'
-    try:
-        ep = _img(epsilon_per_epoch_figure(report), "ε spent per epoch",
-                  "ε spent after each epoch, per DP model; dotted lines mark the target ε.")
-    except (KeyError, ValueError, TypeError):
-        ep = ""
+    main_figs = (_img(roc_figure(report), "ROC curves of every attack (log-log)",
+                      "ROC of each attack on each target, log-log axes: the TPR at very low FPR matters most.")
+                 + _img(epsilon_vs_success_figure(report), "Attack success against ε",
+                        "Attack AUC and advantage against ε spent, under the most advantage that ε allows."))
+    ep = _img(epsilon_per_epoch_figure(report), "ε spent per epoch",
+              "ε spent after each epoch, per DP model; dotted lines mark the target ε.")
     return main_figs, ep
 
 
-def render_html(report: dict) -> str:
+def render_html(report: Report | dict) -> str:
     """The whole report as one self-contained HTML document (UTF-8 text)."""
-    ds, sp, cfg = report.get("dataset") or {}, report.get("split") or {}, report.get("config") or {}
+    report = as_report(report)
+    doc = report.to_json()  # the provenance blocks are shown key by key, as written
+    ds, sp, cfg = doc["dataset"], doc["split"], doc["config"]
     main_figs, ep_fig = _figures(report)
-    seeds = [["audit (split, sampling, noise)", _e(sp.get("seed", cfg.get("seed")))]]
-    for m in report["models"]:
-        seeds.append([f"{_e(m['name'])} target training", _e(m["training"].get("seed"))])
-        ref = m.get("reference_models") or {}
-        if ref.get("seeds"):
-            seeds.append([f"{_e(m['name'])} reference models", _e(", ".join(str(s) for s in ref["seeds"]))])
-        for a in m["attacks"]:
-            bs = (a["metrics"].get("bootstrap") or {}).get("seed")
-            if bs is not None:
-                seeds.append([f"{_e(m['name'])} / {_e(a['attack'])} bootstrap", _e(bs)])
+    seeds = [["audit (split, sampling, noise)", _e(report.split.seed)]]
+    for m in report.models:
+        seeds.append([f"{_e(m.name)} target training", _e(m.training.seed)])
+        if m.reference_models.seeds:
+            seeds.append([f"{_e(m.name)} reference models", _e(", ".join(str(s) for s in m.reference_models.seeds))])
+        for a in m.attacks:
+            seeds.append([f"{_e(m.name)} / {_e(a.attack)} bootstrap", _e(a.metrics.bootstrap.seed)])
     seed_rows = [[_td(k), _td(v, True)] for k, v in seeds]
     glossary = "".join(f"<dt>{_e(t)}</dt><dd>{_e(d)}</dd>" for t, d in GLOSSARY)
-    versions = report.get("versions") or {}
-    platform = report.get("platform") or {}
-    timing = report.get("timing_s") or {}
+    platform = doc["platform"]
+    timing = doc["timing_s"]
 
     parts = [
         "<!DOCTYPE html>",
@@ -305,31 +314,34 @@ def render_html(report: dict) -> str:
         # No network access at all: a strict CSP makes any accidental external reference inert.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">",
-        f"<title>dpaudit report: {_e(ds.get('name'))} ({_e(report.get('created_utc'))})</title>",
+        f"<title>dpaudit report: {_e(report.dataset.name)} ({_e(report.created_utc)})</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>dpaudit report</h1>",
-        f'<p class="muted">Dataset <strong>{_e(ds.get("name"))}</strong>, created {_e(report.get("created_utc"))}, '
-        f'schema {_e(report.get("schema"))}.</p>',
+        f'<p class="muted">Dataset <strong>{_e(report.dataset.name)}</strong>, created {_e(report.created_utc)}, '
+        f"schema {_e(report.schema)}.</p>",
         _verdict_banner(report),
         "<h2>Summary</h2>", _summary(report),
-        f'<p class="muted">Intervals are 95% bootstrap intervals over the target\'s members and non-members '
-        f'({_e(cfg.get("n_boot"))} resamples). Advantage and balanced accuracy are at a threshold fixed in '
-        f"advance on the reference models.</p>",
+        f'<p class="muted">{_e(wording.interval_note(report))} Advantage and balanced accuracy are at a threshold '
+        "fixed in advance on the reference models. TPR at a fixed FPR shows (members found / members) where the "
+        "attack recorded the counts.</p>",
         "<h2>Privacy verdicts</h2>", _verdicts(report),
-        f'<p class="muted">ε lower bounds: {_e(confidence_note(report))}. {_e(INDEPENDENCE_CAVEAT)} An attack '
-        "that fails does not prove privacy; an ε lower bound above the claimed ε disproves it.</p>",
+        f'<p class="muted">ε lower bounds: {_e(wording.confidence_note(report))}. The ε ceiling is the largest '
+        "lower bound a perfect attack could reach with this audit's records and confidence (— where not "
+        f"computed). {_e(INDEPENDENCE_CAVEAT)}</p>",
+        "<h2>Reading</h2>", _reading(report),
         _canary(report),
+        _whitebox(report),
         "<h2>Figures</h2>", main_figs,
-        "<h2>Attacks and thresholds</h2>", f"<p>{_e(report.get('threshold_policy'))}</p>", _attack_notes(report),
+        "<h2>Attacks and thresholds</h2>", f"<p>{_e(report.threshold_policy)}</p>", _attack_notes(report),
         "<h2>Training records</h2>", _training(report), ep_fig,
         "<h3>Reference models</h3>", _references(report) or '<p class="muted">none</p>',
         "<h2>Dataset provenance</h2>", _kv(ds, "dataset-table"),
         "<h2>Split</h2>", _kv(sp, "split-table"),
         "<h2>Configuration</h2>", _kv(cfg, "config-table"),
         "<h2>Seeds</h2>", _table(["what", "seed"], seed_rows, "seed-table"),
-        "<h2>Command</h2>", f'<pre id="command">{_e(report.get("command") or "Python API")}</pre>',
-        "<h2>Tool versions and platform</h2>", _kv({**versions, **{f"platform.{k}": v for k, v in platform.items()}},
-                                                  "versions-table"),
+        "<h2>Command</h2>", f'<pre id="command">{_e(report.command or "Python API")}</pre>',
+        "<h2>Tool versions and platform</h2>",
+        _kv({**report.versions, **{f"platform.{k}": v for k, v in platform.items()}}, "versions-table"),
         ("<h3>Timing (seconds)</h3>" + _kv(timing, "timing-table")) if timing else "",
         '<h2>Glossary</h2><dl class="glossary" id="glossary">', glossary, "</dl>",
         '<p class="muted">Generated by dpaudit from report.json alone; this page makes no network requests.</p>',

@@ -40,25 +40,33 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _clean(obj):
-    """JSON has no inf/nan: write them as strings so the file stays standard JSON."""
+def jsonable(obj):
+    """Plain, strict-JSON values: the one cleaner every dpaudit writer uses.
+
+    JSON has no inf/NaN. ``inf``/``-inf`` become the strings ``"inf"``/``"-inf"`` (a bound can truly be
+    infinite, and readers turn the string back into a float); NaN, a value that could not be computed,
+    becomes ``null``. Tuples become lists, numpy scalars and arrays plain Python. ``attacks/metrics.py``
+    keeps a copy of this rule (``attacks`` must not import dpaudit); tests/test_report_model.py checks they agree.
+    """
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
+        return obj
     if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
         if math.isinf(obj):
             return "inf" if obj > 0 else "-inf"
-        if math.isnan(obj):
-            return "nan"
         return obj
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _clean(obj.item())
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalars and arrays
+        return jsonable(obj.tolist())
     return obj
 
 
 def dumps(obj) -> str:
-    return json.dumps(_clean(obj), indent=2, allow_nan=False)
+    return json.dumps(jsonable(obj), indent=2, allow_nan=False)
 
 
 def atomic_write_json(path: str | Path, obj) -> None:

@@ -1,4 +1,4 @@
-"""Figures drawn from a report's JSON alone, so any saved report can be re-plotted."""
+"""Figures drawn from a typed Report alone, so any saved report can be re-plotted."""
 from __future__ import annotations
 
 import io
@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .bounds import max_advantage
+from .schema import Report
 
 FIGURES = {
     "roc": "roc.png",
@@ -31,23 +32,23 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def roc_figure(report: dict) -> bytes:
+def roc_figure(report: Report) -> bytes:
     """ROC on log-log axes (Carlini et al. 2022): what matters is the TPR at very low FPR."""
     plt = _plt()
-    attacks = sorted({a["attack"] for m in report["models"] for a in m["attacks"]})
+    attacks = sorted({a.attack for m in report.models for a in m.attacks})
     fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(5.2 * max(1, len(attacks)), 4.4), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
         floor = 1.0
-        for m in report["models"]:
-            for a in m["attacks"]:
-                if a["attack"] != attack:
+        for m in report.models:
+            for a in m.attacks:
+                if a.attack != attack:
                     continue
-                met = a["metrics"]
-                fpr, tpr = np.asarray(met["roc_fpr"]), np.asarray(met["roc_tpr"])
+                met = a.metrics
+                fpr, tpr = np.asarray(met.roc_fpr), np.asarray(met.roc_tpr)
                 keep = fpr > 0
-                floor = min(floor, 1.0 / max(met["n_nonmembers"], 1))
-                lo, hi = met["auc_ci"]
-                ax.plot(fpr[keep], tpr[keep], label=f"{m['name']} (AUC {met['auc']:.3f} [{lo:.3f}, {hi:.3f}])")
+                floor = min(floor, 1.0 / max(met.n_nonmembers, 1))
+                lo, hi = met.auc_ci
+                ax.plot(fpr[keep], tpr[keep], label=f"{m.name} (AUC {met.auc:.3f} [{lo:.3f}, {hi:.3f}])")
         grid = np.logspace(math.log10(floor), 0, 50)
         ax.plot(grid, grid, "k--", lw=0.8, label="chance")
         ax.set_xscale("log")
@@ -62,32 +63,36 @@ def roc_figure(report: dict) -> bytes:
     return _png(fig)
 
 
-def epsilon_vs_success_figure(report: dict) -> bytes:
+def epsilon_vs_success_figure(report: Report) -> bytes:
     """Measured attack success against epsilon, under the most that epsilon allows."""
     plt = _plt()
-    delta = report["config"]["delta"]
-    dp_eps = [m["training"]["epsilon"] for m in report["models"] if m["dp"]]
+    delta = report.config.delta
+    dp_eps = [m.training.epsilon for m in report.models if m.dp and m.training.epsilon is not None]
     right = max(dp_eps + [8.0]) * 1.6
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2))
     grid = np.linspace(0.01, right, 200)
     ax2.plot(grid, [max_advantage(e, delta) for e in grid], "k-", lw=1, label="max advantage ε allows")
-    attacks = sorted({a["attack"] for m in report["models"] for a in m["attacks"]})
+    attacks = sorted({a.attack for m in report.models for a in m.attacks})
     for i, attack in enumerate(attacks):
         xs, auc, auc_err, adv, adv_err = [], [], [], [], []
-        for m in report["models"]:
-            for a in m["attacks"]:
-                if a["attack"] != attack:
+        for m in report.models:
+            for a in m.attacks:
+                if a.attack != attack:
                     continue
-                met = a["metrics"]
-                x = m["training"]["epsilon"] if m["dp"] else right
+                met = a.metrics
+                x = m.training.epsilon if m.dp and m.training.epsilon is not None else right
                 xs.append(x)
-                auc.append(met["auc"])
-                auc_err.append([met["auc"] - met["auc_ci"][0], met["auc_ci"][1] - met["auc"]])
-                adv.append(met["advantage"])
-                adv_err.append([met["advantage"] - met["advantage_ci"][0], met["advantage_ci"][1] - met["advantage"]])
+                auc.append(met.auc)
+                auc_err.append([met.auc - met.auc_ci[0], met.auc_ci[1] - met.auc])
+                adv.append(met.advantage)
+                adv_err.append([met.advantage - met.advantage_ci[0], met.advantage_ci[1] - met.advantage])
         off = (i - (len(attacks) - 1) / 2) * right * 0.01
-        ax1.errorbar(np.array(xs) + off, auc, yerr=np.array(auc_err).T, fmt="o", capsize=3, label=attack)
-        ax2.errorbar(np.array(xs) + off, adv, yerr=np.array(adv_err).T, fmt="o", capsize=3, label=attack)
+        # A percentile bootstrap interval need not contain its point estimate; draw the part that exists
+        # rather than refuse the figure (matplotlib rejects negative error bars).
+        ax1.errorbar(np.array(xs) + off, auc, yerr=np.maximum(np.array(auc_err).T, 0), fmt="o", capsize=3,
+                     label=attack)
+        ax2.errorbar(np.array(xs) + off, adv, yerr=np.maximum(np.array(adv_err).T, 0), fmt="o", capsize=3,
+                     label=attack)
     for ax, name, chance in ((ax1, "attack AUC", 0.5), (ax2, "membership advantage (TPR − FPR)", 0.0)):
         ax.axhline(chance, color="grey", ls=":", lw=0.8)
         ax.axvline(right, color="grey", ls="--", lw=0.6)
@@ -100,16 +105,19 @@ def epsilon_vs_success_figure(report: dict) -> bytes:
     return _png(fig)
 
 
-def epsilon_per_epoch_figure(report: dict, size=(5.0, 3.2)) -> bytes | None:
+def epsilon_per_epoch_figure(report: Report, size=(5.0, 3.2)) -> bytes | None:
     plt = _plt()
-    dp = [m for m in report["models"] if m["dp"]]
+    dp = [m for m in report.models if m.dp]
     if not dp:
         return None
     fig, ax = plt.subplots(figsize=size)
     for m in dp:
-        ep = m["training"]["epsilon_per_epoch"]
-        ax.plot(range(1, len(ep) + 1), ep, marker=".", label=f"{m['name']} (target {m['target_epsilon']:g})")
-        ax.axhline(m["target_epsilon"], color="grey", ls=":", lw=0.6)
+        ep = m.training.epsilon_per_epoch
+        target = m.target_epsilon if m.target_epsilon is not None else m.training.target_epsilon
+        ax.plot(range(1, len(ep) + 1), ep, marker=".",
+                label=f"{m.name}" + (f" (target {target:g})" if target is not None else ""))
+        if target is not None:
+            ax.axhline(target, color="grey", ls=":", lw=0.6)
     ax.set_xlabel("epoch")
     ax.set_ylabel("ε spent")
     ax.legend(fontsize=8)
@@ -117,7 +125,7 @@ def epsilon_per_epoch_figure(report: dict, size=(5.0, 3.2)) -> bytes | None:
     return _png(fig)
 
 
-def all_figures(report: dict) -> dict[str, bytes]:
+def all_figures(report: Report) -> dict[str, bytes]:
     """{file name: PNG bytes} for every figure that applies to the report."""
     out = {FIGURES["roc"]: roc_figure(report), FIGURES["epsilon_vs_success"]: epsilon_vs_success_figure(report)}
     ep = epsilon_per_epoch_figure(report)

@@ -1,253 +1,205 @@
-"""The report: one versioned JSON document, and renderers that read only that document."""
+"""The report: load it, and render it as Markdown, terminal text, CSV scores and files on disk.
+
+Every renderer takes the typed :class:`~dpaudit.schema.Report`; a dict is converted once by ``as_report``.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from . import wording
 from .errors import DPAuditError
+from .html import render_html
 from .io import default_mode, dumps
+from .schema import SCHEMA, Report, as_report
+from .wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, plain
 
-SCHEMA = "dpaudit.report/1"
+__all__ = ["SCHEMA", "Report", "as_report", "confidence_note", "fmt", "fmt_ci", "load_report", "overall_verdict",
+           "render", "render_html", "render_markdown", "scores_csv", "summary_rows", "text_summary", "verdict_rows",
+           "write_outputs"]
 
-
-def load_report(path: str | Path) -> dict:
-    """Read and sanity-check a report.json; a foreign or broken file gets a one-line error."""
+def load_report(path: str | Path) -> Report:
+    """Read and validate a report.json; a missing, broken or foreign file gets a one-line error naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise DPAuditError(f"report {path} is a folder; give the report.json inside it")
     if not path.is_file():
         raise DPAuditError(f"report {path} not found; run `dpaudit audit --out DIR` to make DIR/report.json")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DPAuditError(f"{path} is not readable JSON ({exc.__class__.__name__}); re-run the audit") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
-        found = report.get("schema") if isinstance(report, dict) else type(report).__name__
+    if not isinstance(doc, dict) or "schema" not in doc or not str(doc["schema"]).startswith("dpaudit.report/"):
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise DPAuditError(f"{path} is not a dpaudit report (schema {found!r}, expected {SCHEMA!r})")
-    if not isinstance(report.get("models"), list):
-        raise DPAuditError(f"{path} has no models list; it is truncated or hand-edited")
-    return report
+    try:
+        return Report.from_json(doc)
+    except DPAuditError as exc:
+        raise DPAuditError(f"{path}: {exc}") from None
 
 
-def num(x) -> float:
-    """JSON stores inf as the string 'inf'."""
-    if isinstance(x, str):
-        return float(x)
-    return float("nan") if x is None else float(x)
+# Renderers take a Report; a dict (what run_audit returns, or parsed JSON) is converted once, here.
+
+def summary_rows(report: Report | dict) -> list[dict]:
+    return wording.summary_rows(as_report(report))
 
 
-def fmt(x, digits: int = 3) -> str:
-    if x is None:
-        return "—"
-    x = num(x)
-    if math.isinf(x):
-        return "∞"
-    return f"{x:.{digits}f}"
+def verdict_rows(report: Report | dict) -> list[dict]:
+    return wording.verdict_rows(as_report(report))
 
 
-def fmt_ci(ci, digits: int = 3) -> str:
-    return f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+def confidence_note(report: Report | dict) -> str:
+    return wording.confidence_note(as_report(report))
 
 
-def summary_rows(report: dict) -> list[dict]:
-    """One row per (model, attack), the columns every renderer shows."""
-    rows = []
-    for m in report["models"]:
-        tr = m["training"]
-        for a in m["attacks"]:
-            met = a["metrics"]
-            rows.append({
-                "model": m["name"],
-                "epsilon": tr["epsilon"] if m["dp"] else math.inf,
-                "delta": tr["delta"],
-                "test_accuracy": tr["test_accuracy"],
-                "attack": a["attack"],
-                "auc": met["auc"], "auc_ci": met["auc_ci"],
-                "balanced_accuracy": met["balanced_accuracy"], "balanced_accuracy_ci": met["balanced_accuracy_ci"],
-                "advantage": met["advantage"], "advantage_ci": met["advantage_ci"],
-                "tpr_at_1pct_fpr": met["tpr_at_fpr"]["0.01"],
-                "epsilon_lb": a["epsilon_lb"]["value"],
-                "max_balanced_accuracy": m["bounds"]["max_balanced_accuracy"],
-                "max_advantage": m["bounds"]["max_advantage"],
-                "verdict": m["verdict"]["status"],
-            })
-    return rows
-
-
-def verdict_rows(report: dict) -> list[dict]:
-    out = []
-    for m in report["models"]:
-        v = m["verdict"]
-        out.append({"model": m["name"], "claimed": v["claimed_epsilon"], "empirical": v["empirical_epsilon_lb"],
-                    "source": v["source"], "ratio": v["ratio"], "status": v["status"], "text": v["text"]})
-    return out
-
-
-def confidence_note(report: dict) -> str:
-    """How the verdicts' ε lower bounds hold, in one sentence, from the report alone."""
-    conf = report["config"].get("confidence", 0.95)
-    v = report["models"][0]["verdict"] if report["models"] else {}
-    head = f"{conf:.0%} confidence"
-    if "per_bound_confidence" in v:
-        head += (f"; each of {v['n_bounds']} bounds at {v['per_bound_confidence']:.2%}, Bonferroni-corrected, so the "
-                 f"best of them holds at {conf:.0%}")
-    return head
-
-
-INDEPENDENCE_CAVEAT = ("Attack bounds apply Clopper-Pearson to the target's records as if they were independent trials, "
-                       "which one training run does not strictly guarantee; the canary bound (Steinke, Nasr & "
-                       "Jagielski 2023) is proved for one run.")
-
-
-def overall_verdict(report: dict) -> str:
-    st = [m["verdict"]["status"] for m in report["models"]]
-    if "violation" in st:
-        return "VIOLATION"
-    return "consistent" if "consistent" in st else "no DP claim"
+def overall_verdict(report: Report | dict) -> str:
+    return wording.overall_verdict(as_report(report))
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
+    def cell(c: str) -> str:
+        return c.replace("|", "\\|").replace("\n", " ")
+
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 
-SUMMARY_HEADERS = ["model", "ε spent", "δ", "test acc", "attack", "AUC [95% CI]", "bal. acc", "advantage [95% CI]",
-                   "TPR@1%FPR", "ε lower bound", "max acc ε allows", "max adv ε allows"]
+SUMMARY_HEADERS = ["model", "ε spent", "δ", "test acc", "attack", "AUC [CI]", "bal. acc", "advantage [CI]",
+                   *(h for _, h in wording.TPR_SHOWN), "ε lower bound", "ε ceiling", "max acc ε allows",
+                   "max adv ε allows"]
 
 
 def _summary_cells(r: dict) -> list[str]:
-    return [r["model"], fmt(r["epsilon"], 2), f"{num(r['delta']):g}" if r["delta"] else "—", fmt(r["test_accuracy"]),
+    return [r["model"], fmt(r["epsilon"], 2), fmt_g(r["delta"]) if r["delta"] else "—", fmt(r["test_accuracy"]),
             r["attack"], f"{fmt(r['auc'])} {fmt_ci(r['auc_ci'])}", fmt(r["balanced_accuracy"]),
-            f"{fmt(r['advantage'])} {fmt_ci(r['advantage_ci'])}", fmt(r["tpr_at_1pct_fpr"]), fmt(r["epsilon_lb"], 2),
-            fmt(r["max_balanced_accuracy"]), fmt(r["max_advantage"])]
+            f"{fmt(r['advantage'])} {fmt_ci(r['advantage_ci'])}", *r["tpr_cells"], fmt(r["epsilon_lb"], 2),
+            fmt(r["ceiling"], 2), fmt(r["max_balanced_accuracy"]), fmt(r["max_advantage"])]
+
+
+VERDICT_HEADERS = ["model", "ε claimed (accountant)", "ε lower bound (best)", "ε ceiling", "from", "ratio", "verdict"]
 
 
 def _verdict_cells(v: dict) -> list[str]:
-    return [v["model"], fmt(v["claimed"], 3), fmt(v["empirical"], 3), v["source"], fmt(v["ratio"], 2),
-            "**" + v["text"] + "**" if v["status"] == "violation" else v["text"]]
+    loud = v["status"] in ("violation", "nonconformant", "inconclusive") and "**" not in v["text"]
+    return [v["model"], fmt(v["claimed"], 3), fmt(v["empirical"], 3), fmt(v["ceiling"], 2), v["source"],
+            fmt(v["ratio"], 2), f"**{v['text']}**" if loud else v["text"]]
 
 
-VERDICT_HEADERS = ["model", "ε claimed (accountant)", "ε lower bound (best)", "from", "ratio", "verdict"]
+def text_summary(report: Report | dict) -> str:
+    """What `dpaudit audit` prints at the end: plain columns that read in any terminal, the verdicts and the
+    reading of the numbers."""
+    report = as_report(report)
 
-
-def text_summary(report: dict) -> str:
-    """The table `dpaudit audit` prints at the end: plain columns that read in any terminal."""
     def cols(headers, rows):
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+
+        def line(cells):
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths))
+
         return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
-    s = cols(SUMMARY_HEADERS, [_summary_cells(r) for r in summary_rows(report)])
-    v = cols(VERDICT_HEADERS, [[c.replace("**", "") for c in _verdict_cells(r)] for r in verdict_rows(report)])
-    return f"{s}\n\nPrivacy verdicts ({confidence_note(report)}):\n{v}\n\nOverall: {overall_verdict(report)}"
+    s = cols(SUMMARY_HEADERS, [_summary_cells(r) for r in wording.summary_rows(report)])
+    v = cols(VERDICT_HEADERS, [[plain(c) for c in _verdict_cells(r)] for r in wording.verdict_rows(report)])
+    read = "\n".join(plain(line) for line in wording.reading(report))
+    return (f"{s}\n\nPrivacy verdicts ({wording.confidence_note(report)}):\n{v}\n\nReading:\n{read}\n\n"
+            f"Overall: {plain(wording.banner(report))}")
 
 
-def _reading(report: dict) -> list[str]:
-    """A plain-language reading of the numbers, derived from them."""
-    lines = []
-    for m in report["models"]:
-        best = max(m["attacks"], key=lambda a: a["metrics"]["auc"], default=None)
-        if best is None:
-            continue
-        met = best["metrics"]
-        lo, hi = met["auc_ci"]
-        beats = "beats chance" if lo > 0.5 else "is not distinguishable from chance"
-        acc = m["training"]["test_accuracy"]
-        if m["dp"]:
-            lines.append(
-                f"- **{m['name']}** (ε = {fmt(m['training']['epsilon'], 2)}, test accuracy {acc:.1%}): the strongest "
-                f"attack ({best['attack']}) reaches AUC {met['auc']:.3f} [{lo:.3f}, {hi:.3f}] and {beats}. Its "
-                f"advantage {met['advantage']:.3f} sits under the {m['bounds']['max_advantage']:.3f} that ε allows; "
-                f"the empirical lower bound on ε is {m['verdict']['empirical_epsilon_lb']:.2f} "
-                f"({m['verdict']['text']}).")
-        else:
-            lines.append(
-                f"- **{m['name']}** (no DP, test accuracy {acc:.1%}): the strongest attack ({best['attack']}) reaches "
-                f"AUC {met['auc']:.3f} [{lo:.3f}, {hi:.3f}] and {beats}; the data support ε ≥ "
-                f"{m['verdict']['empirical_epsilon_lb']:.2f} ({m['verdict']['source']}), and nothing bounds what a "
-                f"stronger attack could learn.")
-    lines.append("- An attack that fails does not prove privacy; an ε lower bound above the claimed ε disproves it.")
-    return lines
-
-
-def render_markdown(report: dict, figures: list[str] | None = None) -> str:
-    cfg, ds, sp = report["config"], report["dataset"], report["split"]
-    overall = overall_verdict(report)
-    banner = ("> **VIOLATION**: at least one model leaks more than its ε allows." if overall == "VIOLATION" else
-              "> **Consistent**: no attack proved more leakage than the claimed ε allows." if overall == "consistent"
-              else "> No DP model in this audit: nothing to check against a guarantee.")
+def render_markdown(report: Report | dict, figures: list[str] | None = None) -> str:
+    report = as_report(report)
+    cfg, ds, sp = report.config, report.dataset, report.split
     parts = [
         "# dpaudit report", "",
-        banner, "",
-        f"Dataset **{ds['name']}** ({ds['n_records']} records; {sp['members']} members and "
-        f"{sp['pool_size'] - sp['members']} non-members per model, {sp['n_test']} test records, "
-        f"{sp['n_models'] - 1} reference models); seed {sp['seed']}; created {report['created_utc']}.", "",
+        "> " + wording.banner(report), "",
+        (f"Dataset **{ds.name}** ({ds.n_records} records; {sp.members} members and "
+        f"{sp.pool_size - sp.members} non-members per model, {sp.n_test} test records, "
+        f"{sp.n_models - 1} reference models); seed {sp.seed}; created {report.created_utc}."), "",
         "## Privacy verdicts", "",
-        _table(VERDICT_HEADERS, [_verdict_cells(v) for v in verdict_rows(report)]), "",
-        f"ε lower bounds: {confidence_note(report)}. {INDEPENDENCE_CAVEAT}", "",
+        _table(VERDICT_HEADERS, [_verdict_cells(v) for v in wording.verdict_rows(report)]), "",
+        (f"ε lower bounds: {wording.confidence_note(report)}. The ε ceiling is the largest lower bound a perfect "
+        f"attack could reach with this audit's records and confidence (— where not computed). {INDEPENDENCE_CAVEAT}"),
+        "",
         "## Summary", "",
-        _table(SUMMARY_HEADERS, [_summary_cells(r) for r in summary_rows(report)]), "",
-        "Intervals are 95% bootstrap intervals over the target's members and non-members "
-        f"({cfg['n_boot']} resamples). Balanced accuracy and advantage are at a threshold fixed in advance.", "",
-        "## Reading", "", *_reading(report), "",
+        _table(SUMMARY_HEADERS, [_summary_cells(r) for r in wording.summary_rows(report)]), "",
+        (f"{wording.interval_note(report)} Balanced accuracy and advantage are at a threshold fixed in advance. "
+        "TPR at a fixed FPR shows (members found / members) where the attack recorded the counts."), "",
+        "## Reading", "", *wording.reading(report), "",
     ]
-    canaries = [m for m in report["models"] if m.get("canary")]
+    canaries = [m for m in report.models if m.canary is not None]
     if canaries:
         parts += ["## Canary audit (one training run)", "",
                   _table(["model", "canaries m", "in target", "guesses r", "correct v", "k+", "ε lower bound",
-                          "correction", "test acc with / without canaries"],
-                         [[m["name"], str(c["m"]), str(c["included"]), str(c["r"]), str(c["v"]), str(c["k_plus"]),
-                           fmt(c["epsilon_lb"], 3), c["correction"],
-                           f"{fmt(c['test_accuracy_with_canaries'])} / {fmt(c['test_accuracy_without_canaries'])}"]
-                          for m in canaries for c in [m["canary"]]]), "",
-                  "Canaries are real images with a wrong label, each included in the target's training set with "
+                          "ε ceiling", "correction", "test acc with / without canaries"],
+                         [[m.name, str(c.m), str(c.included), str(c.r), str(c.v), str(c.k_plus),
+                           fmt(c.epsilon_lb, 3), fmt(c.ceiling, 2), c.correction,
+                           f"{fmt(c.test_accuracy_with_canaries)} / {fmt(c.test_accuracy_without_canaries)}"]
+                          for m in canaries for c in [m.canary]]), "",
+                  ("Canaries are real images with a wrong label, each included in the target's training set with "
                   "probability 1/2 (Steinke, Nasr & Jagielski 2023). Accuracy without canaries is the mean of the "
-                  "reference models, which train the same recipe without them.", ""]
+                  "reference models, which train the same recipe without them."), ""]
+    for m in report.models:
+        if m.whitebox:
+            parts += [f"## White-box canaries: {m.name}", "",
+                      _table(["key", "value"], [[k, _kv_value(v)] for k, v in m.whitebox.items()]), ""]
     parts += ["## Training", "",
               _table(["model", "ε per epoch", "σ", "q", "steps", "clip C", "accountant", "dp_accounting check",
                       "train acc", "test acc", "wall s"],
-                     [[m["name"], ", ".join(f"{e:.2f}" for e in m["training"]["epsilon_per_epoch"]) or "—",
-                       fmt(m["training"]["noise_multiplier"], 4), fmt(m["training"]["sample_rate"], 5),
-                       str(m["training"]["steps"]), fmt(m["training"]["max_grad_norm"], 2),
-                       m["training"]["accountant"] or "—",
-                       ("—" if not m.get("accountant_check") else
-                        f"{'FLAG ' if m['accountant_check']['flagged'] else ''}PLD {fmt(m['accountant_check']['dp_accounting_pld'], 3)}, "
-                        f"RDP {fmt(m['accountant_check']['dp_accounting_rdp'], 3)}"),
-                       fmt(m["training"]["train_accuracy"]), fmt(m["training"]["test_accuracy"]),
-                       fmt(m["training"]["wall_s"], 1)] for m in report["models"]]), ""]
-    parts += ["## How thresholds were chosen", "", report["threshold_policy"], ""]
-    for m in report["models"]:
-        for a in m["attacks"]:
-            parts.append(f"- {m['name']} / {a['attack']}: {a['description']}. Threshold "
-                         f"{a['metrics']['threshold']:.4g} ({a['metrics']['threshold_source']}); ε lower bound: "
-                         f"{a['epsilon_lb']['threshold_selection']}.")
+                     [[m.name, ", ".join(f"{e:.2f}" for e in m.training.epsilon_per_epoch) or "—",
+                       fmt(m.training.noise_multiplier, 4), fmt(m.training.sample_rate, 5),
+                       str(m.training.steps), fmt(m.training.max_grad_norm, 2), m.training.accountant or "—",
+                       _accountant_cell(m), fmt(m.training.train_accuracy), fmt(m.training.test_accuracy),
+                       fmt(m.training.wall_s, 1)] for m in report.models]), ""]
+    parts += ["## How thresholds were chosen", "", report.threshold_policy, ""]
+    for m in report.models:
+        for a in m.attacks:
+            parts.append(f"- {m.name} / {a.attack}: {a.description}. Threshold "
+                         f"{a.metrics.threshold:.4g} ({a.metrics.threshold_source}); ε lower bound: "
+                         f"{a.epsilon_lb.threshold_selection}.")
     parts.append("")
     if figures:
         parts += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
-    parts += ["## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", "",
-              f"Command: `{report.get('command') or 'Python API'}`", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    cfg_json = report.to_json()["config"]
+    parts += ["## Configuration", "", "```json", json.dumps(cfg_json, indent=2), "```", "",
+              f"Command: `{report.command or 'Python API'}`", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()), ""]
+    del cfg
     return "\n".join(parts)
 
 
-def render(report: dict, fmt_name: str) -> dict[str, bytes]:
-    """All files of one format: {file name: bytes}."""
-    from .plots import all_figures
+def _accountant_cell(m) -> str:
+    ac = m.accountant_check
+    if ac is None:
+        return "—"
+    return (f"{'FLAG ' if ac.flagged else ''}PLD {fmt(ac.dp_accounting_pld, 3)}, "
+            f"RDP {fmt(ac.dp_accounting_rdp, 3)}")
 
+
+def _kv_value(v) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    if isinstance(v, float):
+        return fmt_g(v)
+    return "—" if v is None else str(v)
+
+
+def render(report: Report | dict, fmt_name: str) -> dict[str, bytes]:
+    """All files of one format: {file name: bytes}."""
+    report = as_report(report)
     if fmt_name == "md":
+        from .plots import all_figures
+
         figs = all_figures(report)
         return {"report.md": render_markdown(report, list(figs)).encode(), **figs}
     if fmt_name == "html":
-        from .html import render_html
-
         return {"report.html": render_html(report).encode()}
     if fmt_name == "json":
-        return {"report.json": (dumps(report) + "\n").encode()}
+        return {"report.json": (dumps(report.to_json()) + "\n").encode()}
     raise DPAuditError(f"unknown report format {fmt_name!r}; choose md, html or json")
 
 

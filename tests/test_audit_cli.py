@@ -17,7 +17,7 @@ def test_audit_end_to_end(tmp_path):
     res = CliRunner().invoke(main, ["audit", *SMALL_ARGS, "--save-scores", "--format", "json,md", "--out", str(out)])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["schema"] == "dpaudit.report/1"
+    assert rep["schema"] == "dpaudit.report/2"
     assert [m["name"] for m in rep["models"]] == ["non-dp", "dp-eps2"]
     for m in rep["models"]:
         assert {a["attack"] for a in m["attacks"]} == {"loss", "shadow"}

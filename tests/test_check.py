@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from conftest import small_config
 
 from dpaudit.check import Policy, Rule, evaluate_policy, pair_models, rules_junit_xml, rules_markdown
 from dpaudit.cli import main
@@ -26,28 +25,6 @@ def write(tmp_path, name, report):
     return path
 
 
-@pytest.fixture(scope="module")
-def eps8_report_path(tmp_path_factory):
-    """Same data, split and seed as the fixture audit, but ε = 8 instead of 2."""
-    from dpaudit.audit import run_audit
-
-    rep, _ = run_audit(small_config(epsilons=(math.inf, 8.0)), progress=False, command="pytest eps8")
-    path = tmp_path_factory.mktemp("eps8") / "report.json"
-    atomic_write_json(path, rep)
-    return path
-
-
-@pytest.fixture(scope="module")
-def nodp_report_path(tmp_path_factory):
-    """Same data, split and seed as the fixture audit, DP off."""
-    from dpaudit.audit import run_audit
-
-    rep, _ = run_audit(small_config(epsilons=(math.inf,)), progress=False, command="pytest nodp")
-    path = tmp_path_factory.mktemp("nodp") / "report.json"
-    atomic_write_json(path, rep)
-    return path
-
-
 # ------------------------------------------------------------------------------------------- exit codes
 
 
@@ -56,6 +33,25 @@ def test_passes_on_real_report(small_report_path):
     assert res.exit_code == 0, res.output
     assert "FAIL" not in res.output
     assert "forbid_violation" in res.output and "max_auc_dp" in res.output
+
+
+def test_stored_status_is_not_trusted(small_report, tmp_path):
+    """A real report whose best bound is raised above the claim but whose status still says "consistent"."""
+    dp = small_report["models"][1]
+    assert dp["verdict"]["status"] == "consistent"
+    dp["attacks"][0]["epsilon_lb"]["value"] = 50.0
+    res = run_check(write(tmp_path, "r.json", small_report), "--format", "json")
+    assert res.exit_code == 1, res.output
+    failed = {(r["name"], r["model"]) for r in json.loads(res.stdout)["rules"] if not r["passed"]}
+    assert failed == {("verdict_recomputed", "dp-eps2"), ("forbid_violation", "dp-eps2")}
+
+
+def test_real_report_passes_every_always_on_rule(small_report_path):
+    rules = evaluate_policy(json.loads(small_report_path.read_text()), Policy(forbid_violation=False,
+                                                                              allow_nonconformant=True))
+    names = [r.name for r in rules]
+    assert names.count("accountant_check") == 1 and names.count("claim_consistent") == 2
+    assert all(r.passed for r in rules), [r for r in rules if not r.passed]
 
 
 def test_violation_fails(small_report, tmp_path):
@@ -146,6 +142,7 @@ def test_example_policy_loads():
 
     pol = Policy.from_toml(Path(__file__).resolve().parent.parent / "examples" / "policy.toml")
     assert pol.max_auc_dp == 0.6 and pol.forbid_violation is True and pol.max_epsilon == 8.5
+    assert pol.forbid_inconclusive is False and pol.allow_nonconformant is False
 
 
 # --------------------------------------------------------------------------------------------- baseline
@@ -157,23 +154,39 @@ def test_same_report_as_baseline_passes(small_report_path):
     assert "baseline_claimed_epsilon" in res.output and "baseline_auc" in res.output
 
 
-def test_larger_epsilon_fails_against_baseline(small_report_path, eps8_report_path):
-    res = run_check(eps8_report_path, "--baseline", small_report_path, "--format", "json")
-    assert res.exit_code == 1, res.output
-    doc = json.loads(res.output)
-    failed = {(r["name"], r["model"]) for r in doc["rules"] if not r["passed"]}
-    assert ("baseline_claimed_epsilon", "dp-eps8 (baseline dp-eps2)") in failed
-    # The other way round (smaller ε than the baseline) passes the claimed-ε rule.
-    res = run_check(small_report_path, "--baseline", eps8_report_path, "--format", "json")
-    rules = json.loads(res.output)["rules"]
-    assert all(r["passed"] for r in rules if r["name"] == "baseline_claimed_epsilon")
+def test_other_epsilons_refused_as_baseline(small_report, small_report_path, tmp_path):
+    """A baseline of ε = 8 against a report of ε = 2 is not a regression test: refused, naming the field."""
+    small_report["config"]["epsilons"] = ["inf", 8.0]
+    other = write(tmp_path, "eps8.json", small_report)
+    res = run_check(small_report_path, "--baseline", other)
+    assert res.exit_code == 2, res.output
+    assert res.stderr.count("\n") == 1 and "config.epsilons is [\"inf\", 2.0] here but [\"inf\", 8.0]" in res.stderr
 
 
-def test_dp_off_fails_against_baseline(small_report_path, nodp_report_path):
-    res = run_check(nodp_report_path, "--baseline", small_report_path, "--format", "json")
+def test_larger_claimed_epsilon_fails_against_baseline(small_report, small_report_path, tmp_path):
+    """Same configuration, but the accountant now reports a larger ε (say a changed accountant)."""
+    dp = small_report["models"][1]
+    eps = dp["training"]["epsilon"] + 0.5
+    dp["training"]["epsilon"] = dp["verdict"]["claimed_epsilon"] = dp["accountant_check"]["opacus"] = eps
+    path = write(tmp_path, "r.json", small_report)
+    res = run_check(path, "--baseline", small_report_path, "--format", "json")
     assert res.exit_code == 1, res.output
-    failed = [r for r in json.loads(res.output)["rules"] if not r["passed"]]
-    assert any(r["name"] == "baseline_model_present" and r["model"] == "dp-eps2" for r in failed)
+    failed = {(r["name"], r["model"]) for r in json.loads(res.stdout)["rules"] if not r["passed"]}
+    assert failed == {("baseline_claimed_epsilon", "dp-eps2")}
+    # The other way round (smaller ε than the baseline) passes.
+    res = run_check(small_report_path, "--baseline", path)
+    assert res.exit_code == 0, res.output
+
+
+def test_baseline_model_without_counterpart_fails(small_report, small_report_path, tmp_path):
+    extra = copy.deepcopy(small_report["models"][1])
+    extra["name"] = "dp-eps2-old"
+    small_report["models"].append(extra)
+    baseline = write(tmp_path, "b.json", small_report)
+    res = run_check(small_report_path, "--baseline", baseline, "--format", "json")
+    assert res.exit_code == 1, res.output
+    failed = [r for r in json.loads(res.stdout)["rules"] if not r["passed"]]
+    assert [(r["name"], r["model"]) for r in failed] == [("baseline_model_present", "dp-eps2-old")]
 
 
 def test_dp_replaced_by_non_dp_at_same_position_fails(small_report, small_audit):
@@ -182,7 +195,7 @@ def test_dp_replaced_by_non_dp_at_same_position_fails(small_report, small_audit)
     cur["models"][1] = copy.deepcopy(cur["models"][0])
     cur["models"][1]["name"] = "non-dp-2"
     pairs = pair_models(cur, baseline)
-    assert [(o["name"], c["name"]) for o, c in pairs] == [("non-dp", "non-dp"), ("dp-eps2", "non-dp-2")]
+    assert [(o.name, c.name) for o, c in pairs] == [("non-dp", "non-dp"), ("dp-eps2", "non-dp-2")]
     rules = evaluate_policy(cur, Policy(), baseline)
     claimed = [r for r in rules if r.name == "baseline_claimed_epsilon" and "non-dp-2" in r.model]
     assert len(claimed) == 1 and not claimed[0].passed and claimed[0].observed == math.inf
@@ -210,6 +223,14 @@ def test_incompatible_baseline_exits_2(small_report, small_report_path, tmp_path
 
 
 # -------------------------------------------------------------------------------------------- renderers
+
+
+def test_unwritable_junit_exits_2_and_writes_nothing(small_report_path, tmp_path):
+    (tmp_path / "j.xml").mkdir()
+    md = tmp_path / "c.md"
+    res = run_check(small_report_path, "--markdown", md, "--junit-xml", tmp_path / "j.xml")
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "--junit-xml" in res.stderr
+    assert "Traceback" not in res.output and not md.exists()
 
 
 def test_junit_xml(small_report, tmp_path):

@@ -4,7 +4,10 @@ from __future__ import annotations
 import base64
 import re
 
-from dpaudit.html import render_html
+import pytest
+
+from dpaudit.errors import DPAuditError
+from dpaudit.html import BANNER_CLASS, render_html
 from dpaudit.report import overall_verdict, render
 
 
@@ -12,8 +15,10 @@ def test_html_contents(small_report):
     page = render_html(small_report)
     assert page.startswith("<!DOCTYPE html>")
     m = re.search(r'<div id="verdict" class="([a-z-]+)"', page)
-    assert m and m.group(1) == {"VIOLATION": "violation", "consistent": "consistent"}.get(
-        overall_verdict(small_report), "no-dp-claim")
+    assert m and m.group(1) == BANNER_CLASS.get(overall_verdict(small_report), "no-dp-claim")
+    n_rows = len(re.findall(r"<tr[^>]*>", page.split('id="summary-table"')[1].split("</table>")[0])) - 1
+    assert n_rows == sum(len(m["attacks"]) for m in small_report["models"])
+    assert 'id="reading"' in page and "TPR@0.1%FPR" in page
     assert 'id="summary-table"' in page and 'id="verdict-table"' in page and 'id="glossary"' in page
     for term in ("AUC", "Advantage", "Balanced accuracy", "TPR@FPR", "ε (epsilon)", "δ (delta)", "ε lower bound",
                  "Clopper-Pearson", "One-run canary audit", "Reference models", "Verdict"):
@@ -52,13 +57,19 @@ def test_html_escapes_strings(small_report):
 
 def test_html_violation_and_canary(small_report):
     small_report["models"][1]["verdict"]["status"] = "violation"
-    small_report["models"][1]["canary"] = {"m": 100, "included": 48, "r": 20, "v": 19, "k_plus": 10,
-                                          "epsilon_lb": 0.81, "correction": "none",
-                                          "test_accuracy_with_canaries": 0.612,
-                                          "test_accuracy_without_canaries": 0.634}
+    small_report["models"][1]["canary"] = {
+        "method": "one-run (Steinke, Nasr, Jagielski 2023)", "m": 100, "included": 48,
+        "score": "negative loss on the canary's wrong label", "epsilon_lb": 0.81, "r": 20, "v": 19, "k_plus": 10,
+        "k_minus": 0, "candidates_tried": [2, 5, 10, 20, 50], "correction": "bonferroni over 5 candidates",
+        "delta": 1e-4, "confidence": 0.975, "test_accuracy_with_canaries": 0.612,
+        "test_accuracy_without_canaries": 0.634, "without_canaries_from": "mean over the reference models"}
     page = render_html(small_report)
     assert '<div id="verdict" class="violation"' in page
     assert 'id="canary-table"' in page and "0.612" in page and "0.634" in page
+    # A canary block missing a field fails loudly, naming it, instead of rendering blanks.
+    del small_report["models"][1]["canary"]["k_minus"]
+    with pytest.raises(DPAuditError, match=r"models\[1\]\.canary\.k_minus missing"):
+        render_html(small_report)
 
 
 def test_render_html_via_report(small_report):

@@ -1,0 +1,617 @@
+"""The report as typed, frozen dataclasses, and the one place where its JSON is spelled.
+
+:meth:`Report.to_json` and :meth:`Report.from_json` are the only code that knows the JSON keys, the schema
+version and how non-finite numbers are written (``inf`` as the string ``"inf"``, NaN as ``null``, via
+:func:`dpaudit.io.jsonable`). Renderers and ``dpaudit check`` read attributes, so a renamed field fails
+at once, in one place, instead of as a ``KeyError`` somewhere in a renderer.
+
+``from_json`` validates the whole document: a missing field, an unknown field or a wrong type raises
+:class:`~dpaudit.errors.DPAuditError` with one line naming the JSON path (``models[1].verdict.status missing``).
+
+Versions. ``dpaudit.report/2`` is written. ``dpaudit.report/1`` documents load: each field added in /2 is
+marked ``since=2`` below and takes its documented default (ceilings, ``could_detect`` and
+``family_confidence`` null: they were not computed; ``family_correction`` null; no white-box block). A /1
+document that already carries some /2 fields (written while the audit was being upgraded) keeps them.
+
+Number convention. A field typed ``float`` always holds a number: JSON ``null`` in it means NaN (a value
+that could not be computed, such as a bootstrap interval from no resamples). A field typed ``float | None``
+is absent-by-meaning (a non-DP model claims no ε): ``null`` there is ``None``. Both accept ``"inf"``/``"-inf"``.
+
+This module imports neither torch nor numpy: reports load and render without them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .errors import DPAuditError
+
+SCHEMA = "dpaudit.report/2"
+SCHEMA_V1 = "dpaudit.report/1"
+SCHEMAS = {SCHEMA_V1: 1, SCHEMA: 2}
+
+STATUSES = ("violation", "consistent", "inconclusive", "nonconformant", "no DP claim")
+TPR_LEVELS = ("0.001", "0.01", "0.1")
+
+
+def since(version: int, default: Any = None, **kw):
+    """A field added in schema ``version``: documents of older versions get ``default``."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"since": version, **kw})
+    return field(default=default, metadata={"since": version, **kw})
+
+
+# A block that any version may leave out (JSON absent or null both mean None).
+OPTIONAL = {"optional": True}
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class Platform:
+    machine: str
+    cpus: int | None
+    workers: int | None
+    device: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+
+
+@dataclass(frozen=True)
+class Recipes:
+    non_dp: Recipe
+    dp: Recipe
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The audit configuration as recorded (``AuditConfig.to_dict``). A new AuditConfig field is added here
+    with ``since(2, default)`` so that older reports still load."""
+    dataset: str
+    data_dir: str | None
+    download: bool
+    members: int
+    n_test: int
+    epsilons: tuple[float, ...]
+    delta: float
+    model: str
+    epochs: int | None
+    batch_size: int | None
+    lr: float | None
+    momentum: float | None
+    max_grad_norm: float
+    accountant: str
+    grad_sample_mode: str
+    shadow_models: int
+    attacks: tuple[str, ...]
+    shadow_classifier: str
+    shadow_per_class: bool
+    canaries: int
+    confidence: float
+    n_boot: int
+    seed: int
+    jobs: int
+    device: str
+    cache_dir: str | None
+    recipes: Recipes
+    executor: str = since(2, "local")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    source: str
+    n_records: int
+    n_classes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    seed: int
+    n_test: int
+    pool_size: int
+    members: int
+    n_models: int
+    canaries: int
+    canaries_in: int
+    pool_sha256: str
+    target_members_sha256: str
+
+
+@dataclass(frozen=True)
+class TrainingRecordView:
+    """The target's training record (``dpaudit.train.TrainingRecord``), without importing torch."""
+    model: str
+    dp: bool
+    target_epsilon: float | None
+    epsilon: float | None
+    epsilon_per_epoch: tuple[float, ...]
+    delta: float | None
+    noise_multiplier: float | None
+    sample_rate: float
+    steps: int
+    max_grad_norm: float | None
+    accountant: str | None
+    grad_sample_mode: str | None
+    poisson_sampling_checked: bool
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    n_train: int
+    train_accuracy: float
+    test_accuracy: float
+    train_loss: float
+    seed: int
+    wall_s: float
+    device: str
+    accounting_s: float
+    dpaudit_version: str
+
+
+@dataclass(frozen=True)
+class ReferenceModels:
+    k: int
+    test_accuracy: tuple[float, ...]
+    epsilon: tuple[float | None, ...]
+    seeds: tuple[int, ...]
+    cache_hits: int
+
+
+@dataclass(frozen=True)
+class AccountantCheck:
+    """Opacus's ε recomputed with Google's dp_accounting; ``flagged`` when they disagree."""
+    opacus: float
+    accountant: str
+    dp_accounting_pld: float | None
+    dp_accounting_rdp: float | None
+    reference: str  # "pld", "rdp", or "none" when dp_accounting was not installed
+    relative_difference: float | None
+    flagged: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What the claim allows: the most balanced accuracy / advantage any attack can reach against
+    (claimed ε, δ)-DP (1.0 for a model without a claim)."""
+    max_balanced_accuracy: float
+    max_advantage: float
+    delta: float
+
+
+@dataclass(frozen=True)
+class Counts:
+    tp: int
+    fn: int
+    fp: int
+    tn: int
+    n_pos: int
+    n_neg: int
+    tpr: float
+    fpr: float
+    advantage: float
+    balanced_accuracy: float
+
+
+@dataclass(frozen=True)
+class RateCount:
+    """The counts behind one TPR at a fixed FPR: tp of n_pos members found, fp of n_neg non-members accused."""
+    tp: int
+    n_pos: int
+    fp: int
+    n_neg: int
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    n_boot: int
+    level: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class AttackMetrics:
+    auc: float
+    auc_ci: tuple[float, float]
+    threshold: float
+    threshold_source: str
+    counts: Counts
+    advantage: float
+    advantage_ci: tuple[float, float]
+    balanced_accuracy: float
+    balanced_accuracy_ci: tuple[float, float]
+    tpr_at_fpr: dict[str, float]  # keys "0.001", "0.01", "0.1" (FPR levels as written by attacks.metrics)
+    roc_fpr: tuple[float, ...]
+    roc_tpr: tuple[float, ...]
+    n_members: int
+    n_nonmembers: int
+    bootstrap: Bootstrap
+    # Optional in every version: the counts behind each tpr_at_fpr entry, where the attack recorded them.
+    tpr_at_fpr_counts: dict[str, RateCount] | None = field(default=None, metadata=OPTIONAL)
+
+    def tpr(self, level: str) -> float:
+        return self.tpr_at_fpr[level]
+
+    def tpr_count(self, level: str) -> RateCount | None:
+        return (self.tpr_at_fpr_counts or {}).get(level)
+
+
+@dataclass(frozen=True)
+class EpsilonBound:
+    """A Clopper-Pearson ε lower bound at one threshold (``dpaudit.bounds.EpsilonLB``)."""
+    value: float
+    method: str
+    threshold: float
+    threshold_selection: str
+    tp: int
+    n_pos: int
+    fp: int
+    n_neg: int
+    direction: str
+    delta: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    attack: str
+    description: str
+    metrics: AttackMetrics
+    epsilon_lb: EpsilonBound
+    # Largest ε lower bound a perfect attack could reach at this sample size and confidence (null: unknown).
+    ceiling: float | None = since(2)
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    method: str
+    m: int
+    included: int
+    score: str
+    epsilon_lb: float
+    r: int
+    v: int
+    k_plus: int
+    k_minus: int
+    candidates_tried: tuple[int, ...]
+    correction: str
+    delta: float
+    confidence: float
+    test_accuracy_with_canaries: float
+    test_accuracy_without_canaries: float | None
+    without_canaries_from: str
+    ceiling: float | None = since(2)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The claim against the best evidence. ``status`` is one of :data:`STATUSES`."""
+    claimed_epsilon: float | None
+    empirical_epsilon_lb: float
+    source: str
+    ratio: float | None
+    status: str
+    text: str
+    confidence: float
+    per_bound_confidence: float
+    n_bounds: int
+    correction: str
+    # Largest ε lower bound any of the model's evidence could have shown (null: unknown).
+    ceiling: float | None = since(2)
+    # Whether the evidence could have shown a violation of the claim (ceiling above claim); null: unknown.
+    could_detect: bool | None = since(2)
+    # Per-model confidence used so that all models' verdicts hold together (null: no family correction).
+    family_confidence: float | None = since(2)
+
+
+@dataclass(frozen=True)
+class ModelAudit:
+    name: str
+    dp: bool
+    target_epsilon: float | None
+    training: TrainingRecordView
+    reference_models: ReferenceModels
+    accountant_check: AccountantCheck | None
+    bounds: Bounds
+    attacks: tuple[AttackResult, ...]
+    canary: CanaryResult | None
+    verdict: Verdict
+    # White-box gradient canaries (being built): an open mapping, rendered as a key/value table.
+    whitebox: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+
+    def bound_sources(self) -> list[tuple[str, float, float | None]]:
+        """(evidence, ε lower bound, ceiling) for every attack, the canaries and a white-box block that
+        states an ``epsilon_lb``."""
+        out = [(f"{a.attack} attack", a.epsilon_lb.value, a.ceiling) for a in self.attacks]
+        if self.canary is not None:
+            out.append(("canaries (one run)", self.canary.epsilon_lb, self.canary.ceiling))
+        wb = self.whitebox or {}
+        if _is_number(wb.get("epsilon_lb")):
+            ceil = wb.get("ceiling")
+            out.append(("white-box canaries", _to_float(wb["epsilon_lb"]), _to_float(ceil) if _is_number(ceil) else None))
+        return out
+
+
+@dataclass(frozen=True)
+class Report:
+    schema: str
+    created_utc: str
+    command: str | None
+    versions: dict[str, str | None]
+    platform: Platform
+    config: ReportConfig
+    dataset: DatasetInfo
+    split: SplitInfo
+    threshold_policy: str
+    models: tuple[ModelAudit, ...]
+    timing_s: dict[str, float]
+    worker_s: dict[str, float]
+    # How verdicts were corrected to hold together across models (e.g. "Bonferroni over 2 DP models").
+    family_correction: str | None = since(2)
+
+    def to_json(self) -> dict:
+        """The JSON-ready document (always the current schema): plain dicts, lists, str, numbers, null."""
+        from .io import jsonable
+
+        doc = _encode(self)
+        doc["schema"] = SCHEMA
+        return jsonable(doc)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Report:
+        """Validate and load a report document of any supported schema version."""
+        if not isinstance(doc, dict):
+            raise DPAuditError(f"a report must be a JSON object, got {_kind(doc)}")
+        if "schema" not in doc:
+            raise DPAuditError("schema missing: this is not a dpaudit report")
+        version = SCHEMAS.get(doc["schema"])
+        if version is None:
+            raise DPAuditError(f"schema {doc['schema']!r} is not supported: this dpaudit reads "
+                               f"{' and '.join(SCHEMAS)}; is it a dpaudit report, from a newer version?")
+        report = _decode_obj(cls, doc, "", version)
+        names: dict[str, int] = {}
+        for i, m in enumerate(report.models):
+            if m.name in names:
+                raise DPAuditError(f"models[{i}].name {m.name!r} repeats models[{names[m.name]}].name; "
+                                   "each model needs its own name")
+            names[m.name] = i
+        return dataclasses.replace(report, schema=SCHEMA)
+
+    def model(self, name: str) -> ModelAudit:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def as_report(x: Any) -> Report:
+    """The one conversion point: a Report passes through, a dict (what ``run_audit`` returns today, or a
+    parsed report.json) is validated by :meth:`Report.from_json`."""
+    if isinstance(x, Report):
+        return x
+    return Report.from_json(x)
+
+
+# ------------------------------------------------------------------------------------- encode / decode
+
+
+def _encode(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, dict):
+        return {str(k): _encode(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_encode(v) for v in x]
+    return x
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        r = repr(v)
+        return "the string " + (r if len(r) <= 40 else r[:37] + "...'")
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, numbers.Real) and not isinstance(v, bool)) or v in ("inf", "-inf")
+
+
+def _to_float(v: Any) -> float:
+    return float(v)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _join(path: str, key: str) -> str:
+    if not key.isprintable() or not key or len(key) > 60:
+        key = repr(key[:60])  # a hostile key must not break the one-line message
+    return f"{path}.{key}" if path else key
+
+
+def _decode_obj(cls: type, obj: Any, path: str, version: int):
+    where = path or "the report"
+    if not isinstance(obj, dict):
+        raise DPAuditError(f"{where} must be an object, got {_kind(obj)}")
+    hints = _hints(cls)
+    flds = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in obj if k not in flds]
+    if unknown:
+        raise DPAuditError(f"{_join(path, str(unknown[0]))} is not a field of {SCHEMA} (unknown field)")
+    kw = {}
+    for name, f in flds.items():
+        p = _join(path, name)
+        if name not in obj:
+            if f.metadata.get("optional") or f.metadata.get("since", 1) > version:
+                continue  # its default
+            raise DPAuditError(f"{p} missing")
+        kw[name] = _decode(hints[name], obj[name], p, version)
+    out = cls(**kw)
+    _post_check(out, path)
+    return out
+
+
+def _decode(tp: Any, v: Any, path: str, version: int):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        _check_plain(v, path)
+        return v
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if v is None:
+            return None
+        return _decode(args[0], v, path, version)
+    if tp is float:
+        if v is None:
+            return math.nan  # NaN is written as null
+        if v in ("inf", "-inf") or (isinstance(v, numbers.Real) and not isinstance(v, bool)):
+            return float(v)
+        raise DPAuditError(f"{path} must be a number, got {_kind(v)}")
+    if tp is int:
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            return int(v)
+        raise DPAuditError(f"{path} must be an integer, got {_kind(v)}")
+    if tp is bool:
+        if isinstance(v, bool):
+            return v
+        raise DPAuditError(f"{path} must be true or false, got {_kind(v)}")
+    if tp is str:
+        if isinstance(v, str):
+            return v
+        raise DPAuditError(f"{path} must be a string, got {_kind(v)}")
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise DPAuditError(f"{path} must be a list, got {_kind(v)}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], x, f"{path}[{i}]", version) for i, x in enumerate(v))
+        if len(v) != len(args):
+            raise DPAuditError(f"{path} must be a list of {len(args)}, got {len(v)} items")
+        return tuple(_decode(a, x, f"{path}[{i}]", version) for i, (a, x) in enumerate(zip(args, v)))
+    if origin is dict:
+        if not isinstance(v, dict):
+            raise DPAuditError(f"{path} must be an object, got {_kind(v)}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _decode(vt, x, _join(path, str(k)), version) for k, x in v.items()}
+    if dataclasses.is_dataclass(tp):
+        return _decode_obj(tp, v, path, version)
+    raise TypeError(f"schema type {tp!r} at {path} has no decoder")  # a bug in this module, not in the file
+
+
+def _check_plain(v: Any, path: str) -> None:
+    """An open block holds JSON values only."""
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return
+    if isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_plain(x, f"{path}[{i}]")
+        return
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise DPAuditError(f"{path} has a non-string key {k!r}")
+            _check_plain(x, _join(path, k))
+        return
+    raise DPAuditError(f"{path} must hold JSON values, got {_kind(v)}")
+
+
+def _post_check(obj: Any, path: str) -> None:
+    """Rules a type cannot say: closed sets of values and required keys."""
+    if isinstance(obj, Verdict) and obj.status not in STATUSES:
+        raise DPAuditError(f"{_join(path, 'status')} must be one of {', '.join(repr(s) for s in STATUSES)}, "
+                           f"got {obj.status!r}")
+    if isinstance(obj, AttackMetrics):
+        for level in TPR_LEVELS:
+            if level not in obj.tpr_at_fpr:
+                raise DPAuditError(f"{_join(path, 'tpr_at_fpr')}.{level} missing")
+        for key in list(obj.tpr_at_fpr) + list(obj.tpr_at_fpr_counts or {}):
+            try:
+                ok = 0.0 < float(key) < 1.0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise DPAuditError(f"{_join(path, 'tpr_at_fpr')} key {key!r} is not an FPR level in (0, 1)")
+
+
+# ------------------------------------------------------------------------------------ verdict from numbers
+
+# How bad a status is, for "the worse of two": a stored status can make a verdict worse, never better.
+SEVERITY = {"no DP claim": 0, "consistent": 1, "inconclusive": 2, "nonconformant": 3, "violation": 4}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a model's numbers say, recomputed from its bounds and claim (never from the stored status)."""
+    claimed: float | None  # the accountant's ε of a DP model; None without DP
+    best_lb: float | None  # largest ε lower bound over every piece of evidence; None when there is none
+    best_source: str | None
+    missing: tuple[str, ...]  # evidence whose bound is NaN / null: not computed
+    ceiling: float | None  # largest bound any evidence could have shown; None when unknown
+    status: str  # "violation", "inconclusive", "consistent" or "no DP claim"
+
+
+def evidence(m: ModelAudit) -> Evidence:
+    """Recompute a model's verdict from its bounds, ceilings and claim.
+
+    violation: some ε lower bound exceeds the claimed ε. inconclusive: none does and the claimed ε is at or
+    above the ceiling, the largest bound any of the evidence could have reached (so it could not have
+    failed). consistent: otherwise. A ceiling is known when the verdict states one, or when every piece of
+    evidence states its own (their maximum). ``nonconformant`` is not derivable from bounds: it comes only
+    from the stored status (see :func:`effective_status`)."""
+    sources = m.bound_sources()
+    missing = tuple(s for s, v, _ in sources if math.isnan(v))
+    vals = [(v, s) for s, v, _ in sources if not math.isnan(v)]
+    best, best_src = max(vals) if vals else (None, None)
+    ceilings = [c for _, _, c in sources]
+    known = [c for c in ceilings if c is not None and not math.isnan(c)]
+    ceiling = m.verdict.ceiling if m.verdict.ceiling is not None and not math.isnan(m.verdict.ceiling) else None
+    if sources and len(known) == len(ceilings):
+        ceiling = max(known + ([ceiling] if ceiling is not None else []))
+    if not m.dp:
+        return Evidence(None, best, best_src, missing, ceiling, "no DP claim")
+    claimed = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
+    if claimed is None or math.isnan(claimed):
+        claimed = None
+    if best is not None and claimed is not None and best > claimed:
+        status = "violation"
+    elif claimed is not None and ceiling is not None and ceiling <= claimed:
+        status = "inconclusive"
+    else:
+        status = "consistent"
+    return Evidence(claimed, best, best_src, missing, ceiling, status)
+
+
+def effective_status(m: ModelAudit) -> str:
+    """The worse of the stored status and the recomputed one: numbers can overrule a stored "consistent",
+    and a stored "nonconformant" or "violation" is never softened."""
+    return max(m.verdict.status, evidence(m).status, key=SEVERITY.__getitem__)

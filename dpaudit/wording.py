@@ -1,0 +1,275 @@
+"""Numbers and sentences shared by every renderer (Markdown, HTML, terminal), from a typed Report.
+
+Every derived sentence comes from a comparison made here, never from a fixed phrase: "under" or "above",
+"beats chance" or not, "could" or "could not have detected" are chosen by comparing the numbers they talk
+about. Sentences carry a tiny markup, ``**strong**``, that each renderer turns into its own emphasis
+(:func:`plain` strips it, :func:`to_html` escapes the text and makes ``<strong>``).
+
+This module is imported by both ``report.py`` and ``html.py``; it imports neither, so they no longer import
+each other.
+"""
+from __future__ import annotations
+
+import html
+import math
+import re
+
+from .schema import AttackMetrics, ModelAudit, Report, effective_status, evidence
+
+INDEPENDENCE_CAVEAT = ("Attack bounds apply Clopper-Pearson to the target's records as if they were independent trials, "
+                       "which one training run does not strictly guarantee; the canary bound (Steinke, Nasr & "
+                       "Jagielski 2023) is proved for one run.")
+
+TPR_SHOWN = (("0.001", "TPR@0.1%FPR"), ("0.01", "TPR@1%FPR"))
+
+
+# ------------------------------------------------------------------------------------------- numbers
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A number for a table: — for None or NaN, ∞ for inf, else fixed decimals."""
+    if x is None:
+        return "—"
+    x = float(x)
+    if math.isnan(x):
+        return "—"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.{digits}f}"
+
+
+def fmt_ci(ci: tuple[float, float], digits: int = 3) -> str:
+    return f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def fmt_g(x: float | None) -> str:
+    """A number in short general form (δ, q, thresholds)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if math.isinf(x):
+        return "∞"
+    return f"{x:g}"
+
+
+def tpr_cell(met: AttackMetrics, level: str) -> str:
+    """TPR at a fixed FPR, with the counts behind it when the attack recorded them: 0.031 (27/875)."""
+    c = met.tpr_count(level)
+    value = fmt(met.tpr(level))
+    return value if c is None else f"{value} ({c.tp}/{c.n_pos})"
+
+
+def compare(x: float, y: float) -> int:
+    """-1, 0 or 1 as x is below, equal to or above y, on the 3 decimals the reader sees."""
+    rx, ry = round(x, 3), round(y, 3)
+    return (rx > ry) - (rx < ry)
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+
+def summary_rows(report: Report) -> list[dict]:
+    """One row per (model, attack): the numbers every renderer's summary table shows."""
+    rows = []
+    for m in report.models:
+        tr = m.training
+        for a in m.attacks:
+            met = a.metrics
+            rows.append({
+                "model": m.name, "epsilon": tr.epsilon if m.dp else math.inf, "delta": tr.delta,
+                "test_accuracy": tr.test_accuracy, "attack": a.attack,
+                "auc": met.auc, "auc_ci": met.auc_ci,
+                "balanced_accuracy": met.balanced_accuracy, "balanced_accuracy_ci": met.balanced_accuracy_ci,
+                "advantage": met.advantage, "advantage_ci": met.advantage_ci,
+                "tpr_cells": [tpr_cell(met, lv) for lv, _ in TPR_SHOWN],
+                "epsilon_lb": a.epsilon_lb.value, "ceiling": a.ceiling,
+                "max_balanced_accuracy": m.bounds.max_balanced_accuracy, "max_advantage": m.bounds.max_advantage,
+                "status": effective_status(m),
+            })
+    return rows
+
+
+def verdict_rows(report: Report) -> list[dict]:
+    out = []
+    for m in report.models:
+        v, ev = m.verdict, evidence(m)
+        status = effective_status(m)
+        text = v.text if v.text.lower().startswith(v.status.lower()) else f"{v.status}: {v.text}"
+        if status != v.status:
+            # The stored status says less than the numbers do: say so next to it, never hide it.
+            text += f" (**the numbers say {status}**: {_status_reason(m)})"
+        out.append({"model": m.name, "claimed": v.claimed_epsilon, "empirical": v.empirical_epsilon_lb,
+                    "ceiling": ev.ceiling, "could_detect": _could_detect(m), "source": v.source, "ratio": v.ratio,
+                    "status": status, "stored_status": v.status, "text": text})
+    return out
+
+
+def _could_detect(m: ModelAudit) -> bool | None:
+    ev = evidence(m)
+    if ev.claimed is None or ev.ceiling is None:
+        return m.verdict.could_detect
+    return ev.ceiling > ev.claimed
+
+
+def _status_reason(m: ModelAudit) -> str:
+    ev = evidence(m)
+    if ev.status == "violation":
+        return f"ε lower bound {fmt(ev.best_lb, 2)} ({ev.best_source}) is above the claimed ε {fmt(ev.claimed, 2)}"
+    if ev.status == "inconclusive":
+        return f"the most this audit could show, ε ≥ {fmt(ev.ceiling, 2)}, is not above the claimed ε {fmt(ev.claimed, 2)}"
+    return f"recomputed from the bounds: {ev.status}"
+
+
+def confidence_note(report: Report) -> str:
+    """How the verdicts' ε lower bounds hold, in one sentence, from the report alone."""
+    conf = report.config.confidence
+    head = f"{conf:.0%} confidence"
+    if report.models:
+        v = report.models[0].verdict
+        head += (f"; each of {v.n_bounds} bounds at {v.per_bound_confidence:.2%}, Bonferroni-corrected, so the "
+                 f"best of them holds at {v.confidence:.0%}")
+        if v.family_confidence is not None:
+            head += f" per model at {v.family_confidence:.2%}"
+    if report.family_correction:
+        head += f"; across models: {report.family_correction}"
+    return head
+
+
+def interval_note(report: Report) -> str:
+    """What the ± intervals are, from the bootstrap settings the attacks recorded."""
+    boots = {(a.metrics.bootstrap.level, a.metrics.bootstrap.n_boot) for m in report.models for a in m.attacks}
+    if not boots:
+        return "No attack was run, so there are no intervals."
+    if len(boots) == 1:
+        level, n = boots.pop()
+        return (f"Intervals are {level:.0%} bootstrap intervals over the target's members and non-members "
+                f"({n} resamples).")
+    return ("Intervals are bootstrap intervals over the target's members and non-members (levels and resamples: "
+            + ", ".join(f"{lv:.0%}/{n}" for lv, n in sorted(boots)) + ").")
+
+
+# ------------------------------------------------------------------------------------------- verdicts
+
+
+def overall_verdict(report: Report) -> str:
+    """"VIOLATION", "nonconformant", "inconclusive", "consistent" or "no DP claim": the worst model's status,
+    recomputed from the numbers (a stored status can only make it worse)."""
+    st = [effective_status(m) for m in report.models]
+    if "violation" in st:
+        return "VIOLATION"
+    for s in ("nonconformant", "inconclusive", "consistent"):
+        if s in st:
+            return s
+    return "no DP claim"
+
+
+def models_with(report: Report, status: str) -> list[ModelAudit]:
+    return [m for m in report.models if effective_status(m) == status]
+
+
+def banner(report: Report) -> str:
+    """The one line a reviewer reads, with **markup**."""
+    overall = overall_verdict(report)
+    if not report.models:
+        return "**No models**: this report holds no audited model, so it shows nothing."
+    if overall == "VIOLATION":
+        bad = models_with(report, "violation")
+        return ("**VIOLATION**: an empirical ε lower bound exceeds the claimed ε for "
+                + ", ".join(f"{m.name} ({_status_reason(m)})" if evidence(m).status == "violation" else m.name
+                            for m in bad)
+                + ". The privacy guarantee does not hold as stated.")
+    if overall == "nonconformant":
+        bad = models_with(report, "nonconformant")
+        return ("**Nonconformant**: " + "; ".join(f"{m.name}: {m.verdict.text}" for m in bad)
+                + ". Its bounds cannot be read as support for the claim.")
+    if overall == "inconclusive":
+        parts = []
+        for m in models_with(report, "inconclusive"):
+            ev = evidence(m)
+            parts.append(f"{m.name} (claimed ε {fmt(ev.claimed, 2)}, most this audit could show ε ≥ "
+                         f"{fmt(ev.ceiling, 2)})")
+        return ("**Inconclusive**: no attack proved more leakage than the claimed ε allows, but it could not have "
+                "for " + ", ".join(parts) + ". More records, more canaries or white-box canaries would raise what "
+                "the audit can show.")
+    if overall == "consistent":
+        return "**Consistent**: no attack proved more leakage than the claimed ε allows."
+    return "**No DP claim**: no model in this audit was trained with differential privacy; nothing to check."
+
+
+def _chance(met: AttackMetrics) -> str:
+    lo, hi = met.auc_ci
+    if math.isnan(lo) or math.isnan(hi):
+        return "has no interval to compare with chance"
+    if lo > 0.5:
+        return "beats chance"
+    if hi < 0.5:
+        return "scores below chance"
+    return "is not distinguishable from chance"
+
+
+def reading(report: Report) -> list[str]:
+    """A plain-language reading of the numbers, one sentence group per model, each clause decided by a
+    comparison of the numbers it names."""
+    lines = []
+    for m in report.models:
+        ev = evidence(m)
+        acc = m.training.test_accuracy
+        best = max(m.attacks, key=lambda a: a.metrics.auc, default=None)
+        if best is None:
+            lines.append(f"- **{m.name}**: no attack was run on it, so nothing here measures its leakage.")
+            continue
+        met = best.metrics
+        lo, hi = met.auc_ci
+        head = (f"the strongest attack by AUC ({best.attack}) reaches AUC {fmt(met.auc)} [{fmt(lo)}, {fmt(hi)}] "
+                f"and {_chance(met)}")
+        if not m.dp:
+            lb = "no ε lower bound could be computed" if ev.best_lb is None else (
+                f"the data support ε ≥ {fmt(ev.best_lb, 2)} ({m.verdict.source})")
+            lines.append(f"- **{m.name}** (no DP, test accuracy {acc:.1%}): {head}; {lb}, and nothing bounds what "
+                         "a stronger attack could learn.")
+            continue
+        adv, allowed = met.advantage, m.bounds.max_advantage
+        c = compare(adv, allowed)
+        if c > 0:
+            adv_txt = (f"Its advantage {fmt(adv)} is **above** the {fmt(allowed)} that ε allows: no (ε, δ)-DP "
+                       "training can produce that, so the claim or the measurement is wrong")
+        elif c == 0:
+            adv_txt = f"Its advantage {fmt(adv)} equals the {fmt(allowed)} that ε allows, the most DP permits"
+        else:
+            adv_txt = f"Its advantage {fmt(adv)} sits under the {fmt(allowed)} that ε allows"
+        if ev.best_lb is None:
+            lb_txt = "no ε lower bound could be computed"
+        elif ev.claimed is not None and ev.best_lb > ev.claimed:
+            lb_txt = (f"the empirical lower bound on ε is {fmt(ev.best_lb, 2)} ({ev.best_source}), **above** the "
+                      f"claimed ε {fmt(ev.claimed, 2)}: the claim is disproved")
+        else:
+            lb_txt = (f"the empirical lower bound on ε is {fmt(ev.best_lb, 2)}, not above the claimed ε "
+                      f"{fmt(ev.claimed, 2)}")
+        sentence = (f"- **{m.name}** (ε = {fmt(ev.claimed, 2)}, test accuracy {acc:.1%}): {head}. {adv_txt}; "
+                    f"{lb_txt}.")
+        if ev.ceiling is not None and ev.claimed is not None:
+            if ev.ceiling > ev.claimed:
+                sentence += (f" The most this audit could show is ε ≥ {fmt(ev.ceiling, 2)}, above the claim, so a "
+                             "violation could have been detected.")
+            else:
+                sentence += (f" The most this audit could show is ε ≥ {fmt(ev.ceiling, 2)}, not above the claim, so "
+                             "**it could not have detected a violation**.")
+        if ev.missing:
+            sentence += f" **Bounds missing** for: {', '.join(ev.missing)}."
+        lines.append(sentence)
+    lines.append("- An attack that fails does not prove privacy; an ε lower bound above the claimed ε disproves it.")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------- markup
+
+_STRONG = re.compile(r"\*\*(.+?)\*\*")
+
+
+def plain(text: str) -> str:
+    """Text for a terminal: the markup removed."""
+    return text.replace("**", "")
+
+
+def to_html(text: str) -> str:
+    """Escaped HTML, with **x** as <strong>x</strong>."""
+    return _STRONG.sub(r"<strong>\1</strong>", html.escape(text, quote=True))
