@@ -34,10 +34,10 @@ from .errors import DPAuditError
 from .executors import get_executor
 from .isolation import preserved_global_state
 from .jobs import model_seed, plan_jobs, quiet_library_warnings
+from .schema import SCHEMA, Report
 from .signals import Signals
 from .splits import Splits, make_splits
 
-SCHEMA = "dpaudit.report/1"
 
 __all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
 
@@ -95,6 +95,7 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, co
         bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"]))
     v = decide_verdict(claimed, bounds, rejected, delta=delta, confidence=per_bound, n_records=n_records,
                        n_canaries=canary["m"] if canary is not None else None)
+    v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
     v.update({"confidence": per_model, "per_bound_confidence": per_bound, "n_bounds": n_bounds,
               "family_confidence": conf_all,
               "correction": f"Bonferroni: each of {n_bounds} bound(s) at {per_bound:.4g}, so this verdict holds at "
@@ -135,6 +136,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
     ``canary``: (scores, coins, record indices) of the canaries, or None."""
     per_bound = conf[0]
     delta = cfg.delta
+    rec = {**rec, "observed": rec.get("observed", True)}
     t = time.perf_counter()
     attack_results = []
     for ai, a in enumerate(cfg.attacks):
@@ -308,11 +310,12 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
                              "only to count outcomes."),
         "family_correction": (f"Bonferroni over {conf[3]} DP model(s): each verdict at {conf[2]:.4g}, so all of them "
                               f"hold together at {cfg.confidence:g}"),
-        **({"observed_training": False} if target is not None else {}),
+        "observed_training": target is None,
         "models": models,
         "timing_s": {k: round(v, 3) for k, v in phases.items()},
         # Seconds each epsilon's models took inside the workers (training + inference), summed over its
         # K + 1 models: they overlap in time, so they do not add up to the wall time above.
         "worker_s": worker_s,
     }
-    return report, extras
+    # Every report passes through the typed model once: a field the audit forgot fails here, not in a renderer.
+    return Report.from_json(report).to_json(), extras

@@ -51,7 +51,7 @@ class Rule:
     passed: bool
 
 
-BOOL_KEYS = ("forbid_violation", "forbid_inconclusive", "allow_nonconformant")
+BOOL_KEYS = ("forbid_violation", "forbid_inconclusive", "allow_nonconformant", "require_observed_training")
 
 
 @dataclass
@@ -63,7 +63,9 @@ class Policy:
     each DP model, one number for all or {model name: number}. min_accuracy: the lowest test accuracy of
     every model (fraction). forbid_violation: no model's verdict may be "violation". forbid_inconclusive: no
     DP model's verdict may be "inconclusive" (an audit that could not have detected a violation).
-    allow_nonconformant: let a "nonconformant" verdict pass (by default it fails). tolerance: how much (in
+    allow_nonconformant: let a "nonconformant" verdict pass (by default it fails). require_observed_training:
+    fail a DP model whose training dpaudit did not observe (--target, --from-signals), whose ε is only the
+    user's claim (off by default: such a claim is still tested by the attacks). tolerance: how much (in
     each metric's own unit, absolute) a metric may rise over a baseline report.
     """
     max_auc_non_dp: float | None = None
@@ -75,6 +77,7 @@ class Policy:
     forbid_violation: bool = True
     forbid_inconclusive: bool = False
     allow_nonconformant: bool = False
+    require_observed_training: bool = False
     tolerance: float = 0.02
 
     @classmethod
@@ -209,6 +212,9 @@ def _claim_problem(m: ModelAudit) -> str | None:
 
 def _accountant_problem(m: ModelAudit) -> tuple[str, bool]:
     ac = m.accountant_check
+    if ac is None and not m.training.observed:
+        # Nothing to cross-check: the claim is the user's. `require_observed_training` fails this instead.
+        return "skipped: training not observed, the claimed ε is the user's", True
     if ac is None:
         return "missing", False
     if ac.flagged:
@@ -328,6 +334,10 @@ def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | di
         kind = "dp" if dp else "non_dp"
         label = "DP" if dp else "non-DP"
         rules += _always_rules(m)
+        if dp and policy.require_observed_training:
+            rules.append(Rule("require_observed_training", "dpaudit observed the DP model's training", name,
+                              "training", "observed", "observed" if m.training.observed else "not observed",
+                              m.training.observed))
         lim = policy.max_auc_dp if dp else policy.max_auc_non_dp
         if lim is not None:
             rules.append(_at_most(f"max_auc_{kind}", f"largest attack AUC on a {label} model at most the limit",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +217,7 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     from .config import model_name
     from .isolation import preserved_global_state
     from .jobs import quiet_library_warnings
+    from .schema import SCHEMA, Report
     from .signals import Signals
 
     sig = load_signals(path)
@@ -257,10 +260,11 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
         phases["attacks_and_bounds"] = time.perf_counter() - t
     conf = bound_confidence(cfg)
     report = {
-        "schema": "dpaudit.report/1",
+        "schema": SCHEMA,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command, "versions": versions(),
-        "platform": {"machine": None, "cpus": None, "workers": None, "device": "none (outputs only)"},
+        "platform": {"machine": platform.machine(), "cpus": os.cpu_count(), "workers": None,
+                     "device": "none (outputs only)"},
         "config": cfg.to_dict(),
         "dataset": {"name": f"signals:{Path(path).name}", "source": str(path), "n_records": int(n),
                     "n_classes": int(c), "sha256": sig["sha256"]},
@@ -281,4 +285,4 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
         "timing_s": {k: round(v, 3) for k, v in phases.items()},
         "worker_s": {},
     }
-    return report, extras
+    return Report.from_json(report).to_json(), extras

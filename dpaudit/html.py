@@ -210,7 +210,7 @@ def _whitebox(report: Report) -> str:
 def _accountant(m: ModelAudit) -> str:
     ac = m.accountant_check
     if ac is None:
-        return "—"
+        return "training not observed: skipped" if not m.training.observed else "—"
     flag = '<span class="flag">FLAGGED</span> ' if ac.flagged else '<span class="ok">ok</span> '
     return (flag + _e(f"PLD {fmt(ac.dp_accounting_pld)}, RDP {fmt(ac.dp_accounting_rdp)}, "
                       f"rel. diff {fmt(ac.relative_difference, 4)}")
@@ -228,9 +228,9 @@ def _training(report: Report) -> str:
         rows.append([_td(_e(m.name)), _td("yes" if m.dp else "no"), _td(_num(m.target_epsilon, 2), True),
                      _td(_num(tr.epsilon), True), _td(_e(per_epoch)), _td(_g(tr.delta), True),
                      _td(_num(tr.noise_multiplier, 4), True), _td(_g(tr.sample_rate), True),
-                     _td(_e(tr.steps), True), _td(_num(tr.max_grad_norm, 2), True),
+                     _td(_e("—" if tr.steps is None else tr.steps), True), _td(_num(tr.max_grad_norm, 2), True),
                      _td(_e(tr.accountant or "—")), _td(_accountant(m)), _td(_num(tr.train_accuracy), True),
-                     _td(_num(tr.test_accuracy), True), _td(_e(tr.seed), True), _td(_num(tr.wall_s, 1), True)])
+                     _td(_num(tr.test_accuracy), True), _td(_e("—" if tr.seed is None else tr.seed), True), _td(_num(tr.wall_s, 1), True)])
         classes.append("violation" if m.accountant_check is not None and m.accountant_check.flagged else "")
     return _table(headers, rows, "training-table", classes)
 

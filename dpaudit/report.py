@@ -152,7 +152,7 @@ def render_markdown(report: Report | dict, figures: list[str] | None = None) -> 
                       "train acc", "test acc", "wall s"],
                      [[m.name, ", ".join(f"{e:.2f}" for e in m.training.epsilon_per_epoch) or "—",
                        fmt(m.training.noise_multiplier, 4), fmt(m.training.sample_rate, 5),
-                       str(m.training.steps), fmt(m.training.max_grad_norm, 2), m.training.accountant or "—",
+                       "—" if m.training.steps is None else str(m.training.steps), fmt(m.training.max_grad_norm, 2), m.training.accountant or "—",
                        _accountant_cell(m), fmt(m.training.train_accuracy), fmt(m.training.test_accuracy),
                        fmt(m.training.wall_s, 1)] for m in report.models]), ""]
     parts += ["## How thresholds were chosen", "", report.threshold_policy, ""]
@@ -174,6 +174,8 @@ def render_markdown(report: Report | dict, figures: list[str] | None = None) -> 
 
 def _accountant_cell(m) -> str:
     ac = m.accountant_check
+    if ac is None and not m.training.observed:
+        return "not observed (skipped)"
     if ac is None:
         return "—"
     return (f"{'FLAG ' if ac.flagged else ''}PLD {fmt(ac.dp_accounting_pld, 3)}, "

@@ -133,7 +133,10 @@ class SplitInfo:
 
 @dataclass(frozen=True)
 class TrainingRecordView:
-    """The target's training record (``dpaudit.train.TrainingRecord``), without importing torch."""
+    """The target's training record (``dpaudit.train.TrainingRecord``), without importing torch.
+
+    ``observed`` False: dpaudit did not see this training (a target trained elsewhere, or only its outputs);
+    the claim is the user's and what was not observed is null."""
     model: str
     dp: bool
     target_epsilon: float | None
@@ -141,25 +144,26 @@ class TrainingRecordView:
     epsilon_per_epoch: tuple[float, ...]
     delta: float | None
     noise_multiplier: float | None
-    sample_rate: float
-    steps: int
+    sample_rate: float | None
+    steps: int | None
     max_grad_norm: float | None
     accountant: str | None
     grad_sample_mode: str | None
     poisson_sampling_checked: bool
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
+    epochs: int | None
+    batch_size: int | None
+    lr: float | None
+    momentum: float | None
     n_train: int
-    train_accuracy: float
-    test_accuracy: float
-    train_loss: float
-    seed: int
-    wall_s: float
-    device: str
-    accounting_s: float
-    dpaudit_version: str
+    train_accuracy: float | None
+    test_accuracy: float | None
+    train_loss: float | None
+    seed: int | None
+    wall_s: float | None
+    device: str | None
+    accounting_s: float | None
+    dpaudit_version: str | None
+    observed: bool = since(2, True)
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,8 @@ class AttackResult:
     epsilon_lb: EpsilonBound
     # Largest ε lower bound a perfect attack could reach at this sample size and confidence (null: unknown).
     ceiling: float | None = since(2)
+    # Choices the attack made on the reference models (RMIA's a, LiRA's query count, ...).
+    details: dict[str, Any] = since(2, {})
 
 
 @dataclass(frozen=True)
@@ -314,8 +320,11 @@ class Verdict:
     ceiling: float | None = since(2)
     # Whether the evidence could have shown a violation of the claim (ceiling above claim); null: unknown.
     could_detect: bool | None = since(2)
-    # Per-model confidence used so that all models' verdicts hold together (null: no family correction).
+    # Confidence at which all of the report's verdicts hold together (null: no family correction).
     family_confidence: float | None = since(2)
+    # Which evidence the ceiling came from, and the conformance tests that rejected (white-box canaries).
+    ceiling_source: str | None = since(2)
+    rejected_conformance: tuple[str, ...] = since(2, [])
 
 
 @dataclass(frozen=True)
@@ -362,6 +371,8 @@ class Report:
     worker_s: dict[str, float]
     # How verdicts were corrected to hold together across models (e.g. "Bonferroni over 2 DP models").
     family_correction: str | None = since(2)
+    # False when dpaudit did not see the target's training (--target, --from-signals).
+    observed_training: bool = since(2, True)
 
     def to_json(self) -> dict:
         """The JSON-ready document (always the current schema): plain dicts, lists, str, numbers, null."""

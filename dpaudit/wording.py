@@ -244,7 +244,9 @@ def reading(report: Report) -> list[str]:
         else:
             lb_txt = (f"the empirical lower bound on ε is {fmt(ev.best_lb, 2)}, not above the claimed ε "
                       f"{fmt(ev.claimed, 2)}")
-        sentence = (f"- **{m.name}** (ε = {fmt(ev.claimed, 2)}, test accuracy {acc:.1%}): {head}. {adv_txt}; "
+        acc_txt = f"test accuracy {acc:.1%}" if acc is not None else "test accuracy not measured"
+        seen = "" if m.training.observed else ", training not observed: the ε is the user's claim"
+        sentence = (f"- **{m.name}** (ε = {fmt(ev.claimed, 2)}, {acc_txt}{seen}): {head}. {adv_txt}; "
                     f"{lb_txt}.")
         if ev.ceiling is not None and ev.claimed is not None:
             if ev.ceiling > ev.claimed:
