@@ -324,7 +324,7 @@ class Verdict:
     family_confidence: float | None = since(2)
     # Which evidence the ceiling came from, and the conformance tests that rejected (white-box canaries).
     ceiling_source: str | None = since(2)
-    rejected_conformance: tuple[str, ...] = since(2, [])
+    rejected_conformance: tuple[str, ...] = since(2, ())
 
 
 @dataclass(frozen=True)

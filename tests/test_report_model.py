@@ -42,7 +42,7 @@ def _attack(name: str, auc: float = 0.52, advantage: float = 0.02, lb: float = 0
                            "threshold_selection": "chosen on reference models' scores; applied once to the target",
                            "tp": 400, "n_pos": 875, "fp": 390, "n_neg": 875, "direction": "none", "delta": 1e-5,
                            "confidence": 0.975},
-            "ceiling": ceiling}
+            "ceiling": ceiling, "details": {}}
 
 
 def _training(dp: bool, eps: float | None) -> dict:
@@ -53,7 +53,7 @@ def _training(dp: bool, eps: float | None) -> dict:
             "grad_sample_mode": "hooks" if dp else None, "poisson_sampling_checked": dp, "epochs": 2,
             "batch_size": 256, "lr": 0.75, "momentum": 0.0, "n_train": 875, "train_accuracy": 0.8,
             "test_accuracy": 0.75, "train_loss": 0.9, "seed": 123, "wall_s": 1.5, "device": "cpu",
-            "accounting_s": 0.1, "dpaudit_version": "0.1.0"}
+            "accounting_s": 0.1, "dpaudit_version": "0.1.0", "observed": True}
 
 
 def _verdict(claimed: float | None, lb: float, status: str, ceiling: float | None = 3.0) -> dict:
@@ -64,7 +64,7 @@ def _verdict(claimed: float | None, lb: float, status: str, ceiling: float | Non
             "confidence": 0.95, "per_bound_confidence": 0.975, "n_bounds": 2,
             "correction": "Bonferroni: each of 2 bound(s) at 0.975, so the best holds at 0.95",
             "ceiling": ceiling, "could_detect": None if claimed is None or ceiling is None else ceiling > claimed,
-            "family_confidence": None}
+            "family_confidence": None, "ceiling_source": None, "rejected_conformance": []}
 
 
 def _model(name: str, eps: float | None, status: str) -> dict:
@@ -110,6 +110,7 @@ def synthetic_report() -> dict:
         "timing_s": {"data": 0.1, "train": 10.0},
         "worker_s": {"non-dp": 5.0, "dp-eps1": 6.0},
         "family_correction": None,
+        "observed_training": True,
     }
 
 
