@@ -1,4 +1,16 @@
-"""dpaudit: train with and without differential privacy, attack, and report the leak beside the bound."""
-__version__ = "0.1.0"
+"""dpaudit: differential-privacy auditing for machine-learning models."""
 
-from .errors import DPAuditError  # noqa: F401
+__version__ = "0.2.0"
+
+from .errors import DPAuditError  # noqa: E402  (stdlib-only)
+
+__all__ = ["DPAuditError", "audit", "audit_outputs", "write_report", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy: `dpaudit --help` imports this package and must not pay for numpy or torch.
+    if name in ("audit", "audit_outputs", "write_report"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dpaudit' has no attribute {name!r}")

@@ -1,0 +1,74 @@
+"""The Python API: a few calls for a notebook, each the library call behind a CLI command.
+
+    import math, dpaudit
+    report = dpaudit.audit(dataset="npz:my_data.npz", model="my_pkg.nets:make_net", epsilons=(math.inf, 4.0))
+    print(report.models[1].verdict.text)
+    dpaudit.write_report(report, "reports/mine")          # report.json, report.md, report.html, figures
+
+    # a model that is not PyTorch: its outputs only
+    report = dpaudit.audit_outputs(logits, labels, membership, epsilon=4.0, delta=1e-5)
+
+Every keyword of ``audit`` is a field of ``dpaudit.config.AuditConfig`` (the same defaults as the CLI).
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def audit(*, target: str | None = None, target_members: str | None = None, target_epsilon: float = math.inf,
+          progress: bool = True, **config):
+    """Run an audit and return the typed report (``dpaudit.schema.Report``). ``target``/``target_members``:
+    audit your own trained target (weights file, member indices file) claiming ``target_epsilon``."""
+    from .audit import Target, run_audit
+    from .config import AuditConfig
+    from .schema import Report
+
+    cfg = AuditConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
+    tgt = Target(str(target), str(target_members), target_epsilon) if target is not None else None
+    if (target is None) != (target_members is None):
+        from .errors import DPAuditError
+
+        raise DPAuditError("target and target_members go together")
+    doc, _ = run_audit(cfg, progress=progress, command="dpaudit.audit(...)", target=tgt)
+    return Report.from_json(doc)
+
+
+def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray, *, epsilon: float | None = None,
+                  delta: float = 1e-5, population_logits: np.ndarray | None = None,
+                  population_labels: np.ndarray | None = None, canary_scores: np.ndarray | None = None,
+                  canary_in: np.ndarray | None = None, **config):
+    """A report from model outputs alone, as ``dpaudit audit --from-signals``: ``logits`` [models, records,
+    classes] (row 0 the target), ``labels`` [records], ``membership`` [models, records]; ``epsilon`` the
+    target's claim (None: no DP claim)."""
+    from .config import AuditConfig
+    from .external import audit_signals
+    from .schema import Report
+
+    arrays = {"logits": logits, "labels": labels, "membership": membership}
+    for k, v in (("population_logits", population_logits), ("population_labels", population_labels),
+                 ("canary_scores", canary_scores), ("canary_in", canary_in)):
+        if v is not None:
+            arrays[k] = v
+    if population_logits is None and "attacks" not in config:
+        config["attacks"] = ("loss", "shadow", "lira")  # RMIA needs population records
+    cfg = AuditConfig(delta=delta, **config)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "signals.npz"
+        np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+        doc, _ = audit_signals(path, cfg, epsilon, command="dpaudit.audit_outputs(...)")
+    return Report.from_json(doc)
+
+
+def write_report(report, out: str | Path, formats: tuple[str, ...] = ("json", "md", "html")) -> Path:
+    """Write ``report`` (typed or its JSON) into the folder ``out``, atomically."""
+    from .report import render, write_outputs
+
+    files: dict[str, bytes] = {}
+    for f in ("json",) + tuple(f for f in formats if f != "json"):
+        files.update(render(report, f))
+    write_outputs(out, files)
+    return Path(out)
