@@ -320,26 +320,27 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                             steps += 1
                             if steps % TRIM_EVERY_STEPS == 0:
                                 release_freed_memory()
-                    continue
-                for xb, yb, cb in batches:
-                    xb, yb, cb = xb.to(device), yb.to(device), cb.to(device)
-                    optimizer.zero_grad(set_to_none=True)
-                    w_before = w_param.detach().clone()
-                    logits, cout = model(xb, canary_inputs(cb, gc.m, d_norm))
-                    loss = canary_loss(logits, cout, yb, cb)
-                    loss.backward()
-                    optimizer.step()
-                    # Steps are counted from w's values (independently of the optimizer's own flags) for the
-                    # steps conformance test; the observation is the privatised gradient the step used.
-                    if not torch.equal(w_param.detach(), w_before):
-                        n_updates += 1
-                    if not getattr(optimizer, "_is_last_step_skipped", False):
-                        steps += 1
-                        if w_param.grad is not None:
-                            obs_rows.append(w_param.grad.detach()[0].to("cpu", torch.float64) * _grad_scale(optimizer))
-                            obs_epoch.append(_epoch)
-                        if steps % TRIM_EVERY_STEPS == 0:
-                            release_freed_memory()
+                else:
+                    for xb, yb, cb in batches:
+                        xb, yb, cb = xb.to(device), yb.to(device), cb.to(device)
+                        optimizer.zero_grad(set_to_none=True)
+                        w_before = w_param.detach().clone()
+                        logits, cout = model(xb, canary_inputs(cb, gc.m, d_norm))
+                        loss = canary_loss(logits, cout, yb, cb)
+                        loss.backward()
+                        optimizer.step()
+                        # Steps are counted from w's values (independently of the optimizer's own flags) for the
+                        # steps conformance test; the observation is the privatised gradient the step used.
+                        if not torch.equal(w_param.detach(), w_before):
+                            n_updates += 1
+                        if not getattr(optimizer, "_is_last_step_skipped", False):
+                            steps += 1
+                            if w_param.grad is not None:
+                                g = w_param.grad.detach()[0].to("cpu", torch.float64)
+                                obs_rows.append(g * _grad_scale(optimizer))
+                                obs_epoch.append(_epoch)
+                            if steps % TRIM_EVERY_STEPS == 0:
+                                release_freed_memory()
             if engine is not None:
                 ta = time.perf_counter()
                 eps_per_epoch.append(_spent_epsilon(engine, cfg.delta))
