@@ -97,6 +97,38 @@ class WhiteBoxObservations:
     def m(self) -> int:
         return int(self.coins.size)
 
+    def save(self, path) -> None:
+        """Write to ``path`` (.npz, no pickles): a cached model's observations travel beside its weights."""
+        import io as _io
+        from pathlib import Path
+
+        from .io import atomic_write_bytes
+
+        buf = _io.BytesIO()
+        arrays = {k: np.asarray(v) for k, v in asdict(self).items()}
+        np.savez(buf, **arrays)
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> WhiteBoxObservations:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise DPAuditError(f"{path} is not a gradient-canary observation file ({exc.__class__.__name__}); "
+                               f"re-train the model") from None
+        missing = set(cls.__dataclass_fields__) - set(d)
+        if missing:
+            raise DPAuditError(f"{path} lacks {sorted(missing)}; it was not written by this dpaudit, re-train")
+        kw = {}
+        for k in cls.__dataclass_fields__:
+            v = d[k]
+            if v.ndim == 0:
+                v = v.item()
+            kw[k] = v
+        kw["coins"] = np.asarray(kw["coins"], bool)
+        return cls(**kw)
+
     def final_view_scores(self) -> np.ndarray:
         """-w_final in observation units: SGD on a coordinate no other term touches gives w_T = -lr/scale *
         sum_t a_t o_t with a_t = (1 - mu^(T-t+1))/(1 - mu) (a_t = 1 without momentum)."""

@@ -137,6 +137,18 @@ def test_canaries_touch_only_their_own_coordinates():
         assert torch.allclose(p.grad_sample[real], q.grad_sample, rtol=1e-4, atol=1e-6), name
 
 
+def test_observations_round_trip(tmp_path):
+    w = synthetic_observations(**SYN, seed=5, claimed_epsilon=3.0)
+    w.save(tmp_path / "obs.npz")
+    back = type(w).load(tmp_path / "obs.npz")
+    assert np.array_equal(back.obs, w.obs) and np.array_equal(back.coins, w.coins) and back.coins.dtype == bool
+    assert back.accountant == w.accountant and back.claimed_epsilon == 3.0 and back.steps_accounted == w.steps_accounted
+    assert analyse(back, empirical=False).to_dict() == analyse(w, empirical=False).to_dict()
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DPAuditError, match="not a gradient-canary observation file"):
+        type(w).load(tmp_path / "bad.npz")
+
+
 def test_refuses_what_it_cannot_audit(digits):
     with pytest.raises(DPAuditError, match="finite epsilon"):
         _train(digits, TrainConfig(epochs=1, batch_size=64), m=10)
