@@ -8,7 +8,7 @@ import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from .errors import DPAuditError
 from .grad_samples import grad_samples_without_copy, without_discarded_param_grads
 from .memory import TRIM_EVERY_STEPS, release_freed_memory
 from .models import build_model, validate_for_dp
+
+if TYPE_CHECKING:
+    from .whitebox import GradientCanaries, WhiteBoxObservations
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 # Normalisation is applied on the way into the model, not stored in the data; MNIST's constants by default.
@@ -85,6 +88,7 @@ class TrainingRecord:
     wall_s: float  # the training loop only: no calibration, no per-epoch accounting, no evaluation
     device: str
     accounting_s: float = 0.0  # time spent asking the accountant for epsilon after each epoch
+    gradient_canaries: dict | None = None  # {"m", "included", "dirac_norm"} when white-box canaries ran
     dpaudit_version: str = __version__
 
     def to_dict(self) -> dict:
@@ -94,7 +98,7 @@ class TrainingRecord:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingRecord":
         names = {f for f in cls.__dataclass_fields__}
-        missing = names - set(d) - {"dpaudit_version", "accounting_s"}
+        missing = names - set(d) - {"dpaudit_version", "accounting_s", "gradient_canaries"}
         if missing:
             raise DPAuditError(f"training record lacks {sorted(missing)}; it was not written by dpaudit")
         return cls(**{k: v for k, v in d.items() if k in names})
@@ -106,6 +110,7 @@ class TrainedModel:
     record: TrainingRecord
     config: TrainConfig
     cache_hit: bool = field(default=False)
+    whitebox: WhiteBoxObservations | None = None  # gradient-canary observations (dpaudit.whitebox)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -169,10 +174,46 @@ def check_poisson(loader, sample_rate: float) -> None:
                            f"{sample_rate:.6g}; the reported epsilon would not hold")
 
 
+class CanaryModel(nn.Module):
+    """``base`` plus the gradient canaries' parameters w in R^m, which never touch ``base``'s outputs.
+
+    ``forward(x, z)`` returns (base(x), z @ w): fed z = D e_j for canary j's record and 0 for a real record,
+    canary j's per-example gradient is exactly D e_j on w (the loss term of a canary record is z @ w, its
+    classification loss masked out) and exactly 0 on base; a real record's gradient on w is exactly 0.
+    w is a bias-free nn.Linear, so Opacus's stock Linear grad sampler computes its per-example gradients."""
+
+    def __init__(self, base: nn.Module, m: int):
+        super().__init__()
+        self.base = base
+        self.canary = nn.Linear(m, 1, bias=False)
+        nn.init.zeros_(self.canary.weight)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base(x), self.canary(z)[:, 0]
+
+
+def canary_loss(logits: torch.Tensor, canary_out: torch.Tensor, y: torch.Tensor, cid: torch.Tensor) -> torch.Tensor:
+    """Mean over the (physical) batch of each record's loss: cross-entropy for a real record (cid < 0), the canary
+    output z @ w for a canary. ``torch.where`` passes exactly zero gradient to the branch not taken, so canaries
+    add nothing to base's per-example gradients and real records nothing to w's. The mean matches Opacus's
+    loss_reduction="mean", which multiplies each per-example gradient back by the physical batch size."""
+    ce = nn.functional.cross_entropy(logits, y, reduction="none")
+    return torch.where(cid >= 0, canary_out, ce).mean()
+
+
+def canary_inputs(cid: torch.Tensor, m: int, norm: float) -> torch.Tensor:
+    """z: D e_j for canary j's rows, 0 for real rows ([B, m])."""
+    z = torch.zeros(len(cid), m, device=cid.device)
+    rows = (cid >= 0).nonzero(as_tuple=True)[0]
+    z[rows, cid[rows]] = norm
+    return z
+
+
 def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                 test_images: np.ndarray, test_labels: np.ndarray, n_classes: int = 10,
                 progress: bool = True, desc: str = "train",
-                after_make_private: Callable[[torch.optim.Optimizer], None] | None = None,
+                after_make_private: Callable[..., None] | None = None,
+                gradient_canaries: GradientCanaries | None = None,
                 norm: Normalisation | None = None) -> TrainedModel:
     """Train ``cfg.model`` on (images, labels) and measure it on the test set.
 
@@ -181,16 +222,43 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
 
     ``after_make_private`` exists for dpaudit's own self-tests, which need a model whose training
     departs from what its accountant assumes (for example, noise switched off) to prove the
-    audit catches it. Never pass it in an audit.
+    audit catches it. Never pass it in an audit. It is called as ``f(optimizer)``, or as
+    ``f(optimizer, ctx=TamperContext)`` when it accepts ``ctx`` (dpaudit.whitebox): then it may also
+    replace ``ctx.loader``. It runs after the Poisson-sampling check, as a bug would.
+
+    ``gradient_canaries`` (DP only; dpaudit.whitebox.GradientCanaries) adds the white-box canaries: the included
+    ones join the training set as extra records drawn by the same Poisson sampler (the accountant's q is
+    B / (real + included)), and ``TrainedModel.whitebox`` holds their observations. The returned module is the
+    base architecture without the canary parameters. With None or m = 0 nothing changes.
     """
     n = int(labels.shape[0])
-    check_config(cfg, n)
+    gc = gradient_canaries if gradient_canaries is not None and gradient_canaries.m > 0 else None
+    coins = gc.coins() if gc is not None else None
+    n_in = int(coins.sum()) if gc is not None else 0
+    if gc is not None:
+        if not cfg.dp:
+            raise DPAuditError("gradient canaries audit DP-SGD; train with a finite epsilon or drop them")
+        if cfg.grad_sample_mode == "ghost":
+            raise DPAuditError("gradient canaries need --grad-sample-mode hooks or functorch (ghost clipping "
+                               "never materialises the per-example gradients they are observed through)")
+    check_config(cfg, n + n_in)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))
     model = build_model(cfg.model, tuple(images.shape[1:]), n_classes).to(device)
+    base = model
     x, y = to_tensor(images, norm), torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    dataset = torch.utils.data.TensorDataset(x, y)
+    if gc is None:
+        dataset = torch.utils.data.TensorDataset(x, y)
+    else:
+        # Included canaries are extra records: a blank image (never used: its classification loss is masked),
+        # label 0, and the canary's index; real records carry index -1.
+        cids = np.flatnonzero(coins)
+        x_all = torch.cat([x, torch.zeros((n_in,) + tuple(x.shape[1:]), dtype=x.dtype)])
+        y_all = torch.cat([y, torch.zeros(n_in, dtype=torch.int64)])
+        c_all = torch.cat([torch.full((n,), -1, dtype=torch.int64), torch.from_numpy(cids.astype(np.int64))])
+        dataset = torch.utils.data.TensorDataset(x_all, y_all, c_all)
+        model = CanaryModel(base, gc.m).to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
@@ -215,10 +283,22 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
         sample_rate = 1.0 / len(loader)
         check_poisson(loader, sample_rate)
         if after_make_private is not None:
-            after_make_private(optimizer)
+            from .whitebox import TamperContext, call_tamper
+
+            tctx = TamperContext(optimizer=optimizer, loader=loader, engine=engine, accountant=engine.accountant,
+                                 sample_rate=sample_rate, config=cfg)
+            call_tamper(after_make_private, optimizer, tctx)
+            loader = tctx.loader
     else:
         sample_rate = cfg.batch_size / n
 
+    w_param = None
+    if gc is not None:
+        w_param = (model._module if hasattr(model, "_module") else model).canary.weight
+        d_norm = gc.norm(cfg.max_grad_norm)
+        obs_rows: list[torch.Tensor] = []
+        obs_epoch: list[int] = []
+        n_updates = 0
     eps_per_epoch: list[float] = []
     steps = 0
     accounting_s = 0.0
@@ -235,16 +315,38 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
             else:
                 ctx = nullcontext(loader)
             with ctx as batches:
-                for xb, yb in batches:
-                    xb, yb = xb.to(device), yb.to(device)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = criterion(model(xb), yb)
-                    loss.backward()
-                    optimizer.step()
-                    if not cfg.dp or not getattr(optimizer, "_is_last_step_skipped", False):
-                        steps += 1
-                        if steps % TRIM_EVERY_STEPS == 0:
-                            release_freed_memory()
+                if gc is None:
+                    for xb, yb in batches:
+                        xb, yb = xb.to(device), yb.to(device)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss = criterion(model(xb), yb)
+                        loss.backward()
+                        optimizer.step()
+                        if not cfg.dp or not getattr(optimizer, "_is_last_step_skipped", False):
+                            steps += 1
+                            if steps % TRIM_EVERY_STEPS == 0:
+                                release_freed_memory()
+                else:
+                    for xb, yb, cb in batches:
+                        xb, yb, cb = xb.to(device), yb.to(device), cb.to(device)
+                        optimizer.zero_grad(set_to_none=True)
+                        w_before = w_param.detach().clone()
+                        logits, cout = model(xb, canary_inputs(cb, gc.m, d_norm))
+                        loss = canary_loss(logits, cout, yb, cb)
+                        loss.backward()
+                        optimizer.step()
+                        # Steps are counted from w's values (independently of the optimizer's own flags) for the
+                        # steps conformance test; the observation is the privatised gradient the step used.
+                        if not torch.equal(w_param.detach(), w_before):
+                            n_updates += 1
+                        if not getattr(optimizer, "_is_last_step_skipped", False):
+                            steps += 1
+                            if w_param.grad is not None:
+                                g = w_param.grad.detach()[0].to("cpu", torch.float64)
+                                obs_rows.append(g * _grad_scale(optimizer))
+                                obs_epoch.append(_epoch)
+                            if steps % TRIM_EVERY_STEPS == 0:
+                                release_freed_memory()
             if engine is not None:
                 ta = time.perf_counter()
                 eps_per_epoch.append(_spent_epsilon(engine, cfg.delta))
@@ -255,13 +357,31 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     release_freed_memory()
 
     plain = model._module if hasattr(model, "_module") else model
+    if gc is not None:
+        plain = plain.base
     if cfg.dp:
         hist = engine.accountant.history
         steps = int(sum(h[2] for h in hist))
         noise = float(optimizer.noise_multiplier)
+        acc_sigma = {float(h[0]) for h in hist}
+        if len(acc_sigma) == 1:  # what the accountant was told (a self-test bug may alter the optimizer's)
+            noise = acc_sigma.pop()
         acc_q = {float(h[1]) for h in hist}
         if len(acc_q) != 1 or not math.isclose(acc_q.pop(), sample_rate, rel_tol=1e-9):
             raise DPAuditError("the accountant recorded a different sample rate than the loader used")
+    whitebox = None
+    if gc is not None:
+        from .whitebox import WhiteBoxObservations
+
+        t_obs = len(obs_rows)
+        whitebox = WhiteBoxObservations(
+            obs=(torch.stack(obs_rows).numpy() if t_obs else np.zeros((0, gc.m))),
+            epoch_of_step=np.asarray(obs_epoch, dtype=np.int64), coins=coins,
+            final_w=w_param.detach()[0].to("cpu", torch.float64).numpy().copy(),
+            max_grad_norm=float(cfg.max_grad_norm), dirac_norm=d_norm, noise_multiplier=noise,
+            sample_rate=sample_rate, steps_accounted=steps, n_param_updates=n_updates, lr=float(cfg.lr),
+            momentum=float(cfg.momentum), grad_scale=float(_grad_scale(optimizer, after=False)), delta=cfg.delta,
+            claimed_epsilon=float(eps_per_epoch[-1]), accountant=cfg.accountant)
     tr_acc, tr_loss = _accuracy_and_loss(plain, x, y, device)
     te_acc, _ = _accuracy_and_loss(plain, to_tensor(test_images, norm), torch.from_numpy(np.asarray(test_labels, np.int64)),
                                    device)
@@ -274,9 +394,24 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
         grad_sample_mode=cfg.grad_sample_mode if cfg.dp else None, poisson_sampling_checked=cfg.dp,
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, n_train=n,
         train_accuracy=tr_acc, test_accuracy=te_acc, train_loss=tr_loss, seed=cfg.seed, wall_s=wall,
-        device=str(device), accounting_s=accounting_s)
+        device=str(device), accounting_s=accounting_s,
+        gradient_canaries=None if gc is None else {"m": gc.m, "included": n_in, "dirac_norm": d_norm})
     plain = plain.cpu().eval()
-    return TrainedModel(module=plain, record=record, config=cfg)
+    return TrainedModel(module=plain, record=record, config=cfg, whitebox=whitebox)
+
+
+def _grad_scale(optimizer, after: bool = True) -> float:
+    """The factor Opacus's DPOptimizer divided the noisy clipped sum by (loss_reduction="mean"): multiplying an
+    observed gradient by it gives sum of clipped per-example gradients + N(0, sigma^2 C^2)."""
+    if getattr(optimizer, "loss_reduction", "mean") != "mean":
+        return 1.0
+    acc = 1
+    if after:
+        try:
+            acc = int(optimizer.accumulated_iterations)
+        except (ValueError, TypeError, AttributeError):
+            acc = 1
+    return float(optimizer.expected_batch_size) * acc
 
 
 _SIGMA_CACHE: dict[tuple, float] = {}
