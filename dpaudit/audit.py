@@ -38,7 +38,6 @@ from .schema import SCHEMA, Report
 from .signals import Signals
 from .splits import Splits, make_splits
 
-
 __all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
 
 
@@ -52,7 +51,8 @@ def bound_confidence(cfg: AuditConfig) -> tuple[float, int, float, int]:
     canaries), so each bound is computed at 1 − α_model/n; and the report's overall verdict (and
     `dpaudit check --forbid-violation`) fails if any of its d DP models shows a violation, so each model's
     verdict is held at α_model = α/d. Then P(any false violation in the report) ≤ α."""
-    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0), 1)
+    # white-box gradient canaries give two bounds (one-run and Clopper-Pearson), both in the verdict
+    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0) + (2 if cfg.gradient_canaries > 0 else 0), 1)
     d = max(sum(1 for e in cfg.epsilons if e != float("inf")), 1)
     per_model = family_confidence(cfg.confidence, d)
     return 1.0 - (1.0 - per_model) / n, n, per_model, d
@@ -88,11 +88,16 @@ def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidenc
 
 
 def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, conf: tuple, delta: float,
-             n_records: tuple[int, int], conf_all: float, rejected: list[str] | None = None) -> dict:
+             n_records: tuple[int, int], conf_all: float, wb: dict | None = None) -> dict:
     per_bound, n_bounds, per_model, d = conf
     bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in attacks]
     if canary is not None:
         bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"]))
+    rejected = None
+    if wb is not None:
+        bounds.append(("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]))
+        bounds.append(("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"]))
+        rejected = [] if wb["conformant"] else list(wb["failed"])
     v = decide_verdict(claimed, bounds, rejected, delta=delta, confidence=per_bound, n_records=n_records,
                        n_canaries=canary["m"] if canary is not None else None)
     v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
@@ -119,7 +124,8 @@ def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], dat
                   splits.canary_in, splits.canary_idx)
     return evaluate_setting(cfg, ei, model_name(eps), inp, splits.membership[0], splits.pool_idx,
                             results[0]["record"], [r["record"] for r in results[1:]],
-                            sum(r["cache_hit"] for r in results), canary, conf, extras, phases)
+                            sum(r["cache_hit"] for r in results), canary, conf, extras, phases,
+                            whitebox=results[0].get("whitebox"))
 
 
 def attack_options(cfg: AuditConfig) -> dict:
@@ -128,7 +134,7 @@ def attack_options(cfg: AuditConfig) -> dict:
 
 def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, target_in: np.ndarray,
                      record_index: np.ndarray, rec: dict, ref_records: list[dict], cache_hits: int,
-                     canary: tuple | None, conf: tuple, extras: dict, phases: dict) -> dict:
+                     canary: tuple | None, conf: tuple, extras: dict, phases: dict, whitebox=None) -> dict:
     """Attacks, canaries, accounting cross-check and verdict for one target and its references.
 
     ``rec`` is the target's training record; one with ``observed`` False (a target trained elsewhere, or
@@ -161,6 +167,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
         check = cross_check(rec["epsilon"], rec["accountant"], rec["sample_rate"], rec["noise_multiplier"],
                             rec["steps"], rec["delta"]).to_dict()
     claimed = rec["epsilon"] if rec["dp"] else None
+    wb = _whitebox_audit(whitebox, cfg, ei, per_bound, delta) if whitebox is not None else None
     phases[f"bounds:{name}"] = time.perf_counter() - t
     extras.setdefault("signals", {})[name] = {
         "logits": inp.pool.logits, "labels": inp.pool.labels, "membership": np.vstack([target_in[None], inp.ref_in]),
@@ -186,9 +193,26 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
                    "delta": delta},
         "attacks": attack_results,
         "canary": canary_res,
+        "whitebox": wb,
         "verdict": _verdict(claimed, attack_results, canary_res, conf, delta,
-                            (int(target_in.sum()), int((~target_in).sum())), cfg.confidence),
+                            (int(target_in.sum()), int((~target_in).sum())), cfg.confidence, wb),
     }
+
+
+def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: float) -> dict:
+    """White-box gradient canaries: bounds, conformance tests and empirical ε (dpaudit.whitebox.analyse), with
+    the ceilings of each bound at the same confidence."""
+    from .whitebox import analyse
+
+    res = analyse(obs, confidence=per_bound, seed=model_seed(cfg.seed, ei, 3000)).to_dict()
+    m, n_in = int(res["m"]), int(res["included"])
+    ceil_one = ceiling_one_run(m, delta, per_bound, n_in=n_in)
+    ceil_cp = ceiling_clopper_pearson(n_in, m - n_in, delta, per_bound) if 0 < n_in < m else 0.0
+    res["ceiling_one_run"], res["ceiling_cp"] = ceil_one, ceil_cp
+    # what the schema's evidence reads: the better bound and the larger ceiling
+    res["epsilon_lb"] = max(res["epsilon_lb_one_run"], res["epsilon_lb_cp"])
+    res["ceiling"] = max(ceil_one, ceil_cp)
+    return res
 
 
 # ---- the audit -----------------------------------------------------------------------------------

@@ -182,8 +182,12 @@ def inspect(model_path, device):
 @click.option("--canaries", type=int, default=_D["canaries"], show_default=True,
               help="Canary records m for the one-run audit (0 = off); each enters the target with probability "
               "1/2. 500 fits the embedded data.")
+@click.option("--gradient-canaries", type=int, default=_D["gradient_canaries"], show_default=True,
+              help="White-box gradient canaries M per DP target (0 = off; 1000 is a good size): each enters with "
+              "probability 1/2, is Poisson-sampled like a record, and its clipped, noised gradient is observed at "
+              "every step, to test the training against its accounting (σ, q, clipping, steps).")
 @click.option("--confidence", type=float, default=_D["confidence"], show_default=True,
-              help="Confidence level of every verdict, in [0.5, 1).")
+              help="Confidence level at which all of the report's verdicts hold together, in [0.5, 1).")
 @click.option("--bootstrap", "n_boot", type=int, default=_D["n_boot"], show_default=True,
               help="Bootstrap resamples for AUC / advantage intervals (at least 100).")
 @click.option("--n-test", type=int, default=_D["n_test"], show_default=True, help="Held-out test records (records).")

@@ -54,6 +54,7 @@ class AuditConfig:
     shadow_classifier: str = "gbm"
     shadow_per_class: bool = False
     canaries: int = 0
+    gradient_canaries: int = 0
     confidence: float = 0.95
     n_boot: int = 1000
     seed: int = 0
@@ -101,6 +102,12 @@ class AuditConfig:
         _check_int("--n-test", self.n_test, 1)
         _check_int("--shadow-models", self.shadow_models, 0)
         _check_int("--canaries", self.canaries, 0)
+        _check_int("--gradient-canaries", self.gradient_canaries, 0, 1_000_000)
+        if self.gradient_canaries and not any(math.isfinite(e) for e in self.epsilons):
+            raise DPAuditError("--gradient-canaries audit DP-SGD: give at least one finite epsilon, or drop them")
+        if self.gradient_canaries and self.grad_sample_mode == "ghost":
+            raise DPAuditError("--gradient-canaries need --grad-sample-mode hooks or functorch (ghost clipping never "
+                               "materialises the per-example gradients they are observed through)")
         _check_int("--bootstrap", self.n_boot, 100)
         _check_int("--jobs", self.jobs, 0)
         for name in ("epochs", "batch_size"):

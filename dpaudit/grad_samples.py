@@ -6,8 +6,8 @@ tests/test_grad_samples.py trains the same model with and without them and compa
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

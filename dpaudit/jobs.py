@@ -52,13 +52,20 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
             train_idx = splits.train_indices(k)
             extra = "" if canary_train is None else f"canaries:{canary_train.tolist()}:{canary_labels.tolist()}"
             extra += f"|model-source:{model_src}" if model_src else ""
+            gc = None
+            if k == 0 and cfg.gradient_canaries > 0 and tcfg.dp:
+                from .whitebox import GradientCanaries
+
+                gc = GradientCanaries(cfg.gradient_canaries, seed=model_seed(cfg.seed, ei, 2000))
+                extra += f"|gradient-canaries:{gc.m}:{gc.seed}:{gc.dirac_norm}:{gc.relative}"
             jobs.append({"ei": ei, "k": k, "cfg": tcfg, "train_idx": train_idx, "canary_idx": canary_train,
                          "canary_labels": canary_labels, "test_idx": splits.test_idx, "pool_idx": splits.pool_idx,
                          "canary_eval_idx": splits.canary_idx if with_canaries else None,
                          "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
                          "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
                          "tamper": tamper if k == 0 else None, "require_cached": require_cached,
-                         "queries": queries, "norm": data.normalisation, "n_classes": data.n_classes})
+                         "queries": queries, "norm": data.normalisation, "n_classes": data.n_classes,
+                         "gradient_canaries": gc})
     return jobs
 
 
@@ -110,6 +117,8 @@ def _load_cached(path: Path, job: dict):
     cfg = job["cfg"]
     if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
         return None
+    if job.get("gradient_canaries") is not None and not _whitebox_path(path).is_file():
+        return None
     try:
         import json
 
@@ -128,10 +137,19 @@ def _load_cached(path: Path, job: dict):
         record = TrainingRecord.from_dict(meta["record"])
         if record.dp != cfg.dp or record.seed != cfg.seed or (cfg.dp and record.target_epsilon != cfg.epsilon):
             raise DPAuditError("its training record is not this job's (DP, seed or target epsilon differ)")
-        return module, record
+        whitebox = None
+        if job.get("gradient_canaries") is not None:
+            from .whitebox import WhiteBoxObservations
+
+            whitebox = WhiteBoxObservations.load(_whitebox_path(path))
+        return module, record, whitebox
     except (DPAuditError, ValueError, OSError) as exc:
         warnings.warn(f"retraining {job['desc']}: cache entry {path.name} is not trustworthy ({exc})", stacklevel=2)
         return None
+
+
+def _whitebox_path(path: Path) -> Path:
+    return path.with_name(path.name + ".whitebox.npz")
 
 
 def train_job(job: dict) -> dict:
@@ -150,7 +168,7 @@ def train_job(job: dict) -> dict:
     t0 = time.perf_counter()
     cached = _load_cached(cache_path, job) if cache_path is not None else None
     if cached is not None:
-        module, record = cached
+        module, record, whitebox = cached
         hit = True
     elif job.get("require_cached"):
         raise DPAuditError(f"{job['desc']} is not in the model cache {job.get('cache_dir')}; run "
@@ -159,9 +177,11 @@ def train_job(job: dict) -> dict:
         trained = train_model(cfg, x, y, test_images=images[job["test_idx"]], test_labels=labels[job["test_idx"]],
                               progress=job.get("progress", False), desc=job["desc"],
                               after_make_private=job.get("tamper"), norm=job.get("norm"),
-                              n_classes=job.get("n_classes", 10))
-        module, record, hit = trained.module, trained.record, False
+                              n_classes=job.get("n_classes", 10), gradient_canaries=job.get("gradient_canaries"))
+        module, record, hit, whitebox = trained.module, trained.record, False, trained.whitebox
         if cache_path is not None:
+            if whitebox is not None:  # before the record: an entry is complete only once its record exists
+                whitebox.save(_whitebox_path(cache_path))
             save_model(trained, cache_path, extra={"cache_key": job["key"], "n_classes": job.get("n_classes", 10),
                                                    "input_shape": list(images.shape[1:])}, with_hash=True)
     train_s = time.perf_counter() - t0
@@ -169,7 +189,7 @@ def train_job(job: dict) -> dict:
     rows = signal_rows(module, job, images, cfg.device)
     del module
     release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
-    return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), **rows, "cache_hit": hit,
+    return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), **rows, "whitebox": whitebox, "cache_hit": hit,
             "train_s": train_s, "inference_s": time.perf_counter() - t1}
 
 

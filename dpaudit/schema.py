@@ -107,6 +107,7 @@ class ReportConfig:
     cache_dir: str | None
     recipes: Recipes
     executor: str = since(2, "local")
+    gradient_canaries: int = since(2, 0)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,8 @@ class TrainingRecordView:
     accounting_s: float | None
     dpaudit_version: str | None
     observed: bool = since(2, True)
+    # White-box gradient canaries trained with the target ({"m", "included", "dirac_norm"}), else null.
+    gradient_canaries: dict[str, Any] | None = since(2)
 
 
 @dataclass(frozen=True)
@@ -597,8 +600,8 @@ def evidence(m: ModelAudit) -> Evidence:
     violation: some ε lower bound exceeds the claimed ε. inconclusive: none does and the claimed ε is at or
     above the ceiling, the largest bound any of the evidence could have reached (so it could not have
     failed). consistent: otherwise. A ceiling is known when the verdict states one, or when every piece of
-    evidence states its own (their maximum). ``nonconformant`` is not derivable from bounds: it comes only
-    from the stored status (see :func:`effective_status`)."""
+    evidence states its own (their maximum). nonconformant: a white-box block whose conformance tests
+    rejected (``conformant`` false), or any test listed failed, whatever the stored status says."""
     sources = m.bound_sources()
     missing = tuple(s for s, v, _ in sources if math.isnan(v))
     vals = [(v, s) for s, v, _ in sources if not math.isnan(v)]
@@ -613,7 +616,11 @@ def evidence(m: ModelAudit) -> Evidence:
     claimed = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
     if claimed is None or math.isnan(claimed):
         claimed = None
-    if best is not None and claimed is not None and best > claimed:
+    wb = m.whitebox or {}
+    tests_failed = any(isinstance(t, dict) and t.get("passed") is False for t in wb.get("tests") or [])
+    if wb.get("conformant") is False or tests_failed or m.verdict.rejected_conformance:
+        status = "nonconformant"
+    elif best is not None and claimed is not None and best > claimed:
         status = "violation"
     elif claimed is not None and ceiling is not None and ceiling <= claimed:
         status = "inconclusive"

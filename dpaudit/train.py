@@ -5,10 +5,11 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class TrainingRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainingRecord":
+    def from_dict(cls, d: dict) -> TrainingRecord:
         names = {f for f in cls.__dataclass_fields__}
         missing = names - set(d) - {"dpaudit_version", "accounting_s", "gradient_canaries"}
         if missing:

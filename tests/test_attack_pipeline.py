@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import small_config
+
 from dpaudit.attack_registry import AttackInput, run_attack
 from dpaudit.audit import _evaluate_attack, run_audit
 from dpaudit.signals import Signals

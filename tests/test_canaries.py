@@ -4,8 +4,8 @@ import math
 import types
 
 import pytest
-
 from conftest import small_config
+
 from dpaudit.audit import run_audit
 
 pytestmark = pytest.mark.slow
