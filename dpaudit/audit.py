@@ -286,6 +286,10 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         if math.isfinite(target.epsilon) and cfg.delta >= 1.0 / members.size:
             raise DPAuditError(f"--delta {cfg.delta:g} is not below 1/N = {1.0 / members.size:.3g} for the target's "
                                f"N = {members.size} members; choose --delta < 1/N")
+        from .external import load_target
+
+        # before any reference model trains: a bad weights file must not cost the training
+        target_module = load_target(Path(target.weights), cfg.model, data.input_shape, data.n_classes)
     else:
         splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                              canaries=cfg.canaries, seed=cfg.seed)
@@ -295,15 +299,14 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     jobs = plan_jobs(cfg, data, splits, tamper=tamper, require_cached=require_cached)
     t = time.perf_counter()
     if target is not None:
-        from .external import load_target, unobserved_record
+        from .external import unobserved_record
         from .jobs import signal_rows
 
         # Reference models train like the target would have: its training-set size, this recipe.
         jobs = [j for j in jobs if j["k"] != 0]
         ref_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
-        module = load_target(Path(target.weights), cfg.model, data.input_shape, data.n_classes)
         first = {**jobs[0], "k": 0, "canary_eval_idx": None}
-        rows = signal_rows(module, first, data.images, cfg.device)
+        rows = signal_rows(target_module, first, data.images, cfg.device)
         acc = float((rows["test_logits"].argmax(1) == data.labels[splits.test_idx]).mean())
         rec = unobserved_record(dp=math.isfinite(target.epsilon), epsilon=target.epsilon, delta=cfg.delta,
                                 n_train=int(splits.membership[0].sum()), test_accuracy=acc, model=cfg.model)

@@ -72,6 +72,9 @@ def _common_training_options(fn):
         click.option("--lr", type=float, default=_D["lr"],
                      help=f"SGD learning rate. Default: {NON_DP_RECIPE['lr']} (momentum {NON_DP_RECIPE['momentum']}) "
                      f"without DP, {DP_RECIPE['lr']} (momentum {DP_RECIPE['momentum']}) with DP."),
+        click.option("--momentum", type=float, default=_D["momentum"],
+                     help=f"SGD momentum, in [0, 1). Default: {NON_DP_RECIPE['momentum']} without DP, "
+                     f"{DP_RECIPE['momentum']} with DP."),
         click.option("--max-grad-norm", type=float, default=_D["max_grad_norm"], show_default=True,
                      help="DP-SGD per-example clipping norm C (L2)."),
         click.option("--accountant", type=click.Choice(ACCOUNTANTS), default=_D["accountant"], show_default=True,
@@ -223,15 +226,17 @@ def inspect(model_path, device):
               help="Comma list of report formats to write (json is always written).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/audit"), show_default=True,
               help="Output folder; written atomically (files appear only when complete).")
+@click.option("--force", is_flag=True, default=False,
+              help="Replace an --out folder that already holds files, as a whole. Default: refuse, before any work.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @_friendly
-def audit(save_scores, save_signals, formats, out, quiet, ray_address, target_path, target_members, target_epsilon,
-          signals_path, **kw):
+def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, target_path, target_members,
+          target_epsilon, signals_path, **kw):
     """Train non-DP and DP targets with reference models, attack them all, and write the report."""
     from .audit import Target, run_audit
     from .config import check_writable_dir
     from .external import signals_npz
-    from .report import render, scores_csv, text_summary, write_outputs
+    from .report import check_out_folder, render, scores_csv, text_summary, write_outputs
 
     fmts = list(parse_list(formats))
     bad = set(fmts) - {"json", "md", "html"}
@@ -239,8 +244,7 @@ def audit(save_scores, save_signals, formats, out, quiet, ray_address, target_pa
         raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
     cfg = _config(**kw)
     check_writable_dir(Path(out), "--out")
-    if Path(out).exists() and not Path(out).is_dir():
-        raise DPAuditError(f"--out {out} is a file; choose a folder")
+    check_out_folder(out, force)
     claimed = parse_epsilons(target_epsilon)[0]
     if (target_path is None) != (target_members is None):
         raise DPAuditError("--target and --target-members go together: the weights and the records they trained on")
@@ -291,7 +295,7 @@ def report(report_path, fmt_name, out):
 
     rep = load_report(report_path)
     files = render(rep, fmt_name)
-    write_outputs(out or report_path.parent, files)
+    write_outputs(out or report_path.parent, files, replace=False)
     click.echo(f"wrote {', '.join(files)} in {out or report_path.parent}")
 
 
@@ -328,15 +332,17 @@ def epsilon(scores_csv, method, delta, confidence, threshold, guesses):
 @click.option("--shadow-per-class/--shadow-global", default=None,
               help="One shadow classifier per class, or one for all. Default: as the audit.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder for the new report.")
+@click.option("--force", is_flag=True, default=False, help="Replace an --out folder that already holds files.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @_friendly
-def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_class, out, quiet):
+def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_class, out, force, quiet):
     """Re-run attacks against the saved target and reference models of a past audit (no training)."""
     from dataclasses import replace
 
     from .audit import run_audit
-    from .report import load_report, render, text_summary, write_outputs
+    from .report import check_out_folder, load_report, render, text_summary, write_outputs
 
+    check_out_folder(out, force)
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old.to_json()["config"])
     changes = {"cache_dir": str(cache_dir), "attacks": parse_list(attack_list)}
@@ -346,6 +352,10 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
         changes["shadow_per_class"] = shadow_per_class
     cfg = replace(cfg, **changes)
     rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True)
+    # Re-running attacks on the same models adds tests: say so where the confidence is stated.
+    rep["family_correction"] = (f"{rep['family_correction']}. This report re-runs attacks on the models of "
+                                f"{report_path}: its tests add to that audit's, so the verdicts of both reports "
+                                f"together hold at a lower confidence than each alone (Bonferroni: halve α).")
     files = {}
     for f in ("json", "md", "html"):
         files.update(render(rep, f))

@@ -214,28 +214,56 @@ def scores_csv(record_idx, is_member, scores) -> bytes:
     return buf.getvalue().encode()
 
 
-def write_outputs(out: str | Path, files: dict[str, bytes]) -> list[Path]:
-    """Stage every file in a sibling temp folder, then move them into place by atomic renames.
+def check_out_folder(out: str | Path, force: bool) -> None:
+    """Before any work: ``--out`` must be a new or empty folder, or ``force`` replaces it as a whole. Checked
+    up front so that a refusal never costs an audit's training."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DPAuditError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        what = "an earlier report" if (out / "report.json").exists() else "other files"
+        raise DPAuditError(f"--out {out} already holds {what}; pass --force to replace the folder as a whole, "
+                           f"or choose another --out")
 
-    A new output folder appears only once it is complete. Into an existing folder (which may hold the
-    user's own files, so it is never swapped out whole) each file is replaced atomically, report.json
-    last: a reader never sees a half-written file, and a report.json never refers to renderings that
-    are not yet on disk."""
+
+def write_outputs(out: str | Path, files: dict[str, bytes], *, replace: bool = True) -> list[Path]:
+    """Write a report folder so that no reader ever sees it half-written or mixed with another run's files.
+
+    Every file is staged in a unique sibling folder first. ``replace`` (an audit's output): the staged folder
+    becomes ``out`` by one rename; an existing ``out`` is first moved aside and deleted after, so old
+    renderings, figures or scores never stay beside a new report.json. Writers of the same ``out`` are
+    serialised by a lock on the parent folder (nothing is left behind), and a failure is a one-line error. Not ``replace`` (re-rendering into a report's own folder): each file is
+    replaced atomically, report.json last."""
+    import fcntl
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    lock = os.open(out.parent, os.O_RDONLY)
     try:
         stage.chmod(default_mode(directory=True))
         for name, data in files.items():
             p = stage / name
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
-        if not out.exists():
-            os.replace(stage, out)
-            return [out / n for n in files]
-        for name in sorted(files, key=lambda n: n == "report.json"):
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(stage / name, out / name)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if True:  # under the lock
+            if not out.exists():
+                os.replace(stage, out)
+            elif replace:
+                if not out.is_dir():
+                    raise DPAuditError(f"--out {out} is a file; choose a folder")
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+                os.replace(out, old / "previous")
+                os.replace(stage, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                for name in sorted(files, key=lambda n: n == "report.json"):
+                    (out / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(stage / name, out / name)
         return [out / n for n in files]
+    except OSError as exc:
+        raise DPAuditError(f"could not write {out}: {exc.strerror or exc}; nothing was changed there") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        os.close(lock)  # releases the lock

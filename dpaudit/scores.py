@@ -16,7 +16,7 @@ def read_scores_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DPAuditError(f"scores file {path} not found")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's UTF-8) is not part of the header
             reader = csv.DictReader(f)
             cols = reader.fieldnames or []
             if "is_member" not in cols or "score" not in cols:
