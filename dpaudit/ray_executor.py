@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,7 @@ class RayExecutor:
         self.cpus_per_task = max(1, cores // self.workers)
         self.device = device
         self.max_retries = max_retries
+        self.timing: dict[str, float] = {}  # seconds of the last run's Ray start-up and dataset upload
 
     # ---- Ray's lifetime -------------------------------------------------------------------------
 
@@ -159,8 +161,11 @@ class RayExecutor:
         return 1 if device == "auto" and ray.cluster_resources().get("GPU", 0) > 0 else 0
 
     def run(self, jobs, images, labels, *, progress, desc):
+        t = time.perf_counter()
         started = self._connect()
         import ray
+
+        self.timing = {"connect_s": time.perf_counter() - t}
 
         refs: dict = {}
         try:
@@ -168,7 +173,9 @@ class RayExecutor:
             task = _train_task()
             cpus = self._num_cpus(ray)
             env = task_runtime_env()
+            t = time.perf_counter()
             images_ref, labels_ref = ray.put(images), ray.put(labels)  # once, shared by every task
+            self.timing["put_s"] = time.perf_counter() - t
             for i in order:
                 job = jobs[i]
                 if job.get("cache_dir"):
