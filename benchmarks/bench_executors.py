@@ -8,7 +8,7 @@ and whether the two reports give the same numbers (they must: training is determ
 ``--rounds N`` measures each executor N times in the order local, ray, ray, local, ... and keeps the fastest:
 on a shared machine, load that comes and goes then favours neither.
 
-    python benchmarks/bench_executors.py              # K = 16, the default recipes (long: about an hour on 2 cores)
+    python benchmarks/bench_executors.py              # K = 16, the default recipes (long: ~6-7 min per executor on 2 idle cores)
     python benchmarks/bench_executors.py --quick      # K = 4, 300 members, 1 epoch: a check in a few minutes
     python benchmarks/bench_executors.py --quick --rounds 2
 """
