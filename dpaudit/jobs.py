@@ -152,13 +152,17 @@ def _whitebox_path(path: Path) -> Path:
     return path.with_name(path.name + ".whitebox.npz")
 
 
-def train_job(job: dict) -> dict:
-    """Train (or load from cache) one model and return its record and signal rows (logits)."""
+def train_job(job: dict, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
+    """Train (or load from cache) one model and return its record and signal rows (logits).
+
+    The dataset is the worker's (``init_worker``) unless given: a Ray task gets it as arguments, read in place
+    from the object store, rather than keeping it in a module global that would pin it after the task."""
     from .memory import release_freed_memory
     from .train import save_model, train_model
 
     quiet_library_warnings()
-    images, labels = _DATA["images"], _DATA["labels"]
+    if images is None:
+        images, labels = _DATA["images"], _DATA["labels"]
     cfg = job["cfg"]
     x, y = images[job["train_idx"]], labels[job["train_idx"]]
     if job["canary_idx"] is not None and len(job["canary_idx"]):
