@@ -41,6 +41,7 @@ def test_target_truth_never_enters_fitting(attack):
     assert a["metrics"]["counts"]["tp"] == b["metrics"]["counts"]["fp"]
 
 
+@pytest.mark.slow
 def test_membership_matrix_reaches_training():
     """Each model's record says it trained on exactly its row of the membership matrix."""
     from dpaudit.data import load_dataset

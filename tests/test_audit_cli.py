@@ -63,7 +63,7 @@ def test_audit_bad_input_one_line_no_output(tmp_path, args, msg):
     res = CliRunner().invoke(main, ["audit", *base, *args])
     assert res.exit_code == 2, res.output
     err = res.stderr if hasattr(res, "stderr") else res.output
-    lines = [l for l in err.strip().splitlines() if l]
+    lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and msg in lines[0], err
     assert not out.exists()
     assert not list(tmp_path.glob(".out.*"))  # no staging folder left behind

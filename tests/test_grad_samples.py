@@ -26,6 +26,7 @@ def _no_speedups(model, cfg):
     return contextlib.ExitStack()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,physical", [("simple-cnn", 512), ("tanh-cnn", 24)])
 def test_speedups_train_the_same_model(digits, monkeypatch, model, physical):
     """Poisson batches of about 64, split into physical batches of 24 in the second case, so that Opacus

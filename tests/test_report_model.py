@@ -53,7 +53,8 @@ def _training(dp: bool, eps: float | None) -> dict:
             "grad_sample_mode": "hooks" if dp else None, "poisson_sampling_checked": dp, "epochs": 2,
             "batch_size": 256, "lr": 0.75, "momentum": 0.0, "n_train": 875, "train_accuracy": 0.8,
             "test_accuracy": 0.75, "train_loss": 0.9, "seed": 123, "wall_s": 1.5, "device": "cpu",
-            "accounting_s": 0.1, "dpaudit_version": "0.1.0", "observed": True}
+            "accounting_s": 0.1, "dpaudit_version": "0.1.0", "observed": True,
+            "gradient_canaries": None}
 
 
 def _verdict(claimed: float | None, lb: float, status: str, ceiling: float | None = 3.0) -> dict:
@@ -100,7 +101,7 @@ def synthetic_report() -> dict:
                    "n_boot": 200, "seed": 7, "jobs": 1, "device": "cpu", "cache_dir": None,
                    "recipes": {"non_dp": {"epochs": 20, "batch_size": 128, "lr": 0.02, "momentum": 0.9},
                                "dp": {"epochs": 12, "batch_size": 256, "lr": 0.75, "momentum": 0.0}},
-                   "executor": "local"},
+                   "executor": "local", "gradient_canaries": 0},
         "dataset": {"name": "mnist-5k", "source": "synthetic", "n_records": 5000, "n_classes": 10,
                     "sha256": "ab" * 32},
         "split": {"seed": 7, "n_test": 300, "pool_size": 1750, "members": 875, "n_models": 3, "canaries": 0,

@@ -21,6 +21,7 @@ def digits():
     return ds, idx[:400], idx[400:700]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accountant,reference", [("prv", "pld"), ("rdp", "rdp")])
 def test_dp_epsilon_hits_target_and_matches_dp_accounting(digits, accountant, reference):
     ds, tr, te = digits
@@ -38,6 +39,7 @@ def test_dp_epsilon_hits_target_and_matches_dp_accounting(digits, accountant, re
     assert abs(rec.epsilon - ref) <= max(0.02 * ref, 0.02), (rec.epsilon, ref)
 
 
+@pytest.mark.slow
 def test_calibration_is_opacus_search_remembered(digits):
     """Models sharing (eps, delta, q, epochs, accountant) reuse Opacus's sigma; nothing else changes."""
     from opacus.accountants.utils import get_noise_multiplier
@@ -60,6 +62,7 @@ def test_calibration_is_opacus_search_remembered(digits):
     assert pe.get_noise_multiplier is get_noise_multiplier  # restored after training
 
 
+@pytest.mark.slow
 def test_epsilon_per_epoch_is_the_accountants(digits):
     """The remembered epsilon after each epoch equals a fresh Opacus accountant given the same history."""
     from opacus.accountants import create_accountant
@@ -79,6 +82,7 @@ def test_epsilon_per_epoch_is_the_accountants(digits):
         assert eps == fresh.get_epsilon(1e-4)
 
 
+@pytest.mark.slow
 def test_non_dp_training_fits(digits):
     ds, tr, te = digits
     rec = train_model(TrainConfig(epochs=30, batch_size=32, seed=0), ds.images[tr], ds.labels[tr], test_images=ds.images[te],

@@ -48,6 +48,7 @@ def correct_run(digits):
     return tm, analyse(tm.whitebox)
 
 
+@pytest.mark.slow
 def test_correct_dp_is_conformant(correct_run):
     tm, r = correct_run
     assert r.conformant and r.failed == [], r.tests
@@ -79,6 +80,7 @@ def test_reported_model_is_the_base_architecture(correct_run):
     assert tm.record.test_accuracy > 0.15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bug,name", [(ScaleNoise(0.8), "noise_std"), (NoClipping(), "clipped_norm"),
                                       (ShuffledBatches(), "sampling_independence"),
                                       (SamplerRateTimes(2.0), "draw_rate")])
@@ -91,6 +93,7 @@ def test_each_dp_bug_is_nonconformant(digits, bug, name):
     assert name in r.failed, r.tests
 
 
+@pytest.mark.slow
 def test_no_canaries_changes_nothing(digits):
     small = TrainConfig(epsilon=8.0, delta=1e-4, epochs=1, batch_size=64, lr=0.5, momentum=0.0, accountant="rdp",
                         seed=3)
