@@ -4,9 +4,9 @@ How it uses Ray:
 
 - The dataset goes into the object store once (``ray.put`` of the images and of the labels); every task gets
   the two ObjectRefs and reads the arrays in place (zero-copy on the node), never a per-job copy.
-- One task per model, ``num_cpus`` = the cores per worker (cores / ``workers``, at least 1; torch uses that many
-  threads inside the task) and ``num_gpus=1`` when the model trains on CUDA, so Ray's scheduler, not dpaudit,
-  decides where and how many models train at once.
+- One task per model, ``num_cpus=1`` (each model trains on one torch thread, as in the local pool, so results do
+  not depend on how many train at once) and ``num_gpus=1`` when the model trains on CUDA, so Ray's scheduler, not
+  dpaudit, decides where and how many models train at once.
 - Results stream back as tasks finish (``ray.wait``) and move the progress bar.
 - ``max_retries``: a task whose worker process dies (killed, out of memory, node lost) is run again. Training is
   deterministic given the model's seed, so a retried model is the same model.
