@@ -126,26 +126,69 @@ def _true_label_probs(sig: Signals) -> np.ndarray:
     return np.exp(-sig.losses)
 
 
+RMIA_GAMMAS = (1.0, 1.5, 2.0, 4.0)
+
+
+def _mean_reference_auc(reference: np.ndarray, ref_in: np.ndarray) -> float:
+    """How well leave-one-out reference scores separate each reference model's members: the yardstick every
+    tuning choice of an attack is made with, so that the target never takes part in one."""
+    from dpaudit.attacks.metrics import auc
+
+    return float(np.mean([auc(reference[k], ref_in[k]) for k in range(ref_in.shape[0])]))
+
+
+def _nested(inp_ref_in: np.ndarray, choose, score) -> tuple[np.ndarray, np.ndarray, object]:
+    """Scores with tuning that never sees the scored model's membership.
+
+    ``choose(rows)`` picks the attack's settings from the reference rows ``rows`` alone (by their leave-one-out
+    AUC); ``score(row, rows, settings)`` scores model ``row`` (0 the target, k a reference, index into the
+    signal rows) against the references ``rows``. The target is scored with settings chosen on all K references;
+    reference k with settings chosen on the other K - 1 only, so that its out-of-sample scores (on which the
+    thresholds are chosen) are out-of-sample in the tuning too, as the target's are."""
+    k = inp_ref_in.shape[0]
+    every = list(range(1, k + 1))
+    chosen = choose(every)
+    target = score(0, every, chosen)
+    reference = np.empty(inp_ref_in.shape, dtype=np.float64)
+    for j in every:
+        others = [i for i in every if i != j]
+        reference[j - 1] = score(j, others, choose(others))
+    return target, reference, chosen
+
+
 def _rmia(inp: AttackInput, online: bool) -> AttackScores:
-    from dpaudit.attacks.rmia import choose_offline_a, rmia_reference_scores, rmia_scores
+    from dpaudit.attacks.rmia import DEFAULT_OFFLINE_A, choose_offline_a, rmia_reference_scores, rmia_scores
 
     if inp.population is None:
         raise DPAuditError("rmia needs population records that no model trained on (the test split)")
-    p, z = _true_label_probs(inp.pool), _true_label_probs(inp.population)
-    gamma = float(inp.options.get("rmia_gamma", 2.0))
     if online:
         _require_in_and_out(inp.ref_in, "rmia-online")
-        a = None
-    else:
-        # a is chosen on the reference models alone (leave-one-out), never on the target
-        a = choose_offline_a(p[1:], inp.ref_in, z[1:], gamma=gamma)
-    target = rmia_scores(p[0], p[1:], inp.ref_in, z[0], z[1:], a=a if a is not None else 1.0, gamma=gamma,
-                         online=online)
-    ref = rmia_reference_scores(p[1:], inp.ref_in, z[1:], a=a if a is not None else 1.0, gamma=gamma, online=online)
-    how = "online (IN and OUT references)" if online else f"offline, a = {a:g} chosen on the reference models"
-    return AttackScores(target, ref, f"RMIA {how}, γ = {gamma:g}, against {z.shape[1]} population records from the "
-                        f"test split that no model trained on (Zarifzadeh et al. 2024)",
-                        {"a": a, "gamma": gamma, "population": "test split", "population_size": int(z.shape[1])})
+    p, z = _true_label_probs(inp.pool), _true_label_probs(inp.population)
+    ref_in_all = np.vstack([np.zeros((1, inp.ref_in.shape[1]), bool), inp.ref_in])  # row i of the signals
+
+    def choose(rows):
+        if len(rows) < 2:  # nothing to tune on: the paper's settings
+            return 2.0, DEFAULT_OFFLINE_A
+        best = None
+        for gamma in RMIA_GAMMAS:
+            a = 1.0 if online else choose_offline_a(p[rows], ref_in_all[rows], z[rows], gamma=gamma)
+            ref = rmia_reference_scores(p[rows], ref_in_all[rows], z[rows], a=a, gamma=gamma, online=online)
+            fit = _mean_reference_auc(ref, ref_in_all[rows])
+            if best is None or fit > best[0]:
+                best = (fit, gamma, a)
+        return best[1], best[2]
+
+    def score(row, rows, settings):
+        gamma, a = settings
+        return rmia_scores(p[row], p[rows], ref_in_all[rows], z[row], z[rows], a=a, gamma=gamma, online=online)
+
+    target, ref, (gamma, a) = _nested(inp.ref_in, choose, score)
+    how = "online (IN and OUT references)" if online else f"offline, a = {a:g}"
+    return AttackScores(target, ref, f"RMIA {how}, γ = {gamma:g} (both chosen on the reference models), against "
+                        f"{z.shape[1]} population records from the test split that no model trained on "
+                        f"(Zarifzadeh et al. 2024)",
+                        {"a": None if online else a, "gamma": gamma, "population": "test split",
+                         "population_size": int(z.shape[1]), "chosen_on": "reference models (leave-one-out AUC)"})
 
 
 def _require_in_and_out(ref_in: np.ndarray, name: str) -> None:
@@ -173,20 +216,35 @@ def _rmia_online(inp: AttackInput) -> AttackScores:
 def _lira(inp: AttackInput, online: bool) -> AttackScores:
     from dpaudit.attacks.lira import lira_reference_scores, lira_scores, phi_from_logits
 
-    if inp.pool_queries is not None:
-        phi = phi_from_logits(inp.pool_queries.astype(np.float64), inp.pool.labels[:, None])  # [K+1, n, Q]
-        q = phi.shape[-1]
-    else:
-        phi = phi_from_logits(inp.pool.logits.astype(np.float64), inp.pool.labels)
-        q = 1
     if online:
         _require_in_and_out(inp.ref_in, "lira-online")
-    target = lira_scores(phi[0], phi[1:], inp.ref_in, online=online, fixed_variance=True)
-    ref = lira_reference_scores(phi[1:], inp.ref_in, online=online, fixed_variance=True)
+    candidates = {1: phi_from_logits(inp.pool.logits.astype(np.float64), inp.pool.labels)[..., None]}
+    if inp.pool_queries is not None:
+        candidates[inp.pool_queries.shape[2]] = phi_from_logits(inp.pool_queries.astype(np.float64),
+                                                                inp.pool.labels[:, None])
+    ref_in_all = np.vstack([np.zeros((1, inp.ref_in.shape[1]), bool), inp.ref_in])
+
+    # Shifted queries help where the model saw shifted images in training; whether they help here is decided
+    # on the reference models (leave-one-out), never on the target.
+    def choose(rows):
+        if len(rows) < 2 or len(candidates) == 1:
+            return max(candidates)
+        fits = {q: _mean_reference_auc(lira_reference_scores(phi[rows], ref_in_all[rows], online=online,
+                                                             fixed_variance=True), ref_in_all[rows])
+                for q, phi in candidates.items()}
+        return max(fits, key=lambda q: (fits[q], -q))
+
+    def score(row, rows, q):
+        phi = candidates[q]
+        return lira_scores(phi[row], phi[rows], ref_in_all[rows], online=online, fixed_variance=True)
+
+    target, ref, q = _nested(inp.ref_in, choose, score)
     how = "online" if online else "offline (one-sided test against the OUT Gaussian)"
-    return AttackScores(target, ref, f"LiRA {how}, global variance, {q} quer{'y' if q == 1 else 'ies'} per record "
-                        f"(shifted by one pixel), logit-scaled confidence (Carlini et al. 2022)",
-                        {"queries": q, "fixed_variance": True})
+    queries = "1 query per record" if q == 1 else f"{q} queries per record (one-pixel shifts)"
+    return AttackScores(target, ref, f"LiRA {how}, global variance, {queries}, chosen on the reference models; "
+                        f"logit-scaled confidence (Carlini et al. 2022)",
+                        {"queries": q, "queries_offered": sorted(candidates), "fixed_variance": True,
+                         "chosen_on": "reference models (leave-one-out AUC)"})
 
 
 @register_attack("lira", min_references=2, needs_queries=True, summary="LiRA, offline (Carlini et al. 2022)")
