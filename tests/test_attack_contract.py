@@ -65,6 +65,7 @@ def test_target_membership_is_not_an_input(name, signals):
     assert a["metrics"]["counts"]["tp"] == b["metrics"]["counts"]["fp"]
 
 
+@pytest.mark.slow  # re-runs every attack twice more (nested tuning): the full suite, not the fast loop
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_reference_rows_are_out_of_sample(name, signals):
     """Reference k's scores (on which thresholds are chosen) never use reference k's own membership: not in
