@@ -6,8 +6,9 @@ Convention everywhere: a higher score means "more likely a member", and a record
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as _skm

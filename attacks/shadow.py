@@ -134,7 +134,7 @@ class ShadowAttack:
         return (f"ShadowAttack(classifier={self.classifier!r}, per_class={self.per_class}, "
                 f"top_k={self.top_k}, seed={self.seed})")
 
-    def fit(self, ref_probs: Any, ref_labels: Any, ref_in: Any) -> "ShadowAttack":
+    def fit(self, ref_probs: Any, ref_labels: Any, ref_in: Any) -> ShadowAttack:
         """Fit on reference models' outputs: ``ref_probs`` [K, n, C], ``ref_labels`` [n] (the
         records' true classes, shared by all references), ``ref_in`` [K, n] (membership)."""
         p, lab, y = _check_reference(ref_probs, ref_labels, ref_in)

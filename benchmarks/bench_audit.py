@@ -22,7 +22,6 @@ from _common import TreeRSS, fmt_duration, git_commit, peak_rss, print_json_line
 from dpaudit.audit import AuditConfig, run_audit
 from dpaudit.report import render, write_outputs
 
-
 FORMATS = ["json", "md", "html"]
 
 

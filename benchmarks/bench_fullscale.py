@@ -22,8 +22,8 @@ import time
 from dataclasses import replace
 
 from _common import fmt_duration, git_commit, print_json_line, quiet
-
 from bench_audit import audit_figures, model_summary, run_and_render
+
 from dpaudit.audit import AuditConfig
 from dpaudit.train import train_model
 

@@ -18,9 +18,7 @@ import time
 import traceback
 from dataclasses import replace
 
-from _common import (fashion_mnist_official, fmt_s, git_commit, peak_rss, print_json_line, quiet, set_threads,
-                     table)
-
+from _common import fashion_mnist_official, fmt_s, git_commit, peak_rss, print_json_line, quiet, set_threads, table
 
 from dpaudit.recipes import DP_RECIPE, NON_DP_RECIPE
 from dpaudit.train import GRAD_SAMPLE_MODES, TrainConfig, train_model

@@ -19,8 +19,16 @@ import sys
 import time
 from dataclasses import replace
 
-from _common import (fashion_mnist_official, fmt_duration, git_commit, peak_rss, print_json_line, quiet,
-                     set_threads, table)
+from _common import (
+    fashion_mnist_official,
+    fmt_duration,
+    git_commit,
+    peak_rss,
+    print_json_line,
+    quiet,
+    set_threads,
+    table,
+)
 
 from dpaudit.audit import AuditConfig
 from dpaudit.train import GRAD_SAMPLE_MODES, train_model

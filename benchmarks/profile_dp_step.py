@@ -15,14 +15,12 @@ import sys
 import time
 import warnings
 
-from _common import git_commit, print_json_line, quiet, set_threads, table
-
 import torch
+from _common import git_commit, print_json_line, quiet, set_threads, table
 from torch import nn
 
 from dpaudit.models import build_model
 from dpaudit.train import GRAD_SAMPLE_MODES, TrainConfig, _dp_speedups
-
 
 OPACUS_ALONE = "hooks, Opacus alone"
 
@@ -105,7 +103,8 @@ def grad_sampler_times(model_name: str, batch: int, repeats: int) -> dict[str, f
     times = {}
     for name, (mod, a, g) in acts.items():
         sampler = GradSampleModule.GRAD_SAMPLERS[type(mod)]
-        times[f"grad_sample:{name}({type(mod).__name__})"] = round(_clock(lambda: sampler(mod, [a], g), repeats), 2)
+        times[f"grad_sample:{name}({type(mod).__name__})"] = round(
+            _clock(lambda sampler=sampler, mod=mod, a=a, g=g: sampler(mod, [a], g), repeats), 2)
     pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
     if pools:
         h = torch.randn(batch, 16, 14, 14)
