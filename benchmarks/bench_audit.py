@@ -7,6 +7,9 @@ html) into a temporary folder, as `dpaudit audit` does.
     python benchmarks/bench_audit.py                      # the default audit
     python benchmarks/bench_audit.py --canaries 500       # with the one-run canary audit
     python benchmarks/bench_audit.py --quick              # 300 members, 1 epoch: a smoke run
+    python benchmarks/bench_audit.py --gradient-canaries 1000 --rounds 2
+        # the extra time white-box gradient canaries add: the same audit without and with them, alternated,
+        # the fastest round of each kept (the host is noisy), and their ratio (target <= 1.15)
 """
 from __future__ import annotations
 
@@ -111,6 +114,9 @@ def main(argv=None) -> int:
     p.add_argument("--shadow-models", type=int, default=None, help="override K (default 4)")
     p.add_argument("--jobs", type=int, default=None, help="override worker processes (default 0 = per core)")
     p.add_argument("--n-boot", type=int, default=None, help="override bootstrap resamples (default 1000)")
+    p.add_argument("--gradient-canaries", type=int, default=0,
+                   help="compare the audit without and with this many white-box gradient canaries (0 = off)")
+    p.add_argument("--rounds", type=int, default=1, help="with --gradient-canaries: rounds of the pair")
     p.add_argument("--quick", action="store_true",
                    help="300 members, 500 test records, 1 epoch, 200 bootstrap resamples (flags above still win)")
     args = p.parse_args(argv)
@@ -122,9 +128,34 @@ def main(argv=None) -> int:
           f"{cfg.members}, epsilons {[e for e in cfg.to_dict()['epsilons']]}, K {cfg.shadow_models}, attacks "
           f"{','.join(cfg.attacks)}, canaries {cfg.canaries}, recipes {cfg.to_dict()['recipes']}", flush=True)
 
+    if args.gradient_canaries:
+        return overhead(cfg, args.gradient_canaries, args.rounds, commit)
     report, phases, wall, rss = run_and_render(cfg, "benchmarks/bench_audit.py")
     acc = model_summary(report)
     print_json_line(audit_figures(commit, wall, rss, phases, report, acc, formats=FORMATS))
+    return 0
+
+
+def overhead(cfg: AuditConfig, m: int, rounds: int, commit: str) -> int:
+    """Wall time of the same audit without and with ``m`` gradient canaries, in one run; alternated order
+    (off, on, on, off, ...) so that drift in the host's load hits both alike; the fastest round of each kept."""
+    walls: dict[str, list[float]] = {"off": [], "on": []}
+    whitebox = {}
+    for r in range(rounds):
+        for kind in (("off", "on") if r % 2 == 0 else ("on", "off")):
+            c = replace(cfg, gradient_canaries=m if kind == "on" else 0)
+            report, _, wall, _ = run_and_render(c, f"benchmarks/bench_audit.py --gradient-canaries {m}")
+            walls[kind].append(wall)
+            if kind == "on":
+                whitebox = {x["name"]: {k: x["whitebox"][k] for k in ("conformant", "failed", "epsilon_lb",
+                                                                      "empirical_epsilon", "sigma_hat", "q_hat")}
+                            for x in report["models"] if x.get("whitebox")}
+    off, on = min(walls["off"]), min(walls["on"])
+    print(f"\ngradient canaries {m}: audit {off:.1f} s without, {on:.1f} s with (fastest of {rounds}); "
+          f"ratio {on / off:.3f} (target <= 1.15)")
+    print_json_line({"commit": commit, "gradient_canaries": m, "rounds": rounds, "wall_s_without": walls["off"],
+                     "wall_s_with": walls["on"], "ratio_fastest": round(on / off, 4), "kept": "fastest",
+                     "whitebox": whitebox, "cpus": os.cpu_count()})
     return 0
 
 

@@ -43,18 +43,19 @@ __all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
 
 # ---- attacks and bounds --------------------------------------------------------------------------
 
-def bound_confidence(cfg: AuditConfig) -> tuple[float, int, float, int]:
+def bound_confidence(cfg: AuditConfig, dp: bool = True) -> tuple[float, int, float, int]:
     """(per-bound confidence, bounds per verdict, per-model confidence, DP models), so that every verdict of
     the report holds together at ``cfg.confidence``.
 
     Two Bonferroni corrections: a verdict takes the largest of n bounds (one per attack, one from the
-    canaries), so each bound is computed at 1 − α_model/n; and the report's overall verdict (and
-    `dpaudit check --forbid-violation`) fails if any of its d DP models shows a violation, so each model's
-    verdict is held at α_model = α/d. Then P(any false violation in the report) ≤ α."""
-    # white-box gradient canaries give two bounds (one-run and Clopper-Pearson), both in the verdict
-    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0) + (2 if cfg.gradient_canaries > 0 else 0), 1)
+    canaries, two from white-box gradient canaries), so each bound is computed at 1 − α_model/n; and the
+    report's overall verdict (and `dpaudit check --forbid-violation`) fails if any of its d DP models shows a
+    violation, so each DP model's verdict is held at α_model = α/d. Then P(any false violation in the report)
+    ≤ α. A model without DP makes no claim, so it is outside that family (its bounds hold at α each), and
+    white-box canaries, which audit DP-SGD, are not run on it."""
+    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0) + (2 if dp and cfg.gradient_canaries > 0 else 0), 1)
     d = max(sum(1 for e in cfg.epsilons if e != float("inf")), 1)
-    per_model = family_confidence(cfg.confidence, d)
+    per_model = family_confidence(cfg.confidence, d) if dp else cfg.confidence
     return 1.0 - (1.0 - per_model) / n, n, per_model, d
 
 
@@ -140,6 +141,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
     ``rec`` is the target's training record; one with ``observed`` False (a target trained elsewhere, or
     only its outputs) has no accounting to cross-check, and the report says so rather than faking it.
     ``canary``: (scores, coins, record indices) of the canaries, or None."""
+    conf = bound_confidence(cfg, dp=bool(rec["dp"]))
     per_bound = conf[0]
     delta = cfg.delta
     rec = {**rec, "observed": rec.get("observed", True)}

@@ -13,7 +13,15 @@ FIGURES = {
     "roc": "roc.png",
     "epsilon_vs_success": "epsilon_vs_success.png",
     "epsilon_per_epoch": "epsilon_per_epoch.png",
+    "whitebox": "whitebox.png",
 }
+# The keys dpaudit.whitebox.analyse writes; an open white-box block without them is shown as a table only.
+WHITEBOX_KEYS = ("claimed_sigma", "claimed_q", "sigma_hat", "sigma_ci", "q_hat", "q_ci", "claimed_epsilon",
+                 "empirical_epsilon", "empirical_epsilon_ci", "conformant", "tests")
+
+
+def is_whitebox_analysis(w) -> bool:
+    return isinstance(w, dict) and all(k in w for k in WHITEBOX_KEYS)
 
 
 def _plt():
@@ -125,10 +133,48 @@ def epsilon_per_epoch_figure(report: Report, size=(5.0, 3.2)) -> bytes | None:
     return _png(fig)
 
 
+def whitebox_figure(report: Report) -> bytes | None:
+    """White-box gradient canaries: what ran against what the accountant was told. Left, the observed noise σ̂
+    and sampling rate q̂ divided by the claimed σ and q, with their intervals (1 = as claimed); right, the
+    empirical ε (the same accountant on σ̂, q̂) with its interval beside the claimed ε."""
+    plt = _plt()
+    wb = [(m.name, m.whitebox) for m in report.models if is_whitebox_analysis(m.whitebox)]
+    if not wb:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    for i, (_name, w) in enumerate(wb):
+        for j, (key, claimed, label) in enumerate((("sigma", w["claimed_sigma"], "σ̂ / σ"),
+                                                     ("q", w["claimed_q"], "q̂ / q"))):
+            est, (lo, hi) = w[f"{key}_hat"] / claimed, (v / claimed for v in w[f"{key}_ci"])
+            x = i + (j - 0.5) * 0.25
+            ax1.errorbar([x], [est], yerr=[[est - lo], [hi - est]], fmt="o" if j == 0 else "s", capsize=3,
+                         color=f"C{j}", label=label if i == 0 else None)
+        claimed, (lo, hi) = w["claimed_epsilon"], w["empirical_epsilon_ci"]
+        est = w["empirical_epsilon"]
+        ax2.errorbar([i], [est], yerr=[[est - lo], [hi - est]], fmt="o", capsize=3, color="C2",
+                     label="empirical ε (σ̂, q̂)" if i == 0 else None)
+        ax2.scatter([i], [claimed], marker="_", s=400, color="k", label="claimed ε" if i == 0 else None)
+        if not w["conformant"]:
+            ax1.annotate("nonconformant", (i, ax1.get_ylim()[1]), ha="center", va="top", color="C3", fontsize=8)
+    ax1.axhline(1.0, color="grey", ls=":", lw=0.8)
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(wb)), [n for n, _ in wb])
+        ax.grid(True, alpha=0.2)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("observed / claimed")
+    ax2.set_ylabel("ε")
+    ax1.set_title("noise and sampling as observed", fontsize=9)
+    ax2.set_title("ε of what ran", fontsize=9)
+    return _png(fig)
+
+
 def all_figures(report: Report) -> dict[str, bytes]:
     """{file name: PNG bytes} for every figure that applies to the report."""
     out = {FIGURES["roc"]: roc_figure(report), FIGURES["epsilon_vs_success"]: epsilon_vs_success_figure(report)}
     ep = epsilon_per_epoch_figure(report)
     if ep is not None:
         out[FIGURES["epsilon_per_epoch"]] = ep
+    wb = whitebox_figure(report)
+    if wb is not None:
+        out[FIGURES["whitebox"]] = wb
     return out

@@ -145,8 +145,7 @@ def render_markdown(report: Report | dict, figures: list[str] | None = None) -> 
                   "reference models, which train the same recipe without them."), ""]
     for m in report.models:
         if m.whitebox:
-            parts += [f"## White-box canaries: {m.name}", "",
-                      _table(["key", "value"], [[k, _kv_value(v)] for k, v in m.whitebox.items()]), ""]
+            parts += [f"## White-box canaries: {m.name}", "", *whitebox_markdown(m.whitebox, figures or []), ""]
     parts += ["## Training", "",
               _table(["model", "ε per epoch", "σ", "q", "steps", "clip C", "accountant", "dp_accounting check",
                       "train acc", "test acc", "wall s"],
@@ -188,6 +187,36 @@ def _kv_value(v) -> str:
     if isinstance(v, float):
         return fmt_g(v)
     return "—" if v is None else str(v)
+
+
+def whitebox_markdown(w: dict, figures) -> list[str]:
+    """The white-box section: the conclusion, the conformance tests with p-values, bounds and estimates."""
+    from .plots import FIGURES, is_whitebox_analysis
+
+    if not is_whitebox_analysis(w):
+        return [_table(["key", "value"], [[k, _kv_value(v)] for k, v in w.items()])]
+    failed = [t["name"] for t in w["tests"] if not t["passed"]]
+    head = ("**Conformant**: every test accepts that the training did what its accountant was told."
+            if not failed else
+            f"**Nonconformant**: {', '.join(failed)} rejected; the training did not do what its accountant assumes.")
+    lines = [head, "",
+             f"{w['m']} canaries ({w['included']} included by fair coins), observed over {w['steps']} noisy steps; "
+             f"tests Bonferroni-corrected over {len(w['tests'])} at confidence {w['confidence']:.4g}.", "",
+             _table(["test", "what", "statistic", "p-value", "result"],
+                    [[t["name"], t["what"], fmt(t["statistic"], 4), f"{t['p_value']:.3g}",
+                      "pass" if t["passed"] else "**REJECTED**"] for t in w["tests"]]), "",
+             _table(["", "claimed", "observed", "interval"],
+                    [["σ (noise multiplier)", fmt(w["claimed_sigma"], 4), fmt(w["sigma_hat"], 4), fmt_ci(w["sigma_ci"], 4)],
+                     ["q (sampling rate)", fmt(w["claimed_q"], 5), fmt(w["q_hat"], 5), fmt_ci(w["q_ci"], 5)],
+                     ["ε (accountant on σ̂, q̂)", fmt(w["claimed_epsilon"], 3), fmt(w["empirical_epsilon"], 3),
+                      fmt_ci(w["empirical_epsilon_ci"], 3)]]), "",
+             f"ε lower bounds: one-run {fmt(w.get('epsilon_lb_one_run'), 3)}, Clopper-Pearson "
+             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); from the final model alone: "
+             f"one-run {fmt(w.get('final_model_epsilon_lb_one_run'), 3)}, Clopper-Pearson "
+             f"{fmt(w.get('final_model_epsilon_lb_cp'), 3)}."]
+    if FIGURES["whitebox"] in figures:
+        lines += ["", f"![observed against claimed noise and sampling]({FIGURES['whitebox']})"]
+    return lines
 
 
 def render(report: Report | dict, fmt_name: str) -> dict[str, bytes]:
