@@ -295,6 +295,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     else:
         splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                              canaries=cfg.canaries, seed=cfg.seed)
+        cfg.check_delta()
     phases["data"] = time.perf_counter() - t
     if executor is None:
         executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device)

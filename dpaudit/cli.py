@@ -162,9 +162,13 @@ def inspect(model_path, device):
     click.echo(f"{path}: {meta['config'].get('model')}")
     _print_record(meta["record"])
     ds_meta, test_idx = meta.get("dataset"), meta.get("test_idx")
-    if ds_meta and test_idx is not None and ds_meta["name"] == "mnist-5k":
+    if ds_meta and test_idx is not None and ds_meta.get("name") == "mnist-5k":
         data = load_dataset("mnist-5k")
         idx = np.asarray(test_idx)
+        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 \
+                or idx.max() >= len(data):
+            raise DPAuditError(f"{path}.json: test_idx must be a non-empty list of record indices in "
+                               f"[0, {len(data)}); the record is damaged, re-train the model")
         acc = float((model_logits(module, data.images[idx], device).argmax(1) == data.labels[idx]).mean())
         click.echo(f"  test accuracy now  {acc:.4f} on {len(idx)} held-out records (re-measured)")
 

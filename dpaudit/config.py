@@ -68,6 +68,15 @@ class AuditConfig:
         given = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum}
         return {k: (given[k] if given[k] is not None else v) for k, v in base.items()}
 
+    def check_delta(self) -> None:
+        """δ against the training-set size; run once the data is known to hold ``members`` records, so that a
+        --members beyond the data is blamed on --members, not on δ."""
+        # The target trains on its members plus the canaries drawn in, at most all of them.
+        n_max = self.members + self.canaries
+        if any(math.isfinite(e) for e in self.epsilons) and self.delta >= 1.0 / n_max:
+            raise DPAuditError(f"--delta {self.delta:g} is not below 1/N = {1.0 / n_max:.3g} "
+                               f"for up to N = {n_max} training records (members + canaries); choose --delta < 1/N")
+
     def train_config(self, epsilon: float):
         """The TrainConfig of the models trained at ``epsilon`` (imports torch: not for the CLI's help)."""
         from .jobs import train_config
@@ -129,11 +138,13 @@ class AuditConfig:
             raise DPAuditError(f"--epsilons names {', '.join(dup)} twice; give each epsilon once")
         if not 0 < self.delta < 1:
             raise DPAuditError(f"--delta must be in (0, 1), got {self.delta}")
-        # The target trains on its members plus the canaries drawn in, at most all of them.
-        n_max = self.members + self.canaries
-        if any(math.isfinite(e) for e in self.epsilons) and self.delta >= 1.0 / n_max:
-            raise DPAuditError(f"--delta {self.delta:g} is not below 1/N = {1.0 / n_max:.3g} "
-                               f"for up to N = {n_max} training records (members + canaries); choose --delta < 1/N")
+        for e in self.epsilons:
+            batch = self.recipe(e)["batch_size"]
+            if batch > self.members:
+                given = "--batch-size" if self.batch_size is not None else \
+                    f"the {'DP' if math.isfinite(e) else 'non-DP'} recipe's batch size (set --batch-size)"
+                raise DPAuditError(f"{given} {batch} is larger than the {self.members} training records of each "
+                                   f"model (--members); lower it or raise --members")
         if not self.attacks:
             raise DPAuditError("--attacks is empty: an audit without an attack has no evidence; "
                                f"give a comma list such as {','.join(DEFAULT_ATTACKS)}")

@@ -241,6 +241,7 @@ def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
         quiet_library_warnings()
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
         sp = make_splits(data.labels, members=cfg.members, n_models=1, n_test=cfg.n_test, seed=cfg.seed)
+        cfg.check_delta()
         idx = sp.train_indices(0)
         trained = train_model(train_config(cfg, eps), data.images[idx], data.labels[idx],
                               test_images=data.images[sp.test_idx], test_labels=data.labels[sp.test_idx],

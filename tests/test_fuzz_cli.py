@@ -30,11 +30,25 @@ def _prepare(tmp):
     (tmp / "members.txt").write_text("1\n2\nthree\n")
     (tmp / "good_members.txt").write_text("\n".join(str(i) for i in range(300)) + "\n")
     (tmp / "w.pt").write_bytes(b"not a checkpoint")
+    _model_with_bad_test_idx(tmp / "badidx")
     sig = {"logits": np.zeros((3, 10, 4), np.float32), "labels": np.arange(10) % 4,
            "membership": np.tile(np.arange(10) % 2, (3, 1))}
     np.savez(tmp / "sig_nolabels.npz", **{k: v for k, v in sig.items() if k != "labels"})
     np.savez(tmp / "sig_badmem.npz", **{**sig, "membership": np.ones((3, 10))})
     np.savez(tmp / "sig_extra.npz", **sig, secret=np.zeros(1))
+
+
+def _model_with_bad_test_idx(folder):
+    """A real (untrained) model saved by dpaudit whose record lists test indices past the data's end."""
+    from dpaudit.models import build_model
+    from dpaudit.train import TrainConfig, TrainedModel, TrainingRecord, save_model
+
+    rec = {f: None for f in TrainingRecord.__dataclass_fields__}
+    rec.update(model="simple-cnn", dp=False, epsilon_per_epoch=[], poisson_sampling_checked=False, n_train=1,
+               dpaudit_version="x")
+    trained = TrainedModel(build_model("simple-cnn"), TrainingRecord(**rec), TrainConfig())
+    save_model(trained, folder / "model.pt", extra={"n_classes": 10, "dataset": {"name": "mnist-5k"},
+                                                    "test_idx": [0, 1, 10**9]})
 
 
 ROWS = [
@@ -79,6 +93,9 @@ ROWS = [
     ("audit", ["--out", "{tmp}/taken"], "--force"),
     ("audit", ["--cache-dir", "{tmp}/a_file"], "--cache-dir"),
     ("audit", ["--members", "4000"], "needs"),
+    ("audit", ["--members", "200000"], "needs"),  # not blamed on δ, though δ = 1e-5 > 1/200,000
+    ("audit", ["--members", "100"], "recipe's batch size"),
+    ("audit", ["--members", "100", "--batch-size", "128"], "--batch-size 128"),
     ("audit", ["--dataset", "nope"], "unknown dataset"),
     ("audit", ["--dataset", "npz:{tmp}/missing.npz"], "not found"),
     ("audit", ["--dataset", "npz:{tmp}/obj.npz"], "object"),
@@ -115,6 +132,7 @@ ROWS = [
     ("epsilon", ["{tmp}/bom.csv", "--delta", "1.5"], "--delta"),
     # inspect / report
     ("inspect", ["{tmp}/w.pt"], "w.pt.json is missing"),
+    ("inspect", ["{tmp}/badidx/model.pt"], "test_idx"),
     ("report", ["{tmp}/a_file"], "JSON"),
     ("report", ["{tmp}/missing.json"], "not found"),
 ]
