@@ -20,7 +20,7 @@ def test_audit_end_to_end(tmp_path):
     assert rep["schema"] == "dpaudit.report/2"
     assert [m["name"] for m in rep["models"]] == ["non-dp", "dp-eps2"]
     for m in rep["models"]:
-        assert {a["attack"] for a in m["attacks"]} == {"loss", "shadow"}
+        assert {a["attack"] for a in m["attacks"]} == {"loss", "shadow", "rmia", "lira"}
         for a in m["attacks"]:
             met = a["metrics"]
             assert 0 <= met["auc"] <= 1 and met["auc_ci"][0] <= met["auc"] <= met["auc_ci"][1]

@@ -62,7 +62,8 @@ def test_html_violation_and_canary(small_report):
         "score": "negative loss on the canary's wrong label", "epsilon_lb": 0.81, "r": 20, "v": 19, "k_plus": 10,
         "k_minus": 0, "candidates_tried": [2, 5, 10, 20, 50], "correction": "bonferroni over 5 candidates",
         "delta": 1e-4, "confidence": 0.975, "test_accuracy_with_canaries": 0.612,
-        "test_accuracy_without_canaries": 0.634, "without_canaries_from": "mean over the reference models"}
+        "test_accuracy_without_canaries": 0.634, "without_canaries_from": "mean over the reference models",
+        "ceiling": 2.2}
     page = render_html(small_report)
     assert '<div id="verdict" class="violation"' in page
     assert 'id="canary-table"' in page and "0.612" in page and "0.634" in page

@@ -14,6 +14,8 @@ from dpaudit.errors import DPAuditError
 from dpaudit.schema import SCHEMA, Report, as_report, effective_status, evidence
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reports" / "reference" / "report.json"
+# The reference audit as the first release wrote it (dpaudit.report/1), kept to prove old reports still load.
+REFERENCE_V1 = Path(__file__).resolve().parent / "data" / "report_v1.json"
 
 
 # ------------------------------------------------------------------------------------- a synthetic report
@@ -136,7 +138,7 @@ def with_change(doc: dict, path: str, value=None, delete: bool = False) -> dict:
 
 
 def test_reference_v1_report_loads_and_upgrades():
-    doc = json.loads(REFERENCE.read_text())
+    doc = json.loads(REFERENCE_V1.read_text())
     assert doc["schema"] == "dpaudit.report/1"
     rep = Report.from_json(doc)
     assert [m.name for m in rep.models] == ["non-dp", "dp-eps8", "dp-eps1"]
