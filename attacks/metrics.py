@@ -95,6 +95,16 @@ def _tpr_at_fpr_from_roc(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> fl
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
+def _counts_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float, n_pos: int, n_neg: int) -> dict[str, int]:
+    """The counts behind ``tpr_at_fpr``: members and non-members guessed "member" at the ROC point it reports.
+    A rate at 0.1% FPR rests on a handful of records; the counts say how many."""
+    ok = np.flatnonzero(fpr <= max_fpr)
+    if ok.size == 0:
+        return {"tp": 0, "n_pos": n_pos, "fp": 0, "n_neg": n_neg}
+    i = ok[np.argmax(tpr[ok])]
+    return {"tp": int(round(tpr[i] * n_pos)), "n_pos": n_pos, "fp": int(round(fpr[i] * n_neg)), "n_neg": n_neg}
+
+
 def tpr_at_fpr(scores: Any, is_member: Any, max_fpr: float) -> float:
     """Highest TPR among ROC points whose FPR is <= max_fpr (0.0 if there is none).
 
@@ -292,9 +302,11 @@ class AttackMetrics:
     n_members: int
     n_nonmembers: int
     bootstrap: dict[str, Any] = field(default_factory=dict)
+    tpr_at_fpr_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain({
+            "tpr_at_fpr_counts": self.tpr_at_fpr_counts,
             "auc": self.auc,
             "auc_ci": self.auc_ci,
             "threshold": self.threshold,
@@ -365,4 +377,5 @@ def evaluate(scores: Any, is_member: Any, *, threshold: float, threshold_source:
         n_members=n_pos,
         n_nonmembers=n_neg,
         bootstrap={"n_boot": int(n_boot), "level": float(level), "seed": int(seed)},
+        tpr_at_fpr_counts={f"{lv:g}": _counts_at_fpr(fpr, tpr, lv, n_pos, n_neg) for lv in TPR_AT_FPR_LEVELS},
     )

@@ -1,7 +1,7 @@
 """Wall time and peak memory of the default `dpaudit audit`, phase by phase.
 
 Runs ``dpaudit.audit.run_audit(AuditConfig())`` (the embedded 5,000 digits; non-DP, epsilon 8 and 1 targets
-with K = 4 reference models each; loss and shadow attacks) and renders every report format (json, md,
+with K = 4 reference models each; loss, shadow, RMIA and LiRA attacks) and renders every report format (json, md,
 html) into a temporary folder, as `dpaudit audit` does.
 
     python benchmarks/bench_audit.py                      # the default audit
@@ -78,8 +78,25 @@ def audit_figures(commit: str, wall: float, rss: dict, phases: dict, report: dic
             "config": report["config"]}
 
 
+def attack_summary(m: dict) -> dict[str, dict]:
+    """Per attack on one model: AUC with its interval, TPR at 0.1% and 1% FPR with the counts behind them."""
+    out = {}
+    for a in m["attacks"]:
+        met = a["metrics"]
+        counts = met.get("tpr_at_fpr_counts") or {}
+        out[a["attack"]] = {"auc": round(met["auc"], 4), "auc_ci": [round(v, 4) for v in met["auc_ci"]],
+                            **{f"tpr_at_{lv}": met["tpr_at_fpr"][lv] for lv in ("0.001", "0.01")},
+                            **{f"tp_at_{lv}": (counts.get(lv) or {}).get("tp") for lv in ("0.001", "0.01")},
+                            "n_members": met["n_members"], "epsilon_lb": a["epsilon_lb"]["value"]}
+        r = out[a["attack"]]
+        print(f"    {a['attack']:8s} AUC {r['auc']:.3f} [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]  TPR@0.1%FPR "
+              f"{r['tpr_at_0.001']:.4f} ({r['tp_at_0.001']}/{r['n_members']})  TPR@1%FPR {r['tpr_at_0.01']:.4f} "
+              f"({r['tp_at_0.01']}/{r['n_members']})  ε lb {r['epsilon_lb']:.2f}")
+    return out
+
+
 def model_summary(report: dict) -> dict[str, dict]:
-    """Per model: accuracy, epsilon spent, the target's training-loop time, lower bounds and verdict."""
+    """Per model: accuracy, epsilon spent, the target's training-loop time, lower bounds, verdict and attacks."""
     out = {}
     for m in report["models"]:
         c = m.get("canary") or {}
@@ -89,6 +106,7 @@ def model_summary(report: dict) -> dict[str, dict]:
                           "canary_epsilon_lb": c.get("epsilon_lb"), "verdict": m["verdict"]["status"]}
         print(f"  {m['name']:10s} test acc {out[m['name']]['test_accuracy']:.4f}  target loop "
               f"{out[m['name']]['wall_s']:.1f} s  verdict {m['verdict']['status']}")
+        out[m["name"]]["attacks"] = attack_summary(m)
     return out
 
 

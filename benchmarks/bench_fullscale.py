@@ -3,7 +3,8 @@
 30,000 members per model drawn from a 60,000-record pool (2 x members), 9,000 test records and 1,000
 canaries: 9,000 + 60,000 + 1,000 = 70,000, all of Fashion-MNIST (official train + test parts; dpaudit
 draws its own seeded splits from the union). Non-DP, epsilon 8 and epsilon 1 targets, K = 4 reference
-models each, loss and shadow attacks, the one-run canary audit; every report format rendered.
+models each, loss, shadow, RMIA and LiRA attacks (each with its AUC and TPR at 0.1% and 1% FPR, counts
+behind them), the one-run canary audit; every report format rendered.
 
 Before it starts it measures a few training steps and prints an estimate of the training time
 (the default run can take hours on a small CPU machine).
