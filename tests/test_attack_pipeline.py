@@ -47,8 +47,21 @@ def test_membership_matrix_reaches_training():
     from dpaudit.data import load_dataset
     from dpaudit.splits import make_splits
 
+    import warnings
+
+    import torch
+
     cfg = small_config(epsilons=(math.inf,), epochs=1, attacks=("loss",), shadow_models=2)
+    # a library call leaves the caller's process as it found it
+    np.random.seed(123)
+    torch.manual_seed(456)
+    torch.set_num_threads(2)
+    before = (np.random.get_state()[1].copy(), torch.random.get_rng_state().clone(), torch.get_num_threads(),
+              list(warnings.filters))
     rep, extras = run_audit(cfg, progress=False)
+    after = (np.random.get_state()[1], torch.random.get_rng_state(), torch.get_num_threads(), list(warnings.filters))
+    assert np.array_equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert before[2] == after[2] and before[3] == after[3]
     sp = make_splits(load_dataset().labels, members=cfg.members, n_models=3, n_test=cfg.n_test, seed=cfg.seed)
     assert rep["split"]["target_members_sha256"] == sp.summary()["target_members_sha256"]
     assert rep["models"][0]["training"]["n_train"] == cfg.members
