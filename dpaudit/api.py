@@ -63,12 +63,15 @@ def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray
     return Report.from_json(doc)
 
 
-def write_report(report, out: str | Path, formats: tuple[str, ...] = ("json", "md", "html")) -> Path:
-    """Write ``report`` (typed or its JSON) into the folder ``out``, atomically."""
-    from .report import render, write_outputs
+def write_report(report, out: str | Path, formats: tuple[str, ...] = ("json", "md", "html"), *,
+                 force: bool = False) -> Path:
+    """Write ``report`` (typed or its JSON) into the folder ``out``, atomically. A folder that already holds
+    files is refused unless ``force``, which replaces it as a whole."""
+    from .report import check_out_folder, render, write_outputs
 
+    check_out_folder(out, force)
     files: dict[str, bytes] = {}
     for f in ("json",) + tuple(f for f in formats if f != "json"):
         files.update(render(report, f))
-    write_outputs(out, files)
+    write_outputs(out, files, force=force)
     return Path(out)

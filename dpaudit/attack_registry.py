@@ -167,7 +167,8 @@ def _rmia(inp: AttackInput, online: bool) -> AttackScores:
     ref_in_all = np.vstack([np.zeros((1, inp.ref_in.shape[1]), bool), inp.ref_in])  # row i of the signals
 
     def choose(rows):
-        if len(rows) < 2:  # nothing to tune on: the paper's settings
+        # nothing to tune on (or, online, too few IN and OUT references among these rows): the paper's settings
+        if len(rows) < 2 or (online and not _in_and_out(ref_in_all[rows], 2)):
             return 2.0, DEFAULT_OFFLINE_A
         best = None
         for gamma in RMIA_GAMMAS:
@@ -191,11 +192,23 @@ def _rmia(inp: AttackInput, online: bool) -> AttackScores:
                          "population_size": int(z.shape[1]), "chosen_on": "reference models (leave-one-out AUC)"})
 
 
+def _in_and_out(ref_in: np.ndarray, need: int) -> bool:
+    ins = ref_in.sum(0)
+    return bool(ins.min() >= need and (ref_in.shape[0] - ins).min() >= need)
+
+
+def check_membership(names, ref_in: np.ndarray) -> None:
+    """After the splits, before any training: the online variants need each record IN and OUT of several
+    reference models (the target and each reference are scored against the others, and tuned on those)."""
+    for n in names:
+        if n.endswith("-online"):
+            _require_in_and_out(ref_in, n)
+
+
 def _require_in_and_out(ref_in: np.ndarray, name: str) -> None:
     # leave-one-out reference scores use K - 1 references, so each record needs an IN and an OUT among any K - 1
     k = ref_in.shape[0]
-    ins = ref_in.sum(0)
-    if k < 3 or ins.min() < 2 or (k - ins).min() < 2:
+    if k < 3 or not _in_and_out(ref_in, 2):
         raise DPAuditError(f"{name} needs every pool record IN and OUT of at least two reference models; with "
                            f"{k} random-half references some are not: raise --shadow-models (16 or more) or use the "
                            f"offline variant")
@@ -227,7 +240,7 @@ def _lira(inp: AttackInput, online: bool) -> AttackScores:
     # Shifted queries help where the model saw shifted images in training; whether they help here is decided
     # on the reference models (leave-one-out), never on the target.
     def choose(rows):
-        if len(rows) < 2 or len(candidates) == 1:
+        if len(rows) < 2 or len(candidates) == 1 or (online and not _in_and_out(ref_in_all[rows], 2)):
             return max(candidates)
         fits = {q: _mean_reference_auc(lira_reference_scores(phi[rows], ref_in_all[rows], online=online,
                                                              fixed_variance=True), ref_in_all[rows])

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .accounting import cross_check
-from .attack_registry import AttackInput, check_attacks, run_attack
+from .attack_registry import AttackInput, check_attacks, check_membership, run_attack
 from .bounds import (
     ceiling_clopper_pearson,
     ceiling_one_run,
@@ -48,12 +48,15 @@ def bound_confidence(cfg: AuditConfig, dp: bool = True) -> tuple[float, int, flo
     the report holds together at ``cfg.confidence``.
 
     Two Bonferroni corrections: a verdict takes the largest of n bounds (one per attack, one from the
-    canaries, two from white-box gradient canaries), so each bound is computed at 1 − α_model/n; and the
+    canaries, two from white-box gradient canaries and one for their conformance tests), so each is run at
+    1 − α_model/n; and the
     report's overall verdict (and `dpaudit check --forbid-violation`) fails if any of its d DP models shows a
     violation, so each DP model's verdict is held at α_model = α/d. Then P(any false violation in the report)
     ≤ α. A model without DP makes no claim, so it is outside that family (its bounds hold at α each), and
     white-box canaries, which audit DP-SGD, are not run on it."""
-    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0) + (2 if dp and cfg.gradient_canaries > 0 else 0), 1)
+    # White-box gradient canaries are three routes to a failing verdict: two bounds and the conformance family
+    # (its five tests share one share of α), so they take three shares.
+    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0) + (3 if dp and cfg.gradient_canaries > 0 else 0), 1)
     d = max(sum(1 for e in cfg.epsilons if e != float("inf")), 1)
     per_model = family_confidence(cfg.confidence, d) if dp else cfg.confidence
     return 1.0 - (1.0 - per_model) / n, n, per_model, d
@@ -110,7 +113,7 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, co
 
 
 def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], data: Dataset, splits: Splits,
-                 conf: tuple, extras: dict, phases: dict) -> dict:
+                 extras: dict, phases: dict) -> dict:
     """One privacy setting's K + 1 trained models: gather their signal rows, then evaluate."""
     inp = AttackInput(
         pool=Signals(logits=np.stack([r["pool_logits"] for r in results]), labels=data.labels[splits.pool_idx]),
@@ -125,7 +128,7 @@ def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], dat
                   splits.canary_in, splits.canary_idx)
     return evaluate_setting(cfg, ei, model_name(eps), inp, splits.membership[0], splits.pool_idx,
                             results[0]["record"], [r["record"] for r in results[1:]],
-                            sum(r["cache_hit"] for r in results), canary, conf, extras, phases,
+                            sum(r["cache_hit"] for r in results), canary, extras, phases,
                             whitebox=results[0].get("whitebox"))
 
 
@@ -133,9 +136,30 @@ def attack_options(cfg: AuditConfig) -> dict:
     return {"shadow_classifier": cfg.shadow_classifier, "shadow_per_class": cfg.shadow_per_class}
 
 
+def threshold_policy(external: bool) -> str:
+    text = ("Every attack threshold is chosen on the reference models' scores and known membership, then applied "
+            "once to the target; the target's membership is used only to count outcomes.")
+    if external:
+        # dpaudit did not draw the target's members: the bounds compare them with non-members it drew
+        text += (" The target's members were chosen by its owner, not drawn by dpaudit: the attack bounds assume "
+                 "they are like the non-members in every way but membership (chosen at random); members that "
+                 "differ in distribution (a time slice, one class first) can make attacks measure that "
+                 "difference instead of leakage.")
+    return text
+
+
+def family_text(cfg: AuditConfig) -> str:
+    """How the report's verdicts hold together, in words."""
+    _, _, per_model, d = bound_confidence(cfg)
+    if not any(math.isfinite(e) for e in cfg.epsilons):
+        return "no DP model: no verdict to correct across models"
+    return (f"Bonferroni over {d} DP model(s): each verdict at {per_model:.4g}, so all of them hold together at "
+            f"{cfg.confidence:g}")
+
+
 def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, target_in: np.ndarray,
                      record_index: np.ndarray, rec: dict, ref_records: list[dict], cache_hits: int,
-                     canary: tuple | None, conf: tuple, extras: dict, phases: dict, whitebox=None) -> dict:
+                     canary: tuple | None, extras: dict, phases: dict, whitebox=None) -> dict:
     """Attacks, canaries, accounting cross-check and verdict for one target and its references.
 
     ``rec`` is the target's training record; one with ``observed`` False (a target trained elsewhere, or
@@ -259,8 +283,9 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
     if target is not None:
         from dataclasses import replace
 
-        if cfg.canaries:
-            raise DPAuditError("--canaries needs dpaudit to train the target; drop it with --target")
+        if cfg.canaries or cfg.gradient_canaries:
+            raise DPAuditError("--canaries and --gradient-canaries need dpaudit to train the target; drop them "
+                               "with --target")
         cfg = replace(cfg, epsilons=(target.epsilon,))
     cfg.validate()
     check_attacks(cfg.attacks, cfg.shadow_models)
@@ -283,6 +308,11 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         from .splits import splits_for_target
 
         members = read_indices(Path(target.members), len(data))
+        from dataclasses import replace
+
+        # the reference models train on as many records as the target did; checked again with that size
+        cfg = replace(cfg, members=int(members.size))
+        cfg.validate()
         splits = splits_for_target(data.labels, members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                                    seed=cfg.seed)
         if math.isfinite(target.epsilon) and cfg.delta >= 1.0 / members.size:
@@ -296,6 +326,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                              canaries=cfg.canaries, seed=cfg.seed)
         cfg.check_delta()
+    check_membership(cfg.attacks, splits.membership[1:])
     phases["data"] = time.perf_counter() - t
     if executor is None:
         executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device)
@@ -319,12 +350,11 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     else:
         all_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
     phases["train"] = time.perf_counter() - t
-    conf = bound_confidence(cfg)
     models, extras, worker_s = [], {"scores": {}}, {}
     for ei, eps in enumerate(cfg.epsilons):
         results = sorted((r for j, r in zip(jobs, all_results) if j["ei"] == ei), key=lambda r: r["k"])
         worker_s[model_name(eps)] = round(sum(r["train_s"] + r["inference_s"] for r in results), 3)
-        models.append(_model_audit(cfg, ei, eps, results, data, splits, conf, extras, phases))
+        models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases))
     report = {
         "schema": SCHEMA,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -335,11 +365,8 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         "config": cfg.to_dict(),
         "dataset": data.provenance.to_dict(),
         "split": splits.summary(),
-        "threshold_policy": ("Every attack threshold is chosen on the reference models' scores and known "
-                             "membership, then applied once to the target; the target's membership is used "
-                             "only to count outcomes."),
-        "family_correction": (f"Bonferroni over {conf[3]} DP model(s): each verdict at {conf[2]:.4g}, so all of them "
-                              f"hold together at {cfg.confidence:g}"),
+        "threshold_policy": threshold_policy(target is not None),
+        "family_correction": family_text(cfg),
         "observed_training": target is None,
         "models": models,
         "timing_s": {k: round(v, 3) for k, v in phases.items()},

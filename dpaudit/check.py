@@ -235,7 +235,7 @@ COMPARABLE = {
               "target_members_sha256"),
     "config": ("dataset", "members", "n_test", "epsilons", "delta", "model", "epochs", "batch_size", "lr",
                "momentum", "max_grad_norm", "accountant", "shadow_models", "attacks", "shadow_classifier",
-               "shadow_per_class", "canaries", "confidence", "n_boot", "seed", "recipes"),
+               "shadow_per_class", "canaries", "gradient_canaries", "confidence", "n_boot", "seed", "recipes"),
 }
 
 
@@ -366,7 +366,8 @@ def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | di
         if policy.min_accuracy is not None:
             acc = m.training.test_accuracy
             rules.append(Rule("min_accuracy", "test accuracy at least the limit", name, "test accuracy",
-                              policy.min_accuracy, acc, not math.isnan(acc) and acc >= policy.min_accuracy))
+                              policy.min_accuracy, acc,
+                              acc is not None and not math.isnan(acc) and acc >= policy.min_accuracy))
     if isinstance(policy.max_epsilon, dict):
         present = {m.name for m in models if m.dp}
         for name, lim in policy.max_epsilon.items():

@@ -148,8 +148,11 @@ def _print_record(rec: dict) -> None:
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--device", type=click.Choice(DEVICES), default=_D["device"], show_default=True,
               help="Where to evaluate the model.")
+@click.option("--model", default=None,
+              help="Your factory (package.module:function or file.py:function) for a model trained with one. "
+              "Default: the built-in architecture the record names (a factory named in a file is never imported).")
 @_friendly
-def inspect(model_path, device):
+def inspect(model_path, device, model):
     """Load a saved model (weights only, never code) and print its training record and test accuracy."""
     import numpy as np
 
@@ -158,7 +161,7 @@ def inspect(model_path, device):
     from .train import load_model
 
     path = model_path / "model.pt" if model_path.is_dir() else model_path
-    module, meta = load_model(path, device=device)
+    module, meta = load_model(path, device=device, model=model)
     click.echo(f"{path}: {meta['config'].get('model')}")
     _print_record(meta["record"])
     ds_meta, test_idx = meta.get("dataset"), meta.get("test_idx")
@@ -213,9 +216,9 @@ def inspect(model_path, device):
 @click.option("--target-members", type=click.Path(path_type=Path), default=None,
               help="With --target: the dataset records the target trained on, as indices (one per line, or a 1-D "
               "integer .npy).")
-@click.option("--target-epsilon", type=str, default="inf", show_default=True,
-              help="With --target or --from-signals: the ε the target claims, with --delta as its δ; inf for no DP "
-              "claim.")
+@click.option("--target-epsilon", type=str, default=None,
+              help="With --target or --from-signals: the ε the target claims, with --delta as its δ. Default: inf, "
+              "no DP claim.")
 @click.option("--from-signals", "signals_path", type=click.Path(path_type=Path), default=None,
               help="Build the report from a SIGNALS.npz of model outputs only, with no training (models that are "
               "not PyTorch; see README 'Audit your own model'). Default: off.")
@@ -249,7 +252,15 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     cfg = _config(**kw)
     check_writable_dir(Path(out), "--out")
     check_out_folder(out, force)
-    claimed = parse_epsilons(target_epsilon)[0]
+    if target_epsilon is not None and target_path is None and signals_path is None:
+        raise DPAuditError("--target-epsilon is the claim of a --target or --from-signals model; drop it, or give "
+                           "one of those")
+    if ray_address is not None and cfg.executor != "ray":
+        raise DPAuditError("--ray-address goes with --executor ray")
+    claimed = parse_epsilons(target_epsilon or "inf", option="--target-epsilon")
+    if len(claimed) != 1:
+        raise DPAuditError("--target-epsilon takes one ε (inf for no DP claim)")
+    claimed = claimed[0]
     if (target_path is None) != (target_members is None):
         raise DPAuditError("--target and --target-members go together: the weights and the records they trained on")
     if signals_path is not None:
@@ -257,7 +268,7 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
             raise DPAuditError("give --target or --from-signals, not both")
         from .external import audit_signals
 
-        cfg.validate()
+        cfg.validate(training=False)
         report, extras = audit_signals(signals_path, cfg, claimed, command=_command_line())
     else:
         from .audit import default_workers
@@ -277,7 +288,7 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if save_signals:
         for name, arrays in extras.get("signals", {}).items():
             files[f"signals/{name}.npz"] = signals_npz(arrays)
-    write_outputs(out, files)
+    write_outputs(out, files, force=force)
     click.echo(text_summary(report))
     click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")
 
@@ -363,7 +374,7 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     files = {}
     for f in ("json", "md", "html"):
         files.update(render(rep, f))
-    write_outputs(out, files)
+    write_outputs(out, files, force=force)
     click.echo(text_summary(rep))
     click.echo(f"\nwrote {', '.join(sorted(files))} in {out}")
 

@@ -72,10 +72,11 @@ class AuditConfig:
         """δ against the training-set size; run once the data is known to hold ``members`` records, so that a
         --members beyond the data is blamed on --members, not on δ."""
         # The target trains on its members plus the canaries drawn in, at most all of them.
-        n_max = self.members + self.canaries
+        n_max = self.members + self.canaries + self.gradient_canaries
         if any(math.isfinite(e) for e in self.epsilons) and self.delta >= 1.0 / n_max:
             raise DPAuditError(f"--delta {self.delta:g} is not below 1/N = {1.0 / n_max:.3g} "
-                               f"for up to N = {n_max} training records (members + canaries); choose --delta < 1/N")
+                               f"for up to N = {n_max} training records (members + canaries + gradient canaries); "
+                               f"choose --delta < 1/N")
 
     def train_config(self, epsilon: float):
         """The TrainConfig of the models trained at ``epsilon`` (imports torch: not for the CLI's help)."""
@@ -102,8 +103,9 @@ class AuditConfig:
         kw["attacks"] = tuple(kw.get("attacks", ()))
         return cls(**kw)
 
-    def validate(self) -> None:
-        """Every check that needs no data, phrased in terms of the option the user passed."""
+    def validate(self, training: bool = True) -> None:
+        """Every check that needs no data, phrased in terms of the option the user passed. ``training`` False
+        (an audit of outputs only) skips the checks of the training recipe."""
         _check_int("--seed", self.seed, 0, 2**32 - 1)
         # Fewer members than this cannot give a bound worth a verdict (a perfect attack on 10 + 10 records
         # proves at most eps ~ 1.3 at 95%).
@@ -138,7 +140,7 @@ class AuditConfig:
             raise DPAuditError(f"--epsilons names {', '.join(dup)} twice; give each epsilon once")
         if not 0 < self.delta < 1:
             raise DPAuditError(f"--delta must be in (0, 1), got {self.delta}")
-        for e in self.epsilons:
+        for e in self.epsilons if training else ():
             batch = self.recipe(e)["batch_size"]
             if batch > self.members:
                 given = "--batch-size" if self.batch_size is not None else \
@@ -202,7 +204,7 @@ def model_name(epsilon: float) -> str:
 NO_DP_WORDS = ("inf", "none", "nodp", "non-dp")
 
 
-def parse_epsilons(value: str) -> tuple[float, ...]:
+def parse_epsilons(value: str, option: str = "--epsilons") -> tuple[float, ...]:
     out = []
     for part in value.split(","):
         part = part.strip().lower()
@@ -211,14 +213,14 @@ def parse_epsilons(value: str) -> tuple[float, ...]:
         try:
             e = math.inf if part in NO_DP_WORDS else float(part)
         except ValueError:
-            raise DPAuditError(f"--epsilons: {part!r} is not a number; give a comma list such as inf,8,1") from None
+            raise DPAuditError(f"{option}: {part!r} is not a number; give a comma list such as inf,8,1") from None
         if math.isinf(e) and part not in NO_DP_WORDS:
             # float("1e400") is inf: a typo must not silently switch DP off
-            raise DPAuditError(f"--epsilons: {part} overflows to infinity; write inf to train without DP")
-        check_epsilon(e)
+            raise DPAuditError(f"{option}: {part} overflows to infinity; write inf to train without DP")
+        check_epsilon(e, option)
         out.append(e)
     if not out:
-        raise DPAuditError("--epsilons is empty; give a comma list such as inf,8,1")
+        raise DPAuditError(f"{option} is empty; give a comma list such as inf,8,1")
     return tuple(out)
 
 

@@ -55,11 +55,14 @@ def read_indices(path: Path, n_records: int, option: str = "--target-members") -
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
+            if not isinstance(arr, np.ndarray):
+                raise ValueError("a .npy file must hold one array, not an archive")
         else:
             text = path.read_text(encoding="utf-8-sig").replace(",", "\n").split()
             arr = np.array([int(t) for t in text if t.strip()], dtype=np.int64)
-    except (ValueError, OSError) as exc:
-        raise DPAuditError(f"{option} {path}: not a list of whole numbers ({str(exc).splitlines()[0][:80]})") from None
+    except (ValueError, OSError, EOFError) as exc:
+        why = (str(exc).splitlines() or [exc.__class__.__name__])[0][:80]
+        raise DPAuditError(f"{option} {path}: not a list of whole numbers ({why})") from None
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
         raise DPAuditError(f"{option} {path}: needs a non-empty 1-D list of integer record indices")
     if arr.min() < 0 or arr.max() >= n_records:
@@ -213,13 +216,15 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     from datetime import datetime, timezone
 
     from .attack_registry import AttackInput, check_attacks
-    from .audit import attack_options, bound_confidence, evaluate_setting, versions
+    from .audit import attack_options, evaluate_setting, family_text, threshold_policy, versions
     from .config import model_name
     from .isolation import preserved_global_state
     from .jobs import quiet_library_warnings
     from .schema import SCHEMA, Report
     from .signals import Signals
 
+    if cfg.gradient_canaries:
+        raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --from-signals")
     sig = load_signals(path)
     m, n, c = sig["logits"].shape
     dp = epsilon is not None and math.isfinite(epsilon)
@@ -229,7 +234,7 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     cfg = replace(cfg, epsilons=eps_cfg, shadow_models=m - 1, canaries=int(sig.get("canary_in", np.zeros(0)).size),
                   members=max(int(sig["membership"][0].sum()), 10), n_test=max(int(sig.get("population_labels", [0]).size), 1),
                   dataset=f"signals:{Path(path).name}")
-    cfg.validate()
+    cfg.validate(training=False)
     check_attacks(cfg.attacks, cfg.shadow_models)
     for a in cfg.attacks:
         from .attack_registry import get_attack
@@ -255,10 +260,9 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
         extras: dict = {"scores": {}}
         phases: dict = {}
         model = evaluate_setting(cfg, 0, model_name(eps_cfg[0]), inp, sig["membership"][0], sig["record_index"],
-                                 rec, [], 0, canary, bound_confidence(cfg), extras, phases)
+                                 rec, [], 0, canary, extras, phases)
         model["reference_models"]["k"] = m - 1
         phases["attacks_and_bounds"] = time.perf_counter() - t
-    conf = bound_confidence(cfg)
     report = {
         "schema": SCHEMA,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -275,12 +279,9 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
                   "pool_sha256": hashlib.sha256(np.ascontiguousarray(sig["record_index"], np.int64).tobytes()).hexdigest()[:16],
                   "target_members_sha256": hashlib.sha256(np.ascontiguousarray(
                       sig["record_index"][sig["membership"][0]], np.int64).tobytes()).hexdigest()[:16]},
-        "threshold_policy": ("Every attack threshold is chosen on the reference models' scores and known "
-                             "membership, then applied once to the target; the target's membership is used "
-                             "only to count outcomes."),
+        "threshold_policy": threshold_policy(True),
         "observed_training": False,
-        "family_correction": (f"Bonferroni over {conf[3]} DP model(s): each verdict at {conf[2]:.4g}, so all of them "
-                              f"hold together at {cfg.confidence:g}"),
+        "family_correction": family_text(cfg),
         "models": [model],
         "timing_s": {k: round(v, 3) for k, v in phases.items()},
         "worker_s": {},

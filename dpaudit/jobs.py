@@ -118,7 +118,7 @@ def _load_cached(path: Path, job: dict):
     if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
         return None
     if job.get("gradient_canaries") is not None and not _whitebox_path(path).is_file():
-        return None
+        return None  # not written completely: retrain
     try:
         import json
 
@@ -131,9 +131,16 @@ def _load_cached(path: Path, job: dict):
                 problems.append("it was written under another key")
             if meta.get("weights_sha256") != _file_sha256(path):
                 problems.append("its weights do not match the hash recorded with them")
+            from .train import record_sha256
+
+            if not isinstance(meta.get("record"), dict) or meta.get("record_sha256") != record_sha256(meta["record"]):
+                problems.append("its training record does not match the hash recorded with it")
+            wb = _whitebox_path(path)
+            if job.get("gradient_canaries") is not None and meta.get("whitebox_sha256") != _file_sha256(wb):
+                problems.append("its gradient-canary observations do not match the hash recorded with them")
         if problems:
             raise DPAuditError("; ".join(problems))
-        module, meta = load_model(path, device=cfg.device)
+        module, meta = load_model(path, device=cfg.device, model=cfg.model)
         record = TrainingRecord.from_dict(meta["record"])
         if record.dp != cfg.dp or record.seed != cfg.seed or (cfg.dp and record.target_epsilon != cfg.epsilon):
             raise DPAuditError("its training record is not this job's (DP, seed or target epsilon differ)")
@@ -184,10 +191,12 @@ def train_job(job: dict, images: np.ndarray | None = None, labels: np.ndarray | 
                               n_classes=job.get("n_classes", 10), gradient_canaries=job.get("gradient_canaries"))
         module, record, hit, whitebox = trained.module, trained.record, False, trained.whitebox
         if cache_path is not None:
+            extra = {"cache_key": job["key"], "n_classes": job.get("n_classes", 10),
+                     "input_shape": list(images.shape[1:])}
             if whitebox is not None:  # before the record: an entry is complete only once its record exists
                 whitebox.save(_whitebox_path(cache_path))
-            save_model(trained, cache_path, extra={"cache_key": job["key"], "n_classes": job.get("n_classes", 10),
-                                                   "input_shape": list(images.shape[1:])}, with_hash=True)
+                extra["whitebox_sha256"] = _file_sha256(_whitebox_path(cache_path))
+            save_model(trained, cache_path, extra=extra, with_hash=True)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     rows = signal_rows(module, job, images, cfg.device)
@@ -227,15 +236,13 @@ def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
     from .config import check_writable_dir
     from .data import load_dataset
     from .isolation import preserved_global_state
+    from .report import check_out_folder
     from .splits import make_splits
     from .train import save_model, train_model
 
     cfg.validate()
     check_writable_dir(out, "--out")
-    if out.exists() and not out.is_dir():
-        raise DPAuditError(f"--out {out} is a file; choose a folder")
-    if (out / "model.pt").exists() and not force:
-        raise DPAuditError(f"{out / 'model.pt'} exists; pass --force to replace it, or choose another --out")
+    check_out_folder(out, force)
     eps = cfg.epsilons[0]
     with preserved_global_state():
         quiet_library_warnings()
@@ -256,7 +263,11 @@ def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
         if out.exists():
             old = out.with_name(f".{out.name}.old.{stage.name}")
             out.rename(old)
-            stage.rename(out)
+            try:
+                stage.rename(out)
+            except OSError:
+                old.rename(out)  # the earlier model stays
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             stage.rename(out)

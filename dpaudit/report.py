@@ -211,7 +211,8 @@ def whitebox_markdown(w: dict, figures) -> list[str]:
                      ["ε (accountant on σ̂, q̂)", fmt(w["claimed_epsilon"], 3), fmt(w["empirical_epsilon"], 3),
                       fmt_ci(w["empirical_epsilon_ci"], 3)]]), "",
              f"ε lower bounds: one-run {fmt(w.get('epsilon_lb_one_run'), 3)}, Clopper-Pearson "
-             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); from the final model alone: "
+             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); from the final model alone "
+             f"(shown for users who see only the released model; not part of the verdict, so not corrected for): "
              f"one-run {fmt(w.get('final_model_epsilon_lb_one_run'), 3)}, Clopper-Pearson "
              f"{fmt(w.get('final_model_epsilon_lb_cp'), 3)}."]
     if FIGURES["whitebox"] in figures:
@@ -255,7 +256,8 @@ def check_out_folder(out: str | Path, force: bool) -> None:
                            f"or choose another --out")
 
 
-def write_outputs(out: str | Path, files: dict[str, bytes], *, replace: bool = True) -> list[Path]:
+def write_outputs(out: str | Path, files: dict[str, bytes], *, replace: bool = True,
+                  force: bool = True) -> list[Path]:
     """Write a report folder so that no reader ever sees it half-written or mixed with another run's files.
 
     Every file is staged in a unique sibling folder first. ``replace`` (an audit's output): the staged folder
@@ -282,9 +284,17 @@ def write_outputs(out: str | Path, files: dict[str, bytes], *, replace: bool = T
             elif replace:
                 if not out.is_dir():
                     raise DPAuditError(f"--out {out} is a file; choose a folder")
+                if not force and any(out.iterdir()):
+                    # checked again under the lock: another run may have written it while this one trained
+                    raise DPAuditError(f"--out {out} was filled by another run while this one worked; pass --force "
+                                       f"to replace it, or choose another --out")
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
                 os.replace(out, old / "previous")
-                os.replace(stage, out)
+                try:
+                    os.replace(stage, out)
+                except OSError:
+                    os.replace(old / "previous", out)  # put the earlier report back: nothing changed after all
+                    raise
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 for name in sorted(files, key=lambda n: n == "report.json"):

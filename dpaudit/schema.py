@@ -608,9 +608,11 @@ def evidence(m: ModelAudit) -> Evidence:
     best, best_src = max(vals) if vals else (None, None)
     ceilings = [c for _, _, c in sources]
     known = [c for c in ceilings if c is not None and not math.isnan(c)]
+    # The evidence's own ceilings decide; the stored verdict's ceiling is used only where one is missing, so an
+    # edited stored ceiling cannot turn "inconclusive" into "consistent".
     ceiling = m.verdict.ceiling if m.verdict.ceiling is not None and not math.isnan(m.verdict.ceiling) else None
     if sources and len(known) == len(ceilings):
-        ceiling = max(known + ([ceiling] if ceiling is not None else []))
+        ceiling = max(known)
     if not m.dp:
         return Evidence(None, best, best_src, missing, ceiling, "no DP claim")
     claimed = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon

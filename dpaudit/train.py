@@ -493,11 +493,21 @@ def save_model(trained: TrainedModel, path: str | Path, extra: dict | None = Non
             "record": trained.record.to_dict(), **(extra or {})}
     if with_hash:
         meta["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+        meta["record_sha256"] = record_sha256(meta["record"])
     atomic_write_bytes(path, buf.getvalue())
     atomic_write_json(path.with_name(path.name + ".json"), meta)
 
 
-def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+def record_sha256(record: dict) -> str:
+    """Hash of a training record's canonical JSON: damage to a cached record (a flipped digit in ε, say) is
+    caught. It cannot stop a deliberate edit of both (nothing stored beside the record can); the accountant
+    cross-check recomputes ε from σ, q and steps, and `dpaudit check` fails a flagged mismatch."""
+    from .io import dumps
+
+    return hashlib.sha256(json.dumps(json.loads(dumps(record)), sort_keys=True).encode()).hexdigest()
+
+
+def load_model(path: str | Path, device: str = "cpu", model: str | None = None) -> tuple[nn.Module, dict]:
     """Load a model saved by ``save_model``. Refuses pickles that carry code (``weights_only=True``)."""
     path = Path(path)
     meta_path = path.with_name(path.name + ".json")
@@ -527,7 +537,19 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
     shape = meta.get("input_shape", [1, 28, 28])
     if not (isinstance(shape, list) and 1 <= len(shape) <= 4 and all(isinstance(v, int) and 0 < v <= 4096 for v in shape)):
         raise DPAuditError(f"{meta_path}: input_shape must be a short list of positive whole numbers, got {shape!r}")
-    module = build_model(meta["config"].get("model", "simple-cnn"), tuple(shape), n_classes)
+    # The architecture named in the JSON is only trusted when it is a registered name: a spec such as
+    # "pkg.mod:f" or "file.py:f" would import and run code chosen by whoever wrote the file. A user factory is
+    # given by the caller (``model``: the --model the user typed), never taken from the record.
+    from .models import MODELS
+
+    named = meta["config"].get("model", "simple-cnn")
+    if model is None:
+        if not isinstance(named, str) or named not in MODELS:
+            raise DPAuditError(f"{meta_path} names the architecture {str(named)[:60]!r}, which is not a built-in "
+                               f"model; pass --model with your factory to load it (dpaudit never imports code "
+                               f"named in a file)")
+        model = named
+    module = build_model(model, tuple(shape), n_classes)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DPAuditError(f"{path} holds no state dict of tensors; it was not written by dpaudit")
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -114,7 +115,7 @@ class WhiteBoxObservations:
         try:
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise DPAuditError(f"{path} is not a gradient-canary observation file ({exc.__class__.__name__}); "
                                f"re-train the model") from None
         missing = set(cls.__dataclass_fields__) - set(d)

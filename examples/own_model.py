@@ -86,13 +86,13 @@ def run(out: str | Path, seed: int = 0) -> tuple:
                       attacks=("loss", "rmia", "lira"))
     doc, extras = run_audit(cfg, progress=False, command="python examples/own_model.py")
     own = Report.from_json(doc)
-    dpaudit.write_report(own, out / "own")
+    dpaudit.write_report(own, out / "own", force=True)
     dp = own.models[1]
     signals = out / "own-signals.npz"
     signals.write_bytes(signals_npz(extras["signals"][dp.name]))
     doc2, _ = audit_signals(signals, cfg, dp.training.epsilon, command="python examples/own_model.py")
     from_outputs = Report.from_json(doc2)
-    dpaudit.write_report(from_outputs, out / "from-signals")
+    dpaudit.write_report(from_outputs, out / "from-signals", force=True)
     return own, from_outputs
 
 

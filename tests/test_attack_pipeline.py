@@ -44,12 +44,12 @@ def test_target_truth_never_enters_fitting(attack):
 @pytest.mark.slow
 def test_membership_matrix_reaches_training():
     """Each model's record says it trained on exactly its row of the membership matrix."""
-    from dpaudit.data import load_dataset
-    from dpaudit.splits import make_splits
-
     import warnings
 
     import torch
+
+    from dpaudit.data import load_dataset
+    from dpaudit.splits import make_splits
 
     cfg = small_config(epsilons=(math.inf,), epochs=1, attacks=("loss",), shadow_models=2)
     # a library call leaves the caller's process as it found it
