@@ -31,24 +31,31 @@ def _prepare(tmp):
     (tmp / "good_members.txt").write_text("\n".join(str(i) for i in range(300)) + "\n")
     (tmp / "w.pt").write_bytes(b"not a checkpoint")
     _model_with_bad_test_idx(tmp / "badidx")
+    # a record naming code to import as its architecture: never imported (here, a file that would write a marker)
+    _model_with_bad_test_idx(tmp / "codeidx", model=f"{tmp}/evil.py:make", test_idx=(0,))
+    (tmp / "evil.py").write_text(f"open({str(tmp / 'PWNED')!r}, 'w').write('x')\ndef make(s, c):\n    raise SystemExit\n")
     sig = {"logits": np.zeros((3, 10, 4), np.float32), "labels": np.arange(10) % 4,
            "membership": np.tile(np.arange(10) % 2, (3, 1))}
     np.savez(tmp / "sig_nolabels.npz", **{k: v for k, v in sig.items() if k != "labels"})
     np.savez(tmp / "sig_badmem.npz", **{**sig, "membership": np.ones((3, 10))})
     np.savez(tmp / "sig_extra.npz", **sig, secret=np.zeros(1))
+    np.savez(tmp / "sig_ok.npz", **sig)
 
 
-def _model_with_bad_test_idx(folder):
-    """A real (untrained) model saved by dpaudit whose record lists test indices past the data's end."""
+def _model_with_bad_test_idx(folder, model="simple-cnn", test_idx=(0, 1, 10**9)):
+    """A real (untrained) model saved by dpaudit whose record lists test indices past the data's end (or names
+    a factory in a file as its architecture)."""
+    from dataclasses import replace
+
     from dpaudit.models import build_model
     from dpaudit.train import TrainConfig, TrainedModel, TrainingRecord, save_model
 
     rec = {f: None for f in TrainingRecord.__dataclass_fields__}
     rec.update(model="simple-cnn", dp=False, epsilon_per_epoch=[], poisson_sampling_checked=False, n_train=1,
                dpaudit_version="x")
-    trained = TrainedModel(build_model("simple-cnn"), TrainingRecord(**rec), TrainConfig())
+    trained = TrainedModel(build_model("simple-cnn"), TrainingRecord(**rec), replace(TrainConfig(), model=model))
     save_model(trained, folder / "model.pt", extra={"n_classes": 10, "dataset": {"name": "mnist-5k"},
-                                                    "test_idx": [0, 1, 10**9]})
+                                                    "test_idx": list(test_idx)})
 
 
 ROWS = [
@@ -124,6 +131,12 @@ ROWS = [
     ("train", ["--epsilon", "1e-300", "--out", "{tmp}/m"], "below 0.001"),
     ("train", ["--epsilon", "0", "--out", "{tmp}/m"], "> 0"),
     ("train", ["--out", "{tmp}/a_file"], "is a file"),
+    ("train", ["--out", "{tmp}/taken"], "--force"),
+    ("audit", ["--target-epsilon", "4"], "--target-epsilon"),
+    ("audit", ["--ray-address", "127.0.0.1:1"], "--executor ray"),
+    ("audit", ["--from-signals", "{tmp}/sig_extra.npz", "--target-epsilon", "1,2"], "one"),
+    ("audit", ["--gradient-canaries", "10", "--from-signals", "{tmp}/sig_ok.npz"], "--gradient-canaries"),
+    ("inspect", ["{tmp}/codeidx/model.pt"], "never imports code"),
     # epsilon (anyone's scores)
     ("epsilon", ["{tmp}/missing.csv"], "not found"),
     ("epsilon", ["{tmp}/ok.csv", "--confidence", "0.1"], "--confidence"),
