@@ -23,13 +23,16 @@ def test_audit_end_to_end(tmp_path):
         assert {a["attack"] for a in m["attacks"]} == {"loss", "shadow", "rmia", "lira"}
         for a in m["attacks"]:
             met = a["metrics"]
-            assert 0 <= met["auc"] <= 1 and met["auc_ci"][0] <= met["auc"] <= met["auc_ci"][1]
+            assert met["auc_ci"][0] <= met["auc"] <= met["auc_ci"][1] and met["auc_ci"][0] < met["auc_ci"][1]
             assert "reference models" in met["threshold_source"]
-            assert a["epsilon_lb"]["value"] >= 0
+            # a bound never above what a perfect attack could show at this size and confidence
+            assert a["epsilon_lb"]["value"] <= a["ceiling"]
     dp = rep["models"][1]
     assert dp["training"]["epsilon"] <= 2.0 and dp["bounds"]["max_advantage"] < 1
     assert not dp["accountant_check"]["flagged"]
-    assert dp["verdict"]["status"] in ("consistent", "violation")
+    # 300 + 300 records at 95%: a perfect attack proves at most ε ≈ 4, above the claim of 2, so the audit can decide
+    assert dp["verdict"]["could_detect"] is True and dp["verdict"]["ceiling"] > dp["training"]["epsilon"]
+    assert dp["verdict"]["status"] == "consistent"
     md = (out / "report.md").read_text()
     assert "| non-dp |" in md and "roc.png" in md and "Privacy verdicts" in md
     for png in ("roc.png", "epsilon_vs_success.png", "epsilon_per_epoch.png"):
