@@ -28,7 +28,8 @@ def test_correct_dp_is_conformant(honest):
     lo, hi = wb["empirical_epsilon_ci"]
     assert lo <= m["training"]["epsilon"] <= hi
     assert m["verdict"]["status"] in ("consistent", "inconclusive")
-    assert m["verdict"]["n_bounds"] == 3  # loss attack + white-box one-run + white-box Clopper-Pearson
+    # loss attack + white-box one-run + white-box Clopper-Pearson + the white-box conformance tests
+    assert m["verdict"]["n_bounds"] == 4
     assert m["training"]["gradient_canaries"]["m"] == 400
 
 
