@@ -123,12 +123,11 @@ def confidence_note(report: Report) -> str:
     """How the verdicts' ε lower bounds hold, in one sentence, from the report alone."""
     conf = report.config.confidence
     head = f"{conf:.0%} confidence"
-    if report.models:
-        v = report.models[0].verdict
-        head += (f"; each of {v.n_bounds} bounds at {v.per_bound_confidence:.2%}, Bonferroni-corrected, so the "
-                 f"best of them holds at {v.confidence:.0%}")
-        if v.family_confidence is not None:
-            head += f" per model at {v.family_confidence:.2%}"
+    dp = [m for m in report.models if m.dp] or list(report.models)
+    if dp:
+        v = dp[0].verdict  # every DP model's verdict is corrected alike
+        head += (f"; each {'DP model' if dp[0].dp else 'model'}'s verdict at {v.confidence:.2%}, the best of its "
+                 f"{v.n_bounds} bounds, each at {v.per_bound_confidence:.2%} (Bonferroni)")
     if report.family_correction:
         head += f"; across models: {report.family_correction}"
     return head
