@@ -308,3 +308,20 @@ def test_register_dataset():
         register_dataset("npz:x")
     with pytest.raises(DPAuditError, match="sklearn-digits, or npz:PATH or imagefolder:DIR"):
         load_dataset("cifar-100")
+
+
+def test_attacks_install_as_dpaudit_attacks():
+    """The repository's top-level attacks/ folder is the installed package dpaudit.attacks (a top-level
+    `attacks` would collide with other installs); its modules import nothing from torch or dpaudit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import dpaudit.attacks.metrics as metrics
+
+    assert Path(metrics.__file__).resolve().parent == Path(__file__).resolve().parents[1] / "attacks"
+    # from another folder (not the repository root, which would put attacks/ on sys.path itself)
+    code = ("import sys, dpaudit.attacks.rmia, dpaudit.attacks.lira, dpaudit.attacks.shadow; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
+    assert out.stdout.strip() == "False"

@@ -40,6 +40,14 @@ def _prepare(tmp):
     np.savez(tmp / "sig_badmem.npz", **{**sig, "membership": np.ones((3, 10))})
     np.savez(tmp / "sig_extra.npz", **sig, secret=np.zeros(1))
     np.savez(tmp / "sig_ok.npz", **sig)
+    import zipfile
+
+    # a zip bomb in torch's checkpoint format: 80 MB of zeros that pack into ~80 KB
+    with zipfile.ZipFile(tmp / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("archive/data/0", "w") as f:
+            chunk = bytes(1 << 20)
+            for _ in range(80):
+                f.write(chunk)
 
 
 def _model_with_bad_test_idx(folder, model="simple-cnn", test_idx=(0, 1, 10**9)):
@@ -119,6 +127,7 @@ ROWS = [
     ("audit", ["--target", "{tmp}/w.pt", "--target-members", "{tmp}/members.txt"], "whole numbers"),
     ("audit", ["--target", "{tmp}/none.pt", "--target-members", "{tmp}/good_members.txt"], "not found"),
     ("audit", ["--target", "{tmp}/w.pt", "--target-members", "{tmp}/good_members.txt"], "weights-only"),
+    ("audit", ["--target", "{tmp}/bomb.pt", "--target-members", "{tmp}/good_members.txt"], "zip bomb"),
     ("audit", ["--from-signals", "{tmp}/missing.npz"], "not found"),
     ("audit", ["--from-signals", "{tmp}/obj.npz"], "object"),
     ("audit", ["--from-signals", "{tmp}/sig_nolabels.npz"], "labels"),
