@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import DPAuditError
+from .registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # MNIST's customary normalisation constants (mean and std of its training pixels / 255).
@@ -268,29 +269,14 @@ def _make_mnist_like(name: str, source: str, images: np.ndarray, labels: np.ndar
 
 # A loader is ``loader(data_dir: Path | None, download: bool) -> Dataset``.
 DatasetLoader = Callable[[Path | None, bool], Dataset]
-DATASETS: dict[str, DatasetLoader] = {}
-_BUILTIN_DATASETS: set[str] = set()
+DATASETS: Registry = Registry("dataset", "npz:/imagefolder:")
 
 
 def register_dataset(name: str, *, _builtin: bool = False):
     """Decorator: ``@register_dataset("my-data")`` on ``loader(data_dir, download) -> Dataset`` makes
     ``load_dataset("my-data")`` call it. Re-registering a user name replaces it (notebooks re-run cells);
-    built-in names are refused. Registered names live in this process only: worker processes that
-    rebuild the dataset need the registering module imported too."""
-    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
-        raise DPAuditError(f"dataset name {name!r} must be a non-empty string without ':' (kept for npz:/imagefolder:)")
-    if name in _BUILTIN_DATASETS:
-        raise DPAuditError(f"dataset name {name!r} is a built-in; register yours under another name")
-
-    def deco(loader: DatasetLoader) -> DatasetLoader:
-        if not callable(loader):
-            raise DPAuditError(f"register_dataset({name!r}) needs a callable loader, got {type(loader).__name__}")
-        DATASETS[name] = loader
-        if _builtin:
-            _BUILTIN_DATASETS.add(name)
-        return loader
-
-    return deco
+    built-in names are refused (dpaudit.registry)."""
+    return DATASETS.register(name, _builtin=_builtin)
 
 
 @register_dataset("mnist-5k", _builtin=True)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import DPAuditError
+from .registry import Registry
 
 ModelFactory = Callable[[tuple, int], nn.Module]
 MNIST_SHAPE = (1, 28, 28)
@@ -93,27 +94,14 @@ def _chw(input_shape, who: str) -> tuple[int, int, int]:
 
 # ---- registry -------------------------------------------------------------------------------------
 
-MODELS: dict[str, ModelFactory] = {}
-_BUILTIN_MODELS: set[str] = set()
+MODELS: Registry = Registry("model", "module:factory")
 
 
 def register_model(name: str, *, _builtin: bool = False):
     """Decorator: ``@register_model("my-net")`` on ``factory(input_shape, n_classes) -> nn.Module`` makes
-    ``build_model("my-net", ...)`` call it. Re-registering a user name replaces it; built-in names are refused."""
-    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
-        raise DPAuditError(f"model name {name!r} must be a non-empty string without ':' (kept for module:factory)")
-    if name in _BUILTIN_MODELS:
-        raise DPAuditError(f"model name {name!r} is a built-in; register yours under another name")
-
-    def deco(factory: ModelFactory) -> ModelFactory:
-        if not callable(factory):
-            raise DPAuditError(f"register_model({name!r}) needs a callable factory, got {type(factory).__name__}")
-        MODELS[name] = factory
-        if _builtin:
-            _BUILTIN_MODELS.add(name)
-        return factory
-
-    return deco
+    ``build_model("my-net", ...)`` call it. Re-registering a user name replaces it; built-in names are refused
+    (dpaudit.registry)."""
+    return MODELS.register(name, _builtin=_builtin)
 
 
 @register_model("simple-cnn", _builtin=True)
@@ -205,7 +193,7 @@ def resolve_model(spec: str | ModelFactory) -> ModelFactory:
 def model_source_sha256(spec: str) -> str | None:
     """sha256 of the file that defines a user factory (for cache keys: an edited factory must not reuse
     models trained with the old one), or None for built-ins."""
-    if isinstance(spec, str) and spec in _BUILTIN_MODELS:
+    if isinstance(spec, str) and spec in MODELS.builtin:
         return None
     import inspect
 
