@@ -30,7 +30,6 @@ def _prepare(tmp):
     (tmp / "members.txt").write_text("1\n2\nthree\n")
     (tmp / "good_members.txt").write_text("\n".join(str(i) for i in range(300)) + "\n")
     (tmp / "w.pt").write_bytes(b"not a checkpoint")
-    _model_with_bad_test_idx(tmp / "badidx")
     # a record naming code to import as its architecture: never imported (here, a file that would write a marker)
     _model_with_bad_test_idx(tmp / "codeidx", model=f"{tmp}/evil.py:make", test_idx=(0,))
     (tmp / "evil.py").write_text(f"open({str(tmp / 'PWNED')!r}, 'w').write('x')\ndef make(s, c):\n    raise SystemExit\n")
@@ -40,14 +39,37 @@ def _prepare(tmp):
     np.savez(tmp / "sig_badmem.npz", **{**sig, "membership": np.ones((3, 10))})
     np.savez(tmp / "sig_extra.npz", **sig, secret=np.zeros(1))
     np.savez(tmp / "sig_ok.npz", **sig)
-    import zipfile
+    import shutil
 
-    # a zip bomb in torch's checkpoint format: 80 MB of zeros that pack into ~80 KB
-    with zipfile.ZipFile(tmp / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("archive/data/0", "w") as f:
-            chunk = bytes(1 << 20)
-            for _ in range(80):
-                f.write(chunk)
+    shutil.copy(_template() / "bomb.pt", tmp / "bomb.pt")
+    shutil.copytree(_template() / "badidx", tmp / "badidx")
+
+
+_TEMPLATE: list = []
+
+
+def _template():
+    """Files that are slow to make and hold no per-test path, made once per session and copied into each row's
+    folder: a zip bomb and a model record with a bad test_idx."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    if not _TEMPLATE:
+        import atexit
+        import shutil
+
+        root = Path(tempfile.mkdtemp(prefix="dpaudit-fuzz-"))
+        atexit.register(shutil.rmtree, root, True)
+        # a zip bomb in torch's checkpoint format: 80 MB of zeros that pack into ~80 KB
+        with zipfile.ZipFile(root / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as zf:
+            with zf.open("archive/data/0", "w") as f:
+                chunk = bytes(1 << 20)
+                for _ in range(80):
+                    f.write(chunk)
+        _model_with_bad_test_idx(root / "badidx")
+        _TEMPLATE.append(root)
+    return _TEMPLATE[0]
 
 
 def _model_with_bad_test_idx(folder, model="simple-cnn", test_idx=(0, 1, 10**9)):
