@@ -73,6 +73,7 @@ def test_correct_dp_is_conformant(correct_run):
     assert d["conformant"] is True and d["m"] == M
 
 
+@pytest.mark.slow
 def test_reported_model_is_the_base_architecture(correct_run):
     tm, _ = correct_run
     assert type(tm.module) is type(build_model("simple-cnn"))
