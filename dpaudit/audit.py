@@ -136,6 +136,31 @@ def attack_options(cfg: AuditConfig) -> dict:
     return {"shadow_classifier": cfg.shadow_classifier, "shadow_per_class": cfg.shadow_per_class}
 
 
+def report_document(cfg: AuditConfig, *, command: str | None, workers: int | None, device: str, dataset: dict,
+                    split: dict, models: list[dict], phases: dict, worker_s: dict, observed: bool) -> dict:
+    """The report of any audit (trained here, a --target, or outputs only), passed once through the typed model:
+    a field an audit forgot fails here, not in a renderer."""
+    report = {
+        "schema": SCHEMA,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        "versions": versions(),
+        "platform": {"machine": platform.machine(), "cpus": os.cpu_count(), "workers": workers, "device": device},
+        "config": cfg.to_dict(),
+        "dataset": dataset,
+        "split": split,
+        "threshold_policy": threshold_policy(not observed),
+        "family_correction": family_text(cfg),
+        "observed_training": observed,
+        "models": models,
+        "timing_s": {k: round(v, 3) for k, v in phases.items()},
+        # Seconds each epsilon's models took inside the workers (training + inference), summed over its
+        # K + 1 models: they overlap in time, so they do not add up to the wall time above.
+        "worker_s": worker_s,
+    }
+    return Report.from_json(report).to_json()
+
+
 def threshold_policy(external: bool) -> str:
     text = ("Every attack threshold is chosen on the reference models' scores and known membership, then applied "
             "once to the target; the target's membership is used only to count outcomes.")
@@ -355,24 +380,6 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         results = sorted((r for j, r in zip(jobs, all_results) if j["ei"] == ei), key=lambda r: r["k"])
         worker_s[model_name(eps)] = round(sum(r["train_s"] + r["inference_s"] for r in results), 3)
         models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases))
-    report = {
-        "schema": SCHEMA,
-        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": command,
-        "versions": versions(),
-        "platform": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                     "workers": getattr(executor, "workers", None), "device": cfg.device},
-        "config": cfg.to_dict(),
-        "dataset": data.provenance.to_dict(),
-        "split": splits.summary(),
-        "threshold_policy": threshold_policy(target is not None),
-        "family_correction": family_text(cfg),
-        "observed_training": target is None,
-        "models": models,
-        "timing_s": {k: round(v, 3) for k, v in phases.items()},
-        # Seconds each epsilon's models took inside the workers (training + inference), summed over its
-        # K + 1 models: they overlap in time, so they do not add up to the wall time above.
-        "worker_s": worker_s,
-    }
-    # Every report passes through the typed model once: a field the audit forgot fails here, not in a renderer.
-    return Report.from_json(report).to_json(), extras
+    return report_document(cfg, command=command, workers=getattr(executor, "workers", None), device=cfg.device,
+                           dataset=data.provenance.to_dict(), split=splits.summary(), models=models, phases=phases,
+                           worker_s=worker_s, observed=target is None), extras

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -213,14 +211,12 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     """A full report (attacks, bounds, verdicts) from a SIGNALS.npz, with no training. ``epsilon``: the
     target's claimed ε (None: no DP claim); ``cfg.delta`` its δ."""
     import time
-    from datetime import datetime, timezone
 
     from .attack_registry import AttackInput, check_attacks
-    from .audit import attack_options, evaluate_setting, family_text, threshold_policy, versions
+    from .audit import attack_options, evaluate_setting, report_document
     from .config import model_name
     from .isolation import preserved_global_state
     from .jobs import quiet_library_warnings
-    from .schema import SCHEMA, Report
     from .signals import Signals
 
     if cfg.gradient_canaries:
@@ -263,27 +259,15 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
                                  rec, [], 0, canary, extras, phases)
         model["reference_models"]["k"] = m - 1
         phases["attacks_and_bounds"] = time.perf_counter() - t
-    report = {
-        "schema": SCHEMA,
-        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": command, "versions": versions(),
-        "platform": {"machine": platform.machine(), "cpus": os.cpu_count(), "workers": None,
-                     "device": "none (outputs only)"},
-        "config": cfg.to_dict(),
-        "dataset": {"name": f"signals:{Path(path).name}", "source": str(path), "n_records": int(n),
-                    "n_classes": int(c), "sha256": sig["sha256"]},
-        "split": {"seed": cfg.seed, "n_test": int(sig.get("population_labels", np.zeros(0)).size), "pool_size": int(n),
-                  "members": int(sig["membership"][0].sum()), "n_models": int(m),
-                  "canaries": int(sig.get("canary_in", np.zeros(0)).size),
-                  "canaries_in": int(sig.get("canary_in", np.zeros(0)).sum()),
-                  "pool_sha256": hashlib.sha256(np.ascontiguousarray(sig["record_index"], np.int64).tobytes()).hexdigest()[:16],
-                  "target_members_sha256": hashlib.sha256(np.ascontiguousarray(
-                      sig["record_index"][sig["membership"][0]], np.int64).tobytes()).hexdigest()[:16]},
-        "threshold_policy": threshold_policy(True),
-        "observed_training": False,
-        "family_correction": family_text(cfg),
-        "models": [model],
-        "timing_s": {k: round(v, 3) for k, v in phases.items()},
-        "worker_s": {},
-    }
-    return Report.from_json(report).to_json(), extras
+    from .splits import _hash
+
+    none = np.zeros(0, dtype=bool)
+    split = {"seed": cfg.seed, "n_test": int(sig.get("population_labels", none).size), "pool_size": int(n),
+             "members": int(sig["membership"][0].sum()), "n_models": int(m),
+             "canaries": int(sig.get("canary_in", none).size), "canaries_in": int(sig.get("canary_in", none).sum()),
+             "pool_sha256": _hash(sig["record_index"]),
+             "target_members_sha256": _hash(sig["record_index"][sig["membership"][0]])}
+    dataset = {"name": f"signals:{Path(path).name}", "source": str(path), "n_records": int(n), "n_classes": int(c),
+               "sha256": sig["sha256"]}
+    return report_document(cfg, command=command, workers=None, device="none (outputs only)", dataset=dataset,
+                           split=split, models=[model], phases=phases, worker_s={}, observed=False), extras
