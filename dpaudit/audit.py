@@ -22,6 +22,7 @@ from .bounds import (
     ceiling_clopper_pearson,
     ceiling_one_run,
     decide_verdict,
+    evidence_confidences,
     family_confidence,
     max_advantage,
     max_balanced_accuracy,
@@ -43,23 +44,47 @@ __all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
 
 # ---- attacks and bounds --------------------------------------------------------------------------
 
-def bound_confidence(cfg: AuditConfig, dp: bool = True) -> tuple[float, int, float, int]:
-    """(per-bound confidence, bounds per verdict, per-model confidence, DP models), so that every verdict of
-    the report holds together at ``cfg.confidence``.
+@dataclass(frozen=True)
+class BoundPlan:
+    """At what confidence each bound of a model's verdict is computed, so that the verdict holds at
+    ``per_model`` and all DP verdicts of the report together at the configured confidence."""
+    attack: float  # each attack's ε bound (and its ceiling)
+    canary: float  # each canary route's: black-box canaries, white-box one-run, white-box CP, conformance tests
+    n_bounds: int
+    n_attacks: int
+    per_model: float
+    d: int  # DP models in the family
+
+    @property
+    def correction(self) -> str:
+        if self.n_attacks and self.n_bounds > self.n_attacks and self.attack != self.canary:
+            how = (f"weighted Bonferroni over {self.n_bounds} bound(s), weights fixed in advance: crafted canaries "
+                   f"take half of α (each of their {self.n_bounds - self.n_attacks} route(s) at {self.canary:.4g}), "
+                   f"the {self.n_attacks} attack(s) the other half (each at {self.attack:.4g})")
+        else:
+            how = f"Bonferroni: each of {self.n_bounds} bound(s) at {min(self.attack, self.canary):.4g}"
+        return f"{how}, so this verdict holds at {self.per_model:.4g}"
+
+
+def bound_confidence(cfg: AuditConfig, dp: bool = True) -> BoundPlan:
+    """The confidences of a verdict's bounds, so that every verdict of the report holds together at
+    ``cfg.confidence``.
 
     Two Bonferroni corrections: a verdict takes the largest of n bounds (one per attack, one from the
-    canaries, two from white-box gradient canaries and one for their conformance tests), so each is run at
-    1 − α_model/n; and the
+    canaries, two from white-box gradient canaries and one for their conformance tests), split by
+    :func:`~dpaudit.bounds.evidence_confidences` (canaries half of α, attacks the other half); and the
     report's overall verdict (and `dpaudit check --forbid-violation`) fails if any of its d DP models shows a
     violation, so each DP model's verdict is held at α_model = α/d. Then P(any false violation in the report)
-    ≤ α. A model without DP makes no claim, so it is outside that family (its bounds hold at α each), and
+    ≤ α. A model without DP makes no claim, so it is outside that family (its bounds share α), and
     white-box canaries, which audit DP-SGD, are not run on it."""
     # White-box gradient canaries are three routes to a failing verdict: two bounds and the conformance family
     # (its five tests share one share of α), so they take three shares.
-    n = max(len(cfg.attacks) + (1 if cfg.canaries > 0 else 0) + (3 if dp and cfg.gradient_canaries > 0 else 0), 1)
+    routes = (1 if cfg.canaries > 0 else 0) + (3 if dp and cfg.gradient_canaries > 0 else 0)
+    n_attacks = len(cfg.attacks)
     d = max(sum(1 for e in cfg.epsilons if e != float("inf")), 1)
     per_model = family_confidence(cfg.confidence, d) if dp else cfg.confidence
-    return 1.0 - (1.0 - per_model) / n, n, per_model, d
+    attack, canary = evidence_confidences(per_model, n_attacks, routes)
+    return BoundPlan(attack, canary, max(n_attacks + routes, 1), n_attacks, per_model, d)
 
 
 def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: AuditConfig, delta: float,
@@ -91,9 +116,8 @@ def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidenc
             **res.to_dict(), "ceiling": ceiling_one_run(m, delta, confidence, n_in=included), "scores": scores}
 
 
-def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, conf: tuple, delta: float,
+def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, plan: BoundPlan, delta: float,
              n_records: tuple[int, int], conf_all: float, wb: dict | None = None) -> dict:
-    per_bound, n_bounds, per_model, d = conf
     bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in attacks]
     if canary is not None:
         bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"]))
@@ -102,13 +126,12 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, co
         bounds.append(("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]))
         bounds.append(("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"]))
         rejected = [] if wb["conformant"] else list(wb["failed"])
-    v = decide_verdict(claimed, bounds, rejected, delta=delta, confidence=per_bound, n_records=n_records,
-                       n_canaries=canary["m"] if canary is not None else None)
+    v = decide_verdict(claimed, bounds, rejected, delta=delta, confidence=plan.attack, n_records=n_records,
+                       n_canaries=canary["m"] if canary is not None else None, canary_confidence=plan.canary)
     v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
-    v.update({"confidence": per_model, "per_bound_confidence": per_bound, "n_bounds": n_bounds,
-              "family_confidence": conf_all,
-              "correction": f"Bonferroni: each of {n_bounds} bound(s) at {per_bound:.4g}, so this verdict holds at "
-                            f"{per_model:.4g}"})
+    v.update({"confidence": plan.per_model, "per_bound_confidence": plan.attack if plan.n_attacks else plan.canary,
+              "canary_confidence": plan.canary if plan.n_bounds > plan.n_attacks else None,
+              "n_bounds": plan.n_bounds, "family_confidence": conf_all, "correction": plan.correction})
     return v
 
 
@@ -175,7 +198,8 @@ def threshold_policy(external: bool) -> str:
 
 def family_text(cfg: AuditConfig) -> str:
     """How the report's verdicts hold together, in words."""
-    _, _, per_model, d = bound_confidence(cfg)
+    plan = bound_confidence(cfg)
+    per_model, d = plan.per_model, plan.d
     if not any(math.isfinite(e) for e in cfg.epsilons):
         return "no DP model: no verdict to correct across models"
     return (f"Bonferroni over {d} DP model(s): each verdict at {per_model:.4g}, so all of them hold together at "
@@ -190,15 +214,14 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
     ``rec`` is the target's training record; one with ``observed`` False (a target trained elsewhere, or
     only its outputs) has no accounting to cross-check, and the report says so rather than faking it.
     ``canary``: (scores, coins, record indices) of the canaries, or None."""
-    conf = bound_confidence(cfg, dp=bool(rec["dp"]))
-    per_bound = conf[0]
+    plan = bound_confidence(cfg, dp=bool(rec["dp"]))
     delta = cfg.delta
     rec = {**rec, "observed": rec.get("observed", True)}
     t = time.perf_counter()
     attack_results = []
     for ai, a in enumerate(cfg.attacks):
         res = _evaluate_attack(a, inp, target_in, cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai),
-                               confidence=per_bound)
+                               confidence=plan.attack)
         extras["scores"][(name, a)] = (record_index, target_in, res.pop("target_scores"))
         attack_results.append(res)
     phases[f"attacks:{name}"] = time.perf_counter() - t
@@ -206,7 +229,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
     canary_res = None
     if canary is not None:
         scores, coins, idx = canary
-        canary_res = _canary_audit(scores, coins, delta, per_bound)
+        canary_res = _canary_audit(scores, coins, delta, plan.canary)
         extras["scores"][(name, "canary")] = (idx, coins, canary_res.pop("scores"))
         canary_res["test_accuracy_with_canaries"] = rec.get("test_accuracy")
         accs = [r["test_accuracy"] for r in ref_records if r.get("test_accuracy") is not None]
@@ -218,7 +241,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
         check = cross_check(rec["epsilon"], rec["accountant"], rec["sample_rate"], rec["noise_multiplier"],
                             rec["steps"], rec["delta"]).to_dict()
     claimed = rec["epsilon"] if rec["dp"] else None
-    wb = _whitebox_audit(whitebox, cfg, ei, per_bound, delta) if whitebox is not None else None
+    wb = _whitebox_audit(whitebox, cfg, ei, plan.canary, delta) if whitebox is not None else None
     phases[f"bounds:{name}"] = time.perf_counter() - t
     extras.setdefault("signals", {})[name] = {
         "logits": inp.pool.logits, "labels": inp.pool.labels, "membership": np.vstack([target_in[None], inp.ref_in]),
@@ -245,7 +268,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
         "attacks": attack_results,
         "canary": canary_res,
         "whitebox": wb,
-        "verdict": _verdict(claimed, attack_results, canary_res, conf, delta,
+        "verdict": _verdict(claimed, attack_results, canary_res, plan, delta,
                             (int(target_in.sum()), int((~target_in).sum())), cfg.confidence, wb),
     }
 

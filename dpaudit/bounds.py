@@ -32,6 +32,7 @@ __all__ = [
     "decide_verdict",
     "epsilon_lb_clopper_pearson",
     "epsilon_lb_one_run",
+    "evidence_confidences",
     "family_confidence",
     "fixed_threshold_epsilon_lb",
     "max_advantage",
@@ -652,8 +653,28 @@ INCONCLUSIVE = "inconclusive"
 CONSISTENT_STATUS = "consistent"
 
 
+def evidence_confidences(confidence: float, n_attacks: int, canary_routes: int) -> tuple[float, float]:
+    """(confidence of each attack's bound, confidence of each canary route's) so that the best of them holds
+    at ``confidence``: a weighted Bonferroni split of α = 1 − confidence, with weights fixed before any data.
+
+    Crafted canaries (black-box canaries, white-box gradient canaries and their conformance tests:
+    ``canary_routes`` routes to a verdict) exist to prove ε; attacks on natural records mostly measure average
+    leakage (AUC) and rarely lead the bounds. So the canary routes share half of α equally and the
+    ``n_attacks`` attacks the other half; a group that is absent leaves all of α to the other. P(any bound
+    false) ≤ Σ α_i = α whatever their dependence, as with equal shares. With one attack and one canary route,
+    or with as many canary routes as attacks, this is plain Bonferroni."""
+    c = _check_confidence(confidence)
+    if n_attacks < 0 or canary_routes < 0 or int(n_attacks) != n_attacks or int(canary_routes) != canary_routes:
+        raise ValueError(f"n_attacks and canary_routes must be integers >= 0, got {n_attacks}, {canary_routes}")
+    alpha = 1.0 - c
+    if n_attacks and canary_routes:
+        return 1.0 - alpha / 2 / n_attacks, 1.0 - alpha / 2 / canary_routes
+    return 1.0 - alpha / max(n_attacks, 1), 1.0 - alpha / max(canary_routes, 1)
+
+
 def _needs_text(claimed: float, delta: float | None, confidence: float | None,
-                n_records: tuple[int, int] | None, n_canaries: int | None) -> str:
+                n_records: tuple[int, int] | None, n_canaries: int | None,
+                canary_confidence: float | None = None) -> str:
     """What would let a perfect attack prove more than ``claimed``, with numbers when delta/confidence are known."""
     if delta is None or confidence is None:
         return ("To decide, the audit needs more target records or more canaries, attacked near-perfectly "
@@ -662,23 +683,27 @@ def _needs_text(claimed: float, delta: float | None, confidence: float | None,
     now_r = f" (now {n_records[0]:,} and {n_records[1]:,})" if n_records is not None else ""
     rec = (f"about {n:,} members and {n:,} non-members{now_r}" if n is not None
            else f"more than 10^9 members and non-members{now_r}")
-    m = canaries_needed(claimed, delta, confidence)
+    c_can = confidence if canary_confidence is None else canary_confidence
+    m = canaries_needed(claimed, delta, c_can)
     now_c = f" (now {n_canaries:,})" if n_canaries is not None else ""
     can = (f"or about {m:,} canaries{now_c} attacked near-perfectly, as white-box gradient canaries can be"
            if m is not None else
            f"while no number of canaries{now_c} would do at δ = {delta:g}: the one-run test's 2mδ term keeps "
            f"its ceiling below ε = {claimed:g} however good the canaries, white-box gradient ones included")
-    return f"To decide at the per-bound confidence {confidence:.4g}, a perfect attack would need {rec}, {can}."
+    at = (f"the per-bound confidence {confidence:.4g}" if c_can == confidence else
+          f"the per-bound confidences ({confidence:.4g} for an attack, {c_can:.4g} for canaries)")
+    return f"To decide at {at}, a perfect attack would need {rec}, {can}."
 
 
 def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple[str, float, float]],
                    rejected_conformance: Sequence[str] | None = None, *, delta: float | None = None,
                    confidence: float | None = None, n_records: tuple[int, int] | None = None,
-                   n_canaries: int | None = None) -> dict[str, Any]:
+                   n_canaries: int | None = None, canary_confidence: float | None = None) -> dict[str, Any]:
     """A model's verdict from its claimed epsilon and its evidence, with a sentence built from the numbers.
 
     ``bounds``: one (source, epsilon lower bound, detection ceiling) per kind of evidence (each attack, the
-    canaries, ...), each bound and ceiling at the same confidence. Rules, first match wins:
+    canaries, ...), each bound with its ceiling at that bound's confidence (``confidence`` for attacks,
+    ``canary_confidence``, default the same, for canaries: see :func:`evidence_confidences`). Rules, first match wins:
 
     * no claim (``claimed_epsilon`` None): "no DP claim";
     * any conformance test rejected (``rejected_conformance`` non-empty): "nonconformant";
@@ -738,7 +763,8 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple[str, fl
         else:
             text = (f"Inconclusive: the claimed ε = {claimed:g} is at or above {ceiling:.2f}, the most even a perfect "
                     f"attack could prove here (from {ceiling_source}), so no result could have shown a violation "
-                    f"({best_txt}). " + _needs_text(claimed, delta, confidence, n_records, n_canaries))
+                    f"({best_txt}). " + _needs_text(claimed, delta, confidence, n_records, n_canaries,
+                                                     canary_confidence))
     else:
         status = CONSISTENT_STATUS
         text = (f"Consistent: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), and the audit could "

@@ -328,6 +328,10 @@ class Verdict:
     # Which evidence the ceiling came from, and the conformance tests that rejected (white-box canaries).
     ceiling_source: str | None = since(2)
     rejected_conformance: tuple[str, ...] = since(2, ())
+    # Confidence of each canary route's bound when it differs from the attacks' (per_bound_confidence): the
+    # weighted Bonferroni split of audit.bound_confidence; null: no canaries, or one confidence for all. /2
+    # reports written before it existed leave it out (they used one confidence for all bounds).
+    canary_confidence: float | None = since(2, **OPTIONAL)
 
 
 @dataclass(frozen=True)

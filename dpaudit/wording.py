@@ -126,8 +126,12 @@ def confidence_note(report: Report) -> str:
     dp = [m for m in report.models if m.dp] or list(report.models)
     if dp:
         v = dp[0].verdict  # every DP model's verdict is corrected alike
+        each = (f"each at {v.per_bound_confidence:.2%} (Bonferroni)"
+                if v.canary_confidence is None or v.canary_confidence == v.per_bound_confidence else
+                f"each attack's at {v.per_bound_confidence:.2%} and each canary route's at {v.canary_confidence:.2%} "
+                f"(weighted Bonferroni: canaries half of α, attacks half)")
         head += (f"; each {'DP model' if dp[0].dp else 'model'}'s verdict at {v.confidence:.2%}, the best of its "
-                 f"{v.n_bounds} bounds, each at {v.per_bound_confidence:.2%} (Bonferroni)")
+                 f"{v.n_bounds} bounds, {each}")
     if report.family_correction:
         head += f"; across models: {report.family_correction}"
     return head

@@ -363,6 +363,25 @@ def test_reference_threshold_at_target_size_not_reference_size():
 
 # --------------------------------------------------------------------------- family-wise confidence, verdicts
 
+@pytest.mark.parametrize("n_attacks,routes", [(4, 1), (4, 4), (1, 3), (2, 0), (0, 3), (1, 1)])
+def test_evidence_confidences_spend_exactly_alpha(n_attacks, routes):
+    attack, canary = B.evidence_confidences(0.95, n_attacks, routes)
+    spent = n_attacks * (1 - attack) + routes * (1 - canary)
+    assert spent == pytest.approx(0.05)  # Bonferroni: the shares add up to α, never more
+    if n_attacks and routes:  # canaries half of α, attacks the other half, fixed before any data
+        assert routes * (1 - canary) == pytest.approx(0.025)
+
+
+def test_evidence_confidences_weights():
+    # the reference audit's non-DP model: 4 attacks and the canaries; canaries at 97.5%, each attack at 99.375%
+    assert B.evidence_confidences(0.95, 4, 1) == pytest.approx((0.99375, 0.975))
+    # as many canary routes as attacks, or one of each: plain Bonferroni
+    assert B.evidence_confidences(0.95, 4, 4) == pytest.approx((1 - 0.05 / 8, 1 - 0.05 / 8))
+    assert B.evidence_confidences(0.95, 1, 1) == pytest.approx((0.975, 0.975))
+    with pytest.raises(ValueError):
+        B.evidence_confidences(0.95, -1, 1)
+
+
 def test_family_confidence():
     assert B.family_confidence(0.95, 1) == 0.95
     assert B.family_confidence(0.95, 2) == pytest.approx(0.975)

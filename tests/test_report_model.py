@@ -67,7 +67,8 @@ def _verdict(claimed: float | None, lb: float, status: str, ceiling: float | Non
             "confidence": 0.95, "per_bound_confidence": 0.975, "n_bounds": 2,
             "correction": "Bonferroni: each of 2 bound(s) at 0.975, so the best holds at 0.95",
             "ceiling": ceiling, "could_detect": None if claimed is None or ceiling is None else ceiling > claimed,
-            "family_confidence": None, "ceiling_source": None, "rejected_conformance": []}
+            "family_confidence": None, "ceiling_source": None, "rejected_conformance": [],
+            "canary_confidence": None}
 
 
 def _model(name: str, eps: float | None, status: str) -> dict:
