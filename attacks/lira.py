@@ -19,6 +19,8 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import norm
 
+from .groups import can_cross_fit, check_groups, outside
+
 __all__ = ["lira_reference_scores", "lira_scores", "phi_from_logits"]
 
 # A std of 0 (identical reference φ) would make every score ±inf; this floor keeps scores finite and
@@ -157,11 +159,12 @@ def lira_scores(phi_target: Any, phi_refs: Any, refs_in: Any, *, online: bool = 
 
 
 def lira_reference_scores(phi_refs: Any, refs_in: Any, *, online: bool = False,
-                          fixed_variance: bool = True) -> np.ndarray:
+                          fixed_variance: bool = True, groups: Any = None) -> np.ndarray:
     """Out-of-sample LiRA scores for every reference model, float64 [K, n].
 
-    Row k scores reference k as if it were the target, with Gaussians fitted on the other K−1 references
-    only (leave-one-out), so ``refs_in[k]`` never enters row k. Needs K >= 2.
+    Row k scores reference k as if it were the target, with Gaussians fitted on the references outside k's
+    group only (``groups``, see attacks.groups; None: the other K−1, leave-one-out), so ``refs_in[k]`` never
+    enters row k, not even through a partner's complementary membership. Needs K >= 2.
     """
     pr = np.asarray(phi_refs, dtype=np.float64)
     rin = np.asarray(refs_in)
@@ -170,8 +173,11 @@ def lira_reference_scores(phi_refs: Any, refs_in: Any, *, online: bool = False,
     k_refs = pr.shape[0]
     if k_refs < 2:
         raise ValueError(f"leave-one-out reference scores need at least 2 reference models, got {k_refs}")
+    g = check_groups(groups, k_refs)
+    if not can_cross_fit(g):
+        raise ValueError("every reference model needs another one outside its group to be scored against")
     out = np.empty(pr.shape[:2], dtype=np.float64)
     for k in range(k_refs):
-        rest = np.arange(k_refs) != k
+        rest = outside(g, k)
         out[k] = lira_scores(pr[k], pr[rest], rin[rest], online=online, fixed_variance=fixed_variance)
     return out

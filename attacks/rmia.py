@@ -16,15 +16,22 @@ from typing import Any
 
 import numpy as np
 
+from .groups import can_cross_fit, check_groups, outside
 from .metrics import auc
 
-__all__ = ["A_GRID", "DEFAULT_OFFLINE_A", "choose_offline_a", "rmia_reference_scores", "rmia_scores"]
+__all__ = ["A_GRID", "DEFAULT_OFFLINE_A", "TEMPERATURES", "choose_offline_a", "rmia_reference_scores",
+           "rmia_scores", "true_label_probs"]
 
 # ML Privacy Meter's fixed offline_a when it cannot tune it (its get_out_ref_signals default); used when a
 # single reference model leaves nothing to tune a on.
 DEFAULT_OFFLINE_A = 0.3
-# the values of a choose_offline_a tries by default: np.linspace(0, 1, 21), as an immutable tuple
-A_GRID = tuple(float(x) for x in np.linspace(0.0, 1.0, 21))
+# the values of a choose_offline_a tries by default: np.linspace(0, 1, 11), as an immutable tuple (a finer grid
+# multiplies the leave-one-out tuning time and moved reference AUCs by less than their noise)
+A_GRID = tuple(float(x) for x in np.linspace(0.0, 1.0, 11))
+# Softmax temperatures for Pr(x|θ): plain softmax (T = 1, the paper's main choice) and T = 2 (LeakPro's RMIA
+# default). A well-fitted model puts most records at p ≈ 1, where Pr(x|θ)/Pr(x) ≈ 1 for all of them; T > 1
+# spreads them out again. Which one an audit uses is chosen on the reference models.
+TEMPERATURES = (1.0, 2.0)
 # log of a probability that underflowed to 0 stays finite, so a ratio is never 0/0
 _TINY = np.finfo(np.float64).tiny
 
@@ -89,6 +96,23 @@ def _log(p: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(p, _TINY))
 
 
+def true_label_probs(logits: Any, labels: Any, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / T) at each record's label, float64 [..., n], from logits [..., n, C] and labels [n].
+
+    Computed as exp(log-softmax) in float64, so a probability near 1 keeps its distance from 1."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if z.ndim < 2 or y.shape != z.shape[-2:-1] or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"logits [..., n, C] and integer labels [n] must agree, got {z.shape} and {y.shape}")
+    z = z / float(temperature)
+    z = z - z.max(-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    idx = np.broadcast_to(y[:, None], z.shape[:-1] + (1,))
+    return np.exp(np.take_along_axis(log_p, idx, -1)[..., 0])
+
+
 def rmia_scores(p_target: Any, p_refs: Any, refs_in: Any, z_target: Any, z_refs: Any, *, a: float,
                 gamma: float = 1.0, online: bool = False) -> np.ndarray:
     """RMIA score of every pool record under the target model, float64 [n] in [0, 1].
@@ -108,7 +132,10 @@ def rmia_scores(p_target: Any, p_refs: Any, refs_in: Any, z_target: Any, z_refs:
       lacks one with probability 2^(1−K)).
     - Every reference is OUT for every z, so Pr(z) is the mean over all references (scaled offline).
 
-    Ratios are compared in log space, so probabilities that underflowed to 0 stay finite.
+    Ratios are compared in log space, so probabilities that underflowed to 0 stay finite. Records that beat
+    the same number of z (ties of the paper's count, which a finite population makes common at the top) are
+    ordered by their own likelihood ratio: the score is (count + f) / nz with f in [0, 1) increasing in LR(x),
+    so every strict order of the paper's score is kept and the low-FPR region is not one block of ties.
     """
     pt, pr, rin, zt, zr = _check(p_target, p_refs, refs_in, z_target, z_refs, a, gamma, online)
     log_lr_x = _log(pt) - _log(_pr_x(pr, rin, a, online))
@@ -116,16 +143,34 @@ def rmia_scores(p_target: Any, p_refs: Any, refs_in: Any, z_target: Any, z_refs:
     log_lr_z = np.sort(_log(zt) - _log(pr_z))
     # LR(x)/LR(z) >= γ  <=>  log LR(z) <= log LR(x) − log γ: one sort and a binary search per x instead of an
     # n × nz matrix of ratios
-    return np.searchsorted(log_lr_z, log_lr_x - np.log(gamma), side="right") / log_lr_z.size
+    t = log_lr_x - np.log(gamma)
+    count = np.searchsorted(log_lr_z, t, side="right")
+    return (count + _within(t, log_lr_z, count)) / log_lr_z.size
+
+
+def _within(t: np.ndarray, zs: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Where t lies between the z it beats last and the one it does not beat, in [0, 1): linear inside the
+    population's range, a logistic squash beyond either end (scale: the population's spread)."""
+    lo = zs[np.maximum(count - 1, 0)]
+    hi = zs[np.minimum(count, zs.size - 1)]
+    scale = max(float(zs[-1] - zs[0]), 1e-12)
+    inside = (count > 0) & (count < zs.size) & (hi > lo)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        frac = np.where(inside, (t - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+        below = 2.0 / (1.0 + np.exp(-(t - zs[0]) / scale))  # t < every z: (0, 1)
+        above = 2.0 / (1.0 + np.exp(-(t - zs[-1]) / scale)) - 1.0  # t >= every z: [0, 1)
+    frac = np.where(count == 0, below, np.where(count == zs.size, above, frac))
+    return np.clip(frac, 0.0, np.nextafter(1.0, 0.0))
 
 
 def rmia_reference_scores(p_refs: Any, refs_in: Any, z_refs: Any, *, a: float, gamma: float = 1.0,
-                          online: bool = False) -> np.ndarray:
+                          online: bool = False, groups: Any = None) -> np.ndarray:
     """Out-of-sample RMIA scores for every reference model, float64 [K, n].
 
-    Row k scores reference k as if it were the target, against the other K−1 references only
-    (leave-one-out), so ``refs_in[k]`` never enters row k: thresholds or ``a`` chosen on these rows are
-    chosen on models whose scores did not see their own membership. Needs K >= 2.
+    Row k scores reference k as if it were the target, against the references outside k's group only
+    (``groups``, see attacks.groups; None: the other K−1, leave-one-out), so neither ``refs_in[k]`` nor a
+    partner's membership that reveals it enters row k: thresholds or ``a`` chosen on these rows are chosen
+    on models whose scores did not see their own membership. Needs K >= 2.
     """
     pr = _probs(p_refs, "p_refs", 2)
     zr = _probs(z_refs, "z_refs", 2)
@@ -136,35 +181,39 @@ def rmia_reference_scores(p_refs: Any, refs_in: Any, z_refs: Any, *, a: float, g
     if zr.shape[0] != k_refs or rin.shape != pr.shape:
         raise ValueError(f"refs_in must match p_refs {pr.shape} and z_refs have {k_refs} rows; got refs_in "
                          f"{rin.shape}, z_refs {zr.shape}")
+    g = check_groups(groups, k_refs)
+    if not can_cross_fit(g):
+        raise ValueError("every reference model needs another one outside its group to be scored against")
     out = np.empty(pr.shape, dtype=np.float64)
     for k in range(k_refs):
-        rest = np.arange(k_refs) != k
+        rest = outside(g, k)
         out[k] = rmia_scores(pr[k], pr[rest], rin[rest], zr[k], zr[rest], a=a, gamma=gamma, online=online)
     return out
 
 
 def choose_offline_a(p_refs: Any, refs_in: Any, z_refs: Any, *, gamma: float = 1.0,
-                     grid: Any = A_GRID) -> float:
+                     grid: Any = A_GRID, groups: Any = None) -> float:
     """The offline ``a`` in ``grid`` with the highest mean AUC of the leave-one-out reference scores.
 
     Only reference models enter: each reference is attacked with the others' help and scored against its
     own membership, as ML Privacy Meter tunes a on a paired model (never the target). Ties go to the
-    smaller a. With one reference model (K=1) nothing is left to attack it with, so the fixed
-    ``DEFAULT_OFFLINE_A`` (0.3, ML Privacy Meter's value when it cannot tune) is returned; likewise when no
-    reference row has both members and non-members.
+    smaller a. With one reference model (K=1), or no reference outside some reference's group (``groups``),
+    nothing is left to attack it with, so the fixed ``DEFAULT_OFFLINE_A`` (0.3, ML Privacy Meter's value
+    when it cannot tune) is returned; likewise when no reference row has both members and non-members.
     """
     grid = np.asarray(grid, dtype=np.float64).ravel()
     if grid.size == 0 or grid.min() < 0 or grid.max() > 1:
         raise ValueError("grid must be a non-empty set of values in [0, 1]")
     rin = np.asarray(refs_in)
-    if np.asarray(p_refs).shape[0] < 2:
+    k_refs = np.asarray(p_refs).shape[0]
+    if k_refs < 2 or not can_cross_fit(check_groups(groups, k_refs)):
         return DEFAULT_OFFLINE_A
     rows = [k for k in range(rin.shape[0]) if 0 < rin[k].sum() < rin.shape[1]]
     if not rows:
         return DEFAULT_OFFLINE_A
     best_a, best_auc = DEFAULT_OFFLINE_A, -np.inf
     for a in np.sort(grid):
-        s = rmia_reference_scores(p_refs, refs_in, z_refs, a=float(a), gamma=gamma)
+        s = rmia_reference_scores(p_refs, refs_in, z_refs, a=float(a), gamma=gamma, groups=groups)
         mean_auc = float(np.mean([auc(s[k], rin[k]) for k in rows]))
         if mean_auc > best_auc + 1e-12:  # strict: ties keep the smaller a, seen first
             best_a, best_auc = float(a), mean_auc

@@ -17,6 +17,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from .groups import can_cross_fit, check_groups, outside
+
 __all__ = ["CLASSIFIERS", "ShadowAttack", "cross_fit_reference_scores", "shadow_features"]
 
 CLASSIFIERS = ("gbm", "logreg", "mlp")
@@ -169,11 +171,12 @@ class ShadowAttack:
         return out
 
 
-def cross_fit_reference_scores(ref_probs: Any, ref_labels: Any, ref_in: Any,
+def cross_fit_reference_scores(ref_probs: Any, ref_labels: Any, ref_in: Any, groups: Any = None,
                                **attack_kwargs: Any) -> np.ndarray:
     """Out-of-sample attack scores for the reference models themselves, [K, n].
 
-    Row k is scored by an attack fitted on the other K-1 references. Thresholds calibrated on
+    Row k is scored by an attack fitted on the references outside k's group (``groups``, see
+    attacks.groups; None: the other K-1). Thresholds calibrated on
     in-sample scores would be tuned to the attack classifier's own overfitting; these scores
     behave like the target's. ``attack_kwargs`` go to ``ShadowAttack``.
     """
@@ -181,9 +184,12 @@ def cross_fit_reference_scores(ref_probs: Any, ref_labels: Any, ref_in: Any,
     k = p.shape[0]
     if k < 2:
         raise ValueError(f"cross-fitting needs at least 2 reference models, got {k}")
+    g = check_groups(groups, k)
+    if not can_cross_fit(g):
+        raise ValueError("every reference model needs another one outside its group to fit the attack on")
     out = np.empty(p.shape[:2], dtype=np.float64)
     for j in range(k):
-        rest = np.arange(k) != j
+        rest = outside(g, j)
         attack = ShadowAttack(**attack_kwargs).fit(p[rest], lab, y[rest])
         out[j] = attack.score(p[j], lab)
     return out

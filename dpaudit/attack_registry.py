@@ -6,7 +6,8 @@ reference models' membership, and returns:
 
 * ``target``: one score per pool record for the target (higher = more likely a member);
 * ``reference``: [K, n] scores for every reference model, each computed WITHOUT that reference's own
-  membership (leave-one-out / cross-fitting), so that thresholds chosen on them behave as on the target.
+  membership, nor that of the references in its group (``ref_groups``: a pair's memberships are each other's
+  complement), so that thresholds chosen on them behave as on the target.
 
 The target's membership is not in ``AttackInput`` at all: no attack can fit, tune or threshold on it.
 Every registered attack must pass tests/test_attack_contract.py (shapes, determinism, target truth absent,
@@ -29,6 +30,9 @@ class AttackInput:
     ref_in: np.ndarray  # bool [K, n]: which pool records each reference model trained on
     population: Signals | None = None  # [K+1, nz] on records no model trained on (the test split)
     pool_queries: np.ndarray | None = None  # logits [K+1, n, Q, C] of Q shifted copies of each pool record
+    # int [K]: references drawn together (pairs that split the pool); a reference's out-of-sample scores leave
+    # its whole group out, since a partner's membership reveals its own. None: each reference on its own.
+    ref_groups: np.ndarray | None = None
     options: dict = field(default_factory=dict)  # attack options from the audit config (classifier, ...)
     seed: int = 0  # the audit's seed, for attacks that fit a randomised model
 
@@ -116,14 +120,10 @@ def _shadow(inp: AttackInput) -> AttackScores:
     kw = dict(classifier=clf, per_class=per_class, seed=inp.seed)
     attack = ShadowAttack(**kw).fit(probs[1:], inp.pool.labels, inp.ref_in)
     target = attack.score(probs[0], inp.pool.labels)
-    ref = cross_fit_reference_scores(probs[1:], inp.pool.labels, inp.ref_in, **kw)
+    ref = cross_fit_reference_scores(probs[1:], inp.pool.labels, inp.ref_in, inp.ref_groups, **kw)
     how = "per-class" if per_class else "global"
     return AttackScores(target, ref, f"{clf} attack classifier ({how}) on sorted top-3 probabilities + "
                         f"true-label probability, trained on {inp.ref_in.shape[0]} reference models (Shokri et al. 2017)")
-
-
-def _true_label_probs(sig: Signals) -> np.ndarray:
-    return np.exp(-sig.losses)
 
 
 RMIA_GAMMAS = (1.0, 1.5, 2.0, 4.0)
@@ -137,81 +137,124 @@ def _mean_reference_auc(reference: np.ndarray, ref_in: np.ndarray) -> float:
     return float(np.mean([auc(reference[k], ref_in[k]) for k in range(ref_in.shape[0])]))
 
 
-def _nested(inp_ref_in: np.ndarray, choose, score) -> tuple[np.ndarray, np.ndarray, object]:
+def _nested(inp: AttackInput, choose, score) -> tuple[np.ndarray, np.ndarray, object]:
     """Scores with tuning that never sees the scored model's membership.
 
     ``choose(rows)`` picks the attack's settings from the reference rows ``rows`` alone (by their leave-one-out
     AUC); ``score(row, rows, settings)`` scores model ``row`` (0 the target, k a reference, index into the
     signal rows) against the references ``rows``. The target is scored with settings chosen on all K references;
-    reference k with settings chosen on the other K - 1 only, so that its out-of-sample scores (on which the
-    thresholds are chosen) are out-of-sample in the tuning too, as the target's are."""
-    k = inp_ref_in.shape[0]
-    every = list(range(1, k + 1))
+    reference k with settings chosen on the references outside its group only, so that its out-of-sample
+    scores (on which the thresholds are chosen) are out-of-sample in the tuning too, as the target's are."""
+    groups = _groups(inp)
+    every = list(range(1, groups.size + 1))
     chosen = choose(every)
     target = score(0, every, chosen)
-    reference = np.empty(inp_ref_in.shape, dtype=np.float64)
+    reference = np.empty(inp.ref_in.shape, dtype=np.float64)
     for j in every:
-        others = [i for i in every if i != j]
+        others = [i for i in every if groups[i - 1] != groups[j - 1]]
         reference[j - 1] = score(j, others, choose(others))
     return target, reference, chosen
 
 
+def _groups(inp: AttackInput) -> np.ndarray:
+    from dpaudit.attacks.groups import check_groups
+
+    return check_groups(inp.ref_groups, inp.ref_in.shape[0])
+
+
+def _tunable(groups: np.ndarray, rows: list[int]) -> bool:
+    """Whether leave-group-out scores exist within ``rows`` (signal rows, 1-based references) to tune on."""
+    from dpaudit.attacks.groups import can_cross_fit
+
+    return len(rows) >= 2 and can_cross_fit(groups[np.asarray(rows) - 1])
+
+
 def _rmia(inp: AttackInput, online: bool) -> AttackScores:
-    from dpaudit.attacks.rmia import DEFAULT_OFFLINE_A, choose_offline_a, rmia_reference_scores, rmia_scores
+    from dpaudit.attacks.rmia import (
+        DEFAULT_OFFLINE_A,
+        TEMPERATURES,
+        choose_offline_a,
+        rmia_reference_scores,
+        rmia_scores,
+        true_label_probs,
+    )
 
     if inp.population is None:
         raise DPAuditError("rmia needs population records that no model trained on (the test split)")
     if online:
-        _require_in_and_out(inp.ref_in, "rmia-online")
-    p, z = _true_label_probs(inp.pool), _true_label_probs(inp.population)
+        _require_in_and_out(inp.ref_in, inp.ref_groups, "rmia-online")
+    probs = {t: (true_label_probs(inp.pool.logits, inp.pool.labels, t),
+                 true_label_probs(inp.population.logits, inp.population.labels, t)) for t in TEMPERATURES}
     ref_in_all = np.vstack([np.zeros((1, inp.ref_in.shape[1]), bool), inp.ref_in])  # row i of the signals
+    groups = _groups(inp)
 
     def choose(rows):
-        # nothing to tune on (or, online, too few IN and OUT references among these rows): the paper's settings
-        if len(rows) < 2 or (online and not _in_and_out(ref_in_all[rows], 2)):
-            return 2.0, DEFAULT_OFFLINE_A
+        if not _tunable(groups, rows):  # nothing to tune on: the paper's plain softmax, γ = 2, ML Privacy Meter's a
+            return 1.0, 2.0, DEFAULT_OFFLINE_A
+        g = groups[np.asarray(rows) - 1]
+        # Online scoring of these rows needs every record IN and OUT of the references outside each one's group;
+        # where they are too few, T and γ are chosen by the offline fit.
+        tune_online = online and _in_and_out(ref_in_all[rows], g)
         best = None
-        for gamma in RMIA_GAMMAS:
-            a = 1.0 if online else choose_offline_a(p[rows], ref_in_all[rows], z[rows], gamma=gamma)
-            ref = rmia_reference_scores(p[rows], ref_in_all[rows], z[rows], a=a, gamma=gamma, online=online)
-            fit = _mean_reference_auc(ref, ref_in_all[rows])
-            if best is None or fit > best[0]:
-                best = (fit, gamma, a)
-        return best[1], best[2]
+        for t, (p, z) in probs.items():
+            for gamma in RMIA_GAMMAS:
+                a = 1.0 if tune_online else choose_offline_a(p[rows], ref_in_all[rows], z[rows], gamma=gamma,
+                                                             groups=g)
+                ref = rmia_reference_scores(p[rows], ref_in_all[rows], z[rows], a=a, gamma=gamma,
+                                            online=tune_online, groups=g)
+                fit = _mean_reference_auc(ref, ref_in_all[rows])
+                if best is None or fit > best[0] + 1e-12:  # ties keep the first: T = 1, the smaller γ
+                    best = (fit, t, gamma, a)
+        return best[1:]
 
     def score(row, rows, settings):
-        gamma, a = settings
+        t, gamma, a = settings
+        p, z = probs[t]
         return rmia_scores(p[row], p[rows], ref_in_all[rows], z[row], z[rows], a=a, gamma=gamma, online=online)
 
-    target, ref, (gamma, a) = _nested(inp.ref_in, choose, score)
+    target, ref, (t, gamma, a) = _nested(inp, choose, score)
     how = "online (IN and OUT references)" if online else f"offline, a = {a:g}"
-    return AttackScores(target, ref, f"RMIA {how}, γ = {gamma:g} (both chosen on the reference models), against "
-                        f"{z.shape[1]} population records from the test split that no model trained on "
-                        f"(Zarifzadeh et al. 2024)",
-                        {"a": None if online else a, "gamma": gamma, "population": "test split",
-                         "population_size": int(z.shape[1]), "chosen_on": "reference models (leave-one-out AUC)"})
+    return AttackScores(target, ref, f"RMIA {how}, γ = {gamma:g}, softmax temperature {t:g} (all chosen on the "
+                        f"reference models), against {probs[t][1].shape[1]} population records from the test split "
+                        f"that no model trained on (Zarifzadeh et al. 2024)",
+                        {"a": None if online else a, "gamma": gamma, "temperature": t, "population": "test split",
+                         "population_size": int(probs[t][1].shape[1]),
+                         "chosen_on": "reference models (leave-one-out AUC; a pair left out together)"})
 
 
-def _in_and_out(ref_in: np.ndarray, need: int) -> bool:
-    ins = ref_in.sum(0)
-    return bool(ins.min() >= need and (ref_in.shape[0] - ins).min() >= need)
+def _online_scorable(ref_in: np.ndarray, groups: np.ndarray) -> bool:
+    """Whether online scores exist for every row: the target against all references and each reference against
+    those outside its group, each needing every record IN and OUT of at least one of them."""
+    def ok(rows: np.ndarray) -> bool:
+        ins = ref_in[rows].sum(0)
+        return bool(rows.any() and ins.min() >= 1 and (int(rows.sum()) - ins).min() >= 1)
+
+    every = np.ones(groups.size, dtype=bool)
+    return ok(every) and all(ok(groups != g) for g in np.unique(groups))
 
 
-def check_membership(names, ref_in: np.ndarray) -> None:
+def _in_and_out(ref_in: np.ndarray, groups: np.ndarray) -> bool:
+    """Whether online tuning can run on these references: online scores for each of them against the others
+    outside its group."""
+    return len(groups) >= 2 and _online_scorable(ref_in, groups)
+
+
+def check_membership(names, ref_in: np.ndarray, groups: np.ndarray | None = None) -> None:
     """After the splits, before any training: the online variants need each record IN and OUT of several
     reference models (the target and each reference are scored against the others, and tuned on those)."""
     for n in names:
         if n.endswith("-online"):
-            _require_in_and_out(ref_in, n)
+            _require_in_and_out(ref_in, groups, n)
 
 
-def _require_in_and_out(ref_in: np.ndarray, name: str) -> None:
-    # leave-one-out reference scores use K - 1 references, so each record needs an IN and an OUT among any K - 1
-    k = ref_in.shape[0]
-    if k < 3 or not _in_and_out(ref_in, 2):
-        raise DPAuditError(f"{name} needs every pool record IN and OUT of at least two reference models; with "
-                           f"{k} random-half references some are not: raise --shadow-models (16 or more) or use the "
-                           f"offline variant")
+def _require_in_and_out(ref_in: np.ndarray, groups: np.ndarray | None, name: str) -> None:
+    from dpaudit.attacks.groups import check_groups
+
+    g = check_groups(groups, ref_in.shape[0])
+    if ref_in.shape[0] < 3 or not _online_scorable(ref_in, g):
+        raise DPAuditError(f"{name} needs every pool record IN and OUT of the reference models that score each model "
+                           f"(a reference's own pair left out); with {ref_in.shape[0]} some are not: use "
+                           f"--shadow-models 4 or more, or drop {name} from --attacks")
 
 
 @register_attack("rmia", min_references=2, needs_population=True,
@@ -230,20 +273,22 @@ def _lira(inp: AttackInput, online: bool) -> AttackScores:
     from dpaudit.attacks.lira import lira_reference_scores, lira_scores, phi_from_logits
 
     if online:
-        _require_in_and_out(inp.ref_in, "lira-online")
+        _require_in_and_out(inp.ref_in, inp.ref_groups, "lira-online")
     candidates = {1: phi_from_logits(inp.pool.logits.astype(np.float64), inp.pool.labels)[..., None]}
     if inp.pool_queries is not None:
         candidates[inp.pool_queries.shape[2]] = phi_from_logits(inp.pool_queries.astype(np.float64),
                                                                 inp.pool.labels[:, None])
     ref_in_all = np.vstack([np.zeros((1, inp.ref_in.shape[1]), bool), inp.ref_in])
+    groups = _groups(inp)
 
     # Shifted queries help where the model saw shifted images in training; whether they help here is decided
-    # on the reference models (leave-one-out), never on the target.
+    # on the reference models (leave-group-out), never on the target.
     def choose(rows):
-        if len(rows) < 2 or len(candidates) == 1 or (online and not _in_and_out(ref_in_all[rows], 2)):
+        g = groups[np.asarray(rows) - 1] if rows else groups[:0]
+        if not _tunable(groups, rows) or len(candidates) == 1 or (online and not _in_and_out(ref_in_all[rows], g)):
             return max(candidates)
         fits = {q: _mean_reference_auc(lira_reference_scores(phi[rows], ref_in_all[rows], online=online,
-                                                             fixed_variance=True), ref_in_all[rows])
+                                                             fixed_variance=True, groups=g), ref_in_all[rows])
                 for q, phi in candidates.items()}
         return max(fits, key=lambda q: (fits[q], -q))
 
@@ -251,13 +296,13 @@ def _lira(inp: AttackInput, online: bool) -> AttackScores:
         phi = candidates[q]
         return lira_scores(phi[row], phi[rows], ref_in_all[rows], online=online, fixed_variance=True)
 
-    target, ref, q = _nested(inp.ref_in, choose, score)
+    target, ref, q = _nested(inp, choose, score)
     how = "online" if online else "offline (one-sided test against the OUT Gaussian)"
     queries = "1 query per record" if q == 1 else f"{q} queries per record (one-pixel shifts)"
     return AttackScores(target, ref, f"LiRA {how}, global variance, {queries}, chosen on the reference models; "
                         f"logit-scaled confidence (Carlini et al. 2022)",
                         {"queries": q, "queries_offered": sorted(candidates), "fixed_variance": True,
-                         "chosen_on": "reference models (leave-one-out AUC)"})
+                         "chosen_on": "reference models (leave-one-out AUC; a pair left out together)"})
 
 
 @register_attack("lira", min_references=2, needs_queries=True, summary="LiRA, offline (Carlini et al. 2022)")

@@ -144,7 +144,7 @@ def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], dat
         population=Signals(logits=np.stack([r["test_logits"] for r in results]), labels=data.labels[splits.test_idx]),
         pool_queries=np.stack([r["query_logits"] for r in results]) if results[0].get("query_logits") is not None
         else None,
-        options=attack_options(cfg), seed=cfg.seed)
+        ref_groups=splits.ref_groups, options=attack_options(cfg), seed=cfg.seed)
     canary = None
     if cfg.canaries > 0:
         canary = (-Signals(logits=results[0]["canary_logits"][None], labels=splits.canary_labels).losses[0],
@@ -246,6 +246,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
     extras.setdefault("signals", {})[name] = {
         "logits": inp.pool.logits, "labels": inp.pool.labels, "membership": np.vstack([target_in[None], inp.ref_in]),
         "record_index": record_index,
+        **({"ref_groups": inp.ref_groups} if inp.ref_groups is not None else {}),
         **({"population_logits": inp.population.logits, "population_labels": inp.population.labels}
            if inp.population is not None else {}),
         **({"pool_query_logits": inp.pool_queries} if inp.pool_queries is not None else {}),
@@ -260,6 +261,9 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
             "epsilon": [r.get("epsilon") for r in ref_records],
             "seeds": [r.get("seed") for r in ref_records],
             "cache_hits": cache_hits,
+            **({"n_train": [r["n_train"] for r in ref_records], "sample_rate": [r["sample_rate"] for r in ref_records],
+                "steps": [r["steps"] for r in ref_records]}
+               if ref_records and all("n_train" in r and "steps" in r for r in ref_records) else {}),
         },
         "accountant_check": check,
         "bounds": {"max_balanced_accuracy": max_balanced_accuracy(claimed, delta) if claimed is not None else 1.0,
@@ -374,7 +378,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                              canaries=cfg.canaries, seed=cfg.seed)
         cfg.check_delta()
-    check_membership(cfg.attacks, splits.membership[1:])
+    check_membership(cfg.attacks, splits.membership[1:], splits.ref_groups)
     phases["data"] = time.perf_counter() - t
     if executor is None:
         executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device)

@@ -19,7 +19,7 @@ ACCOUNTANTS = ("prv", "rdp")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 DEVICES = ("cpu", "cuda", "auto")
 SHADOW_CLASSIFIERS = ("gbm", "logreg", "mlp")
-DEFAULT_ATTACKS = ("loss", "shadow", "rmia", "lira")
+DEFAULT_ATTACKS = ("loss", "shadow", "rmia", "rmia-online", "lira")
 BUILTIN_DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
 BUILTIN_MODELS = ("simple-cnn", "tanh-cnn")
 # Largest epsilon an accountant is asked to calibrate: PRV's numerics slow to minutes far above this, and a

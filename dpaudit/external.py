@@ -29,6 +29,8 @@ SIGNAL_KEYS = {
     "canary_scores": "optional float [m], higher = more likely included",
     "canary_in": "optional 0/1 [m], each canary's fair coin",
     "record_index": "optional int [records], the records' ids in your data",
+    "ref_groups": "optional int [models - 1]: references drawn together (pairs splitting the pool) share a label; "
+                  "absent: references that share no member are taken as drawn together",
 }
 
 
@@ -166,6 +168,20 @@ def load_signals(path: Path) -> dict:
             raise DPAuditError(f"--from-signals {path}: canary_scores (finite) and canary_in (0/1) must be 1-D of "
                                f"equal length")
         out["canary_scores"], out["canary_in"] = s, ci.astype(bool)
+    from .attacks.groups import infer_groups
+
+    if "ref_groups" in arrays:
+        g = arrays["ref_groups"]
+        if g.shape != (m - 1,) or not np.issubdtype(g.dtype, np.integer):
+            raise DPAuditError(f"--from-signals {path}: ref_groups must be {m - 1} integers, one per reference model")
+        out["ref_groups"] = g.astype(np.int64)
+    else:
+        out["ref_groups"] = infer_groups(out["membership"][1:])
+    from .attacks.groups import can_cross_fit
+
+    if m > 2 and not can_cross_fit(out["ref_groups"]):
+        raise DPAuditError(f"--from-signals {path}: the reference models form a single group (drawn together), so "
+                           f"none can be scored out-of-sample; add references drawn independently")
     out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -249,7 +265,8 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
             pool=Signals(logits=sig["logits"], labels=sig["labels"]), ref_in=sig["membership"][1:],
             population=(Signals(logits=sig["population_logits"], labels=sig["population_labels"])
                         if "population_logits" in sig else None),
-            pool_queries=sig.get("pool_query_logits"), options=attack_options(cfg), seed=cfg.seed)
+            pool_queries=sig.get("pool_query_logits"), ref_groups=sig["ref_groups"], options=attack_options(cfg),
+            seed=cfg.seed)
         canary = ((sig["canary_scores"], sig["canary_in"], np.arange(sig["canary_in"].size))
                   if "canary_scores" in sig else None)
         rec = unobserved_record(dp=dp, epsilon=epsilon if dp else None, delta=cfg.delta, n_train=n_in)

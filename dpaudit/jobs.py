@@ -46,21 +46,24 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
         base = train_config(cfg, eps)
         for k in range(1 + cfg.shadow_models):
             tcfg = replace(base, seed=model_seed(cfg.seed, ei, k))
-            with_canaries = k == 0 and cfg.canaries > 0
-            canary_train = splits.canary_idx[splits.canary_in] if with_canaries else None
-            canary_labels = splits.canary_labels[splits.canary_in] if with_canaries else None
+            # References train like the target: as many canaries (their own draw of them) and the same
+            # gradient canaries, so the same training-set size, hence under DP the same q, steps and noise.
+            with_canaries = cfg.canaries > 0
+            canaries_in = splits.canaries_of(k) if with_canaries else None
+            canary_train = splits.canary_idx[canaries_in] if with_canaries else None
+            canary_labels = splits.canary_labels[canaries_in] if with_canaries else None
             train_idx = splits.train_indices(k)
             extra = "" if canary_train is None else f"canaries:{canary_train.tolist()}:{canary_labels.tolist()}"
             extra += f"|model-source:{model_src}" if model_src else ""
             gc = None
-            if k == 0 and cfg.gradient_canaries > 0 and tcfg.dp:
+            if cfg.gradient_canaries > 0 and tcfg.dp:
                 from .whitebox import GradientCanaries
 
                 gc = GradientCanaries(cfg.gradient_canaries, seed=model_seed(cfg.seed, ei, 2000))
                 extra += f"|gradient-canaries:{gc.m}:{gc.seed}:{gc.dirac_norm}:{gc.relative}"
             jobs.append({"ei": ei, "k": k, "cfg": tcfg, "train_idx": train_idx, "canary_idx": canary_train,
                          "canary_labels": canary_labels, "test_idx": splits.test_idx, "pool_idx": splits.pool_idx,
-                         "canary_eval_idx": splits.canary_idx if with_canaries else None,
+                         "canary_eval_idx": splits.canary_idx if with_canaries and k == 0 else None,
                          "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
                          "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
                          "tamper": tamper if k == 0 else None, "require_cached": require_cached,
@@ -202,6 +205,8 @@ def train_job(job: dict, images: np.ndarray | None = None, labels: np.ndarray | 
     rows = signal_rows(module, job, images, cfg.device)
     del module
     release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
+    # a reference's gradient canaries only make it train like the target; only the target's are audited
+    whitebox = whitebox if job["k"] == 0 else None
     return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), **rows, "whitebox": whitebox, "cache_hit": hit,
             "train_s": train_s, "inference_s": time.perf_counter() - t1}
 

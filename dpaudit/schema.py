@@ -176,6 +176,11 @@ class ReferenceModels:
     epsilon: tuple[float | None, ...]
     seeds: tuple[int, ...]
     cache_hits: int
+    # What each reference trained on and, under DP, its sampling rate q and steps: the same as the target's
+    # when it was trained like the target (null: not recorded, as in reports written before they were).
+    n_train: tuple[int, ...] | None = since(2, **OPTIONAL)
+    sample_rate: tuple[float, ...] | None = since(2, **OPTIONAL)
+    steps: tuple[int, ...] | None = since(2, **OPTIONAL)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,13 @@
 """Seeded index sets: a test set, a population pool, which pool records each model trains on, and canaries.
 
-The order of draws is fixed (test, then pool, then canaries from what is left) so that enabling canaries
-or adding reference models never changes the target's members.
+The order of draws is fixed (test, then pool, then canaries from what is left, then one permutation of the
+pool per model, then the target's canary coins) so that enabling canaries or adding reference models never
+changes the target's members, and pairing the references changed nothing the target draws.
+
+Reference models come in pairs that split the pool between them (LiRA's and RMIA's code train each record IN
+exactly half of the reference models): with the pool twice the target's training set, each pool record is IN
+for exactly one model of every pair, so K = 4 references already give every record two IN and two OUT models,
+which the online attacks need, and every reference trains on exactly the target's number of pool records.
 """
 from __future__ import annotations
 
@@ -21,10 +27,18 @@ class Splits:
     canary_idx: np.ndarray  # dataset indices of canary images (empty without canaries)
     canary_labels: np.ndarray  # the wrong labels the canaries carry
     canary_in: np.ndarray  # bool [m]: which canaries the target trains on
+    # bool [K, m]: which canaries each reference model trains on; each takes as many as the target, so that it
+    # trains on the target's training-set size (the same q and steps under DP). None: no canaries.
+    ref_canary_in: np.ndarray | None = None
 
     @property
     def n_models(self) -> int:
         return int(self.membership.shape[0])
+
+    @property
+    def ref_groups(self) -> np.ndarray:
+        """Which references were drawn together (attacks.groups): scoring one leaves its group out."""
+        return reference_groups(self.n_models - 1)
 
     @property
     def members(self) -> int:
@@ -33,6 +47,12 @@ class Splits:
     def train_indices(self, model: int) -> np.ndarray:
         """Dataset indices model ``model`` trains on (canaries excluded)."""
         return self.pool_idx[self.membership[model]]
+
+    def canaries_of(self, model: int) -> np.ndarray:
+        """bool [m]: which canaries model ``model`` (0 the target) trains on."""
+        if model == 0 or self.ref_canary_in is None:
+            return self.canary_in if model == 0 else np.zeros(self.canary_idx.size, dtype=bool)
+        return self.ref_canary_in[model - 1]
 
     def summary(self) -> dict:
         return {"seed": self.seed, "n_test": int(self.test_idx.size), "pool_size": int(self.pool_idx.size),
@@ -71,15 +91,50 @@ def make_splits(labels: np.ndarray, *, members: int, n_models: int, n_test: int,
     test_idx = np.sort(perm[:n_test])
     pool_idx = np.sort(perm[n_test:n_test + pool_size])
     canary_idx = np.sort(perm[n_test + pool_size:n_test + pool_size + canaries])
+    perms = [rng.permutation(pool_size) for _ in range(n_models)]
     membership = np.zeros((n_models, pool_size), dtype=bool)
-    for k in range(n_models):
-        membership[k, rng.permutation(pool_size)[:members]] = True
+    membership[0, perms[0][:members]] = True
+    _pair_references(membership, perms, members)
     n_classes = int(labels.max()) + 1
     # A wrong label (never the true one) makes a canary easy to memorise and hard to generalise to.
     canary_labels = (labels[canary_idx] + rng.integers(1, n_classes, size=canaries)) % n_classes
     canary_in = rng.random(canaries) < 0.5
+    # References draw after the target's coins, so they never change which canaries the target trains on.
+    n_in = int(canary_in.sum())
+    ref_canary_in = np.zeros((n_models - 1, canaries), dtype=bool)
+    for k in range(n_models - 1):
+        ref_canary_in[k, rng.permutation(canaries)[:n_in]] = True
     return Splits(seed=seed, test_idx=test_idx, pool_idx=pool_idx, membership=membership,
-                  canary_idx=canary_idx, canary_labels=canary_labels.astype(np.int64), canary_in=canary_in)
+                  canary_idx=canary_idx, canary_labels=canary_labels.astype(np.int64), canary_in=canary_in,
+                  ref_canary_in=ref_canary_in if canaries else None)
+
+
+# Pairs need at least two of them: a reference's out-of-sample scores leave its partner out too (its membership
+# is the complement of the reference's own), and something must be left to score it against.
+MIN_PAIRED = 4
+
+
+def reference_groups(n_refs: int) -> np.ndarray:
+    """Group label of each reference model (attacks.groups): pairs (0, 0, 1, 1, ...) from ``MIN_PAIRED`` references
+    on, an odd last one alone; each on its own below that."""
+    if n_refs < MIN_PAIRED:
+        return np.arange(n_refs)
+    return np.arange(n_refs) // 2
+
+
+def _pair_references(membership: np.ndarray, perms: list[np.ndarray], members: int) -> None:
+    """Rows 1.. of ``membership``: references 2j+1 and 2j+2 take the first and second ``members`` records of
+    one permutation (row 2j+1's), so a pair never shares a record and, with the pool twice ``members``, covers
+    it; an odd last reference, or every reference when there are fewer than ``MIN_PAIRED``, takes a random half
+    alone. The second of a pair's permutations is drawn and not used, so the draws after it do not depend on
+    the pairing."""
+    groups = reference_groups(membership.shape[0] - 1)
+    for k in range(1, membership.shape[0]):
+        paired = int((groups == groups[k - 1]).sum()) == 2
+        if paired and k % 2 == 0:
+            membership[k, perms[k - 1][members:2 * members]] = True
+        else:
+            membership[k, perms[k][:members]] = True
 
 
 def splits_for_target(labels: np.ndarray, members: np.ndarray, *, n_models: int, n_test: int,
@@ -88,7 +143,7 @@ def splits_for_target(labels: np.ndarray, members: np.ndarray, *, n_models: int,
 
     The pool is those members plus as many non-members, drawn (seeded) from the records the target did not
     train on, after a test split also drawn from them; reference models (rows 1..) train on random halves
-    of the pool, the target's own training-set size. Assumes, as the user states, that the target trained
+    of the pool in complementary pairs, the target's own training-set size. Assumes, as the user states, that the target trained
     on exactly ``members`` and on nothing else of this dataset."""
     n = int(labels.shape[0])
     m = int(members.size)
@@ -102,8 +157,7 @@ def splits_for_target(labels: np.ndarray, members: np.ndarray, *, n_models: int,
     pool_idx = np.sort(np.concatenate([members, perm[n_test:n_test + m]]))
     membership = np.zeros((n_models, pool_idx.size), dtype=bool)
     membership[0] = np.isin(pool_idx, members)
-    for k in range(1, n_models):
-        membership[k, rng.permutation(pool_idx.size)[:m]] = True
+    _pair_references(membership, [rng.permutation(pool_idx.size) for _ in range(n_models)], m)
     empty = np.zeros(0, dtype=np.int64)
     return Splits(seed=seed, test_idx=test_idx, pool_idx=pool_idx, membership=membership, canary_idx=empty,
                   canary_labels=empty, canary_in=np.zeros(0, dtype=bool))

@@ -94,3 +94,34 @@ def test_beats_chance_on_a_leaking_target(name, signals):
 
     inp, target_in = signals
     assert auc(run_attack(name, inp).target, target_in) > 0.6
+
+
+@pytest.mark.slow  # re-runs every attack (nested tuning): the full suite, not the fast loop
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_reference_rows_leave_their_group_out(name, signals):
+    """References drawn together (a pair splitting the pool: each one's membership the complement of the
+    other's) are left out together: reference 0's row never uses its partner's membership either, since
+    that would reveal its own."""
+    inp, _ = signals
+    grouped = dataclasses.replace(inp, ref_groups=np.arange(inp.ref_in.shape[0]) // 2)
+    base = run_attack(name, grouped)
+    moved = grouped.ref_in.copy()
+    i, j = np.flatnonzero(moved[1])[0], np.flatnonzero(~moved[1])[0]
+    moved[1, i], moved[1, j] = False, True  # the partner's membership changes, balanced
+    out = run_attack(name, dataclasses.replace(grouped, ref_in=moved))
+    assert np.allclose(out.reference[0], base.reference[0], rtol=0, atol=1e-12), name
+    # and without the grouping the same change does reach row 0 (the test can fail), except with no fitting
+    if name != "loss":
+        plain_base = run_attack(name, inp)
+        plain = run_attack(name, dataclasses.replace(inp, ref_in=moved))
+        assert not np.array_equal(plain.reference[0], plain_base.reference[0])
+
+
+def test_infer_groups_finds_pairs_that_split_the_pool():
+    from dpaudit.attacks.groups import infer_groups
+    from dpaudit.splits import make_splits
+
+    sp = make_splits(np.arange(3000) % 10, members=500, n_models=6, n_test=500, seed=1)
+    assert list(infer_groups(sp.membership[1:])) == list(sp.ref_groups) == [0, 0, 1, 1, 2]
+    few = make_splits(np.arange(3000) % 10, members=500, n_models=3, n_test=500, seed=1)
+    assert list(infer_groups(few.membership[1:])) == [0, 1]

@@ -49,6 +49,11 @@ def test_non_dp_canaries_give_a_large_bound(seed):
 def test_dp_canaries_stay_under_the_claim(seed):
     rep, _ = run_audit(small_config(epsilons=(1.0,), seed=seed, **CANARY), progress=False)
     m = rep["models"][0]
+    # the references train like the target: as many canaries, so the same N, q, steps and spent ε
+    refs, t = m["reference_models"], m["training"]
+    assert refs["n_train"] == [t["n_train"]] * refs["k"] and t["n_train"] > 300
+    assert refs["sample_rate"] == [t["sample_rate"]] * refs["k"] and refs["steps"] == [t["steps"]] * refs["k"]
+    assert refs["epsilon"] == pytest.approx([t["epsilon"]] * refs["k"])
     assert m["canary"]["epsilon_lb"] <= 1.0
     assert m["verdict"]["status"] == "consistent"
     assert m["verdict"]["claimed_epsilon"] <= 1.0

@@ -76,7 +76,7 @@ def _model(name: str, eps: float | None, status: str) -> dict:
     return {
         "name": name, "dp": dp, "target_epsilon": eps, "training": _training(dp, eps),
         "reference_models": {"k": 2, "test_accuracy": [0.76, 0.77], "epsilon": [eps, eps], "seeds": [1, 2],
-                             "cache_hits": 0},
+                             "cache_hits": 0, "n_train": None, "sample_rate": None, "steps": None},
         "accountant_check": None if not dp else {
             "opacus": eps, "accountant": "prv", "dp_accounting_pld": eps * 0.999, "dp_accounting_rdp": eps * 1.1,
             "reference": "pld", "relative_difference": 0.001, "flagged": False,

@@ -18,6 +18,7 @@ from dpaudit.attacks.rmia import (
     choose_offline_a,
     rmia_reference_scores,
     rmia_scores,
+    true_label_probs,
 )
 
 T, F = True, False
@@ -39,13 +40,51 @@ Z_TARGET = np.array([0.5, 0.3, 0.6, 0.1])
 #      LR(z) = [0.5/0.55, 0.3/0.4, 0.6/0.85, 0.1/0.4] = [0.9091, 0.75, 0.7059, 0.25]
 
 
+def paper_score(s, nz):
+    """The paper's score, the fraction of z beaten: rmia_scores adds a tie-break in [0, 1/nz) to it."""
+    return np.floor(np.asarray(s) * nz) / nz
+
+
+def test_rmia_ties_broken_by_the_likelihood_ratio_keep_every_strict_order():
+    rng = np.random.default_rng(0)
+    p_refs = rng.uniform(0.05, 1, size=(3, 300))
+    refs_in = rng.random((3, 300)) < 0.5
+    p_t = rng.uniform(0.05, 1, size=300)
+    z_refs, z_t = rng.uniform(0.05, 1, size=(3, 7)), rng.uniform(0.05, 1, size=7)
+    for gamma in (1.0, 2.0):
+        s = rmia_scores(p_t, p_refs, refs_in, z_t, z_refs, a=0.4, gamma=gamma)
+        count = paper_score(s, 7)
+        # the paper's order survives: fewer z beaten never scores higher
+        assert (np.diff(count[np.argsort(s, kind="stable")]) >= 0).all()
+        assert ((s - count) < 1 / 7).all() and ((s - count) >= 0).all()
+    # gamma = 1: the score orders records exactly as their likelihood ratio does, with 7 z and no ties
+    s = rmia_scores(p_t, p_refs, refs_in, z_t, z_refs, a=0.4)
+    pr_out = np.where(~refs_in, p_refs, 0).sum(0) / np.maximum((~refs_in).sum(0), 1)
+    pr_x = np.where((~refs_in).sum(0) > 0, pr_out, p_refs.mean(0)) * 0.7 + 0.3
+    assert len(np.unique(s)) == 300
+    np.testing.assert_array_equal(np.argsort(s), np.argsort(p_t / pr_x))
+
+
+def test_true_label_probs_with_temperature():
+    logits = np.array([[2.0, 0.0], [0.0, 30.0]])
+    p1 = true_label_probs(logits, np.array([0, 1]))
+    np.testing.assert_allclose(p1, [1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-30))])
+    assert p1[1] < 1.0  # stays below 1 in float64 where float32 would round it up
+    np.testing.assert_allclose(true_label_probs(logits, np.array([0, 1]), 2.0), [1 / (1 + np.exp(-1)),
+                                                                                  1 / (1 + np.exp(-15))])
+    with pytest.raises(ValueError):
+        true_label_probs(logits, np.array([0, 1]), 0.0)
+
+
 def test_rmia_offline_hand_computed():
     # gamma = 1: x0 and x1 beat all four z; x2 (0.6316) beats only 0.25
     s = rmia_scores(P_TARGET, P_REFS, REFS_IN, Z_TARGET, Z_REFS, a=0.5, gamma=1.0)
-    np.testing.assert_allclose(s, [1.0, 1.0, 0.25])
+    np.testing.assert_allclose(paper_score(s, 4), [1.0, 1.0, 0.25])
+    # the tie between x0 and x1 (both beat every z) is broken by their own LR: 1.28 > 1.0909
+    assert s[0] > s[1]
     # gamma = 1.3: LR(z) <= LR(x) / 1.3 -> x0: 0.9846 (all 4), x1: 0.8392 (0.75, 0.7059, 0.25), x2: 0.4858 (0.25)
     s = rmia_scores(P_TARGET, P_REFS, REFS_IN, Z_TARGET, Z_REFS, a=0.5, gamma=1.3)
-    np.testing.assert_allclose(s, [1.0, 0.75, 0.25])
+    np.testing.assert_allclose(paper_score(s, 4), [1.0, 0.75, 0.25])
 
 
 def test_rmia_offline_record_with_no_out_reference_falls_back_to_all_references():
@@ -54,7 +93,11 @@ def test_rmia_offline_record_with_no_out_reference_falls_back_to_all_references(
     # x0: mean over all refs (0.9 + 0.5) / 2 = 0.7 -> Pr = 0.75 * 0.7 + 0.25 = 0.775, LR = 0.8 / 0.775 = 1.0323
     # gamma = 1.3: 1.0323 / 1.3 = 0.7940 -> beats 0.75, 0.7059, 0.25; x1, x2 as before
     s = rmia_scores(P_TARGET, P_REFS, refs_in, Z_TARGET, Z_REFS, a=0.5, gamma=1.3)
-    np.testing.assert_allclose(s, [0.75, 0.75, 0.25])
+    np.testing.assert_allclose(paper_score(s, 4), [0.75, 0.75, 0.25])
+    # x0 (0.7940) and x1 (0.8392) both lie between the z at 0.75 and 0.9091: placed between them in log LR
+    lo, hi = np.log(0.75), np.log(0.9091)
+    np.testing.assert_allclose(s, [0.75 + (np.log(0.7940) - lo) / (hi - lo) / 4,
+                                   0.75 + (np.log(0.8392) - lo) / (hi - lo) / 4, s[2]], atol=2e-4)
 
 
 def test_rmia_online_hand_computed():
@@ -66,7 +109,7 @@ def test_rmia_online_hand_computed():
     # Pr(z) = unscaled mean = [0.4, 0.2, 0.8, 0.2]; LR(z) = [1.25, 1.5, 0.75, 0.5]
     # gamma = 1: x0 beats 1.25, 0.75, 0.5; x1 beats 0.75, 0.5; x2 beats 0.5
     s = rmia_scores(p_target, P_REFS, refs_in, Z_TARGET, Z_REFS, a=0.5, online=True)
-    np.testing.assert_allclose(s, [0.75, 0.5, 0.25])
+    np.testing.assert_allclose(paper_score(s, 4), [0.75, 0.5, 0.25])
     # a is ignored online
     np.testing.assert_array_equal(s, rmia_scores(p_target, P_REFS, refs_in, Z_TARGET, Z_REFS, a=0.0, online=True))
 
@@ -86,7 +129,7 @@ def test_rmia_reference_scores_hand_computed():
     #      LR(z) = [0.6/0.4, 0.2/0.4, 0.9/0.775, 0.1/0.475] = [1.5, 0.5, 1.1613, 0.2105]
     #   gamma = 1: x0 beats 0.5, 1.1613, 0.2105; x1 and x2 beat 0.2105
     s = rmia_reference_scores(P_REFS, REFS_IN, Z_REFS, a=0.5)
-    np.testing.assert_allclose(s[0], [0.75, 0.25, 0.25])
+    np.testing.assert_allclose(paper_score(s[0], 4), [0.75, 0.25, 0.25])
     # row 1 is reference 1 attacked with reference 0 alone
     np.testing.assert_array_equal(s[1], rmia_scores(P_REFS[1], P_REFS[:1], REFS_IN[:1], Z_REFS[1], Z_REFS[:1], a=0.5))
 

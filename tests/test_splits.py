@@ -38,3 +38,39 @@ def test_seeded_and_canaries_do_not_move_the_target():
 def test_bad_split_requests(kw, msg):
     with pytest.raises(DPAuditError, match=msg):
         make_splits(LABELS, n_models=2, n_test=1000, **kw)
+
+
+def test_references_come_in_pairs_that_split_the_pool():
+    sp = make_splits(LABELS, members=500, n_models=7, n_test=1000, seed=2)
+    refs = sp.membership[1:]
+    assert (refs.sum(1) == 500).all()  # every reference trains on the target's number of pool records
+    for j in (0, 2, 4):
+        assert not (refs[j] & refs[j + 1]).any() and (refs[j] | refs[j + 1]).all()
+    # so every pool record is IN exactly half of the references: online attacks work from K = 4
+    assert (refs.sum(0) == 3).all()
+    assert list(sp.ref_groups) == [0, 0, 1, 1, 2, 2]
+    # an odd last reference draws a random half alone
+    odd = make_splits(LABELS, members=500, n_models=6, n_test=1000, seed=2)
+    assert odd.membership[5].sum() == 500 and (odd.membership[1] ^ odd.membership[2]).all()
+    assert list(odd.ref_groups) == [0, 0, 1, 1, 2]
+    # below four references there is no pair to leave out with each one: independent random halves
+    few = make_splits(LABELS, members=500, n_models=4, n_test=1000, seed=2)
+    assert list(few.ref_groups) == [0, 1, 2] and (few.membership[1] & few.membership[2]).any()
+
+
+def test_pairing_and_reference_canaries_leave_the_target_alone():
+    # the target's members and canary coins are drawn before any reference's canaries, whatever K is
+    sp = make_splits(LABELS, members=500, n_models=5, n_test=1000, canaries=200, seed=7)
+    more = make_splits(LABELS, members=500, n_models=9, n_test=1000, canaries=200, seed=7)
+    assert (sp.membership[0] == more.membership[0]).all()
+
+
+def test_references_train_on_as_many_canaries_as_the_target():
+    sp = make_splits(LABELS, members=500, n_models=5, n_test=1000, canaries=200, seed=3)
+    n_in = int(sp.canary_in.sum())
+    assert sp.ref_canary_in.shape == (4, 200)
+    assert (sp.ref_canary_in.sum(1) == n_in).all()
+    assert (sp.canaries_of(0) == sp.canary_in).all() and (sp.canaries_of(2) == sp.ref_canary_in[1]).all()
+    # each reference draws its own canaries
+    assert len({r.tobytes() for r in sp.ref_canary_in}) == 4
+    assert make_splits(LABELS, members=500, n_models=3, n_test=1000, seed=3).ref_canary_in is None
