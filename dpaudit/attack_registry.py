@@ -87,7 +87,8 @@ def check_attacks(names, shadow_models: int) -> None:
         a = get_attack(n)
         if shadow_models < a.min_references:
             raise DPAuditError(f"the {n} attack needs --shadow-models >= {a.min_references} "
-                               f"(its reference scores are cross-fitted), got {shadow_models}")
+                               f"(its reference scores are cross-fitted), got {shadow_models}; raise it or leave {n} "
+                               f"out of --attacks")
 
 
 def run_attack(name: str, inp: AttackInput) -> AttackScores:
@@ -251,7 +252,7 @@ def _require_in_and_out(ref_in: np.ndarray, groups: np.ndarray | None, name: str
     from dpaudit.attacks.groups import check_groups
 
     g = check_groups(groups, ref_in.shape[0])
-    if ref_in.shape[0] < 3 or not _online_scorable(ref_in, g):
+    if ref_in.shape[0] < 4 or not _online_scorable(ref_in, g):
         raise DPAuditError(f"{name} needs every pool record IN and OUT of the reference models that score each model "
                            f"(a reference's own pair left out); with {ref_in.shape[0]} some are not: use "
                            f"--shadow-models 4 or more, or drop {name} from --attacks")
@@ -263,7 +264,7 @@ def _rmia_offline(inp: AttackInput) -> AttackScores:
     return _rmia(inp, online=False)
 
 
-@register_attack("rmia-online", min_references=3, needs_population=True,
+@register_attack("rmia-online", min_references=4, needs_population=True,
                  summary="RMIA, online: needs many reference models")
 def _rmia_online(inp: AttackInput) -> AttackScores:
     return _rmia(inp, online=True)
@@ -310,7 +311,7 @@ def _lira_offline(inp: AttackInput) -> AttackScores:
     return _lira(inp, online=False)
 
 
-@register_attack("lira-online", min_references=3, needs_queries=True,
+@register_attack("lira-online", min_references=4, needs_queries=True,
                  summary="LiRA, online: needs many reference models")
 def _lira_online(inp: AttackInput) -> AttackScores:
     return _lira(inp, online=True)
