@@ -1,7 +1,7 @@
 """Wall time and peak memory of the default `dpaudit audit`, phase by phase.
 
 Runs ``dpaudit.audit.run_audit(AuditConfig())`` (the embedded 5,000 digits; non-DP, epsilon 8 and 1 targets
-with K = 4 reference models each; loss, shadow, RMIA and LiRA attacks) and renders every report format (json, md,
+with K = 4 reference models each; the default attacks) and renders every report format (json, md,
 html) into a temporary folder, as `dpaudit audit` does.
 
     python benchmarks/bench_audit.py                      # the default audit

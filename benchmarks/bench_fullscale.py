@@ -3,7 +3,7 @@
 30,000 members per model drawn from a 60,000-record pool (2 x members), 9,000 test records and 1,000
 canaries: 9,000 + 60,000 + 1,000 = 70,000, all of Fashion-MNIST (official train + test parts; dpaudit
 draws its own seeded splits from the union). Non-DP, epsilon 8 and epsilon 1 targets, K = 4 reference
-models each, loss, shadow, RMIA and LiRA attacks (each with its AUC and TPR at 0.1% and 1% FPR, counts
+models each, the default attacks (loss, shadow, RMIA offline and online, LiRA; each with its AUC and TPR at 0.1% and 1% FPR, counts
 behind them), the one-run canary audit; every report format rendered.
 
 Before it starts it measures a few training steps and prints an estimate of the training time
@@ -11,7 +11,7 @@ Before it starts it measures a few training steps and prints an estimate of the 
 
     python benchmarks/bench_fullscale.py --quick          # 2,000 members, 1 epoch: a smoke run
     python benchmarks/bench_fullscale.py                  # the full audit (long)
-    python benchmarks/bench_fullscale.py --members 10000 --epochs 2 --shadow-models 2
+    python benchmarks/bench_fullscale.py --members 10000 --epochs 2 --shadow-models 4
 """
 from __future__ import annotations
 
