@@ -115,7 +115,7 @@ def true_label_probs(logits: Any, labels: Any, temperature: float = 1.0) -> np.n
 
 def rmia_scores(p_target: Any, p_refs: Any, refs_in: Any, z_target: Any, z_refs: Any, *, a: float,
                 gamma: float = 1.0, online: bool = False) -> np.ndarray:
-    """RMIA score of every pool record under the target model, float64 [n] in [0, 1].
+    """RMIA score of every pool record under the target model, float64 [n] in [0, 1 + 1/nz).
 
     ``p_target`` [n], ``p_refs`` [K, n]: probability of the true label of each pool record under the target
     and under each reference model; ``refs_in`` [K, n] bool: which references trained on which record.
@@ -160,7 +160,8 @@ def _within(t: np.ndarray, zs: np.ndarray, count: np.ndarray) -> np.ndarray:
         below = 2.0 / (1.0 + np.exp(-(t - zs[0]) / scale))  # t < every z: (0, 1)
         above = 2.0 / (1.0 + np.exp(-(t - zs[-1]) / scale)) - 1.0  # t >= every z: [0, 1)
     frac = np.where(count == 0, below, np.where(count == zs.size, above, frac))
-    return np.clip(frac, 0.0, np.nextafter(1.0, 0.0))
+    # strictly below 1 with room to spare: count + frac must round below count + 1 for any realistic nz
+    return np.clip(frac, 0.0, 1.0 - 1e-9)
 
 
 def rmia_reference_scores(p_refs: Any, refs_in: Any, z_refs: Any, *, a: float, gamma: float = 1.0,

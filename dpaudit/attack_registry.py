@@ -127,7 +127,11 @@ def _shadow(inp: AttackInput) -> AttackScores:
                         f"true-label probability, trained on {inp.ref_in.shape[0]} reference models (Shokri et al. 2017)")
 
 
-RMIA_GAMMAS = (1.0, 1.5, 2.0, 4.0)
+# RMIA's γ: 1. With ties of the paper's count broken by the record's own likelihood ratio, the score orders
+# records by LR(x) whatever γ is, so γ cannot change an AUC and tuning it would buy nothing; γ = 1 makes a
+# non-member's score its likelihood ratio's quantile among the population's, on the same scale whatever the
+# temperature and a chosen, so thresholds chosen on the reference models' scores transfer to the target's.
+RMIA_GAMMA = 1.0
 
 
 def _mean_reference_auc(reference: np.ndarray, ref_in: np.ndarray) -> float:
@@ -151,9 +155,12 @@ def _nested(inp: AttackInput, choose, score) -> tuple[np.ndarray, np.ndarray, ob
     chosen = choose(every)
     target = score(0, every, chosen)
     reference = np.empty(inp.ref_in.shape, dtype=np.float64)
+    memo: dict[tuple[int, ...], object] = {}  # the two references of a pair share their "others"
     for j in every:
-        others = [i for i in every if groups[i - 1] != groups[j - 1]]
-        reference[j - 1] = score(j, others, choose(others))
+        others = tuple(i for i in every if groups[i - 1] != groups[j - 1])
+        if others not in memo:
+            memo[others] = choose(list(others))
+        reference[j - 1] = score(j, list(others), memo[others])
     return target, reference, chosen
 
 
@@ -190,22 +197,24 @@ def _rmia(inp: AttackInput, online: bool) -> AttackScores:
     groups = _groups(inp)
 
     def choose(rows):
-        if not _tunable(groups, rows):  # nothing to tune on: the paper's plain softmax, γ = 2, ML Privacy Meter's a
-            return 1.0, 2.0, DEFAULT_OFFLINE_A
+        # Nothing to tune on (with four references in two pairs, a reference's others are one pair, which cannot
+        # be cross-fitted): the paper's plain softmax and ML Privacy Meter's a. Its scores stay on the target's
+        # scale (γ = 1: population quantiles), so its thresholds still transfer.
+        if not _tunable(groups, rows):
+            return 1.0, RMIA_GAMMA, DEFAULT_OFFLINE_A
         g = groups[np.asarray(rows) - 1]
         # Online scoring of these rows needs every record IN and OUT of the references outside each one's group;
-        # where they are too few, T and γ are chosen by the offline fit.
+        # where they are too few, T is chosen by the offline fit.
         tune_online = online and _in_and_out(ref_in_all[rows], g)
         best = None
         for t, (p, z) in probs.items():
-            for gamma in RMIA_GAMMAS:
-                a = 1.0 if tune_online else choose_offline_a(p[rows], ref_in_all[rows], z[rows], gamma=gamma,
-                                                             groups=g)
-                ref = rmia_reference_scores(p[rows], ref_in_all[rows], z[rows], a=a, gamma=gamma,
-                                            online=tune_online, groups=g)
-                fit = _mean_reference_auc(ref, ref_in_all[rows])
-                if best is None or fit > best[0] + 1e-12:  # ties keep the first: T = 1, the smaller γ
-                    best = (fit, t, gamma, a)
+            a = 1.0 if tune_online else choose_offline_a(p[rows], ref_in_all[rows], z[rows], gamma=RMIA_GAMMA,
+                                                         groups=g)
+            ref = rmia_reference_scores(p[rows], ref_in_all[rows], z[rows], a=a, gamma=RMIA_GAMMA,
+                                        online=tune_online, groups=g)
+            fit = _mean_reference_auc(ref, ref_in_all[rows])
+            if best is None or fit > best[0] + 1e-12:  # ties keep the first: T = 1
+                best = (fit, t, RMIA_GAMMA, a)
         return best[1:]
 
     def score(row, rows, settings):
@@ -215,7 +224,7 @@ def _rmia(inp: AttackInput, online: bool) -> AttackScores:
 
     target, ref, (t, gamma, a) = _nested(inp, choose, score)
     how = "online (IN and OUT references)" if online else f"offline, a = {a:g}"
-    return AttackScores(target, ref, f"RMIA {how}, γ = {gamma:g}, softmax temperature {t:g} (all chosen on the "
+    return AttackScores(target, ref, f"RMIA {how}, γ = {gamma:g}, softmax temperature {t:g} (chosen on the "
                         f"reference models), against {probs[t][1].shape[1]} population records from the test split "
                         f"that no model trained on (Zarifzadeh et al. 2024)",
                         {"a": None if online else a, "gamma": gamma, "temperature": t, "population": "test split",
@@ -286,8 +295,9 @@ def _lira(inp: AttackInput, online: bool) -> AttackScores:
     # on the reference models (leave-group-out), never on the target.
     def choose(rows):
         g = groups[np.asarray(rows) - 1] if rows else groups[:0]
+        # nothing to tune on: the record itself, one query (what a model trained without shifts answers best)
         if not _tunable(groups, rows) or len(candidates) == 1 or (online and not _in_and_out(ref_in_all[rows], g)):
-            return max(candidates)
+            return 1
         fits = {q: _mean_reference_auc(lira_reference_scores(phi[rows], ref_in_all[rows], online=online,
                                                              fixed_variance=True, groups=g), ref_in_all[rows])
                 for q, phi in candidates.items()}

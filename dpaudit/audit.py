@@ -232,9 +232,11 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
         canary_res = _canary_audit(scores, coins, delta, plan.canary)
         extras["scores"][(name, "canary")] = (idx, coins, canary_res.pop("scores"))
         canary_res["test_accuracy_with_canaries"] = rec.get("test_accuracy")
-        accs = [r["test_accuracy"] for r in ref_records if r.get("test_accuracy") is not None]
-        canary_res["test_accuracy_without_canaries"] = float(np.mean(accs)) if accs else None
-        canary_res["without_canaries_from"] = "mean over the reference models (same recipe, no canaries)"
+        # The references train on canaries too (to match the target's training-set size), so no model here
+        # shows the accuracy without them; say so rather than compare with a model that also had them.
+        canary_res["test_accuracy_without_canaries"] = None
+        canary_res["without_canaries_from"] = ("not measured: the reference models train on as many canaries as "
+                                               "the target, to match its training-set size")
     check = None
     observed = rec.get("observed", True)
     if rec["dp"] and observed:

@@ -193,8 +193,8 @@ def _canary(report: Report) -> str:
     return ("<section id=\"canary\"><h2>Canary audit (one training run)</h2>"
             + _table(headers, rows, "canary-table")
             + "<p class=\"muted\">Canaries are real images with a wrong label, each included in the target's "
-              "training set with probability 1/2 (Steinke, Nasr &amp; Jagielski 2023). Accuracy without canaries "
-              "is the mean of the reference models, which train the same recipe without them.</p></section>")
+              "training set with probability 1/2 (Steinke, Nasr &amp; Jagielski 2023). Accuracy without canaries: "
+              f"{_e(canaries[0].canary.without_canaries_from)}.</p></section>")
 
 
 def _whitebox(report: Report) -> str:

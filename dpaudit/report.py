@@ -141,8 +141,8 @@ def render_markdown(report: Report | dict, figures: list[str] | None = None) -> 
                            f"{fmt(c.test_accuracy_with_canaries)} / {fmt(c.test_accuracy_without_canaries)}"]
                           for m in canaries for c in [m.canary]]), "",
                   ("Canaries are real images with a wrong label, each included in the target's training set with "
-                  "probability 1/2 (Steinke, Nasr & Jagielski 2023). Accuracy without canaries is the mean of the "
-                  "reference models, which train the same recipe without them."), ""]
+                   "probability 1/2 (Steinke, Nasr & Jagielski 2023). Accuracy without canaries: "
+                   f"{canaries[0].canary.without_canaries_from}."), ""]
     for m in report.models:
         if m.whitebox:
             parts += [f"## White-box canaries: {m.name}", "", *whitebox_markdown(m.whitebox, figures or []), ""]

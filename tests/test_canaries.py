@@ -39,8 +39,8 @@ def test_non_dp_canaries_give_a_large_bound(seed):
     assert c["confidence"] == pytest.approx(0.975)
     assert c["epsilon_lb"] >= 1.8, c
     assert c["correction"].startswith("bonferroni")
-    # 400 mislabelled canaries in 300 records cost the target accuracy against references trained without them
-    assert c["test_accuracy_with_canaries"] < c["test_accuracy_without_canaries"]
+    # the references train on canaries too, so there is no canary-free accuracy to compare with: said, not faked
+    assert c["test_accuracy_without_canaries"] is None and "not measured" in c["without_canaries_from"]
     idx, truth, scores = extras["scores"][("non-dp", "canary")]
     assert len(idx) == len(truth) == len(scores) == 400
 

@@ -61,8 +61,10 @@ def test_references_come_in_pairs_that_split_the_pool():
 def test_pairing_and_reference_canaries_leave_the_target_alone():
     # the target's members and canary coins are drawn before any reference's canaries, whatever K is
     sp = make_splits(LABELS, members=500, n_models=5, n_test=1000, canaries=200, seed=7)
-    more = make_splits(LABELS, members=500, n_models=9, n_test=1000, canaries=200, seed=7)
-    assert (sp.membership[0] == more.membership[0]).all()
+    for n_models in (2, 3, 9):
+        more = make_splits(LABELS, members=500, n_models=n_models, n_test=1000, canaries=200, seed=7)
+        assert (sp.membership[0] == more.membership[0]).all()
+        assert (sp.canary_in == more.canary_in).all() and (sp.canary_labels == more.canary_labels).all()
 
 
 def test_references_train_on_as_many_canaries_as_the_target():
