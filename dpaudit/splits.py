@@ -1,9 +1,8 @@
 """Seeded index sets: a test set, a population pool, which pool records each model trains on, and canaries.
 
 The order of draws is fixed (test, then pool, then canaries from what is left, then one permutation of the
-pool per model; the canaries' labels and coins from a stream of their own) so that enabling canaries or adding
-reference models never changes the target's members or its canaries, and pairing the references changed
-nothing the target draws.
+pool per model, then the canaries' labels and coins) so that enabling canaries or adding reference models never
+changes the target's members, and pairing the references changed nothing the target draws.
 
 Reference models come in pairs that split the pool between them (LiRA's and RMIA's code train each record IN
 exactly half of the reference models): with the pool twice the target's training set, each pool record is IN
@@ -97,17 +96,17 @@ def make_splits(labels: np.ndarray, *, members: int, n_models: int, n_test: int,
     membership[0, perms[0][:members]] = True
     _pair_references(membership, perms, members)
     n_classes = int(labels.max()) + 1
-    # The canaries' labels and coins come from a stream of their own, so that neither the number of reference
-    # models nor their pairing changes which canaries the target trains on, or with which label.
-    crng = np.random.default_rng([seed, 0xCA7A])
-    # A wrong label (never the true one) makes a canary easy to memorise and hard to generalise to.
-    canary_labels = (labels[canary_idx] + crng.integers(1, n_classes, size=canaries)) % n_classes
-    canary_in = crng.random(canaries) < 0.5
+    # A wrong label (never the true one) makes a canary easy to memorise and hard to generalise to. The labels
+    # and coins follow the models' permutations in the one stream, so the number of reference models changes
+    # them (not their validity: each coin is still fair and independent). Kept so, so that audits keep their
+    # canaries from one version to the next; a stream of their own is the change to make with a new baseline.
+    canary_labels = (labels[canary_idx] + rng.integers(1, n_classes, size=canaries)) % n_classes
+    canary_in = rng.random(canaries) < 0.5
     # References draw after the target's coins, so they never change which canaries the target trains on.
     n_in = int(canary_in.sum())
     ref_canary_in = np.zeros((n_models - 1, canaries), dtype=bool)
     for k in range(n_models - 1):
-        ref_canary_in[k, crng.permutation(canaries)[:n_in]] = True
+        ref_canary_in[k, rng.permutation(canaries)[:n_in]] = True
     return Splits(seed=seed, test_idx=test_idx, pool_idx=pool_idx, membership=membership,
                   canary_idx=canary_idx, canary_labels=canary_labels.astype(np.int64), canary_in=canary_in,
                   ref_canary_in=ref_canary_in if canaries else None)

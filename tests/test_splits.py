@@ -5,6 +5,7 @@ from dpaudit.errors import DPAuditError
 from dpaudit.splits import make_splits
 
 LABELS = np.arange(5000) % 10
+EXPECTED_COINS = [True, False, True, False, True, False, False, False]
 
 
 def test_membership_matrix_and_disjointness():
@@ -64,7 +65,9 @@ def test_pairing_and_reference_canaries_leave_the_target_alone():
     for n_models in (2, 3, 9):
         more = make_splits(LABELS, members=500, n_models=n_models, n_test=1000, canaries=200, seed=7)
         assert (sp.membership[0] == more.membership[0]).all()
-        assert (sp.canary_in == more.canary_in).all() and (sp.canary_labels == more.canary_labels).all()
+    # pairing draws exactly what independent halves drew, so the target's canaries are those of earlier versions
+    # at the same K (pinned: the reference audit's canaries depend on it)
+    assert int(sp.canary_in.sum()) == 100 and sp.canary_in[:8].tolist() == EXPECTED_COINS
 
 
 def test_references_train_on_as_many_canaries_as_the_target():
