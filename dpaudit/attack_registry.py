@@ -205,7 +205,7 @@ def _rmia(inp: AttackInput, online: bool) -> AttackScores:
         g = groups[np.asarray(rows) - 1]
         # Online scoring of these rows needs every record IN and OUT of the references outside each one's group;
         # where they are too few, T is chosen by the offline fit.
-        tune_online = online and _in_and_out(ref_in_all[rows], g)
+        tune_online = online and _online_scorable(ref_in_all[rows], g)
         best = None
         for t, (p, z) in probs.items():
             a = 1.0 if tune_online else choose_offline_a(p[rows], ref_in_all[rows], z[rows], gamma=RMIA_GAMMA,
@@ -233,20 +233,15 @@ def _rmia(inp: AttackInput, online: bool) -> AttackScores:
 
 
 def _online_scorable(ref_in: np.ndarray, groups: np.ndarray) -> bool:
-    """Whether online scores exist for every row: the target against all references and each reference against
-    those outside its group, each needing every record IN and OUT of at least one of them."""
+    """Whether online scores exist for every row: a model against all these references and each reference
+    against those outside its group, each needing every record IN and OUT of at least one of them (also what
+    online tuning on these references needs)."""
     def ok(rows: np.ndarray) -> bool:
         ins = ref_in[rows].sum(0)
         return bool(rows.any() and ins.min() >= 1 and (int(rows.sum()) - ins).min() >= 1)
 
     every = np.ones(groups.size, dtype=bool)
     return ok(every) and all(ok(groups != g) for g in np.unique(groups))
-
-
-def _in_and_out(ref_in: np.ndarray, groups: np.ndarray) -> bool:
-    """Whether online tuning can run on these references: online scores for each of them against the others
-    outside its group."""
-    return len(groups) >= 2 and _online_scorable(ref_in, groups)
 
 
 def check_membership(names, ref_in: np.ndarray, groups: np.ndarray | None = None) -> None:
@@ -294,9 +289,11 @@ def _lira(inp: AttackInput, online: bool) -> AttackScores:
     # Shifted queries help where the model saw shifted images in training; whether they help here is decided
     # on the reference models (leave-group-out), never on the target.
     def choose(rows):
-        g = groups[np.asarray(rows) - 1] if rows else groups[:0]
         # nothing to tune on: the record itself, one query (what a model trained without shifts answers best)
-        if not _tunable(groups, rows) or len(candidates) == 1 or (online and not _in_and_out(ref_in_all[rows], g)):
+        if not _tunable(groups, rows) or len(candidates) == 1:
+            return 1
+        g = groups[np.asarray(rows) - 1]
+        if online and not _online_scorable(ref_in_all[rows], g):
             return 1
         fits = {q: _mean_reference_auc(lira_reference_scores(phi[rows], ref_in_all[rows], online=online,
                                                              fixed_variance=True, groups=g), ref_in_all[rows])

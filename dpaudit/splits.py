@@ -50,8 +50,10 @@ class Splits:
 
     def canaries_of(self, model: int) -> np.ndarray:
         """bool [m]: which canaries model ``model`` (0 the target) trains on."""
-        if model == 0 or self.ref_canary_in is None:
-            return self.canary_in if model == 0 else np.zeros(self.canary_idx.size, dtype=bool)
+        if model == 0:
+            return self.canary_in
+        if self.ref_canary_in is None:
+            return np.zeros(self.canary_idx.size, dtype=bool)
         return self.ref_canary_in[model - 1]
 
     def summary(self) -> dict:
@@ -160,6 +162,7 @@ def splits_for_target(labels: np.ndarray, members: np.ndarray, *, n_models: int,
     pool_idx = np.sort(np.concatenate([members, perm[n_test:n_test + m]]))
     membership = np.zeros((n_models, pool_idx.size), dtype=bool)
     membership[0] = np.isin(pool_idx, members)
+    # one permutation per model, as make_splits draws them (row 0's unused: the target's members are given)
     _pair_references(membership, [rng.permutation(pool_idx.size) for _ in range(n_models)], m)
     empty = np.zeros(0, dtype=np.int64)
     return Splits(seed=seed, test_idx=test_idx, pool_idx=pool_idx, membership=membership, canary_idx=empty,
