@@ -66,7 +66,7 @@ def set_threads(n: int | None) -> int:
 
 def quiet() -> None:
     """Silence the warnings dpaudit itself silences in an audit (secure RNG off, hook notices)."""
-    from dpaudit.jobs import quiet_library_warnings
+    from dpaudit.training.jobs import quiet_library_warnings
 
     quiet_library_warnings()
 
@@ -107,7 +107,7 @@ def fashion_mnist_official():
     """
     import numpy as np
 
-    from dpaudit.data import load_dataset
+    from dpaudit.training.data import load_dataset
 
     ds = load_dataset("fashion-mnist")
     if ds.origin is not None:

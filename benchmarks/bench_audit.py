@@ -1,6 +1,6 @@
 """Wall time and peak memory of the default `dpaudit audit`, phase by phase.
 
-Runs ``dpaudit.audit.run_audit(AuditConfig())`` (the embedded 5,000 digits; non-DP, epsilon 8 and 1 targets
+Runs ``dpaudit.pipeline.run_audit(AuditConfig())`` (the embedded 5,000 digits; non-DP, epsilon 8 and 1 targets
 with K = 4 reference models each; the default attacks) and renders every report format (json, md,
 html) into a temporary folder, as `dpaudit audit` does.
 
@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from _common import TreeRSS, fmt_duration, git_commit, peak_rss, print_json_line, quiet, table, timed
 
-from dpaudit.audit import AuditConfig, run_audit
+from dpaudit.pipeline import AuditConfig, run_audit
 from dpaudit.report import render, write_outputs
 
 FORMATS = ["json", "md", "html"]

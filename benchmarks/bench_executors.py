@@ -22,9 +22,9 @@ from dataclasses import replace
 
 from _common import fmt_duration, git_commit, print_json_line, quiet, table
 
-from dpaudit.audit import AuditConfig, default_workers, run_audit
-from dpaudit.data import load_dataset
-from dpaudit.executors import get_executor
+from dpaudit.pipeline import AuditConfig, default_workers, run_audit
+from dpaudit.training.data import load_dataset
+from dpaudit.training.executors import get_executor
 
 TIMING_FIELDS = {"wall_s", "accounting_s"}
 

@@ -25,8 +25,9 @@ from dataclasses import replace
 from _common import fmt_duration, git_commit, print_json_line, quiet
 from bench_audit import audit_figures, model_summary, run_and_render
 
-from dpaudit.audit import AuditConfig
-from dpaudit.train import train_model
+from dpaudit.config import AuditConfig
+from dpaudit.training.jobs import train_config
+from dpaudit.training.train import train_model
 
 N_RECORDS = 70_000  # Fashion-MNIST: 60,000 train + 10,000 test
 
@@ -73,7 +74,7 @@ def estimate(cfg: AuditConfig, images, labels) -> dict:
     per_record, calib = {}, None
     try:
         for kind, eps in (("non_dp", math.inf), ("dp", 8.0)):
-            tc = replace(cfg.train_config(eps), epochs=1, seed=0)
+            tc = replace(train_config(cfg, eps), epochs=1, seed=0)
             t = time.perf_counter()
             rec = train_model(tc, x, y, test_images=x[:64], test_labels=y[:64], progress=False).record
             per_record[kind] = rec.wall_s / n
@@ -87,7 +88,7 @@ def estimate(cfg: AuditConfig, images, labels) -> dict:
         import subprocess
 
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch, opacus, dpaudit.audit"], check=False)
+        subprocess.run([sys.executable, "-c", "import torch, opacus, dpaudit.pipeline"], check=False)
         startup = time.perf_counter() - t
     n_train = cfg.members  # the target also trains on about canaries/2 more
     per_eps = {}
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
           flush=True)
 
     t0 = time.perf_counter()
-    from dpaudit.data import load_dataset
+    from dpaudit.training.data import load_dataset
 
     data = load_dataset("fashion-mnist")
     load_s = time.perf_counter() - t0

@@ -20,8 +20,8 @@ from dataclasses import replace
 
 from _common import fashion_mnist_official, fmt_s, git_commit, peak_rss, print_json_line, quiet, set_threads, table
 
-from dpaudit.recipes import DP_RECIPE, NON_DP_RECIPE
-from dpaudit.train import GRAD_SAMPLE_MODES, TrainConfig, train_model
+from dpaudit.config.recipes import DP_RECIPE, NON_DP_RECIPE
+from dpaudit.training.train import GRAD_SAMPLE_MODES, TrainConfig, train_model
 
 QUICK_RECORDS = 10_000
 
@@ -32,7 +32,7 @@ def load(name: str, limit: int | None):
         xtr, ytr, xte, yte, _ = fashion_mnist_official()
         note = "official train part (60,000); test = official test part (10,000)"
     elif name == "mnist-5k":
-        from dpaudit.data import load_dataset
+        from dpaudit.training.data import load_dataset
 
         ds = load_dataset("mnist-5k")
         xtr, ytr = ds.images, ds.labels

@@ -2,7 +2,7 @@
 
 Trains on the 60,000 records of the official training part and measures accuracy on the official
 10,000 test records, for each model (simple-cnn, tanh-cnn) and each epsilon, with dpaudit's DP recipe:
-``AuditConfig().train_config(eps)`` (DP_RECIPE in dpaudit/audit.py: 12 epochs, Poisson batch 256, lr 0.75,
+``train_config(AuditConfig(), eps)`` (DP_RECIPE in dpaudit/audit.py: 12 epochs, Poisson batch 256, lr 0.75,
 no momentum, clip C = 1, delta 1e-5, PRV accountant) unless --epochs / --batch-size / --lr override it.
 One process, models trained one after the other.
 
@@ -30,8 +30,9 @@ from _common import (
     table,
 )
 
-from dpaudit.audit import AuditConfig
-from dpaudit.train import GRAD_SAMPLE_MODES, train_model
+from dpaudit.config import AuditConfig
+from dpaudit.training.jobs import train_config
+from dpaudit.training.train import GRAD_SAMPLE_MODES, train_model
 
 QUICK_RECORDS, QUICK_EPOCHS = 10_000, 2
 
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     for model in models:
         results[model] = {}
         for eps in settings:
-            cfg = replace(AuditConfig(model=model, seed=args.seed).train_config(eps), **overrides)
+            cfg = replace(train_config(AuditConfig(model=model, seed=args.seed), eps), **overrides)
             label = "non-dp" if not math.isfinite(eps) else f"{eps:g}"
             t = time.perf_counter()
             try:
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
                         "call s"], rows))
     print(f"\ntotal {fmt_duration(total)}; test accuracy on the official Fashion-MNIST test part "
           f"({len(yte):,} records); δ = 1e-5")
-    base = AuditConfig().train_config(1.0)
+    base = train_config(AuditConfig(), 1.0)
     print_json_line({
         "commit": commit,
         "test_accuracy": {m: {k: v.get("test_accuracy") for k, v in res.items()} for m, res in results.items()},

@@ -1,6 +1,6 @@
 """Does the white-box gradient-canary audit catch DP-SGD that adds less noise than its accountant claims?
 
-Trains the default DP recipe (dpaudit.recipes.DP_RECIPE: 12 epochs, Poisson batches of 256, lr 0.75) on 1,750
+Trains the default DP recipe (dpaudit.config.recipes.DP_RECIPE: 12 epochs, Poisson batches of 256, lr 0.75) on 1,750
 members of the embedded digits (mnist-5k) with M = 1000 gradient canaries, at claimed epsilon 1 and 8, with the
 optimizer's noise scaled by 1.0 (correct DP), 0.9 and 0.5 (bugs: the accountant still claims the original epsilon),
 over several seeds. A case counts as detected when the conformance tests reject (verdict nonconformant).
@@ -20,11 +20,11 @@ import warnings
 import numpy as np
 from _common import fmt_duration, git_commit, print_json_line, quiet, set_threads, table
 
-from dpaudit.accounting import dp_accounting_epsilon
-from dpaudit.data import load_dataset
-from dpaudit.recipes import DP_RECIPE
-from dpaudit.train import TrainConfig, train_model
-from dpaudit.whitebox import GradientCanaries, ScaleNoise, analyse
+from dpaudit.config.recipes import DP_RECIPE
+from dpaudit.training.accounting import dp_accounting_epsilon
+from dpaudit.training.data import load_dataset
+from dpaudit.training.train import TrainConfig, train_model
+from dpaudit.training.whitebox import GradientCanaries, ScaleNoise, analyse
 
 FACTORS = (1.0, 0.9, 0.5)
 

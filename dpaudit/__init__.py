@@ -1,8 +1,7 @@
 """dpaudit: differential-privacy auditing for machine-learning models."""
 
-__version__ = "0.2.0"
-
-from .errors import DPAuditError  # noqa: E402  (stdlib-only)
+from dpaudit.errors import DPAuditError  # noqa: E402  (stdlib-only)
+from dpaudit.version import __version__  # noqa: F401
 
 __all__ = ["DPAuditError", "audit", "audit_outputs", "write_report", "__version__"]
 
@@ -10,7 +9,7 @@ __all__ = ["DPAuditError", "audit", "audit_outputs", "write_report", "__version_
 def __getattr__(name):
     # Lazy: `dpaudit --help` imports this package and must not pay for numpy or torch.
     if name in ("audit", "audit_outputs", "write_report"):
-        from . import api
+        from dpaudit import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'dpaudit' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The Python API: a few calls for a notebook, each the library call behind a CLI command.
 
     import math, dpaudit
-    report = dpaudit.audit(dataset="npz:my_data.npz", model="my_pkg.nets:make_net", epsilons=(math.inf, 4.0))
+    report = dpaudit.pipeline(dataset="npz:my_data.npz", model="my_pkg.nets:make_net", epsilons=(math.inf, 4.0))
     print(report.models[1].verdict.text)
     dpaudit.write_report(report, "reports/mine")          # report.json, report.md, report.html, figures
 
@@ -23,17 +23,17 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
           progress: bool = True, **config):
     """Run an audit and return the typed report (``dpaudit.schema.Report``). ``target``/``target_members``:
     audit your own trained target (weights file, member indices file) claiming ``target_epsilon``."""
-    from .audit import Target, run_audit
-    from .config import AuditConfig
-    from .schema import Report
+    from dpaudit.config import AuditConfig
+    from dpaudit.pipeline import Target, run_audit
+    from dpaudit.schema import Report
 
     cfg = AuditConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
     tgt = Target(str(target), str(target_members), target_epsilon) if target is not None else None
     if (target is None) != (target_members is None):
-        from .errors import DPAuditError
+        from dpaudit.errors import DPAuditError
 
         raise DPAuditError("target and target_members go together")
-    doc, _ = run_audit(cfg, progress=progress, command="dpaudit.audit(...)", target=tgt)
+    doc, _ = run_audit(cfg, progress=progress, command="dpaudit.pipeline(...)", target=tgt)
     return Report.from_json(doc)
 
 
@@ -44,9 +44,9 @@ def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray
     """A report from model outputs alone, as ``dpaudit audit --from-signals``: ``logits`` [models, records,
     classes] (row 0 the target), ``labels`` [records], ``membership`` [models, records]; ``epsilon`` the
     target's claim (None: no DP claim)."""
-    from .config import AuditConfig
-    from .external import audit_signals
-    from .schema import Report
+    from dpaudit.config import AuditConfig
+    from dpaudit.pipeline import audit_signals
+    from dpaudit.schema import Report
 
     arrays = {"logits": logits, "labels": labels, "membership": membership}
     for k, v in (("population_logits", population_logits), ("population_labels", population_labels),
@@ -67,7 +67,8 @@ def write_report(report, out: str | Path, formats: tuple[str, ...] = ("json", "m
                  force: bool = False) -> Path:
     """Write ``report`` (typed or its JSON) into the folder ``out``, atomically. A folder that already holds
     files is refused unless ``force``, which replaces it as a whole."""
-    from .report import check_out_folder, render, write_outputs
+    from dpaudit.io import check_out_folder
+    from dpaudit.report import render, write_outputs
 
     check_out_folder(out, force)
     files: dict[str, bytes] = {}

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .config import (
+from dpaudit.config import (
     ACCOUNTANTS,
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
@@ -21,8 +20,9 @@ from .config import (
     parse_epsilons,
     parse_list,
 )
-from .errors import DPAuditError
-from .recipes import DP_RECIPE, NON_DP_RECIPE
+from dpaudit.config.recipes import DP_RECIPE, NON_DP_RECIPE
+from dpaudit.errors import DPAuditError
+from dpaudit.version import __version__
 
 _D = {f.name: f.default for f in fields(AuditConfig)}  # the one source of every default below
 
@@ -123,7 +123,7 @@ def _config(**kw) -> AuditConfig:
 @_friendly
 def train(epsilon, out, force, **kw):
     """Train and save one model, with DP (Opacus) or without, on the target's members."""
-    from .jobs import train_and_save
+    from dpaudit.training.jobs import train_and_save
 
     cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, **kw)
     record = train_and_save(cfg, Path(out), force=force)
@@ -132,7 +132,7 @@ def train(epsilon, out, force, **kw):
 
 
 def _print_record(rec: dict) -> None:
-    from .report import fmt
+    from dpaudit.report import fmt
 
     keys = ["model", "dp", "target_epsilon", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
             "max_grad_norm", "accountant", "grad_sample_mode", "epochs", "batch_size", "lr", "n_train",
@@ -156,9 +156,9 @@ def inspect(model_path, device, model):
     """Load a saved model (weights only, never code) and print its training record and test accuracy."""
     import numpy as np
 
-    from .data import load_dataset
-    from .signals import model_logits
-    from .train import load_model
+    from dpaudit.training.data import load_dataset
+    from dpaudit.training.inference import model_logits
+    from dpaudit.training.train import load_model
 
     path = model_path / "model.pt" if model_path.is_dir() else model_path
     module, meta = load_model(path, device=device, model=model)
@@ -240,10 +240,11 @@ def inspect(model_path, device, model):
 def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, target_path, target_members,
           target_epsilon, signals_path, **kw):
     """Train non-DP and DP targets with reference models, attack them all, and write the report."""
-    from .audit import Target, run_audit
-    from .config import check_writable_dir
-    from .external import signals_npz
-    from .report import check_out_folder, render, scores_csv, text_summary, write_outputs
+    from dpaudit.config import check_writable_dir
+    from dpaudit.io import check_out_folder
+    from dpaudit.pipeline import Target, run_audit
+    from dpaudit.report import render, scores_csv, text_summary, write_outputs
+    from dpaudit.sources.external import signals_npz
 
     fmts = list(parse_list(formats))
     bad = set(fmts) - {"json", "md", "html"}
@@ -266,13 +267,13 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if signals_path is not None:
         if target_path is not None:
             raise DPAuditError("give --target or --from-signals, not both")
-        from .external import audit_signals
+        from dpaudit.pipeline import audit_signals
 
         cfg.validate(training=False)
         report, extras = audit_signals(signals_path, cfg, claimed, command=_command_line())
     else:
-        from .audit import default_workers
-        from .executors import get_executor
+        from dpaudit.pipeline import default_workers
+        from dpaudit.training.executors import get_executor
 
         executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device,
                                 **({"address": ray_address} if ray_address else {}))
@@ -306,7 +307,7 @@ def _command_line() -> str | None:
 @_friendly
 def report(report_path, fmt_name, out):
     """Re-render a saved report.json (and its figures) without re-running anything."""
-    from .report import load_report, render, write_outputs
+    from dpaudit.report import load_report, render, write_outputs
 
     rep = load_report(report_path)
     files = render(rep, fmt_name)
@@ -328,8 +329,8 @@ def report(report_path, fmt_name, out):
 @_friendly
 def epsilon(scores_csv, method, delta, confidence, threshold, guesses):
     """Empirical ε lower bound from any model's per-record scores (CSV: is_member,score)."""
-    from .io import dumps
-    from .scores import epsilon_from_scores, read_scores_csv
+    from dpaudit.core.scores import epsilon_from_scores, read_scores_csv
+    from dpaudit.io import dumps
 
     is_member, scores = read_scores_csv(scores_csv)
     click.echo(dumps(epsilon_from_scores(is_member, scores, method=method, delta=delta, confidence=confidence,
@@ -354,8 +355,9 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     """Re-run attacks against the saved target and reference models of a past audit (no training)."""
     from dataclasses import replace
 
-    from .audit import run_audit
-    from .report import check_out_folder, load_report, render, text_summary, write_outputs
+    from dpaudit.io import check_out_folder
+    from dpaudit.pipeline import run_audit
+    from dpaudit.report import load_report, render, text_summary, write_outputs
 
     check_out_folder(out, force)
     old = load_report(report_path)
@@ -417,9 +419,9 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
     """Gate CI on a report: exit 0 if every privacy rule holds, 1 if any fails, 2 on bad input."""
     from dataclasses import replace
 
-    from .check import Policy, evaluate_policy, rules_json, rules_junit_xml, rules_markdown, rules_table
-    from .io import atomic_write_text
-    from .report import load_report
+    from dpaudit.check import Policy, evaluate_policy, rules_json, rules_junit_xml, rules_markdown, rules_table
+    from dpaudit.io import atomic_write_text
+    from dpaudit.report import load_report
 
     # The exit status is the gate's contract: 0 pass, 1 fail, 2 bad input or I/O error. Whatever else goes
     # wrong must not read as "policy failed" (1) with a traceback, so it becomes one line and exit 2 as well.

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from dpaudit.errors import DPAuditError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -71,3 +73,15 @@ def dumps(obj) -> str:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, dumps(obj) + "\n")
+
+
+def check_out_folder(out: str | Path, force: bool) -> None:
+    """Before any work: ``--out`` must be a new or empty folder, or ``force`` replaces it as a whole. Checked
+    up front so that a refusal never costs an audit's training."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DPAuditError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        what = "an earlier report" if (out / "report.json").exists() else "other files"
+        raise DPAuditError(f"--out {out} already holds {what}; pass --force to replace the folder as a whole, "
+                           f"or choose another --out")

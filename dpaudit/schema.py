@@ -29,7 +29,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .errors import DPAuditError
+from dpaudit.errors import DPAuditError
 
 SCHEMA = "dpaudit.report/2"
 SCHEMA_V1 = "dpaudit.report/1"
@@ -134,7 +134,7 @@ class SplitInfo:
 
 @dataclass(frozen=True)
 class TrainingRecordView:
-    """The target's training record (``dpaudit.train.TrainingRecord``), without importing torch.
+    """The target's training record (``dpaudit.training.train.TrainingRecord``), without importing torch.
 
     ``observed`` False: dpaudit did not see this training (a target trained elsewhere, or only its outputs);
     the claim is the user's and what was not observed is null."""
@@ -264,7 +264,7 @@ class AttackMetrics:
 
 @dataclass(frozen=True)
 class EpsilonBound:
-    """A Clopper-Pearson ε lower bound at one threshold (``dpaudit.bounds.EpsilonLB``)."""
+    """A Clopper-Pearson ε lower bound at one threshold (``dpaudit.core.bounds.EpsilonLB``)."""
     value: float
     method: str
     threshold: float
@@ -388,7 +388,7 @@ class Report:
 
     def to_json(self) -> dict:
         """The JSON-ready document (always the current schema): plain dicts, lists, str, numbers, null."""
-        from .io import jsonable
+        from dpaudit.io import jsonable
 
         doc = _encode(self)
         doc["schema"] = SCHEMA

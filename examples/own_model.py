@@ -48,7 +48,7 @@ def make_net(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 
 def load_data():
     """The digits as a dpaudit Dataset: uint8 [1797, 1, 8, 8], per-channel normalisation from the data."""
-    from dpaudit.data import load_dataset
+    from dpaudit.training.data import load_dataset
 
     return load_dataset(DATASET)
 
@@ -63,7 +63,7 @@ def export_npz(path: str | Path) -> Path:
 
 def build(dp: bool = True):
     """The model dpaudit would train, checked as it would check it (output shape; Opacus when ``dp``)."""
-    from dpaudit.models import build_model
+    from dpaudit.training.models import build_model
 
     ds = load_data()
     return build_model(MODEL_SPEC_HERE, ds.input_shape, ds.n_classes, validate_dp=dp), ds
@@ -74,10 +74,10 @@ def run(out: str | Path, seed: int = 0) -> tuple:
     import math
 
     import dpaudit
-    from dpaudit.audit import run_audit
     from dpaudit.config import AuditConfig
-    from dpaudit.external import audit_signals, signals_npz
+    from dpaudit.pipeline import audit_signals, run_audit
     from dpaudit.schema import Report
+    from dpaudit.sources.external import signals_npz
 
     out = Path(out)
     # Small on purpose: 400 members of 1,797 records, 3 reference models, batches of 64 for this small set.

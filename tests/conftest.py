@@ -22,7 +22,7 @@ SMALL = dict(members=300, n_test=300, epsilons=(math.inf, 2.0), delta=1e-4, epoc
 
 
 def small_config(**overrides):
-    from dpaudit.audit import AuditConfig
+    from dpaudit.pipeline import AuditConfig
 
     return AuditConfig(**{**SMALL, **overrides})
 
@@ -30,7 +30,7 @@ def small_config(**overrides):
 @pytest.fixture(scope="session")
 def small_audit():
     """(report, extras) of a real audit: non-DP and eps=2 targets, 2 reference models each."""
-    from dpaudit.audit import run_audit
+    from dpaudit.pipeline import run_audit
 
     return run_audit(small_config(), progress=False, command="pytest small_audit")
 

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dpaudit.attack_registry import ATTACKS, AttackInput, run_attack
-from dpaudit.signals import Signals
+from dpaudit.core.attack_registry import ATTACKS, AttackInput, run_attack
+from dpaudit.core.signals import Signals
 
 
 def _signals(seed=0, k=8, n=240, nz=120, c=5, q=3):
@@ -53,7 +53,7 @@ def test_target_membership_is_not_an_input(name, signals):
     derives from the scores depend only on the references, so flipping the target's truth only swaps counts."""
     from conftest import small_config
 
-    from dpaudit.audit import _evaluate_attack
+    from dpaudit.pipeline import _evaluate_attack
 
     inp, target_in = signals
     assert "membership" not in {f.name for f in dataclasses.fields(AttackInput)}
@@ -119,7 +119,7 @@ def test_reference_rows_leave_their_group_out(name, signals):
 
 def test_infer_groups_finds_pairs_that_split_the_pool():
     from dpaudit.attacks.groups import infer_groups
-    from dpaudit.splits import make_splits
+    from dpaudit.core.splits import make_splits
 
     sp = make_splits(np.arange(3000) % 10, members=500, n_models=6, n_test=500, seed=1)
     assert list(infer_groups(sp.membership[1:])) == list(sp.ref_groups) == [0, 0, 1, 1, 2]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import small_config
 
-from dpaudit.attack_registry import AttackInput, run_attack
-from dpaudit.audit import _evaluate_attack, run_audit
-from dpaudit.signals import Signals
+from dpaudit.core.attack_registry import AttackInput, run_attack
+from dpaudit.core.signals import Signals
+from dpaudit.pipeline import _evaluate_attack, run_audit
 
 
 def _pool(seed=0, k=5, n=400, c=10):
@@ -48,8 +48,8 @@ def test_membership_matrix_reaches_training():
 
     import torch
 
-    from dpaudit.data import load_dataset
-    from dpaudit.splits import make_splits
+    from dpaudit.core.splits import make_splits
+    from dpaudit.training.data import load_dataset
 
     cfg = small_config(epsilons=(math.inf,), epochs=1, attacks=("loss",), shadow_models=2)
     # a library call leaves the caller's process as it found it

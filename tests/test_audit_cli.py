@@ -148,7 +148,7 @@ def test_epsilon_command_bad_csv(tmp_path, content, msg):
 def test_cache_dir_skips_retraining(tmp_path):
     from conftest import small_config
 
-    from dpaudit.audit import run_audit
+    from dpaudit.pipeline import run_audit
 
     cfg = small_config(epsilons=(2.0,), epochs=2, cache_dir=str(tmp_path / "cache"))
     first, _ = run_audit(cfg, progress=False)

@@ -1,4 +1,4 @@
-"""Tests for dpaudit.bounds: closed forms, published numeric values, and the rules that keep the
+"""Tests for dpaudit.core.bounds: closed forms, published numeric values, and the rules that keep the
 bounds honest (no threshold chosen with the target's truth)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dpaudit import bounds as B
+from dpaudit.core import bounds as B
 
 
 def test_closed_forms():
@@ -216,7 +216,7 @@ def test_ceiling_clopper_pearson_is_the_max_over_every_count():
     for n_pos, n_neg in ((7, 11), (11, 7)):
         ceil = B.ceiling_clopper_pearson(n_pos, n_neg, 0.01, 0.9)
         tp, fp = np.meshgrid(np.arange(n_pos + 1), np.arange(n_neg + 1))
-        eps, _ = B._cp_eps_array(tp.ravel(), n_pos, fp.ravel(), n_neg, 0.01, 0.9)
+        eps, _ = B.cp_eps_array(tp.ravel(), n_pos, fp.ravel(), n_neg, 0.01, 0.9)
         assert eps.max() == pytest.approx(ceil) and ceil > 0
     # unequal classes: both inequalities are taken, so the ceiling is symmetric in (n_pos, n_neg)
     assert B.ceiling_clopper_pearson(100, 3000, 1e-5) == pytest.approx(B.ceiling_clopper_pearson(3000, 100, 1e-5))

@@ -84,8 +84,8 @@ def _page_ws_url(port: int, deadline: float) -> str:
 
 def test_report_in_headless_chromium(small_report, tmp_path):
     pytest.importorskip("websocket", reason="pip install websocket-client (the test extra)")
-    from dpaudit.html import render_html
     from dpaudit.report import overall_verdict
+    from dpaudit.report.html import render_html
 
     html_path = tmp_path / "report.html"
     html_path.write_text(render_html(small_report), encoding="utf-8")

@@ -6,7 +6,7 @@ import types
 import pytest
 from conftest import small_config
 
-from dpaudit.audit import run_audit
+from dpaudit.pipeline import run_audit
 
 pytestmark = pytest.mark.slow
 

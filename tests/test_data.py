@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpaudit.data import DEBIAN_FASHION_MNIST, load_dataset
 from dpaudit.errors import DPAuditError
+from dpaudit.training.data import DEBIAN_FASHION_MNIST, load_dataset
 
 
 def test_embedded_digits():
@@ -68,7 +68,7 @@ def test_mnist_from_idx_folder(tmp_path):
 def test_mnist_family_keeps_the_constants_bit_for_bit():
     import torch
 
-    from dpaudit.train import to_tensor
+    from dpaudit.training.train import to_tensor
 
     ds = load_dataset("mnist-5k")
     assert ds.normalisation.mean == (0.1307,) and ds.normalisation.std == (0.3081,)
@@ -100,7 +100,7 @@ def test_sklearn_digits():
 
 
 def test_dataset_built_by_hand_computes_its_statistics():
-    from dpaudit.data import Dataset, Provenance
+    from dpaudit.training.data import Dataset, Provenance
 
     imgs = np.stack([np.full((2, 3, 3), v, dtype=np.uint8) for v in (0, 51, 102)])
     imgs[:, 1] = 7  # a constant channel: std 1, not a division by zero
@@ -284,7 +284,7 @@ def test_imagefolder_errors(tmp_path):
 # ---- registry -------------------------------------------------------------------------------------
 
 def test_register_dataset():
-    from dpaudit.data import DATASETS, make_dataset, register_dataset
+    from dpaudit.training.data import DATASETS, make_dataset, register_dataset
 
     @register_dataset("tiny-test-data")
     def tiny(data_dir, download):
@@ -297,7 +297,7 @@ def test_register_dataset():
     try:
         ds = load_dataset("tiny-test-data")
         assert ds.input_shape == (3, 8, 8) and ds.n_classes == 2
-        with pytest.raises(DPAuditError, match="returned ndarray, not a dpaudit.data.Dataset"):
+        with pytest.raises(DPAuditError, match="returned ndarray, not a dpaudit.training.data.Dataset"):
             load_dataset("not-a-dataset")
     finally:
         DATASETS.pop("tiny-test-data")

@@ -77,8 +77,8 @@ def _model_with_bad_test_idx(folder, model="simple-cnn", test_idx=(0, 1, 10**9))
     a factory in a file as its architecture)."""
     from dataclasses import replace
 
-    from dpaudit.models import build_model
-    from dpaudit.train import TrainConfig, TrainedModel, TrainingRecord, save_model
+    from dpaudit.training.models import build_model
+    from dpaudit.training.train import TrainConfig, TrainedModel, TrainingRecord, save_model
 
     rec = {f: None for f in TrainingRecord.__dataclass_fields__}
     rec.update(model="simple-cnn", dp=False, epsilon_per_epoch=[], poisson_sampling_checked=False, n_train=1,

@@ -3,7 +3,7 @@ a faster mode is only allowed if it trains the same private model."""
 import pytest
 import torch
 
-from dpaudit.models import build_model
+from dpaudit.training.models import build_model
 
 
 def _clipped_update(mode: str, x, y, max_grad_norm=0.05):

@@ -8,11 +8,11 @@ import torch
 from opacus import GradSampleModule
 from torch import nn
 
-import dpaudit.train as T
-from dpaudit.data import load_dataset
-from dpaudit.grad_samples import grad_samples_without_copy, without_discarded_param_grads
-from dpaudit.models import build_model
-from dpaudit.train import TrainConfig, train_model
+import dpaudit.training.train as T
+from dpaudit.training.data import load_dataset
+from dpaudit.training.grad_samples import grad_samples_without_copy, without_discarded_param_grads
+from dpaudit.training.models import build_model
+from dpaudit.training.train import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")

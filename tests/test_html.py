@@ -7,8 +7,8 @@ import re
 import pytest
 
 from dpaudit.errors import DPAuditError
-from dpaudit.html import BANNER_CLASS, render_html
 from dpaudit.report import overall_verdict, render
+from dpaudit.report.html import BANNER_CLASS, render_html
 
 
 def test_html_contents(small_report):

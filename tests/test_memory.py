@@ -3,7 +3,7 @@ import platform
 import numpy as np
 import pytest
 
-from dpaudit.memory import release_freed_memory
+from dpaudit.training.memory import release_freed_memory
 
 
 def _rss_mb() -> float:

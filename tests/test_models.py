@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from dpaudit.errors import DPAuditError
-from dpaudit.models import MODELS, build_model, model_source_sha256, register_model, resolve_model, validate_for_dp
+from dpaudit.training.models import (
+    MODELS,
+    build_model,
+    model_source_sha256,
+    register_model,
+    resolve_model,
+    validate_for_dp,
+)
 
 USER_MODELS = Path(__file__).with_name("_user_models.py")
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +197,9 @@ def test_register_model_and_build_by_name():
     try:
         assert MODELS["tiny-test-net"] is tiny
         assert build_model("tiny-test-net", (2, 5, 5), 3)(torch.zeros(4, 2, 5, 5)).shape == (4, 3)
-        register_model("tiny-test-net")(tiny)  # a notebook re-running its cell may register again
+        with pytest.raises(DPAuditError, match="already registered"):
+            register_model("tiny-test-net")(tiny)  # a silent replacement would change what a report means
+        register_model("tiny-test-net", force=True)(tiny)  # a notebook re-running its cell says so
     finally:
         MODELS.pop("tiny-test-net")
 
@@ -214,7 +223,7 @@ def test_lazy_layers_are_materialised_by_the_shape_check(tmp_path):
 
 
 def test_example_model_and_data_from_the_repository_root(tmp_path, monkeypatch):
-    from dpaudit.data import load_dataset
+    from dpaudit.training.data import load_dataset
 
     monkeypatch.chdir(REPO)
     example = "examples/own_model.py"

@@ -41,7 +41,7 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def local_run():
     """The reference: the same audit on the local process pool."""
-    from dpaudit.audit import run_audit
+    from dpaudit.pipeline import run_audit
 
     return run_audit(small_config(**CFG), progress=False)
 
@@ -60,7 +60,7 @@ def numbers(report: dict, extras: dict) -> dict:
 
 
 def ray_audit(tmp_path: Path | None = None, **kw):
-    from dpaudit.audit import run_audit
+    from dpaudit.pipeline import run_audit
 
     cfg = small_config(**CFG, executor="ray", cache_dir=None if tmp_path is None else str(tmp_path))
     return run_audit(cfg, progress=False, **kw)
@@ -82,7 +82,7 @@ def test_ray_gives_the_local_numbers_and_a_resumable_cache(ray_cluster, local_ru
 def _training_task_pids() -> list[int]:
     """Ray worker processes running a dpaudit training task right now: Ray titles a busy worker
     ``ray::<task name>``."""
-    from dpaudit.ray_executor import TASK_NAME
+    from dpaudit.training.executors.ray_cluster import TASK_NAME
 
     pids = []
     for entry in os.listdir("/proc"):

@@ -3,9 +3,9 @@ accountant passes one shared test): a new entry is tested by being registered.""
 import numpy as np
 import pytest
 
-from dpaudit.data import DATASETS, DEBIAN_FASHION_MNIST, Dataset, load_dataset
 from dpaudit.errors import DPAuditError
-from dpaudit.models import MODELS, build_model, register_model
+from dpaudit.training.data import DATASETS, DEBIAN_FASHION_MNIST, Dataset, load_dataset
+from dpaudit.training.models import MODELS, build_model, register_model
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -33,12 +33,14 @@ def test_every_dataset_gives_checked_records(name):
     assert tuple(x.shape) == (16, *ds.input_shape) and bool(x.isfinite().all())
 
 
-def test_builtin_names_cannot_be_replaced_and_user_names_can():
+def test_builtin_names_cannot_be_replaced_and_user_names_only_when_forced():
     with pytest.raises(DPAuditError, match="built-in"):
         register_model("simple-cnn")(lambda s, c: None)
     with pytest.raises(DPAuditError, match="without ':'"):
         register_model("a:b")(lambda s, c: None)
     register_model("contract-test-net")(lambda s, c: build_model("simple-cnn", s, c))
-    register_model("contract-test-net")(lambda s, c: build_model("tanh-cnn", s, c))  # a notebook re-runs a cell
+    with pytest.raises(DPAuditError, match="already registered"):
+        register_model("contract-test-net")(lambda s, c: build_model("tanh-cnn", s, c))
+    register_model("contract-test-net", force=True)(lambda s, c: build_model("tanh-cnn", s, c))  # a notebook re-run
     assert "contract-test-net" in MODELS
     del MODELS["contract-test-net"]

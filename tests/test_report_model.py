@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -263,14 +262,14 @@ def test_status_is_recomputed_from_the_numbers():
 def _no_figures(monkeypatch):
     """The wording tests read text only; drawing three PNGs per page would cost seconds each on 2 cores.
     tests/test_html.py renders the real figures."""
-    import dpaudit.html
+    import dpaudit.report.html
 
-    monkeypatch.setattr(dpaudit.html, "_figures", lambda report: ("", ""))
+    monkeypatch.setattr(dpaudit.report.html, "_figures", lambda report: ("", ""))
 
 
 def _render_all(doc: dict) -> tuple[str, str, str]:
-    from dpaudit.html import render_html
     from dpaudit.report import render_markdown, text_summary
+    from dpaudit.report.html import render_html
 
     return render_markdown(doc), render_html(doc), text_summary(doc)
 
@@ -350,7 +349,7 @@ def test_whitebox_block_rendered_generically():
 
 
 def test_renderers_fail_loudly_on_a_missing_field():
-    from dpaudit.html import render_html
+    from dpaudit.report.html import render_html
 
     doc = with_change(synthetic_report(), "models/1/attacks/0/metrics/roc_fpr", None, True)
     with pytest.raises(DPAuditError, match=r"models\[1\]\.attacks\[0\]\.metrics\.roc_fpr missing"):
@@ -365,8 +364,3 @@ def test_bootstrap_level_comes_from_the_report():
     md, page, _ = _render_all(doc)
     assert "Intervals are 90% bootstrap intervals" in md and "95% bootstrap" not in md
     assert "Intervals are 90% bootstrap intervals" in page
-
-
-def test_no_circular_import_between_html_and_report():
-    src = (Path(__file__).resolve().parent.parent / "dpaudit" / "html.py").read_text()
-    assert not re.search(r"^from \.report import|^from dpaudit\.report import|import dpaudit\.report", src, re.M)

@@ -213,7 +213,7 @@ def test_lira_online_needs_in_and_out_references():
 
 
 def test_phi_from_logits_is_stable_and_matches_signals():
-    from dpaudit.signals import Signals
+    from dpaudit.core.signals import Signals
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 7, 10)).astype(np.float32)
@@ -331,7 +331,7 @@ def test_choose_offline_a_uses_references_only_and_returns_a_grid_value():
 # ---- shifted queries -----------------------------------------------------------------------------------------
 
 def test_model_logits_queries():
-    from dpaudit.signals import model_logits, model_logits_queries
+    from dpaudit.training.inference import model_logits, model_logits_queries
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

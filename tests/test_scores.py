@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dpaudit.cli import main
+from dpaudit.core.scores import FAIR_COIN_REFUSE_P, epsilon_from_scores, fair_coin_p_value
 from dpaudit.errors import DPAuditError
-from dpaudit.scores import FAIR_COIN_REFUSE_P, epsilon_from_scores, fair_coin_p_value
 
 
 def _noise(n, n_members, seed=0):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from dpaudit.core.splits import make_splits
 from dpaudit.errors import DPAuditError
-from dpaudit.splits import make_splits
 
 LABELS = np.arange(5000) % 10
 EXPECTED_COINS = [True, False, True, False, True, False, False, False]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dpaudit.accounting import dp_accounting_epsilon, opacus_epsilon
-from dpaudit.data import load_dataset
 from dpaudit.errors import DPAuditError
-from dpaudit.models import validate_for_dp
-from dpaudit.train import TrainConfig, check_poisson, load_model, save_model, train_model
+from dpaudit.training.accounting import dp_accounting_epsilon, opacus_epsilon
+from dpaudit.training.data import load_dataset
+from dpaudit.training.models import validate_for_dp
+from dpaudit.training.train import TrainConfig, check_poisson, load_model, save_model, train_model
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_calibration_is_opacus_search_remembered(digits):
     """Models sharing (eps, delta, q, epochs, accountant) reuse Opacus's sigma; nothing else changes."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    from dpaudit import train as train_mod
+    from dpaudit.training import train as train_mod
 
     ds, tr, te = digits
     train_mod._SIGMA_CACHE.clear()
@@ -67,7 +67,7 @@ def test_epsilon_per_epoch_is_the_accountants(digits):
     """The remembered epsilon after each epoch equals a fresh Opacus accountant given the same history."""
     from opacus.accountants import create_accountant
 
-    from dpaudit import train as train_mod
+    from dpaudit.training import train as train_mod
 
     ds, tr, te = digits
     train_mod._EPSILON_CACHE.clear()

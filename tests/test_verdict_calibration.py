@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpaudit import bounds as B
+from dpaudit.core import bounds as B
 
 N_SETS = 200
 CONFIDENCE = 0.95  # the audit's default; per-bound confidences are higher, so this is the harder case

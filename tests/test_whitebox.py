@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from dpaudit.data import load_dataset
 from dpaudit.errors import DPAuditError
-from dpaudit.models import build_model
-from dpaudit.train import CanaryModel, TrainConfig, canary_inputs, canary_loss, train_model
-from dpaudit.whitebox import (
+from dpaudit.training.data import load_dataset
+from dpaudit.training.models import build_model
+from dpaudit.training.train import CanaryModel, TrainConfig, canary_inputs, canary_loss, train_model
+from dpaudit.training.whitebox import (
     GradientCanaries,
     NoClipping,
     SamplerRateTimes,
@@ -189,7 +189,7 @@ def test_bounds_hold_under_the_exact_mechanism():
     """Both bounds are lower bounds on the claimed epsilon when the mechanism is exactly the claimed one: over 30
     seeds at a claim the canaries can nearly reach (sigma 1.2, epsilon 4.7), the one-run and Clopper-Pearson
     bounds exceed it in at most a few (each holds at 95%), and the CP bound is not vacuous."""
-    from dpaudit.accounting import opacus_epsilon
+    from dpaudit.training.accounting import opacus_epsilon
 
     kw = {"m": 1000, "steps": 40, "steps_per_epoch": 8, "sigma": 1.2, "q": 0.125, "delta": 1e-5,
           "accountant": "rdp"}

@@ -5,8 +5,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import small_config
 
-from dpaudit.audit import run_audit
-from dpaudit.whitebox import ScaleNoise
+from dpaudit.pipeline import run_audit
+from dpaudit.training.whitebox import ScaleNoise
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 where they came from.
 
 Every loader returns the union of the dataset's official train and test parts: dpaudit draws its own
-seeded test, pool and canary splits (see ``dpaudit.splits``), so the origin of each record is kept in
+seeded test, pool and canary splits (see ``dpaudit.core.splits``), so the origin of each record is kept in
 ``Dataset.origin`` ("train"/"test") for provenance, and ``Dataset.test_idx`` lists the official test part.
 
 ``load_dataset(spec)`` takes a name from ``DATASETS`` (built-ins: mnist-5k, mnist, fashion-mnist,
@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DPAuditError
-from .registry import Registry
+from dpaudit.errors import DPAuditError
+from dpaudit.registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # MNIST's customary normalisation constants (mean and std of its training pixels / 255).
@@ -272,11 +272,11 @@ DatasetLoader = Callable[[Path | None, bool], Dataset]
 DATASETS: Registry = Registry("dataset", "npz:/imagefolder:")
 
 
-def register_dataset(name: str, *, _builtin: bool = False):
+def register_dataset(name: str, *, force: bool = False, _builtin: bool = False):
     """Decorator: ``@register_dataset("my-data")`` on ``loader(data_dir, download) -> Dataset`` makes
-    ``load_dataset("my-data")`` call it. Re-registering a user name replaces it (notebooks re-run cells);
-    built-in names are refused (dpaudit.registry)."""
-    return DATASETS.register(name, _builtin=_builtin)
+    ``load_dataset("my-data")`` call it. Registering a taken name is refused unless
+    ``force=True`` (a notebook re-running its cell); built-in names are always refused (dpaudit.registry)."""
+    return DATASETS.register(name, force=force, _builtin=_builtin)
 
 
 @register_dataset("mnist-5k", _builtin=True)
@@ -540,6 +540,6 @@ def load_dataset(name: str = "mnist-5k", data_dir: str | Path | None = None, dow
                            f"or npz:PATH or imagefolder:DIR")
     ds = loader(data_dir, download)
     if not isinstance(ds, Dataset):
-        raise DPAuditError(f"dataset loader for {spec!r} returned {type(ds).__name__}, not a dpaudit.data.Dataset; "
-                           f"build one with dpaudit.data.make_dataset")
+        raise DPAuditError(f"dataset loader for {spec!r} returned {type(ds).__name__}, not a dpaudit.training.data.Dataset; "
+                           f"build one with dpaudit.training.data.make_dataset")
     return ds

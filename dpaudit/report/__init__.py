@@ -12,12 +12,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import wording
-from .errors import DPAuditError
-from .html import render_html
-from .io import default_mode, dumps
-from .schema import SCHEMA, Report, as_report
-from .wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, plain
+from dpaudit.errors import DPAuditError
+from dpaudit.io import check_out_folder, default_mode, dumps  # noqa: F401  (re-exported)
+from dpaudit.report import wording
+from dpaudit.report.html import render_html
+from dpaudit.report.wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, plain
+from dpaudit.schema import SCHEMA, Report, as_report
 
 __all__ = ["SCHEMA", "Report", "as_report", "confidence_note", "fmt", "fmt_ci", "load_report", "overall_verdict",
            "render", "render_html", "render_markdown", "scores_csv", "summary_rows", "text_summary", "verdict_rows",
@@ -191,7 +191,7 @@ def _kv_value(v) -> str:
 
 def whitebox_markdown(w: dict, figures) -> list[str]:
     """The white-box section: the conclusion, the conformance tests with p-values, bounds and estimates."""
-    from .plots import FIGURES, is_whitebox_analysis
+    from dpaudit.report.plots import FIGURES, is_whitebox_analysis
 
     if not is_whitebox_analysis(w):
         return [_table(["key", "value"], [[k, _kv_value(v)] for k, v in w.items()])]
@@ -224,7 +224,7 @@ def render(report: Report | dict, fmt_name: str) -> dict[str, bytes]:
     """All files of one format: {file name: bytes}."""
     report = as_report(report)
     if fmt_name == "md":
-        from .plots import all_figures
+        from dpaudit.report.plots import all_figures
 
         figs = all_figures(report)
         return {"report.md": render_markdown(report, list(figs)).encode(), **figs}
@@ -242,18 +242,6 @@ def scores_csv(record_idx, is_member, scores) -> bytes:
     for i, m, s in zip(record_idx, is_member, scores):
         w.writerow([int(i), int(bool(m)), repr(float(s))])
     return buf.getvalue().encode()
-
-
-def check_out_folder(out: str | Path, force: bool) -> None:
-    """Before any work: ``--out`` must be a new or empty folder, or ``force`` replaces it as a whole. Checked
-    up front so that a refusal never costs an audit's training."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DPAuditError(f"--out {out} is a file; choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        what = "an earlier report" if (out / "report.json").exists() else "other files"
-        raise DPAuditError(f"--out {out} already holds {what}; pass --force to replace the folder as a whole, "
-                           f"or choose another --out")
 
 
 def write_outputs(out: str | Path, files: dict[str, bytes], *, replace: bool = True,

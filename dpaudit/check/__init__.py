@@ -33,10 +33,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .errors import DPAuditError
-from .io import jsonable
-from .schema import SEVERITY, ModelAudit, Report, as_report, effective_status, evidence
-from .wording import fmt
+from dpaudit.errors import DPAuditError
+from dpaudit.io import jsonable
+from dpaudit.report.wording import fmt
+from dpaudit.schema import SEVERITY, ModelAudit, Report, as_report, effective_status, evidence
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .accounting import cross_check
-from .attack_registry import AttackInput, check_attacks, check_membership, run_attack
-from .bounds import (
+from dpaudit.config import AuditConfig, model_name
+from dpaudit.core.attack_registry import AttackInput, check_attacks, check_membership, run_attack
+from dpaudit.core.bounds import (
     ceiling_clopper_pearson,
     ceiling_one_run,
     decide_verdict,
@@ -29,15 +28,16 @@ from .bounds import (
     one_run_audit,
     reference_threshold_epsilon_lb,
 )
-from .config import AuditConfig, model_name
-from .data import Dataset, load_dataset
-from .errors import DPAuditError
-from .executors import get_executor
-from .isolation import preserved_global_state
-from .jobs import model_seed, plan_jobs, quiet_library_warnings
-from .schema import SCHEMA, Report
-from .signals import Signals
-from .splits import Splits, make_splits
+from dpaudit.core.signals import Signals
+from dpaudit.core.splits import Splits, make_splits
+from dpaudit.errors import DPAuditError
+from dpaudit.schema import SCHEMA, Report
+from dpaudit.training.accounting import cross_check
+from dpaudit.training.data import Dataset, load_dataset
+from dpaudit.training.executors import get_executor
+from dpaudit.training.isolation import preserved_global_state
+from dpaudit.training.jobs import model_seed, plan_jobs, quiet_library_warnings
+from dpaudit.version import __version__
 
 __all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
 
@@ -72,7 +72,7 @@ def bound_confidence(cfg: AuditConfig, dp: bool = True) -> BoundPlan:
 
     Two Bonferroni corrections: a verdict takes the largest of n bounds (one per attack, one from the
     canaries, two from white-box gradient canaries and one for their conformance tests), split by
-    :func:`~dpaudit.bounds.evidence_confidences` (canaries half of α, attacks the other half); and the
+    :func:`~dpaudit.core.bounds.evidence_confidences` (canaries half of α, attacks the other half); and the
     report's overall verdict (and `dpaudit check --forbid-violation`) fails if any of its d DP models shows a
     violation, so each DP model's verdict is held at α_model = α/d. Then P(any false violation in the report)
     ≤ α. A model without DP makes no claim, so it is outside that family (its bounds share α), and
@@ -280,9 +280,9 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
 
 
 def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: float) -> dict:
-    """White-box gradient canaries: bounds, conformance tests and empirical ε (dpaudit.whitebox.analyse), with
+    """White-box gradient canaries: bounds, conformance tests and empirical ε (dpaudit.training.whitebox.analyse), with
     the ceilings of each bound at the same confidence."""
-    from .whitebox import analyse
+    from dpaudit.training.whitebox import analyse
 
     res = analyse(obs, confidence=per_bound, seed=model_seed(cfg.seed, ei, 3000)).to_dict()
     m, n_in = int(res["m"]), int(res["included"])
@@ -332,7 +332,7 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
     ``tamper`` is for dpaudit's self-tests only: a picklable function applied to the DP targets'
     optimizer after ``make_private`` (e.g. one that switches the noise off), to prove the audit
     catches training that departs from its accounting. Tampered runs are never cached.
-    ``executor``: an object with the ``dpaudit.executors.Executor`` interface; default ``cfg.executor``.
+    ``executor``: an object with the ``dpaudit.training.executors.Executor`` interface; default ``cfg.executor``.
     ``target``: audit a model trained elsewhere (``Target``); dpaudit trains only its reference models."""
     if target is not None:
         from dataclasses import replace
@@ -349,7 +349,7 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
 
 
 def _run(cfg, progress, command, dataset, tamper, require_cached, executor, target):
-    from .models import build_model
+    from dpaudit.training.models import build_model
 
     phases: dict[str, float] = {}
     t = time.perf_counter()
@@ -358,8 +358,8 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     build_model(cfg.model, data.input_shape, data.n_classes,
                 validate_dp=any(math.isfinite(e) for e in cfg.epsilons))
     if target is not None:
-        from .external import read_indices
-        from .splits import splits_for_target
+        from dpaudit.core.splits import splits_for_target
+        from dpaudit.sources.external import read_indices
 
         members = read_indices(Path(target.members), len(data))
         from dataclasses import replace
@@ -372,7 +372,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         if math.isfinite(target.epsilon) and cfg.delta >= 1.0 / members.size:
             raise DPAuditError(f"--delta {cfg.delta:g} is not below 1/N = {1.0 / members.size:.3g} for the target's "
                                f"N = {members.size} members; choose --delta < 1/N")
-        from .external import load_target
+        from dpaudit.sources.external import load_target
 
         # before any reference model trains: a bad weights file must not cost the training
         target_module = load_target(Path(target.weights), cfg.model, data.input_shape, data.n_classes)
@@ -387,8 +387,8 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     jobs = plan_jobs(cfg, data, splits, tamper=tamper, require_cached=require_cached)
     t = time.perf_counter()
     if target is not None:
-        from .external import unobserved_record
-        from .jobs import signal_rows
+        from dpaudit.sources.external import unobserved_record
+        from dpaudit.training.jobs import signal_rows
 
         # Reference models train like the target would have: its training-set size, this recipe.
         jobs = [j for j in jobs if j["k"] != 0]
@@ -412,3 +412,72 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     return report_document(cfg, command=command, workers=getattr(executor, "workers", None), device=cfg.device,
                            dataset=data.provenance.to_dict(), split=splits.summary(), models=models, phases=phases,
                            worker_s=worker_s, observed=target is None), extras
+
+
+# ---- outputs only (--from-signals): the same evaluation, with no training ----------------------------
+
+def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None = None) -> tuple[dict, dict]:
+    """A full report (attacks, bounds, verdicts) from a SIGNALS.npz, with no training. ``epsilon``: the
+    target's claimed ε (None: no DP claim); ``cfg.delta`` its δ."""
+    import time
+
+    from dpaudit.config import model_name
+    from dpaudit.core.attack_registry import AttackInput, check_attacks
+    from dpaudit.core.signals import Signals
+    from dpaudit.sources.external import load_signals, unobserved_record
+    from dpaudit.training.isolation import preserved_global_state
+    from dpaudit.training.jobs import quiet_library_warnings
+
+    if cfg.gradient_canaries:
+        raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --from-signals")
+    sig = load_signals(path)
+    m, n, c = sig["logits"].shape
+    dp = epsilon is not None and math.isfinite(epsilon)
+    eps_cfg = (epsilon,) if dp else (math.inf,)
+    from dataclasses import replace
+
+    cfg = replace(cfg, epsilons=eps_cfg, shadow_models=m - 1, canaries=int(sig.get("canary_in", np.zeros(0)).size),
+                  members=max(int(sig["membership"][0].sum()), 10), n_test=max(int(sig.get("population_labels", [0]).size), 1),
+                  dataset=f"signals:{Path(path).name}")
+    cfg.validate(training=False)
+    check_attacks(cfg.attacks, cfg.shadow_models)
+    for a in cfg.attacks:
+        from dpaudit.core.attack_registry import get_attack
+
+        if get_attack(a).needs_population and "population_logits" not in sig:
+            raise DPAuditError(f"the {a} attack needs population_logits and population_labels in the signals file "
+                               f"(records no model trained on); add them or drop {a} from --attacks")
+    n_in = int(sig["membership"][0].sum()) + int(sig.get("canary_in", np.zeros(0)).sum())
+    if dp and cfg.delta >= 1.0 / n_in:
+        raise DPAuditError(f"--delta {cfg.delta:g} is not below 1/N = {1.0 / n_in:.3g} for the target's N = {n_in} "
+                           f"training records; choose --delta < 1/N")
+    with preserved_global_state():
+        quiet_library_warnings()
+        t = time.perf_counter()
+        inp = AttackInput(
+            pool=Signals(logits=sig["logits"], labels=sig["labels"]), ref_in=sig["membership"][1:],
+            population=(Signals(logits=sig["population_logits"], labels=sig["population_labels"])
+                        if "population_logits" in sig else None),
+            pool_queries=sig.get("pool_query_logits"), ref_groups=sig["ref_groups"], options=attack_options(cfg),
+            seed=cfg.seed)
+        canary = ((sig["canary_scores"], sig["canary_in"], np.arange(sig["canary_in"].size))
+                  if "canary_scores" in sig else None)
+        rec = unobserved_record(dp=dp, epsilon=epsilon if dp else None, delta=cfg.delta, n_train=n_in)
+        extras: dict = {"scores": {}}
+        phases: dict = {}
+        model = evaluate_setting(cfg, 0, model_name(eps_cfg[0]), inp, sig["membership"][0], sig["record_index"],
+                                 rec, [], 0, canary, extras, phases)
+        model["reference_models"]["k"] = m - 1
+        phases["attacks_and_bounds"] = time.perf_counter() - t
+    from dpaudit.core.splits import index_hash
+
+    none = np.zeros(0, dtype=bool)
+    split = {"seed": cfg.seed, "n_test": int(sig.get("population_labels", none).size), "pool_size": int(n),
+             "members": int(sig["membership"][0].sum()), "n_models": int(m),
+             "canaries": int(sig.get("canary_in", none).size), "canaries_in": int(sig.get("canary_in", none).sum()),
+             "pool_sha256": index_hash(sig["record_index"]),
+             "target_members_sha256": index_hash(sig["record_index"][sig["membership"][0]])}
+    dataset = {"name": f"signals:{Path(path).name}", "source": str(path), "n_records": int(n), "n_classes": int(c),
+               "sha256": sig["sha256"]}
+    return report_document(cfg, command=command, workers=None, device="none (outputs only)", dataset=dataset,
+                           split=split, models=[model], phases=phases, worker_s={}, observed=False), extras

@@ -1,7 +1,7 @@
 """One self-contained, printable HTML report, built from a typed Report alone.
 
 Nothing in the page makes a network request: no CDN, no web fonts, no remote images. Figures are PNGs
-from :mod:`dpaudit.plots`, embedded as ``data:`` URIs. Every string from the report passes through
+from :mod:`dpaudit.report.plots`, embedded as ``data:`` URIs. Every string from the report passes through
 :func:`html.escape`; every number comes from the report. A report that lacks a field fails when it is
 loaded (:meth:`dpaudit.schema.Report.from_json`), never as a silently missing figure here.
 """
@@ -11,9 +11,9 @@ import base64
 import html
 import json
 
-from . import wording
-from .schema import ModelAudit, Report, as_report
-from .wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, to_html
+from dpaudit.report import wording
+from dpaudit.report.wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, to_html
+from dpaudit.schema import ModelAudit, Report, as_report
 
 _CSS = """
 :root { --ok: #1b6e3a; --bad: #a4161a; --warn: #b07800; --neutral: #555; --line: #d0d0d0; }
@@ -201,7 +201,7 @@ def _whitebox(report: Report) -> str:
     blocks = [m for m in report.models if m.whitebox]
     if not blocks:
         return ""
-    from .plots import is_whitebox_analysis, whitebox_figure
+    from dpaudit.report.plots import is_whitebox_analysis, whitebox_figure
 
     out = ['<section id="whitebox"><h2>White-box canaries</h2>']
     for m in blocks:
@@ -302,7 +302,7 @@ def _attack_notes(report: Report) -> str:
 def _figures(report: Report) -> tuple[str, str]:
     """The figures; a report they cannot be drawn from raises (it was validated on load, so that is a bug).
     Imported here so that loading and checking a report never pays for numpy, scipy or matplotlib."""
-    from .plots import epsilon_per_epoch_figure, epsilon_vs_success_figure, roc_figure
+    from dpaudit.report.plots import epsilon_per_epoch_figure, epsilon_vs_success_figure, roc_figure
 
     main_figs = (_img(roc_figure(report), "ROC curves of every attack (log-log)",
                       "ROC of each attack on each target, log-log axes: the TPR at very low FPR matters most.")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AuditConfig, model_name
-from .errors import DPAuditError
+from dpaudit.config import AuditConfig, model_name
+from dpaudit.errors import DPAuditError
 
 _DATA: dict = {}
 
@@ -24,7 +24,7 @@ def model_seed(seed: int, eps_index: int, k: int) -> int:
 
 def train_config(cfg: AuditConfig, epsilon: float):
     """The TrainConfig of every model trained at ``epsilon`` (seed replaced per model)."""
-    from .train import TrainConfig
+    from dpaudit.training.train import TrainConfig
 
     return TrainConfig(model=cfg.model, epsilon=epsilon, delta=cfg.delta, **cfg.recipe(epsilon),
                        max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant,
@@ -33,9 +33,9 @@ def train_config(cfg: AuditConfig, epsilon: float):
 
 def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bool = False) -> list[dict]:
     """One job per model: for each epsilon, the target (k = 0) and K reference models."""
-    from .attack_registry import needs_queries
-    from .models import model_source_sha256
-    from .train import cache_key
+    from dpaudit.core.attack_registry import needs_queries
+    from dpaudit.training.models import model_source_sha256
+    from dpaudit.training.train import cache_key
 
     queries = needs_queries(cfg.attacks)
     # An edited user factory must not reuse models cached from its old code.
@@ -57,7 +57,7 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
             extra += f"|model-source:{model_src}" if model_src else ""
             gc = None
             if cfg.gradient_canaries > 0 and tcfg.dp:
-                from .whitebox import GradientCanaries
+                from dpaudit.training.whitebox import GradientCanaries
 
                 gc = GradientCanaries(cfg.gradient_canaries, seed=model_seed(cfg.seed, ei, 2000))
                 extra += f"|gradient-canaries:{gc.m}:{gc.seed}:{gc.dirac_norm}:{gc.relative}"
@@ -115,7 +115,7 @@ def _load_cached(path: Path, job: dict):
     train. An entry records the hash of its weights and the key it was written under; flipped bytes, swapped
     weights, a record moved to another slot or a hand-edited claim all fail that proof, and the model is
     retrained (with a warning) rather than silently audited. A cache entry is only ever a shortcut."""
-    from .train import TrainingRecord, load_model
+    from dpaudit.training.train import TrainingRecord, load_model
 
     cfg = job["cfg"]
     if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
@@ -134,7 +134,7 @@ def _load_cached(path: Path, job: dict):
                 problems.append("it was written under another key")
             if meta.get("weights_sha256") != _file_sha256(path):
                 problems.append("its weights do not match the hash recorded with them")
-            from .train import record_sha256
+            from dpaudit.training.train import record_sha256
 
             if not isinstance(meta.get("record"), dict) or meta.get("record_sha256") != record_sha256(meta["record"]):
                 problems.append("its training record does not match the hash recorded with it")
@@ -149,7 +149,7 @@ def _load_cached(path: Path, job: dict):
             raise DPAuditError("its training record is not this job's (DP, seed or target epsilon differ)")
         whitebox = None
         if job.get("gradient_canaries") is not None:
-            from .whitebox import WhiteBoxObservations
+            from dpaudit.training.whitebox import WhiteBoxObservations
 
             whitebox = WhiteBoxObservations.load(_whitebox_path(path))
         return module, record, whitebox
@@ -167,8 +167,8 @@ def train_job(job: dict, images: np.ndarray | None = None, labels: np.ndarray | 
 
     The dataset is the worker's (``init_worker``) unless given: a Ray task gets it as arguments, read in place
     from the object store, rather than keeping it in a module global that would pin it after the task."""
-    from .memory import release_freed_memory
-    from .train import save_model, train_model
+    from dpaudit.training.memory import release_freed_memory
+    from dpaudit.training.train import save_model, train_model
 
     quiet_library_warnings()
     if images is None:
@@ -216,7 +216,7 @@ def signal_rows(module, job: dict, images: np.ndarray, device: str) -> dict:
     shifted pool copies where an attack reads them, and on the canaries."""
     import torch
 
-    from .signals import model_logits, model_logits_queries
+    from dpaudit.training.inference import model_logits, model_logits_queries
 
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     norm = job.get("norm")
@@ -238,12 +238,12 @@ def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
     import shutil
     import tempfile
 
-    from .config import check_writable_dir
-    from .data import load_dataset
-    from .isolation import preserved_global_state
-    from .report import check_out_folder
-    from .splits import make_splits
-    from .train import save_model, train_model
+    from dpaudit.config import check_writable_dir
+    from dpaudit.core.splits import make_splits
+    from dpaudit.io import check_out_folder
+    from dpaudit.training.data import load_dataset
+    from dpaudit.training.isolation import preserved_global_state
+    from dpaudit.training.train import save_model, train_model
 
     cfg.validate()
     check_writable_dir(out, "--out")

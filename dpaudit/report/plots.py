@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from .bounds import max_advantage
-from .schema import Report
+from dpaudit.core.bounds import max_advantage
+from dpaudit.schema import Report
 
 FIGURES = {
     "roc": "roc.png",
@@ -15,7 +15,7 @@ FIGURES = {
     "epsilon_per_epoch": "epsilon_per_epoch.png",
     "whitebox": "whitebox.png",
 }
-# The keys dpaudit.whitebox.analyse writes; an open white-box block without them is shown as a table only.
+# The keys dpaudit.training.whitebox.analyse writes; an open white-box block without them is shown as a table only.
 WHITEBOX_KEYS = ("claimed_sigma", "claimed_q", "sigma_hat", "sigma_ci", "q_hat", "q_ci", "claimed_epsilon",
                  "empirical_epsilon", "empirical_epsilon_ci", "conformant", "tests")
 

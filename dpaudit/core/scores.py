@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DPAuditError
+from dpaudit.errors import DPAuditError
 
 
 def read_scores_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +92,7 @@ def epsilon_from_scores(is_member: np.ndarray, scores: np.ndarray, *, method: st
     one-run first refuses member fractions implausible under fair coins (``_check_fair_coins``); both methods'
     output carries an "assumptions" entry saying how membership must have been decided for the bound to hold,
     since the CSV cannot say."""
-    from .bounds import bonferroni_threshold_epsilon_lb, fixed_threshold_epsilon_lb, one_run_audit
+    from dpaudit.core.bounds import bonferroni_threshold_epsilon_lb, fixed_threshold_epsilon_lb, one_run_audit
 
     if not 0 <= delta < 1:
         raise DPAuditError(f"--delta must be in [0, 1), got {delta}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DPAuditError
+from dpaudit.errors import DPAuditError
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,10 @@ class Splits:
         return {"seed": self.seed, "n_test": int(self.test_idx.size), "pool_size": int(self.pool_idx.size),
                 "members": self.members, "n_models": self.n_models, "canaries": int(self.canary_idx.size),
                 "canaries_in": int(self.canary_in.sum()),
-                "pool_sha256": _hash(self.pool_idx), "target_members_sha256": _hash(self.train_indices(0))}
+                "pool_sha256": index_hash(self.pool_idx), "target_members_sha256": index_hash(self.train_indices(0))}
 
 
-def _hash(a: np.ndarray) -> str:
+def index_hash(a: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int64).tobytes()).hexdigest()[:16]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .errors import DPAuditError
+from dpaudit.errors import DPAuditError
 
 ACCOUNTANTS = ("prv", "rdp")
 CROSSCHECK_TOLERANCE = 0.02  # relative; above this the report flags the model

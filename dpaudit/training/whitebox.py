@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .bounds import fixed_threshold_epsilon_lb, one_run_audit
-from .errors import DPAuditError
+from dpaudit.core.bounds import fixed_threshold_epsilon_lb, one_run_audit
+from dpaudit.errors import DPAuditError
 
 DIRAC_TIMES_CLIP = 10.0  # canary gradient norm D = 10 C: clipping must act on every canary draw
 N_SIMULATED = 20000  # canaries per class simulated from the claimed mechanism to fix the CP threshold
@@ -103,7 +103,7 @@ class WhiteBoxObservations:
         import io as _io
         from pathlib import Path
 
-        from .io import atomic_write_bytes
+        from dpaudit.io import atomic_write_bytes
 
         buf = _io.BytesIO()
         arrays = {k: np.asarray(v) for k, v in asdict(self).items()}
@@ -184,13 +184,13 @@ def fixed_threshold(sim_in: np.ndarray, sim_out: np.ndarray, n_pos: int, n_neg: 
     """The threshold with the largest Clopper-Pearson epsilon bound that the claimed mechanism's EXPECTED counts
     would give at the audit's sample sizes. It is computed from simulated canaries only, never from the observed
     ones, so the bound at it needs no multiple-testing correction."""
-    from .bounds import _cp_eps_array
+    from dpaudit.core.bounds import cp_eps_array
 
     cand = np.quantile(np.concatenate([sim_in, sim_out]), np.linspace(0.5, 0.9995, n_candidates))
     pos, neg = np.sort(sim_in), np.sort(sim_out)
     tpr = 1.0 - np.searchsorted(pos, cand, side="left") / pos.size
     fpr = 1.0 - np.searchsorted(neg, cand, side="left") / neg.size
-    eps, _ = _cp_eps_array(np.round(tpr * n_pos), n_pos, np.round(fpr * n_neg), n_neg, delta, confidence)
+    eps, _ = cp_eps_array(np.round(tpr * n_pos), n_pos, np.round(fpr * n_neg), n_neg, delta, confidence)
     return float(cand[int(np.argmax(eps))])
 
 
@@ -470,7 +470,7 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
         q_hat = q_lo = q_hi = float("nan")
     emp = emp_ci = None
     if empirical and math.isfinite(s_hat) and math.isfinite(q_hat):
-        from .accounting import opacus_epsilon
+        from dpaudit.training.accounting import opacus_epsilon
 
         def eps(qq, ss):
             try:

@@ -45,7 +45,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .executors import THREADS_PER_MODEL, _progress_bar, longest_first, register_executor, sigterm_as_interrupt
+from dpaudit.training.executors.base import (
+    THREADS_PER_MODEL,
+    longest_first,
+    progress_bar,
+    register_executor,
+    sigterm_as_interrupt,
+)
 
 if importlib.util.find_spec("ray") is None:  # get_executor turns this into "pip install 'dpaudit[ray]'"
     raise ImportError("No module named 'ray'")
@@ -60,7 +66,7 @@ def dpaudit_train_job(job: dict, images: np.ndarray, labels: np.ndarray, threads
     into read-only arrays mapped from the node's object store."""
     import torch
 
-    from dpaudit.jobs import train_job
+    from dpaudit.training.jobs import train_job
 
     torch.set_num_threads(threads)
     return train_job(job, images, labels)
@@ -99,7 +105,7 @@ def _copy_arrays(result: dict) -> dict:
     return {k: (np.array(v) if isinstance(v, np.ndarray) else v) for k, v in result.items()}
 
 
-@register_executor("ray")
+@register_executor("ray", _builtin=True)
 class RayExecutor:
     """Training jobs as Ray tasks (see the module docstring).
 
@@ -150,7 +156,7 @@ class RayExecutor:
     # ---- the jobs -------------------------------------------------------------------------------
 
     def _num_cpus(self, ray) -> int:
-        # One core per model, like the local pool (dpaudit.executors.THREADS_PER_MODEL): results do not depend
+        # One core per model, like the local pool (dpaudit.training.executors.local.THREADS_PER_MODEL): results do not depend
         # on how many run at once, and Ray packs as many models per node as it has cores.
         return THREADS_PER_MODEL
 
@@ -195,7 +201,7 @@ class RayExecutor:
     @staticmethod
     def _collect(ray, refs: dict, n: int, progress: bool, desc: str) -> list[dict]:
         results: dict[int, dict] = {}
-        bar = _progress_bar(n, progress, desc)
+        bar = progress_bar(n, progress, desc)
         pending = list(refs)
         try:
             with sigterm_as_interrupt():

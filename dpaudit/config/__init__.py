@@ -11,8 +11,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .errors import DPAuditError
-from .recipes import DP_RECIPE, NON_DP_RECIPE
+from dpaudit.config.recipes import DP_RECIPE, NON_DP_RECIPE
+from dpaudit.errors import DPAuditError
 
 # Closed sets owned here (the CLI's choices read them); open sets are registries in their own modules.
 ACCOUNTANTS = ("prv", "rdp")
@@ -78,11 +78,6 @@ class AuditConfig:
                                f"for up to N = {n_max} training records (members + canaries + gradient canaries); "
                                f"choose --delta < 1/N")
 
-    def train_config(self, epsilon: float):
-        """The TrainConfig of the models trained at ``epsilon`` (imports torch: not for the CLI's help)."""
-        from .jobs import train_config
-
-        return train_config(self, epsilon)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .accounting import ACCOUNTANTS, validate_privacy_target
-from .data import Normalisation
-from .errors import DPAuditError
-from .grad_samples import grad_samples_without_copy, without_discarded_param_grads
-from .memory import TRIM_EVERY_STEPS, release_freed_memory
-from .models import build_model, validate_for_dp
+from dpaudit.errors import DPAuditError
+from dpaudit.training.accounting import ACCOUNTANTS, validate_privacy_target
+from dpaudit.training.data import Normalisation
+from dpaudit.training.grad_samples import grad_samples_without_copy, without_discarded_param_grads
+from dpaudit.training.memory import TRIM_EVERY_STEPS, release_freed_memory
+from dpaudit.training.models import build_model, validate_for_dp
+from dpaudit.version import __version__
 
 if TYPE_CHECKING:
-    from .whitebox import GradientCanaries, WhiteBoxObservations
+    from dpaudit.training.whitebox import GradientCanaries, WhiteBoxObservations
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 # Normalisation is applied on the way into the model, not stored in the data; MNIST's constants by default.
@@ -111,7 +111,7 @@ class TrainedModel:
     record: TrainingRecord
     config: TrainConfig
     cache_hit: bool = field(default=False)
-    whitebox: WhiteBoxObservations | None = None  # gradient-canary observations (dpaudit.whitebox)
+    whitebox: WhiteBoxObservations | None = None  # gradient-canary observations (dpaudit.training.whitebox)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -224,10 +224,10 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     ``after_make_private`` exists for dpaudit's own self-tests, which need a model whose training
     departs from what its accountant assumes (for example, noise switched off) to prove the
     audit catches it. Never pass it in an audit. It is called as ``f(optimizer)``, or as
-    ``f(optimizer, ctx=TamperContext)`` when it accepts ``ctx`` (dpaudit.whitebox): then it may also
+    ``f(optimizer, ctx=TamperContext)`` when it accepts ``ctx`` (dpaudit.training.whitebox): then it may also
     replace ``ctx.loader``. It runs after the Poisson-sampling check, as a bug would.
 
-    ``gradient_canaries`` (DP only; dpaudit.whitebox.GradientCanaries) adds the white-box canaries: the included
+    ``gradient_canaries`` (DP only; dpaudit.training.whitebox.GradientCanaries) adds the white-box canaries: the included
     ones join the training set as extra records drawn by the same Poisson sampler (the accountant's q is
     B / (real + included)), and ``TrainedModel.whitebox`` holds their observations. The returned module is the
     base architecture without the canary parameters. With None or m = 0 nothing changes.
@@ -284,7 +284,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
         sample_rate = 1.0 / len(loader)
         check_poisson(loader, sample_rate)
         if after_make_private is not None:
-            from .whitebox import TamperContext, call_tamper
+            from dpaudit.training.whitebox import TamperContext, call_tamper
 
             tctx = TamperContext(optimizer=optimizer, loader=loader, engine=engine, accountant=engine.accountant,
                                  sample_rate=sample_rate, config=cfg)
@@ -372,7 +372,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
             raise DPAuditError("the accountant recorded a different sample rate than the loader used")
     whitebox = None
     if gc is not None:
-        from .whitebox import WhiteBoxObservations
+        from dpaudit.training.whitebox import WhiteBoxObservations
 
         t_obs = len(obs_rows)
         whitebox = WhiteBoxObservations(
@@ -484,7 +484,7 @@ def save_model(trained: TrainedModel, path: str | Path, extra: dict | None = Non
     weights' SHA-256 so that a reader can prove the two belong together."""
     import io as _io
 
-    from .io import atomic_write_bytes, atomic_write_json
+    from dpaudit.io import atomic_write_bytes, atomic_write_json
 
     path = Path(path)
     buf = _io.BytesIO()
@@ -502,7 +502,7 @@ def record_sha256(record: dict) -> str:
     """Hash of a training record's canonical JSON: damage to a cached record (a flipped digit in ε, say) is
     caught. It cannot stop a deliberate edit of both (nothing stored beside the record can); the accountant
     cross-check recomputes ε from σ, q and steps, and `dpaudit check` fails a flagged mismatch."""
-    from .io import dumps
+    from dpaudit.io import dumps
 
     return hashlib.sha256(json.dumps(json.loads(dumps(record)), sort_keys=True).encode()).hexdigest()
 
@@ -523,7 +523,7 @@ def load_model(path: str | Path, device: str = "cpu", model: str | None = None) 
         raise DPAuditError(f"{meta_path} is not a dpaudit model record; it may come from another tool")
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("record"), dict):
         raise DPAuditError(f"{meta_path} lacks its config or training record; it is damaged, re-train the model")
-    _check_checkpoint_size(path)
+    check_checkpoint_size(path)
     n_classes = meta.get("n_classes", 10)
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or not 2 <= n_classes <= MAX_CLASSES:
         raise DPAuditError(f"{meta_path}: n_classes must be a whole number in [2, {MAX_CLASSES}], got {n_classes!r}; "
@@ -540,7 +540,7 @@ def load_model(path: str | Path, device: str = "cpu", model: str | None = None) 
     # The architecture named in the JSON is only trusted when it is a registered name: a spec such as
     # "pkg.mod:f" or "file.py:f" would import and run code chosen by whoever wrote the file. A user factory is
     # given by the caller (``model``: the --model the user typed), never taken from the record.
-    from .models import MODELS
+    from dpaudit.training.models import MODELS
 
     named = meta["config"].get("model", "simple-cnn")
     if model is None:
@@ -567,7 +567,7 @@ MAX_CHECKPOINT_BYTES = 2 << 30
 MAX_EXPANSION = 50
 
 
-def _check_checkpoint_size(path: Path) -> None:
+def check_checkpoint_size(path: Path) -> None:
     import zipfile
 
     size = path.stat().st_size

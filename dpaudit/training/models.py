@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import DPAuditError
-from .registry import Registry
+from dpaudit.errors import DPAuditError
+from dpaudit.registry import Registry
 
 ModelFactory = Callable[[tuple, int], nn.Module]
 MNIST_SHAPE = (1, 28, 28)
@@ -97,11 +97,11 @@ def _chw(input_shape, who: str) -> tuple[int, int, int]:
 MODELS: Registry = Registry("model", "module:factory")
 
 
-def register_model(name: str, *, _builtin: bool = False):
+def register_model(name: str, *, force: bool = False, _builtin: bool = False):
     """Decorator: ``@register_model("my-net")`` on ``factory(input_shape, n_classes) -> nn.Module`` makes
-    ``build_model("my-net", ...)`` call it. Re-registering a user name replaces it; built-in names are refused
-    (dpaudit.registry)."""
-    return MODELS.register(name, _builtin=_builtin)
+    ``build_model("my-net", ...)`` call it. A taken name is refused unless ``force=True``;
+    built-in names are always refused (dpaudit.registry)."""
+    return MODELS.register(name, force=force, _builtin=_builtin)
 
 
 @register_model("simple-cnn", _builtin=True)

@@ -2,7 +2,7 @@
 
 * ``load_target``: a target trained elsewhere (weights only, loaded with ``weights_only=True``) and the file of
   dataset records it trained on; dpaudit trains the reference models with the given factory and recipe.
-* ``audit_signals``: only the outputs, from a ``SIGNALS.npz`` file: for models that are not PyTorch, or pipelines
+* ``load_signals`` (audited by ``dpaudit.pipeline.audit_signals``): only the outputs, from a ``SIGNALS.npz`` file: for models that are not PyTorch, or pipelines
   that train elsewhere. No training at all; attacks, bounds and verdicts as in any audit.
 
 Either way the target's training was not observed: its record says ``observed: false``, and the checks that
@@ -11,12 +11,11 @@ need the training (accounting cross-check, white-box conformance) are skipped an
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DPAuditError
+from dpaudit.errors import DPAuditError
 
 # The keys of a SIGNALS.npz file; row 0 of every [models, ...] array is the target.
 SIGNAL_KEYS = {
@@ -38,7 +37,7 @@ def unobserved_record(*, dp: bool, epsilon: float | None, delta: float | None, n
                       test_accuracy: float | None = None, model: str = "external") -> dict:
     """A training record for a target whose training dpaudit did not see: what the user claims, the rest
     unknown (None)."""
-    from .train import TrainingRecord
+    from dpaudit.training.train import TrainingRecord
 
     rec = {f: None for f in TrainingRecord.__dataclass_fields__}
     rec.update({"model": model, "dp": dp, "target_epsilon": epsilon if dp else None, "epsilon": epsilon if dp else None,
@@ -77,13 +76,13 @@ def load_target(path: Path, model: str, input_shape: tuple, n_classes: int):
     """The user's trained target: a state dict of tensors, never code (``weights_only=True``)."""
     import torch
 
-    from .models import build_model
-    from .train import _check_checkpoint_size
+    from dpaudit.training.models import build_model
+    from dpaudit.training.train import check_checkpoint_size
 
     path = Path(path)
     if not path.is_file():
         raise DPAuditError(f"--target {path} not found; save your model with torch.save(model.state_dict(), PATH)")
-    _check_checkpoint_size(path)
+    check_checkpoint_size(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -168,7 +167,7 @@ def load_signals(path: Path) -> dict:
             raise DPAuditError(f"--from-signals {path}: canary_scores (finite) and canary_in (0/1) must be 1-D of "
                                f"equal length")
         out["canary_scores"], out["canary_in"] = s, ci.astype(bool)
-    from .attacks.groups import infer_groups
+    from dpaudit.attacks.groups import infer_groups
 
     if "ref_groups" in arrays:
         g = arrays["ref_groups"]
@@ -177,7 +176,7 @@ def load_signals(path: Path) -> dict:
         out["ref_groups"] = g.astype(np.int64)
     else:
         out["ref_groups"] = infer_groups(out["membership"][1:])
-    from .attacks.groups import can_cross_fit
+    from dpaudit.attacks.groups import can_cross_fit
 
     if m > 2 and not can_cross_fit(out["ref_groups"]):
         raise DPAuditError(f"--from-signals {path}: the reference models form a single group (drawn together), so "
@@ -221,70 +220,3 @@ def _labels(arrays: dict, key: str, n: int, c: int, path: Path) -> np.ndarray:
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= c:
         raise DPAuditError(f"--from-signals {path}: `{key}` must be {n} integer classes in [0, {c})")
     return y.astype(np.int64)
-
-
-def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None = None) -> tuple[dict, dict]:
-    """A full report (attacks, bounds, verdicts) from a SIGNALS.npz, with no training. ``epsilon``: the
-    target's claimed ε (None: no DP claim); ``cfg.delta`` its δ."""
-    import time
-
-    from .attack_registry import AttackInput, check_attacks
-    from .audit import attack_options, evaluate_setting, report_document
-    from .config import model_name
-    from .isolation import preserved_global_state
-    from .jobs import quiet_library_warnings
-    from .signals import Signals
-
-    if cfg.gradient_canaries:
-        raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --from-signals")
-    sig = load_signals(path)
-    m, n, c = sig["logits"].shape
-    dp = epsilon is not None and math.isfinite(epsilon)
-    eps_cfg = (epsilon,) if dp else (math.inf,)
-    from dataclasses import replace
-
-    cfg = replace(cfg, epsilons=eps_cfg, shadow_models=m - 1, canaries=int(sig.get("canary_in", np.zeros(0)).size),
-                  members=max(int(sig["membership"][0].sum()), 10), n_test=max(int(sig.get("population_labels", [0]).size), 1),
-                  dataset=f"signals:{Path(path).name}")
-    cfg.validate(training=False)
-    check_attacks(cfg.attacks, cfg.shadow_models)
-    for a in cfg.attacks:
-        from .attack_registry import get_attack
-
-        if get_attack(a).needs_population and "population_logits" not in sig:
-            raise DPAuditError(f"the {a} attack needs population_logits and population_labels in the signals file "
-                               f"(records no model trained on); add them or drop {a} from --attacks")
-    n_in = int(sig["membership"][0].sum()) + int(sig.get("canary_in", np.zeros(0)).sum())
-    if dp and cfg.delta >= 1.0 / n_in:
-        raise DPAuditError(f"--delta {cfg.delta:g} is not below 1/N = {1.0 / n_in:.3g} for the target's N = {n_in} "
-                           f"training records; choose --delta < 1/N")
-    with preserved_global_state():
-        quiet_library_warnings()
-        t = time.perf_counter()
-        inp = AttackInput(
-            pool=Signals(logits=sig["logits"], labels=sig["labels"]), ref_in=sig["membership"][1:],
-            population=(Signals(logits=sig["population_logits"], labels=sig["population_labels"])
-                        if "population_logits" in sig else None),
-            pool_queries=sig.get("pool_query_logits"), ref_groups=sig["ref_groups"], options=attack_options(cfg),
-            seed=cfg.seed)
-        canary = ((sig["canary_scores"], sig["canary_in"], np.arange(sig["canary_in"].size))
-                  if "canary_scores" in sig else None)
-        rec = unobserved_record(dp=dp, epsilon=epsilon if dp else None, delta=cfg.delta, n_train=n_in)
-        extras: dict = {"scores": {}}
-        phases: dict = {}
-        model = evaluate_setting(cfg, 0, model_name(eps_cfg[0]), inp, sig["membership"][0], sig["record_index"],
-                                 rec, [], 0, canary, extras, phases)
-        model["reference_models"]["k"] = m - 1
-        phases["attacks_and_bounds"] = time.perf_counter() - t
-    from .splits import _hash
-
-    none = np.zeros(0, dtype=bool)
-    split = {"seed": cfg.seed, "n_test": int(sig.get("population_labels", none).size), "pool_size": int(n),
-             "members": int(sig["membership"][0].sum()), "n_models": int(m),
-             "canaries": int(sig.get("canary_in", none).size), "canaries_in": int(sig.get("canary_in", none).sum()),
-             "pool_sha256": _hash(sig["record_index"]),
-             "target_members_sha256": _hash(sig["record_index"][sig["membership"][0]])}
-    dataset = {"name": f"signals:{Path(path).name}", "source": str(path), "n_records": int(n), "n_classes": int(c),
-               "sha256": sig["sha256"]}
-    return report_document(cfg, command=command, workers=None, device="none (outputs only)", dataset=dataset,
-                           split=split, models=[model], phases=phases, worker_s={}, observed=False), extras

@@ -155,7 +155,7 @@ def _eps_from_rates(tpr_lb: np.ndarray, fpr_ub: np.ndarray, delta: float) -> tup
     return np.maximum(best, 0.0), which
 
 
-def _cp_eps_array(tp: np.ndarray, n_pos: int, fp: np.ndarray, n_neg: int, delta: float,
+def cp_eps_array(tp: np.ndarray, n_pos: int, fp: np.ndarray, n_neg: int, delta: float,
                   confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised Clopper-Pearson epsilon lower bound over many (tp, fp) pairs."""
     alpha = 1.0 - confidence
@@ -185,7 +185,7 @@ def epsilon_lb_clopper_pearson(tp: int, n_pos: int, fp: int, n_neg: int, delta: 
     fp, n_neg = _check_count("fp", fp, n_neg, "n_neg")
     d = _check_delta(delta)
     c = _check_confidence(confidence)
-    eps, _ = _cp_eps_array(np.array([tp]), n_pos, np.array([fp]), n_neg, d, c)
+    eps, _ = cp_eps_array(np.array([tp]), n_pos, np.array([fp]), n_neg, d, c)
     return float(eps[0])
 
 
@@ -362,7 +362,7 @@ def _counts(s: np.ndarray, y: np.ndarray, threshold: float) -> tuple[int, int, i
 def _lb_at(s: np.ndarray, y: np.ndarray, threshold: float, delta: float, confidence: float,
            selection: str) -> EpsilonLB:
     tp, n_pos, fp, n_neg = _counts(s, y, threshold)
-    eps, which = _cp_eps_array(np.array([tp]), n_pos, np.array([fp]), n_neg, delta, confidence)
+    eps, which = cp_eps_array(np.array([tp]), n_pos, np.array([fp]), n_neg, delta, confidence)
     value = float(eps[0])
     direction = "none" if value <= 0 else ("tnr/fnr" if int(which[0]) == 1 else "tpr/fpr")
     return EpsilonLB(value=value, method="clopper_pearson", threshold=float(threshold),
@@ -406,7 +406,7 @@ def best_threshold_epsilon_lb(cal_scores: Any, cal_in: Any, scores: Any, is_in: 
     neg = np.sort(cs[~cy])
     tp = pos.size - np.searchsorted(pos, cand, side="left")  # count of member scores >= t
     fp = neg.size - np.searchsorted(neg, cand, side="left")
-    eps, _ = _cp_eps_array(tp, pos.size, fp, neg.size, d, c)
+    eps, _ = cp_eps_array(tp, pos.size, fp, neg.size, d, c)
     if eps.max() > 0:
         threshold = float(cand[int(np.argmax(eps))])
     else:
@@ -527,7 +527,7 @@ def ceiling_clopper_pearson(n_pos: int, n_neg: int, delta: float, confidence: fl
     """
     _, n_pos = _check_count("n_pos", n_pos, n_pos, "n_pos")
     _, n_neg = _check_count("n_neg", n_neg, n_neg, "n_neg")
-    eps, _ = _cp_eps_array(np.array([n_pos]), n_pos, np.array([0]), n_neg, _check_delta(delta),
+    eps, _ = cp_eps_array(np.array([n_pos]), n_pos, np.array([0]), n_neg, _check_delta(delta),
                            _check_confidence(confidence))
     return float(eps[0])
 

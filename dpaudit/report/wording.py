@@ -14,7 +14,7 @@ import html
 import math
 import re
 
-from .schema import AttackMetrics, ModelAudit, Report, effective_status, evidence
+from dpaudit.schema import AttackMetrics, ModelAudit, Report, effective_status, evidence
 
 INDEPENDENCE_CAVEAT = ("Attack bounds apply Clopper-Pearson to the target's records as if they were independent trials, "
                        "which one training run does not strictly guarantee; the canary bound (Steinke, Nasr & "

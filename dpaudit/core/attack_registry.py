@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DPAuditError
-from .signals import Signals
+from dpaudit.core.signals import Signals
+from dpaudit.errors import DPAuditError
+from dpaudit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,20 @@ class Attack:
     summary: str = ""
 
 
-ATTACKS: dict[str, Attack] = {}
+ATTACKS: Registry = Registry("attack")
 
 
 def register_attack(name: str, *, min_references: int = 1, needs_population: bool = False,
-                    needs_queries: bool = False, summary: str = ""):
-    """Decorator: ``@register_attack("mine", min_references=2)`` over ``fn(AttackInput) -> AttackScores``.
+                    needs_queries: bool = False, summary: str = "", force: bool = False, _builtin: bool = False):
+    """Decorator: ``@register_attack("mine", _builtin=True, min_references=2)`` over ``fn(AttackInput) -> AttackScores``.
 
     ``needs_population``: the attack reads ``AttackInput.population``; ``needs_queries``: it reads
     ``pool_queries`` (the audit then runs the extra inference on shifted copies)."""
+    ATTACKS._check_name(name)
+
     def deco(fn):
-        ATTACKS[name] = Attack(name, fn, min_references, needs_population, needs_queries,
-                               summary or (fn.__doc__ or "").split("\n")[0])
+        ATTACKS.add(name, Attack(name, fn, min_references, needs_population, needs_queries,
+                                 summary or (fn.__doc__ or "").split("\n")[0]), force=force, builtin=_builtin)
         return fn
     return deco
 
@@ -76,9 +79,7 @@ def needs_queries(names) -> bool:
 
 
 def get_attack(name: str) -> Attack:
-    if name not in ATTACKS:
-        raise DPAuditError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    return ATTACKS[name]
+    return ATTACKS.lookup(name)
 
 
 def check_attacks(names, shadow_models: int) -> None:
@@ -102,7 +103,7 @@ def run_attack(name: str, inp: AttackInput) -> AttackScores:
 
 # ---- built-in attacks ----------------------------------------------------------------------------
 
-@register_attack("loss", summary="negative loss under the model (Yeom et al. 2018)")
+@register_attack("loss", _builtin=True, summary="negative loss under the model (Yeom et al. 2018)")
 def _loss(inp: AttackInput) -> AttackScores:
     from dpaudit.attacks.loss_threshold import scores_from_losses
 
@@ -111,7 +112,7 @@ def _loss(inp: AttackInput) -> AttackScores:
     return AttackScores(scores[0], scores[1:], "negative cross-entropy loss under the model (Yeom et al. 2018)")
 
 
-@register_attack("shadow", min_references=2, summary="shadow-model classifier (Shokri et al. 2017)")
+@register_attack("shadow", _builtin=True, min_references=2, summary="shadow-model classifier (Shokri et al. 2017)")
 def _shadow(inp: AttackInput) -> AttackScores:
     from dpaudit.attacks.shadow import ShadowAttack, cross_fit_reference_scores
 
@@ -262,13 +263,13 @@ def _require_in_and_out(ref_in: np.ndarray, groups: np.ndarray | None, name: str
                            f"--shadow-models 4 or more, or drop {name} from --attacks")
 
 
-@register_attack("rmia", min_references=2, needs_population=True,
+@register_attack("rmia", _builtin=True, min_references=2, needs_population=True,
                  summary="RMIA, offline (Zarifzadeh et al. 2024)")
 def _rmia_offline(inp: AttackInput) -> AttackScores:
     return _rmia(inp, online=False)
 
 
-@register_attack("rmia-online", min_references=4, needs_population=True,
+@register_attack("rmia-online", _builtin=True, min_references=4, needs_population=True,
                  summary="RMIA, online: needs many reference models")
 def _rmia_online(inp: AttackInput) -> AttackScores:
     return _rmia(inp, online=True)
@@ -313,12 +314,12 @@ def _lira(inp: AttackInput, online: bool) -> AttackScores:
                          "chosen_on": "reference models (leave-one-out AUC; a pair left out together)"})
 
 
-@register_attack("lira", min_references=2, needs_queries=True, summary="LiRA, offline (Carlini et al. 2022)")
+@register_attack("lira", _builtin=True, min_references=2, needs_queries=True, summary="LiRA, offline (Carlini et al. 2022)")
 def _lira_offline(inp: AttackInput) -> AttackScores:
     return _lira(inp, online=False)
 
 
-@register_attack("lira-online", min_references=4, needs_queries=True,
+@register_attack("lira-online", _builtin=True, min_references=4, needs_queries=True,
                  summary="LiRA, online: needs many reference models")
 def _lira_online(inp: AttackInput) -> AttackScores:
     return _lira(inp, online=True)

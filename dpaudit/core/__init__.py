@@ -1,0 +1,1 @@
+"""dpaudit.core."""
