@@ -1,12 +1,14 @@
-"""The Python API: a few calls for a notebook, each the library call behind a CLI command.
+"""The Python API: a few calls for a notebook, each the library call behind a CLI command. The README's
+"From Python" block shows ``audit`` and ``write_report``; an outputs-only audit, as a doctest:
 
-    import math, dpaudit
-    report = dpaudit.pipeline(dataset="npz:my_data.npz", model="my_pkg.nets:make_net", epsilons=(math.inf, 4.0))
-    print(report.models[1].verdict.text)
-    dpaudit.write_report(report, "reports/mine")          # report.json, report.md, report.html, figures
-
-    # a model that is not PyTorch: its outputs only
-    report = dpaudit.audit_outputs(logits, labels, membership, epsilon=4.0, delta=1e-5)
+    >>> import numpy as np, dpaudit
+    >>> rng = np.random.default_rng(0)
+    >>> labels = rng.integers(0, 10, 400)
+    >>> membership = rng.random((5, 400)) < 0.5          # row 0 the target, rows 1.. references
+    >>> logits = rng.normal(size=(5, 400, 10)) + 3.0 * np.eye(10)[labels]
+    >>> report = dpaudit.audit_outputs(logits, labels, membership, epsilon=4.0, delta=1e-5, attacks=("loss", "lira"))
+    >>> report.models[0].dp, report.models[0].training.epsilon
+    (True, 4.0)
 
 Every keyword of ``audit`` is a field of ``dpaudit.config.AuditConfig`` (the same defaults as the CLI).
 """
@@ -33,7 +35,7 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
         from dpaudit.errors import DPAuditError
 
         raise DPAuditError("target and target_members go together")
-    doc, _ = run_audit(cfg, progress=progress, command="dpaudit.pipeline(...)", target=tgt)
+    doc, _ = run_audit(cfg, progress=progress, command="dpaudit.audit(...)", target=tgt)
     return Report.from_json(doc)
 
 
