@@ -20,8 +20,9 @@ from dataclasses import replace
 
 from _common import fashion_mnist_official, fmt_s, git_commit, peak_rss, print_json_line, quiet, set_threads, table
 
+from dpaudit.config import GRAD_SAMPLE_MODES
 from dpaudit.config.recipes import DP_RECIPE, NON_DP_RECIPE
-from dpaudit.training.train import GRAD_SAMPLE_MODES, TrainConfig, train_model
+from dpaudit.training.train import TrainConfig, train_model
 
 QUICK_RECORDS = 10_000
 

@@ -30,9 +30,9 @@ from _common import (
     table,
 )
 
-from dpaudit.config import AuditConfig
+from dpaudit.config import GRAD_SAMPLE_MODES, AuditConfig
 from dpaudit.training.jobs import train_config
-from dpaudit.training.train import GRAD_SAMPLE_MODES, train_model
+from dpaudit.training.train import train_model
 
 QUICK_RECORDS, QUICK_EPOCHS = 10_000, 2
 

@@ -19,8 +19,9 @@ import torch
 from _common import git_commit, print_json_line, quiet, set_threads, table
 from torch import nn
 
+from dpaudit.config import GRAD_SAMPLE_MODES
 from dpaudit.training.models import build_model
-from dpaudit.training.train import GRAD_SAMPLE_MODES, TrainConfig, _dp_speedups
+from dpaudit.training.train import TrainConfig, _dp_speedups
 
 OPACUS_ALONE = "hooks, Opacus alone"
 

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 
 from dpaudit.errors import DPAuditError
 
-ACCOUNTANTS = ("prv", "rdp")
 CROSSCHECK_TOLERANCE = 0.02  # relative; above this the report flags the model
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dpaudit.config import ACCOUNTANTS, GRAD_SAMPLE_MODES
 from dpaudit.errors import DPAuditError
-from dpaudit.training.accounting import ACCOUNTANTS, validate_privacy_target
+from dpaudit.training.accounting import validate_privacy_target
 from dpaudit.training.data import Normalisation
 from dpaudit.training.grad_samples import grad_samples_without_copy, without_discarded_param_grads
 from dpaudit.training.memory import TRIM_EVERY_STEPS, release_freed_memory
@@ -26,7 +27,6 @@ from dpaudit.version import __version__
 if TYPE_CHECKING:
     from dpaudit.training.whitebox import GradientCanaries, WhiteBoxObservations
 
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 # Normalisation is applied on the way into the model, not stored in the data; MNIST's constants by default.
 _MNIST = Normalisation.mnist()
 
