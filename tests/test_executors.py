@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 import pytest
-from conftest import small_config
 
+from conftest import small_config
 from dpaudit.core.splits import make_splits
 from dpaudit.errors import DPAuditError
 from dpaudit.training.data import load_dataset
