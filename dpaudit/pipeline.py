@@ -139,20 +139,20 @@ def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], dat
                  extras: dict, phases: dict) -> dict:
     """One privacy setting's K + 1 trained models: gather their signal rows, then evaluate."""
     inp = AttackInput(
-        pool=Signals(logits=np.stack([r["pool_logits"] for r in results]), labels=data.labels[splits.pool_idx]),
+        pool=Signals(logits=np.stack([r.pool_logits for r in results]), labels=data.labels[splits.pool_idx]),
         ref_in=splits.membership[1:],
-        population=Signals(logits=np.stack([r["test_logits"] for r in results]), labels=data.labels[splits.test_idx]),
-        pool_queries=np.stack([r["query_logits"] for r in results]) if results[0].get("query_logits") is not None
+        population=Signals(logits=np.stack([r.test_logits for r in results]), labels=data.labels[splits.test_idx]),
+        pool_queries=np.stack([r.query_logits for r in results]) if results[0].query_logits is not None
         else None,
         ref_groups=splits.ref_groups, options=attack_options(cfg), seed=cfg.seed)
     canary = None
     if cfg.canaries > 0:
-        canary = (-Signals(logits=results[0]["canary_logits"][None], labels=splits.canary_labels).losses[0],
+        canary = (-Signals(logits=results[0].canary_logits[None], labels=splits.canary_labels).losses[0],
                   splits.canary_in, splits.canary_idx)
     return evaluate_setting(cfg, ei, model_name(eps), inp, splits.membership[0], splits.pool_idx,
-                            results[0]["record"], [r["record"] for r in results[1:]],
-                            sum(r["cache_hit"] for r in results), canary, extras, phases,
-                            whitebox=results[0].get("whitebox"))
+                            results[0].record, [r.record for r in results[1:]],
+                            sum(r.cache_hit for r in results), canary, extras, phases,
+                            whitebox=results[0].whitebox)
 
 
 def attack_options(cfg: AuditConfig) -> dict:
@@ -387,27 +387,29 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     jobs = plan_jobs(cfg, data, splits, tamper=tamper, require_cached=require_cached)
     t = time.perf_counter()
     if target is not None:
+        from dataclasses import replace
+
         from dpaudit.sources.external import unobserved_record
-        from dpaudit.training.jobs import signal_rows
+        from dpaudit.training.jobs import JobResult, signal_rows
 
         # Reference models train like the target would have: its training-set size, this recipe.
-        jobs = [j for j in jobs if j["k"] != 0]
+        jobs = [j for j in jobs if j.k != 0]
         ref_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
-        first = {**jobs[0], "k": 0, "canary_eval_idx": None}
+        first = replace(jobs[0], k=0, canary_eval_idx=None)
         rows = signal_rows(target_module, first, data.images, cfg.device)
         acc = float((rows["test_logits"].argmax(1) == data.labels[splits.test_idx]).mean())
         rec = unobserved_record(dp=math.isfinite(target.epsilon), epsilon=target.epsilon, delta=cfg.delta,
                                 n_train=int(splits.membership[0].sum()), test_accuracy=acc, model=cfg.model)
-        all_results = [{"k": 0, "ei": 0, "record": rec, **rows, "cache_hit": False, "train_s": 0.0,
-                        "inference_s": 0.0}] + ref_results
+        all_results = [JobResult(k=0, ei=0, record=rec, **rows, whitebox=None, cache_hit=False, train_s=0.0,
+                                 inference_s=0.0)] + ref_results
         jobs = [first] + jobs
     else:
         all_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
     phases["train"] = time.perf_counter() - t
     models, extras, worker_s = [], {"scores": {}}, {}
     for ei, eps in enumerate(cfg.epsilons):
-        results = sorted((r for j, r in zip(jobs, all_results) if j["ei"] == ei), key=lambda r: r["k"])
-        worker_s[model_name(eps)] = round(sum(r["train_s"] + r["inference_s"] for r in results), 3)
+        results = sorted((r for j, r in zip(jobs, all_results) if j.ei == ei), key=lambda r: r.k)
+        worker_s[model_name(eps)] = round(sum(r.train_s + r.inference_s for r in results), 3)
         models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases))
     return report_document(cfg, command=command, workers=getattr(executor, "workers", None), device=cfg.device,
                            dataset=data.provenance.to_dict(), split=splits.summary(), models=models, phases=phases,

@@ -1,14 +1,16 @@
 """Training jobs: what one model needs (plan) and the function that trains it (run in any executor).
 
-A job is a plain, picklable dict so that every executor (local processes, Ray tasks) can ship it; the
-dataset travels separately, once per worker (``init_worker``), never once per job.
+A job is a frozen, picklable ``TrainingJob`` so that every executor (local processes, Ray tasks) can ship it; the
+dataset travels separately, once per worker (``init_worker``), never once per job. What comes back is a
+``JobResult``.
 """
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,49 @@ from dpaudit.config import AuditConfig, model_name
 from dpaudit.errors import DPAuditError
 
 _DATA: dict = {}
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What one model needs: its training config and index sets into the shared dataset, its cache key, and the
+    options that change what is trained (canaries, a tamper hook for self-tests) or what is read out."""
+
+    ei: int  # index of the epsilon in the audit's config
+    k: int  # 0 the target, 1.. the reference models
+    cfg: Any  # dpaudit.training.train.TrainConfig
+    train_idx: np.ndarray
+    canary_idx: np.ndarray | None
+    canary_labels: np.ndarray | None
+    test_idx: np.ndarray
+    pool_idx: np.ndarray
+    canary_eval_idx: np.ndarray | None
+    key: str
+    cache_dir: str | None
+    desc: str
+    tamper: Any = None
+    require_cached: bool = False
+    queries: bool = False
+    norm: Any = None
+    n_classes: int = 10
+    gradient_canaries: Any = None  # dpaudit.training.whitebox.GradientCanaries
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One trained (or cached) model's training record and its rows of the signal matrices."""
+
+    k: int
+    ei: int
+    record: dict
+    pool_logits: np.ndarray
+    test_logits: np.ndarray
+    query_logits: np.ndarray | None
+    canary_logits: np.ndarray | None
+    whitebox: Any  # WhiteBoxObservations of the target, else None
+    cache_hit: bool
+    train_s: float
+    inference_s: float
 
 
 def model_seed(seed: int, eps_index: int, k: int) -> int:
@@ -31,7 +76,7 @@ def train_config(cfg: AuditConfig, epsilon: float):
                        grad_sample_mode=cfg.grad_sample_mode, seed=cfg.seed, device=cfg.device)
 
 
-def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bool = False) -> list[dict]:
+def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bool = False) -> list[TrainingJob]:
     """One job per model: for each epsilon, the target (k = 0) and K reference models."""
     from dpaudit.core.attack_registry import needs_queries
     from dpaudit.training.models import model_source_sha256
@@ -61,21 +106,21 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
 
                 gc = GradientCanaries(cfg.gradient_canaries, seed=model_seed(cfg.seed, ei, 2000))
                 extra += f"|gradient-canaries:{gc.m}:{gc.seed}:{gc.dirac_norm}:{gc.relative}"
-            jobs.append({"ei": ei, "k": k, "cfg": tcfg, "train_idx": train_idx, "canary_idx": canary_train,
-                         "canary_labels": canary_labels, "test_idx": splits.test_idx, "pool_idx": splits.pool_idx,
-                         "canary_eval_idx": splits.canary_idx if with_canaries and k == 0 else None,
-                         "key": cache_key(tcfg, data.provenance.sha256, train_idx, extra),
-                         "cache_dir": None if tamper is not None else cfg.cache_dir, "desc": f"{name} model {k}",
-                         "tamper": tamper if k == 0 else None, "require_cached": require_cached,
-                         "queries": queries, "norm": data.normalisation, "n_classes": data.n_classes,
-                         "gradient_canaries": gc})
+            jobs.append(TrainingJob(
+                ei=ei, k=k, cfg=tcfg, train_idx=train_idx, canary_idx=canary_train, canary_labels=canary_labels,
+                test_idx=splits.test_idx, pool_idx=splits.pool_idx,
+                canary_eval_idx=splits.canary_idx if with_canaries and k == 0 else None,
+                key=cache_key(tcfg, data.provenance.sha256, train_idx, extra),
+                cache_dir=None if tamper is not None else cfg.cache_dir, desc=f"{name} model {k}",
+                tamper=tamper if k == 0 else None, require_cached=require_cached, queries=queries,
+                norm=data.normalisation, n_classes=data.n_classes, gradient_canaries=gc))
     return jobs
 
 
-def job_cost(job: dict) -> float:
+def job_cost(job: TrainingJob) -> float:
     """Relative training cost, for longest-first scheduling: record-epochs, DP steps dearer."""
-    cfg = job["cfg"]
-    n = len(job["train_idx"]) + (0 if job["canary_idx"] is None else len(job["canary_idx"]))
+    cfg = job.cfg
+    n = len(job.train_idx) + (0 if job.canary_idx is None else len(job.canary_idx))
     return cfg.epochs * n * (1.6 if cfg.dp else 1.0)
 
 
@@ -110,17 +155,17 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load_cached(path: Path, job: dict):
+def _load_cached(path: Path, job: TrainingJob):
     """(module, record) from the model cache, or None when absent or not provably the model this job would
     train. An entry records the hash of its weights and the key it was written under; flipped bytes, swapped
     weights, a record moved to another slot or a hand-edited claim all fail that proof, and the model is
     retrained (with a warning) rather than silently audited. A cache entry is only ever a shortcut."""
     from dpaudit.training.train import TrainingRecord, load_model
 
-    cfg = job["cfg"]
+    cfg = job.cfg
     if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
         return None
-    if job.get("gradient_canaries") is not None and not _whitebox_path(path).is_file():
+    if job.gradient_canaries is not None and not _whitebox_path(path).is_file():
         return None  # not written completely: retrain
     try:
         import json
@@ -130,7 +175,7 @@ def _load_cached(path: Path, job: dict):
         if not isinstance(meta, dict):
             problems.append("its record is not a JSON object")
         else:
-            if meta.get("cache_key") != job["key"]:
+            if meta.get("cache_key") != job.key:
                 problems.append("it was written under another key")
             if meta.get("weights_sha256") != _file_sha256(path):
                 problems.append("its weights do not match the hash recorded with them")
@@ -139,7 +184,7 @@ def _load_cached(path: Path, job: dict):
             if not isinstance(meta.get("record"), dict) or meta.get("record_sha256") != record_sha256(meta["record"]):
                 problems.append("its training record does not match the hash recorded with it")
             wb = _whitebox_path(path)
-            if job.get("gradient_canaries") is not None and meta.get("whitebox_sha256") != _file_sha256(wb):
+            if job.gradient_canaries is not None and meta.get("whitebox_sha256") != _file_sha256(wb):
                 problems.append("its gradient-canary observations do not match the hash recorded with them")
         if problems:
             raise DPAuditError("; ".join(problems))
@@ -148,13 +193,13 @@ def _load_cached(path: Path, job: dict):
         if record.dp != cfg.dp or record.seed != cfg.seed or (cfg.dp and record.target_epsilon != cfg.epsilon):
             raise DPAuditError("its training record is not this job's (DP, seed or target epsilon differ)")
         whitebox = None
-        if job.get("gradient_canaries") is not None:
+        if job.gradient_canaries is not None:
             from dpaudit.training.whitebox import WhiteBoxObservations
 
             whitebox = WhiteBoxObservations.load(_whitebox_path(path))
         return module, record, whitebox
     except (DPAuditError, ValueError, OSError) as exc:
-        warnings.warn(f"retraining {job['desc']}: cache entry {path.name} is not trustworthy ({exc})", stacklevel=2)
+        warnings.warn(f"retraining {job.desc}: cache entry {path.name} is not trustworthy ({exc})", stacklevel=2)
         return None
 
 
@@ -162,7 +207,7 @@ def _whitebox_path(path: Path) -> Path:
     return path.with_name(path.name + ".whitebox.npz")
 
 
-def train_job(job: dict, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
+def train_job(job: TrainingJob, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> JobResult:
     """Train (or load from cache) one model and return its record and signal rows (logits).
 
     The dataset is the worker's (``init_worker``) unless given: a Ray task gets it as arguments, read in place
@@ -173,28 +218,28 @@ def train_job(job: dict, images: np.ndarray | None = None, labels: np.ndarray | 
     quiet_library_warnings()
     if images is None:
         images, labels = _DATA["images"], _DATA["labels"]
-    cfg = job["cfg"]
-    x, y = images[job["train_idx"]], labels[job["train_idx"]]
-    if job["canary_idx"] is not None and len(job["canary_idx"]):
-        x = np.concatenate([x, images[job["canary_idx"]]])
-        y = np.concatenate([y, job["canary_labels"]])
-    cache_path = Path(job["cache_dir"]) / f"{job['key']}.pt" if job.get("cache_dir") else None
+    cfg = job.cfg
+    x, y = images[job.train_idx], labels[job.train_idx]
+    if job.canary_idx is not None and len(job.canary_idx):
+        x = np.concatenate([x, images[job.canary_idx]])
+        y = np.concatenate([y, job.canary_labels])
+    cache_path = Path(job.cache_dir) / f"{job.key}.pt" if job.cache_dir else None
     t0 = time.perf_counter()
     cached = _load_cached(cache_path, job) if cache_path is not None else None
     if cached is not None:
         module, record, whitebox = cached
         hit = True
-    elif job.get("require_cached"):
-        raise DPAuditError(f"{job['desc']} is not in the model cache {job.get('cache_dir')}; run "
+    elif job.require_cached:
+        raise DPAuditError(f"{job.desc} is not in the model cache {job.cache_dir}; run "
                            f"`dpaudit audit --cache-dir DIR` with the same settings first")
     else:
-        trained = train_model(cfg, x, y, test_images=images[job["test_idx"]], test_labels=labels[job["test_idx"]],
-                              progress=job.get("progress", False), desc=job["desc"],
-                              after_make_private=job.get("tamper"), norm=job.get("norm"),
-                              n_classes=job.get("n_classes", 10), gradient_canaries=job.get("gradient_canaries"))
+        trained = train_model(cfg, x, y, test_images=images[job.test_idx], test_labels=labels[job.test_idx],
+                              progress=job.progress, desc=job.desc,
+                              after_make_private=job.tamper, norm=job.norm,
+                              n_classes=job.n_classes, gradient_canaries=job.gradient_canaries)
         module, record, hit, whitebox = trained.module, trained.record, False, trained.whitebox
         if cache_path is not None:
-            extra = {"cache_key": job["key"], "n_classes": job.get("n_classes", 10),
+            extra = {"cache_key": job.key, "n_classes": job.n_classes,
                      "input_shape": list(images.shape[1:])}
             if whitebox is not None:  # before the record: an entry is complete only once its record exists
                 whitebox.save(_whitebox_path(cache_path))
@@ -206,12 +251,12 @@ def train_job(job: dict, images: np.ndarray | None = None, labels: np.ndarray | 
     del module
     release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
     # a reference's gradient canaries only make it train like the target; only the target's are audited
-    whitebox = whitebox if job["k"] == 0 else None
-    return {"k": job["k"], "ei": job["ei"], "record": record.to_dict(), **rows, "whitebox": whitebox, "cache_hit": hit,
-            "train_s": train_s, "inference_s": time.perf_counter() - t1}
+    whitebox = whitebox if job.k == 0 else None
+    return JobResult(k=job.k, ei=job.ei, record=record.to_dict(), **rows, whitebox=whitebox, cache_hit=hit,
+                     train_s=train_s, inference_s=time.perf_counter() - t1)
 
 
-def signal_rows(module, job: dict, images: np.ndarray, device: str) -> dict:
+def signal_rows(module, job: TrainingJob, images: np.ndarray, device: str) -> dict:
     """One model's rows of the signal matrices: logits on the pool, on the population (test split), on
     shifted pool copies where an attack reads them, and on the canaries."""
     import torch
@@ -219,16 +264,16 @@ def signal_rows(module, job: dict, images: np.ndarray, device: str) -> dict:
     from dpaudit.training.inference import model_logits, model_logits_queries
 
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    norm = job.get("norm")
+    norm = job.norm
     return {
-        "pool_logits": model_logits(module, images[job["pool_idx"]], dev, norm=norm),
+        "pool_logits": model_logits(module, images[job.pool_idx], dev, norm=norm),
         # Population records (the test split) that no model trained on: RMIA compares against them.
-        "test_logits": model_logits(module, images[job["test_idx"]], dev, norm=norm),
+        "test_logits": model_logits(module, images[job.test_idx], dev, norm=norm),
         # Shifted copies of each pool record (LiRA's multiple queries), only when an attack reads them.
-        "query_logits": (model_logits_queries(module, images[job["pool_idx"]], device=dev, norm=norm)
-                         if job.get("queries") else None),
-        "canary_logits": (model_logits(module, images[job["canary_eval_idx"]], dev, norm=norm)
-                          if job["canary_eval_idx"] is not None else None),
+        "query_logits": (model_logits_queries(module, images[job.pool_idx], device=dev, norm=norm)
+                         if job.queries else None),
+        "canary_logits": (model_logits(module, images[job.canary_eval_idx], dev, norm=norm)
+                          if job.canary_eval_idx is not None else None),
     }
 
 

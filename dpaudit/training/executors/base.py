@@ -23,8 +23,8 @@ from dpaudit.registry import Registry
 class Executor(Protocol):
     name: str
 
-    def run(self, jobs: list[dict], images: np.ndarray, labels: np.ndarray, *, progress: bool,
-            desc: str) -> list[dict]:
+    def run(self, jobs: list, images: np.ndarray, labels: np.ndarray, *, progress: bool,
+            desc: str) -> list:
         """Results of ``train_job`` for every job, in the jobs' order."""
 
 
@@ -47,7 +47,7 @@ def register_executor(name: str, *, force: bool = False, _builtin: bool = False)
     return deco
 
 
-def longest_first(jobs: list[dict]) -> list[int]:
+def longest_first(jobs: list) -> list[int]:
     """Longest jobs first so that a pool drains evenly (no core idle while the last big model trains)."""
     from dpaudit.training.jobs import job_cost
 

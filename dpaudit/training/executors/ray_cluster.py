@@ -41,6 +41,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ TASK_NAME = "dpaudit_train_job"
 _TASK = None
 
 
-def dpaudit_train_job(job: dict, images: np.ndarray, labels: np.ndarray, threads: int) -> dict:
+def dpaudit_train_job(job, images: np.ndarray, labels: np.ndarray, threads: int):
     """One Ray task: train (or load from the cache) one model. Ray has already resolved the two ObjectRefs
     into read-only arrays mapped from the node's object store."""
     import torch
@@ -99,10 +100,13 @@ def task_runtime_env() -> dict:
     return {} if root is None else {"env_vars": {"PYTHONPATH": f"{root}:${{PYTHONPATH}}"}}
 
 
-def _copy_arrays(result: dict) -> dict:
+def _copy_arrays(result):
     """Own copies of the logits: arrays returned by ``ray.get`` may be read-only views into the object store,
     which the report code must be free to modify and which vanish if this executor shuts Ray down."""
-    return {k: (np.array(v) if isinstance(v, np.ndarray) else v) for k, v in result.items()}
+    from dataclasses import fields, replace
+
+    return replace(result, **{f.name: np.array(v) for f in fields(result)
+                              if isinstance(v := getattr(result, f.name), np.ndarray)})
 
 
 @register_executor("ray", _builtin=True)
@@ -184,10 +188,10 @@ class RayExecutor:
             self.timing["put_s"] = time.perf_counter() - t
             for i in order:
                 job = jobs[i]
-                if job.get("cache_dir"):
+                if job.cache_dir:
                     # Tasks run in other working directories (and on other machines): give them the path itself.
-                    job = {**job, "cache_dir": str(Path(job["cache_dir"]).resolve())}
-                opts = {"num_cpus": cpus, "num_gpus": self._num_gpus(ray, job["cfg"].device),
+                    job = replace(job, cache_dir=str(Path(job.cache_dir).resolve()))
+                opts = {"num_cpus": cpus, "num_gpus": self._num_gpus(ray, job.cfg.device),
                         "max_retries": self.max_retries, "retry_exceptions": False}
                 if env:
                     opts["runtime_env"] = env
@@ -199,7 +203,7 @@ class RayExecutor:
                 ray.shutdown()
 
     @staticmethod
-    def _collect(ray, refs: dict, n: int, progress: bool, desc: str) -> list[dict]:
+    def _collect(ray, refs: dict, n: int, progress: bool, desc: str) -> list:
         results: dict[int, dict] = {}
         bar = progress_bar(n, progress, desc)
         pending = list(refs)
