@@ -2,7 +2,7 @@
 
 Trains on the 60,000 records of the official training part and measures accuracy on the official
 10,000 test records, for each model (simple-cnn, tanh-cnn) and each epsilon, with dpaudit's DP recipe:
-``train_config(AuditConfig(), eps)`` (DP_RECIPE in dpaudit/audit.py: 12 epochs, Poisson batch 256, lr 0.75,
+``train_config(AuditConfig(), eps)`` (DP_RECIPE in dpaudit/pipeline.py: 12 epochs, Poisson batch 256, lr 0.75,
 no momentum, clip C = 1, delta 1e-5, PRV accountant) unless --epochs / --batch-size / --lr override it.
 One process, models trained one after the other.
 

@@ -460,7 +460,7 @@ def _memoised_calibration():
 
 def _dp_speedups(model: nn.Module, cfg: TrainConfig) -> ExitStack:
     """The grad-sample speed-ups that apply to this run; each leaves the privatised gradients bit-for-bit
-    unchanged (dpaudit/grad_samples.py says why)."""
+    unchanged (dpaudit/training/grad_samples.py says why)."""
     stack = ExitStack()
     if cfg.dp:
         stack.enter_context(grad_samples_without_copy())

@@ -1,6 +1,6 @@
 """White-box audit of DP-SGD with gradient canaries: does the training that ran match what its accountant assumes?
 
-How the canaries run (dpaudit/train.py, ``train_model(..., gradient_canaries=GradientCanaries(m))``)
+How the canaries run (dpaudit/training/train.py, ``train_model(..., gradient_canaries=GradientCanaries(m))``)
 -----------------------------------------------------------------------------------------------------
 Each of the ``m`` canaries is included in the training set by an independent fair coin. An included canary is an
 extra record of the (enlarged) training set, drawn by the same Opacus Poisson sampler as the real records, at the
