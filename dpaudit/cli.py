@@ -417,13 +417,23 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
     """Gate CI on a report: exit 0 if every privacy rule holds, 1 if any fails, 2 on bad input."""
     from dataclasses import replace
 
-    from .check import Policy, evaluate_policy, rules_json, rules_junit_xml, rules_markdown, rules_table
+    from .check import (
+        Policy,
+        evaluate_policy,
+        read_report_strict,
+        refuse_overwriting_inputs,
+        rules_json,
+        rules_junit_xml,
+        rules_markdown,
+        rules_table,
+    )
     from .io import atomic_write_text
-    from .report import load_report
 
     # The exit status is the gate's contract: 0 pass, 1 fail, 2 bad input or I/O error. Whatever else goes
     # wrong must not read as "policy failed" (1) with a traceback, so it becomes one line and exit 2 as well.
     try:
+        refuse_overwriting_inputs([("--junit-xml", junit_path), ("--markdown", markdown_path)],
+                                  [("report", report_path), ("baseline", baseline_path), ("policy", policy_path)])
         policy = Policy.from_toml(policy_path) if policy_path else Policy()
         overrides = {k: v for k, v in (("max_auc_dp", max_auc), ("max_tpr_at_1pct_fpr_dp", max_tpr),
                                        ("max_epsilon", max_epsilon), ("min_accuracy", min_accuracy),
@@ -431,9 +441,9 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
                      if v is not None}
         policy = replace(policy, **overrides)
         policy.validate("command line")
-        report = load_report(report_path)
-        baseline = load_report(baseline_path) if baseline_path else None
-        rules = evaluate_policy(report, policy, baseline)
+        report = read_report_strict(report_path)
+        baseline = read_report_strict(baseline_path) if baseline_path else None
+        rules = evaluate_policy(report, policy, baseline)  # verifies both against their evidence first
         outputs = [(opt, path, text) for opt, path, text in
                    (("--junit-xml", junit_path, rules_junit_xml(rules) if junit_path else ""),
                     ("--markdown", markdown_path, rules_markdown(rules) if markdown_path else "")) if path]
