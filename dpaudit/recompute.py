@@ -75,8 +75,8 @@ def _bad(msg: str) -> DPAuditError:
 
 
 def _num(x: Any) -> str:
-    if x is None:
-        return "null"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "null"  # NaN is written as null
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         return repr(x)[:40]
     return f"{float(x):.6g}"
