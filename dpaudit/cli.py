@@ -346,21 +346,34 @@ def epsilon(scores_csv, method, delta, confidence, threshold, guesses):
               help="Shadow attack classifier. Default: the one the audit used.")
 @click.option("--shadow-per-class/--shadow-global", default=None,
               help="One shadow classifier per class, or one for all. Default: as the audit.")
+@click.option("--model", default=None,
+              help="Your factory (package.module:function or file.py:function), when the audit used one: required "
+              "then, since a factory named in the report is never imported. Default: the report's built-in model.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder for the new report.")
 @click.option("--force", is_flag=True, default=False, help="Replace an --out folder that already holds files.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @_friendly
-def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_class, out, force, quiet):
+def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_class, model, out, force, quiet):
     """Re-run attacks against the saved target and reference models of a past audit (no training)."""
     from dataclasses import replace
 
     from .audit import run_audit
+    from .models import MODELS
     from .report import check_out_folder, load_report, render, text_summary, write_outputs
 
+    if report_path.exists() and out.exists() and report_path.resolve().is_relative_to(out.resolve()):
+        raise DPAuditError(f"--out {out} holds the report {report_path} this command reads; choose another folder "
+                           f"(an output never replaces an input)")
     check_out_folder(out, force)
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old.to_json()["config"])
+    # Code is never imported because a file names it: a user factory comes from the command line only.
+    if model is None and cfg.model not in MODELS:
+        raise DPAuditError(f"{report_path} names the model factory {cfg.model[:80]!r}, which is not a built-in "
+                           f"model; pass --model with your factory (dpaudit never imports code named in a file)")
     changes = {"cache_dir": str(cache_dir), "attacks": parse_list(attack_list)}
+    if model is not None:
+        changes["model"] = model
     if shadow_classifier is not None:
         changes["shadow_classifier"] = shadow_classifier
     if shadow_per_class is not None:
