@@ -27,10 +27,12 @@ exit 2 in the CLI) unless
   recomputed one (fail closed), never softer.
 
 Limits (what is *not* recomputed, because the report does not hold what it would take): the counts themselves (they
-come from per-record scores the report does not store; ``--save-scores`` writes them), the accountant's ε (that
-needs Opacus; the stored cross-check must agree and is still checked by the ``accountant_check`` rule), the AUC's
-bootstrap interval, and whether an "unobserved" report really came from ``--target`` / ``--from-signals`` (the
-``require_observed_training`` policy fails it when that matters).
+come from per-record scores the report does not store; ``--save-scores`` writes them), the white-box p-values (they
+come from the gradient observations in the model cache), the accountant's ε (that needs Opacus; the stored
+cross-check must agree with itself and is checked by the ``accountant_check`` rule), the AUC's bootstrap interval,
+and whether an "unobserved" report really came from ``--target`` / ``--from-signals`` (the
+``require_observed_training`` policy fails it when that matters). So an edit that changes evidence *and* everything
+derived from it consistently is not caught: this makes a report agree with itself, it cannot sign it.
 
 Pure: numpy and scipy through :mod:`dpaudit.bounds`, no torch, no file access.
 """
