@@ -452,31 +452,6 @@ def read_report_strict(path: str | Path) -> Report:
     return rep
 
 
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name one file (also through links or another spelling); a path that does not exist
-    yet is compared by its resolved name."""
-    import os
-
-    a, b = Path(a), Path(b)
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-def refuse_overwriting_inputs(outputs: list[tuple[str, Path | None]], inputs: list[tuple[str, Path | None]]) -> None:
-    """An output path that names an input (check R.json --junit-xml R.json) or another output is refused before
-    anything is read or written: the report would be replaced by XML."""
-    outs = [(o, p) for o, p in outputs if p is not None]
-    for i, (opt, p) in enumerate(outs):
-        for what, q in [(w, x) for w, x in inputs if x is not None] + outs[:i]:
-            if same_file(p, q):
-                raise DPAuditError(f"{opt} {p} is also the {what}; choose another path (an output never replaces "
-                                   f"an input or another output)")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Renderers
 

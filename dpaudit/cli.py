@@ -126,6 +126,9 @@ def train(epsilon, out, force, **kw):
     from .jobs import train_and_save
 
     cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, **kw)
+    from .outpaths import dataset_path, refuse_out_over_inputs
+
+    refuse_out_over_inputs(out, [("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
     record = train_and_save(cfg, Path(out), force=force)
     _print_record(record)
     click.echo(f"saved {Path(out) / 'model.pt'}")
@@ -250,6 +253,11 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if bad:
         raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
     cfg = _config(**kw)
+    from .outpaths import dataset_path, refuse_out_over_inputs
+
+    refuse_out_over_inputs(out, [("--cache-dir", cfg.cache_dir), ("--target", target_path),
+                                 ("--target-members", target_members), ("--from-signals", signals_path),
+                                 ("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
     check_writable_dir(Path(out), "--out")
     check_out_folder(out, force)
     if target_epsilon is not None and target_path is None and signals_path is None:
@@ -359,11 +367,10 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
 
     from .audit import run_audit
     from .models import MODELS
+    from .outpaths import refuse_out_over_inputs
     from .report import check_out_folder, load_report, render, text_summary, write_outputs
 
-    if report_path.exists() and out.exists() and report_path.resolve().is_relative_to(out.resolve()):
-        raise DPAuditError(f"--out {out} holds the report {report_path} this command reads; choose another folder "
-                           f"(an output never replaces an input)")
+    refuse_out_over_inputs(out, [("report", report_path), ("--cache-dir", cache_dir)])
     check_out_folder(out, force)
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old.to_json()["config"])
@@ -434,13 +441,13 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
         Policy,
         evaluate_policy,
         read_report_strict,
-        refuse_overwriting_inputs,
         rules_json,
         rules_junit_xml,
         rules_markdown,
         rules_table,
     )
     from .io import atomic_write_text
+    from .outpaths import refuse_overwriting_inputs
 
     # The exit status is the gate's contract: 0 pass, 1 fail, 2 bad input or I/O error. Whatever else goes
     # wrong must not read as "policy failed" (1) with a traceback, so it becomes one line and exit 2 as well.
