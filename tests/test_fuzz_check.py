@@ -568,3 +568,24 @@ def test_base_is_the_reference_audit():
     doc = json.loads(BASE)
     assert [m["name"] for m in doc["models"]] == ["non-dp", "dp-eps8", "dp-eps1"]
     assert doc["models"][1]["verdict"]["status"] == "inconclusive" and doc["models"][2]["whitebox"]["conformant"]
+
+
+@pytest.mark.slow
+def test_fresh_audit_with_every_kind_of_evidence_verifies():
+    """The writer and the verifier agree on a report made now (not only on the committed one): a tiny real audit
+    with attacks, black-box canaries and white-box gradient canaries passes verify_report unchanged, and one
+    edited bound is refused."""
+    from conftest import small_config
+
+    from dpaudit.audit import run_audit
+    from dpaudit.errors import DPAuditError
+    from dpaudit.recompute import verify_report
+    from dpaudit.schema import Report
+
+    cfg = small_config(members=200, n_test=200, epochs=1, batch_size=64, shadow_models=1, attacks=("loss",), n_boot=100,
+                       epsilons=(float("inf"), 8.0), canaries=50, gradient_canaries=50)
+    doc = json.loads(json.dumps(run_audit(cfg, progress=False)[0]))
+    verify_report(Report.from_json(doc))
+    doc["models"][1]["attacks"][0]["epsilon_lb"]["value"] += 0.5
+    with pytest.raises(DPAuditError, match=r"models\[1\].attacks\[0\].epsilon_lb.value"):
+        verify_report(Report.from_json(doc))
