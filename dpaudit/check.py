@@ -41,7 +41,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from .errors import DPAuditError
 from .io import jsonable
-from .recompute import verify_report
+from .recompute import verify_report, verify_scores
 from .schema import SCHEMA, SEVERITY, ModelAudit, Report, as_report, effective_status, evidence
 from .wording import fmt
 
@@ -449,7 +449,26 @@ def read_report_strict(path: str | Path) -> Report:
     if doc.get("schema") != SCHEMA:
         raise DPAuditError(f"{path}: schema {doc.get('schema')!r}: dpaudit check verifies {SCHEMA} reports only "
                            f"(older ones lack the ceilings and confidences it recomputes); re-run the audit")
+    scores = scores_beside(path)
+    if scores:
+        try:
+            verify_scores(rep, scores)
+        except DPAuditError as exc:
+            raise DPAuditError(f"{path}: {exc}") from None
     return rep
+
+
+def scores_beside(path: str | Path) -> dict[tuple[str, str], tuple]:
+    """The per-record scores `--save-scores` wrote beside a report (scores/<model>__<attack>.csv), if any."""
+    from .scores import read_scores_csv
+
+    folder = Path(path).parent / "scores"
+    out = {}
+    if folder.is_dir():
+        for f in sorted(folder.glob("*__*.csv")):
+            name, _, what = f.stem.partition("__")
+            out[(name, what)] = read_scores_csv(f)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ exit 2 in the CLI) unless
   recomputed one (fail closed), never softer.
 
 Limits (what is *not* recomputed, because the report does not hold what it would take): the counts themselves (they
-come from per-record scores the report does not store; ``--save-scores`` writes them), the white-box p-values (they
+come from per-record scores the report does not store; where ``--save-scores`` wrote them beside it,
+:func:`verify_scores` recomputes the counts, AUCs, TPRs and canary guesses from them), the white-box p-values (they
 come from the gradient observations in the model cache), the accountant's ε (that needs Opacus; the stored
 cross-check must agree with itself and is checked by the ``accountant_check`` rule), the AUC's bootstrap interval,
 and whether an "unobserved" report really came from ``--target`` / ``--from-signals`` (the
@@ -59,7 +60,7 @@ epsilon_lb_one_run = lru_cache(maxsize=4096)(_b.epsilon_lb_one_run)
 def ceiling_one_run(m: int, delta: float, confidence: float, n_in: int) -> float:
     return _b.ceiling_one_run(m, delta, confidence, n_in=n_in)
 
-__all__ = ["verify_report", "auc_bracket", "plan_confidences", "WHITEBOX_TESTS"]
+__all__ = ["verify_report", "verify_scores", "auc_bracket", "plan_confidences", "WHITEBOX_TESTS"]
 
 # Relative and absolute slack when comparing a stored number with its recomputation: the same code on another
 # machine or scipy build differs in the last digits, never by more.
@@ -704,3 +705,57 @@ def verify_report(rep: Report, schema: str = SCHEMA) -> None:
                    f"(plus the target)")
     for i, (m, e) in enumerate(zip(rep.models, eps)):
         _check_model(i, m, e, rep)
+
+
+# ------------------------------------------------------------------------------------- per-record scores
+
+
+def verify_scores(rep: Report, scores: dict[tuple[str, str], tuple[Any, Any]]) -> None:
+    """Where the per-record scores are stored beside a report (``--save-scores``: scores/<model>__<attack>.csv),
+    recompute from them what :func:`verify_report` has to take as given: each attack's counts at its thresholds,
+    its AUC and its TPR at each FPR level, and the canaries' one-run guesses (r, v) and bound.
+
+    ``scores``: {(model name, attack name or "canary"): (is_member bool [n], score float [n])}; entries for a
+    model or attack the report does not have are refused (the folder holds another audit's scores)."""
+    import numpy as np
+
+    from dpaudit.attacks.metrics import auc, tpr_at_fpr
+
+    from .bounds import one_run_audit
+
+    models = {m.name: m for m in rep.models}
+    for (name, what), (is_in, s) in scores.items():
+        where = f"scores/{name}__{what}.csv"
+        m = models.get(name)
+        attacks = {a.attack: (i, a) for i, a in enumerate(m.attacks)} if m is not None else {}
+        if m is None or (what != "canary" and what not in attacks) or (what == "canary" and m.canary is None):
+            raise _bad(f"{where} scores a model or attack this report does not have (another audit's scores?)")
+        y, s = np.asarray(is_in, bool), np.asarray(s, np.float64)
+        i = rep.models.index(m)
+        if what == "canary":
+            c = m.canary
+            if (y.size, int(y.sum())) != (c.m, c.included):
+                raise _bad(f"{where} holds {y.size} canaries, {int(y.sum())} in, but models[{i}].canary has {c.m}, "
+                           f"{c.included} in")
+            res = one_run_audit(s, y, c.delta, c.confidence)
+            if (res.r, res.v, res.k_plus) != (c.r, c.v, c.k_plus):
+                raise _bad(f"models[{i}].canary guesses r = {c.r}, v = {c.v} but its stored scores give r = {res.r}, "
+                           f"v = {res.v}")
+            _agree(f"models[{i}].canary.epsilon_lb", c.epsilon_lb, res.epsilon_lb, f"the one-run audit of {where}")
+            continue
+        j, a = attacks[what]
+        aw = f"models[{i}].attacks[{j}]"
+        mt, lb = a.metrics, a.epsilon_lb
+        if (int(y.sum()), int((~y).sum())) != (mt.n_members, mt.n_nonmembers):
+            raise _bad(f"{where} holds {int(y.sum())} members and {int((~y).sum())} non-members, but {aw} counts "
+                       f"{mt.n_members} and {mt.n_nonmembers}")
+        for label, thr, tp, fp in ((f"{aw}.metrics.counts", mt.threshold, mt.counts.tp, mt.counts.fp),
+                                   (f"{aw}.epsilon_lb", lb.threshold, lb.tp, lb.fp)):
+            g = s >= thr
+            got = (int(np.sum(g & y)), int(np.sum(g & ~y)))
+            if got != (tp, fp):
+                raise _bad(f"{label}: tp {tp}, fp {fp} at threshold {thr:.6g}, but its stored scores give tp "
+                           f"{got[0]}, fp {got[1]}")
+        _agree(f"{aw}.metrics.auc", mt.auc, auc(s, y), f"the scores in {where}")
+        for level, v in mt.tpr_at_fpr.items():
+            _agree(f"{aw}.metrics.tpr_at_fpr.{level}", v, tpr_at_fpr(s, y, float(level)), f"the scores in {where}")

@@ -129,6 +129,45 @@ def _baseline_lower_auc(doc):
         mt["auc"] = sum((f[i + 1] - f[i]) * t[i] for i in range(len(f) - 1)) + 1e-9
 
 
+SCORES = REFERENCE.parent / "scores"
+
+
+def _scores(*names: str, edit=None) -> dict:
+    """Files: the reference audit's stored per-record scores (scores/<model>__<attack>.csv), ``edit`` applied to
+    the first one's text."""
+    out = {f"scores/{n}.csv": (SCORES / f"{n}.csv").read_text() for n in names}
+    if edit is not None:
+        first = f"scores/{names[0]}.csv"
+        out[first] = edit(out[first])
+    return out
+
+
+def _flip_first_score(text: str) -> str:
+    """The first record's score made the largest of all: it is now guessed a member at any threshold."""
+    head, first, *rest = text.splitlines()
+    i, member, _ = first.split(",")
+    return "\n".join([head, f"{i},{member},1e9", *rest]) + "\n"
+
+
+def _flip_first_canary(text: str) -> str:
+    head, first, *rest = text.splitlines()
+    i, member, score = first.split(",")
+    return "\n".join([head, f"{i},{1 - int(member)},{score}", *rest]) + "\n"
+
+
+def _consistent_bound(doc):
+    """dp-eps1's loss bound counts raised by 60 true positives, its value recomputed from them: a consistent
+    edit that only the stored per-record scores can expose."""
+    from dpaudit.bounds import epsilon_lb_clopper_pearson
+
+    lb = doc["models"][2]["attacks"][0]["epsilon_lb"]
+    lb["tp"] += 60
+    lb["value"] = epsilon_lb_clopper_pearson(lb["tp"], lb["n_pos"], lb["fp"], lb["n_neg"], lb["delta"],
+                                             lb["confidence"])
+    lb["direction"] = "tpr/fpr" if lb["value"] > 0 else "none"
+    assert lb["value"] == 0.0  # still no evidence: the verdict is unchanged, only the counts lie
+
+
 def _pol(text: str) -> dict:
     return {"p.toml": text}
 
@@ -476,6 +515,20 @@ ROWS = [
     Row("junit and markdown one file", 2,
         args=lambda d: ["--junit-xml", str(d / "o.txt"), "--markdown", str(d / "o.txt")],
         expect="is also the --junit-xml"),
+    # ---- per-record scores stored beside the report (--save-scores): counts, AUC and canaries recomputed (exit 2)
+    Row("scores disagree with the counts", 2, files=_scores("dp-eps1__loss", edit=_flip_first_score),
+        expect="models[2].attacks[0].metrics.auc is 0.507897 but the scores in scores/dp-eps1__loss.csv"),
+    Row("canary scores disagree", 2, files=_scores("dp-eps1__canary", edit=_flip_first_canary),
+        expect="scores/dp-eps1__canary.csv holds 500 canaries, 231 in"),
+    Row("another audit's scores beside", 2, files={"scores/dp-eps3__loss.csv": (SCORES / "dp-eps1__loss.csv")
+                                                   .read_text()}, expect="another audit's scores"),
+    Row("scores file malformed", 2, files={"scores/dp-eps1__loss.csv": "is_member,score\n1,abc\n"},
+        expect="score 'abc' is not a number"),
+    Row("consistent count edit, exposed by the scores", 2, report=_json(_doc(_consistent_bound)),
+        files=_scores("dp-eps1__loss"), expect="models[2].attacks[0].epsilon_lb: tp 1366"),
+    Row("consistent count edit, no scores to expose it", 0, report=_json(_doc(_consistent_bound))),
+    Row("stored scores agree", 0, files=_scores("dp-eps1__loss", "dp-eps1__rmia", "dp-eps1__canary",
+                                                 "dp-eps8__lira", "non-dp__canary")),
     # ---- reports the gate must fail: exit 1, naming the rule (each a verifiable report)
     Row("no models", 2, report=_json(_doc(("models", []), ("config/epsilons", []))), expect="config.epsilons is empty"),
     Row("inconclusive forbidden", 1, files=_pol("forbid_inconclusive = true\n"), args=_p,
