@@ -16,8 +16,10 @@ verdicts fail; :func:`evaluate_policy` turns it, and optionally a baseline repor
 Before any rule, the report (and a baseline) must prove its numbers: :func:`dpaudit.recompute.verify_report`
 checks types and ranges, that the models match the configuration, and recomputes every bound from its counts,
 every ceiling from its sample size, conformance from its p-values, each AUC against its stored ROC curve and the
-verdict from all of them. A report whose numbers disagree with their evidence is bad input (exit 2), never a
-pass: an edited report cannot make the gate read a violation, a missing model or a hidden nonconformance as fine.
+verdict from all of them; where per-record scores were stored beside it, :func:`dpaudit.recompute.verify_scores`
+recomputes its counts and AUCs from them. A report whose numbers disagree with their evidence is bad input (exit
+2), never a pass: an edited report cannot make the gate read a violation, a missing model or a hidden
+nonconformance as fine.
 
 Verdict rules use the *effective* status, the worse of stored and recomputed (:func:`dpaudit.schema.
 effective_status`): ``forbid_violation`` (on by default), ``forbid_inconclusive`` (off by default) and
