@@ -7,6 +7,12 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Hermetic: the model cache's HMAC key (dpaudit.training.cache_auth) lives under XDG_CONFIG_HOME; tests never
+# write into the developer's home.
+if "XDG_CONFIG_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="dpaudit-test-config-")
 
 try:
     from sybil import Sybil

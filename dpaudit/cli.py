@@ -126,6 +126,9 @@ def train(epsilon, out, force, **kw):
     from dpaudit.training.jobs import train_and_save
 
     cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, **kw)
+    from dpaudit.io_paths import dataset_path, refuse_out_over_inputs
+
+    refuse_out_over_inputs(out, [("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
     record = train_and_save(cfg, Path(out), force=force)
     _print_record(record)
     click.echo(f"saved {Path(out) / 'model.pt'}")
@@ -251,6 +254,11 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if bad:
         raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
     cfg = _config(**kw)
+    from dpaudit.io_paths import dataset_path, refuse_out_over_inputs
+
+    refuse_out_over_inputs(out, [("--cache-dir", cfg.cache_dir), ("--target", target_path),
+                                 ("--target-members", target_members), ("--from-signals", signals_path),
+                                 ("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
     check_writable_dir(Path(out), "--out")
     check_out_folder(out, force)
     if target_epsilon is not None and target_path is None and signals_path is None:
@@ -347,22 +355,34 @@ def epsilon(scores_csv, method, delta, confidence, threshold, guesses):
               help="Shadow attack classifier. Default: the one the audit used.")
 @click.option("--shadow-per-class/--shadow-global", default=None,
               help="One shadow classifier per class, or one for all. Default: as the audit.")
+@click.option("--model", default=None,
+              help="Your factory (package.module:function or file.py:function), when the audit used one: required "
+              "then, since a factory named in the report is never imported. Default: the report's built-in model.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder for the new report.")
 @click.option("--force", is_flag=True, default=False, help="Replace an --out folder that already holds files.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @_friendly
-def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_class, out, force, quiet):
+def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_class, model, out, force, quiet):
     """Re-run attacks against the saved target and reference models of a past audit (no training)."""
     from dataclasses import replace
 
     from dpaudit.io import check_out_folder
+    from dpaudit.io_paths import refuse_out_over_inputs
     from dpaudit.pipeline import run_audit
     from dpaudit.report import load_report, render, text_summary, write_outputs
+    from dpaudit.training.models import MODELS
 
+    refuse_out_over_inputs(out, [("report", report_path), ("--cache-dir", cache_dir)])
     check_out_folder(out, force)
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old.to_json()["config"])
+    # Code is never imported because a file names it: a user factory comes from the command line only.
+    if model is None and cfg.model not in MODELS:
+        raise DPAuditError(f"{report_path} names the model factory {cfg.model[:80]!r}, which is not a built-in "
+                           f"model; pass --model with your factory (dpaudit never imports code named in a file)")
     changes = {"cache_dir": str(cache_dir), "attacks": parse_list(attack_list)}
+    if model is not None:
+        changes["model"] = model
     if shadow_classifier is not None:
         changes["shadow_classifier"] = shadow_classifier
     if shadow_per_class is not None:
@@ -419,13 +439,23 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
     """Gate CI on a report: exit 0 if every privacy rule holds, 1 if any fails, 2 on bad input."""
     from dataclasses import replace
 
-    from dpaudit.check import Policy, evaluate_policy, rules_json, rules_junit_xml, rules_markdown, rules_table
+    from dpaudit.check import (
+        Policy,
+        evaluate_policy,
+        read_report_strict,
+        rules_json,
+        rules_junit_xml,
+        rules_markdown,
+        rules_table,
+    )
     from dpaudit.io import atomic_write_text
-    from dpaudit.report import load_report
+    from dpaudit.io_paths import refuse_overwriting_inputs
 
     # The exit status is the gate's contract: 0 pass, 1 fail, 2 bad input or I/O error. Whatever else goes
     # wrong must not read as "policy failed" (1) with a traceback, so it becomes one line and exit 2 as well.
     try:
+        refuse_overwriting_inputs([("--junit-xml", junit_path), ("--markdown", markdown_path)],
+                                  [("report", report_path), ("baseline", baseline_path), ("policy", policy_path)])
         policy = Policy.from_toml(policy_path) if policy_path else Policy()
         overrides = {k: v for k, v in (("max_auc_dp", max_auc), ("max_tpr_at_1pct_fpr_dp", max_tpr),
                                        ("max_epsilon", max_epsilon), ("min_accuracy", min_accuracy),
@@ -433,9 +463,9 @@ def check_command(report_path, policy_path, max_auc, max_tpr, max_epsilon, min_a
                      if v is not None}
         policy = replace(policy, **overrides)
         policy.validate("command line")
-        report = load_report(report_path)
-        baseline = load_report(baseline_path) if baseline_path else None
-        rules = evaluate_policy(report, policy, baseline)
+        report = read_report_strict(report_path)
+        baseline = read_report_strict(baseline_path) if baseline_path else None
+        rules = evaluate_policy(report, policy, baseline)  # verifies both against their evidence first
         outputs = [(opt, path, text) for opt, path, text in
                    (("--junit-xml", junit_path, rules_junit_xml(rules) if junit_path else ""),
                     ("--markdown", markdown_path, rules_markdown(rules) if markdown_path else "")) if path]

@@ -36,13 +36,16 @@ def test_passes_on_real_report(small_report_path):
 
 
 def test_stored_status_is_not_trusted(small_report, tmp_path):
-    """A real report whose best bound is raised above the claim but whose status still says "consistent"."""
+    """A real report whose best bound is raised above the claim but whose status still says "consistent": the
+    bound disagrees with its own counts, so the gate refuses the report (exit 2); the rules alone (on a document
+    not verified) fail it too."""
     dp = small_report["models"][1]
     assert dp["verdict"]["status"] == "consistent"
     dp["attacks"][0]["epsilon_lb"]["value"] = 50.0
     res = run_check(write(tmp_path, "r.json", small_report), "--format", "json")
-    assert res.exit_code == 1, res.output
-    failed = {(r["name"], r["model"]) for r in json.loads(res.stdout)["rules"] if not r["passed"]}
+    assert res.exit_code == 2, res.output
+    assert "models[1].attacks[0].epsilon_lb.value is 50 but Clopper-Pearson on its counts" in res.stderr
+    failed = {(r.name, r.model) for r in evaluate_policy(small_report, Policy(), verify=False) if not r.passed}
     assert failed == {("verdict_recomputed", "dp-eps2"), ("forbid_violation", "dp-eps2")}
 
 
@@ -63,14 +66,17 @@ def test_violation_fails(small_report, tmp_path):
     assert run_check(tmp_path / "r.json", "--allow-violation").exit_code == 0
 
 
-def test_raised_auc_fails(small_report, tmp_path):
+def test_raised_auc_fails(small_report, small_report_path, tmp_path):
     dp = next(m for m in small_report["models"] if m["dp"])
-    dp["attacks"][0]["metrics"]["auc"] = 0.93
+    top = max(a["metrics"]["auc"] for a in dp["attacks"])
+    assert run_check(small_report_path, "--max-auc", top - 1e-3).exit_code == 1
+    assert run_check(small_report_path, "--max-auc", top + 1e-3).exit_code == 0
+    dp["attacks"][0]["metrics"]["auc"] = 0.93  # beyond what its stored ROC curve allows: refused, not measured
     path = write(tmp_path, "r.json", small_report)
-    res = run_check(path, "--max-auc", 0.8)
-    assert res.exit_code == 1
-    assert "max_auc_dp" in res.output and "0.9300" in res.output
-    assert run_check(path, "--max-auc", 0.95).exit_code == 0
+    res = run_check(path, "--max-auc", 0.95)
+    assert res.exit_code == 2 and "metrics.auc is 0.93 but its stored ROC curve allows only" in res.stderr
+    rules = evaluate_policy(small_report, Policy(max_auc_dp=0.8), verify=False)
+    assert [r.observed for r in rules if r.name == "max_auc_dp" and not r.passed] == [0.93]
 
 
 def test_non_dp_limits_from_policy_file(small_report_path, tmp_path):
@@ -169,13 +175,16 @@ def test_larger_claimed_epsilon_fails_against_baseline(small_report, small_repor
     eps = dp["training"]["epsilon"] + 0.5
     dp["training"]["epsilon"] = dp["verdict"]["claimed_epsilon"] = dp["accountant_check"]["opacus"] = eps
     path = write(tmp_path, "r.json", small_report)
-    res = run_check(path, "--baseline", small_report_path, "--format", "json")
-    assert res.exit_code == 1, res.output
-    failed = {(r["name"], r["model"]) for r in json.loads(res.stdout)["rules"] if not r["passed"]}
+    baseline = json.loads(small_report_path.read_text())
+    failed = {(r.name, r.model) for r in evaluate_policy(small_report, Policy(), baseline, verify=False)
+              if not r.passed}
     assert failed == {("baseline_claimed_epsilon", "dp-eps2")}
     # The other way round (smaller ε than the baseline) passes.
+    assert all(r.passed for r in evaluate_policy(baseline, Policy(), small_report, verify=False))
+    # Through the gate, an ε edited by hand disagrees with the rest of the record: bad input, either way round.
+    assert run_check(path, "--baseline", small_report_path).exit_code == 2
     res = run_check(small_report_path, "--baseline", path)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2 and res.stderr.startswith("dpaudit: error: baseline: "), res.output
 
 
 def test_baseline_model_without_counterpart_fails(small_report, small_report_path, tmp_path):
@@ -183,10 +192,12 @@ def test_baseline_model_without_counterpart_fails(small_report, small_report_pat
     extra["name"] = "dp-eps2-old"
     small_report["models"].append(extra)
     baseline = write(tmp_path, "b.json", small_report)
-    res = run_check(small_report_path, "--baseline", baseline, "--format", "json")
-    assert res.exit_code == 1, res.output
-    failed = [r for r in json.loads(res.stdout)["rules"] if not r["passed"]]
-    assert [(r["name"], r["model"]) for r in failed] == [("baseline_model_present", "dp-eps2-old")]
+    failed = [r for r in evaluate_policy(json.loads(small_report_path.read_text()), Policy(), small_report,
+                                         verify=False) if not r.passed]
+    assert [(r.name, r.model) for r in failed] == [("baseline_model_present", "dp-eps2-old")]
+    # A model its configuration does not list makes the baseline bad input for the gate.
+    res = run_check(small_report_path, "--baseline", baseline)
+    assert res.exit_code == 2 and "config.epsilons lists 2" in res.stderr, res.output
 
 
 def test_dp_replaced_by_non_dp_at_same_position_fails(small_report, small_audit):
@@ -196,7 +207,7 @@ def test_dp_replaced_by_non_dp_at_same_position_fails(small_report, small_audit)
     cur["models"][1]["name"] = "non-dp-2"
     pairs = pair_models(cur, baseline)
     assert [(o.name, c.name) for o, c in pairs] == [("non-dp", "non-dp"), ("dp-eps2", "non-dp-2")]
-    rules = evaluate_policy(cur, Policy(), baseline)
+    rules = evaluate_policy(cur, Policy(), baseline, verify=False)
     claimed = [r for r in rules if r.name == "baseline_claimed_epsilon" and "non-dp-2" in r.model]
     assert len(claimed) == 1 and not claimed[0].passed and claimed[0].observed == math.inf
 
@@ -205,8 +216,8 @@ def test_tolerance(small_report, small_audit):
     baseline = small_audit[0]
     dp = small_report["models"][1]
     dp["attacks"][0]["metrics"]["auc"] = max(a["metrics"]["auc"] for a in dp["attacks"]) + 0.03
-    assert not all(r.passed for r in evaluate_policy(small_report, Policy(tolerance=0.02), baseline))
-    assert all(r.passed for r in evaluate_policy(small_report, Policy(tolerance=0.05), baseline))
+    assert not all(r.passed for r in evaluate_policy(small_report, Policy(tolerance=0.02), baseline, verify=False))
+    assert all(r.passed for r in evaluate_policy(small_report, Policy(tolerance=0.05), baseline, verify=False))
 
 
 @pytest.mark.parametrize("section,key,value", [("dataset", "sha256", "0" * 64), ("dataset", "name", "cifar"),

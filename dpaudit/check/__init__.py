@@ -13,6 +13,14 @@ verdicts fail; :func:`evaluate_policy` turns it, and optionally a baseline repor
   ceiling and the claim (a stored "consistent" with a bound above the claim fails).
 * ``accountant_check``: each DP model's accountant cross-check is present, not flagged, and checks the ε claimed.
 
+Before any rule, the report (and a baseline) must prove its numbers: :func:`dpaudit.check.recompute.verify_report`
+checks types and ranges, that the models match the configuration, and recomputes every bound from its counts,
+every ceiling from its sample size, conformance from its p-values, each AUC against its stored ROC curve and the
+verdict from all of them; where per-record scores were stored beside it, :func:`dpaudit.check.recompute.verify_scores`
+recomputes its counts and AUCs from them. A report whose numbers disagree with their evidence is bad input (exit
+2), never a pass: an edited report cannot make the gate read a violation, a missing model or a hidden
+nonconformance as fine.
+
 Verdict rules use the *effective* status, the worse of stored and recomputed (:func:`dpaudit.schema.
 effective_status`): ``forbid_violation`` (on by default), ``forbid_inconclusive`` (off by default) and
 ``nonconformant`` (fails unless ``allow_nonconformant``).
@@ -33,10 +41,11 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from dpaudit.check.recompute import verify_report, verify_scores
 from dpaudit.errors import DPAuditError
 from dpaudit.io import jsonable
 from dpaudit.report.wording import fmt
-from dpaudit.schema import SEVERITY, ModelAudit, Report, as_report, effective_status, evidence
+from dpaudit.schema import SCHEMA, SEVERITY, ModelAudit, Report, as_report, effective_status, evidence
 
 
 @dataclass(frozen=True)
@@ -306,9 +315,13 @@ def _always_rules(m: ModelAudit) -> list[Rule]:
     return rules
 
 
-def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | dict | None = None) -> list[Rule]:
+def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | dict | None = None, *,
+                    verify: bool = True) -> list[Rule]:
     """Evaluate every rule of `policy`, the always-on rules (module docstring) and the baseline comparison
     on `report`; returns all rules.
+
+    verify: first refuse (DPAuditError) a report or baseline whose numbers disagree with their evidence
+    (:func:`dpaudit.check.recompute.verify_report`); False only to evaluate rules on a hand-made document.
 
     Absolute rules, per model: the largest AUC and the largest TPR at 1% FPR over the model's attacks, with
     separate limits for non-DP and DP models; the claimed ε of each DP model against max_epsilon; the
@@ -323,8 +336,20 @@ def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | di
     more than `policy.tolerance` (absolute) over the baseline: the largest attack AUC, the largest TPR at 1%
     FPR, the best empirical ε lower bound and the claimed ε. A baseline model with no counterpart fails.
     """
+    schemas = [x.get("schema") if isinstance(x, dict) else SCHEMA for x in (report, baseline)]
     report = as_report(report)
     baseline = as_report(baseline) if baseline is not None else None
+    if baseline is not None:
+        problems = compatibility_problems(report, baseline)
+        if problems:
+            raise DPAuditError("baseline is not comparable with this report: " + "; ".join(problems))
+    if verify:
+        verify_report(report, schemas[0])
+        if baseline is not None:
+            try:
+                verify_report(baseline, schemas[1])
+            except DPAuditError as exc:
+                raise DPAuditError(f"baseline: {exc}") from None
     rules: list[Rule] = []
     models = report.models
     rules.append(Rule("evidence_models", "the report audits at least one model", None, "models", ">= 1",
@@ -376,9 +401,6 @@ def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | di
                                   "claimed ε", lim, None, False))
 
     if baseline is not None:
-        problems = compatibility_problems(report, baseline)
-        if problems:
-            raise DPAuditError("baseline is not comparable with this report: " + "; ".join(problems))
         tol = policy.tolerance
         for old, cur in pair_models(report, baseline):
             if cur is None:
@@ -398,6 +420,57 @@ def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | di
                 rules.append(Rule(rname, f"{metric} at most the baseline's + tolerance {tol:g}", who, metric,
                                   lim, c, passed))
     return rules
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise DPAuditError(f"the key {dup[:60]!r} appears twice in one object (a reader would see only one of them)")
+    return dict(pairs)
+
+
+def _no_constants(name):
+    raise DPAuditError(f"{name} is not JSON (dpaudit writes null for a value not computed, \"inf\" for infinity)")
+
+
+def read_report_strict(path: str | Path) -> Report:
+    """A report file for the gate: :func:`dpaudit.report.load_report`'s checks, then the raw text once more,
+    refusing what a lenient JSON reader hides (a key given twice, NaN or Infinity literals) and any schema
+    but the current one (the only one whose numbers can all be recomputed)."""
+    from dpaudit.report import load_report
+
+    rep = load_report(path)
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys,
+                         parse_constant=_no_constants)
+    except DPAuditError as exc:
+        raise DPAuditError(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DPAuditError(f"{path} is not readable JSON ({exc.__class__.__name__}); re-run the audit") from None
+    if doc.get("schema") != SCHEMA:
+        raise DPAuditError(f"{path}: schema {doc.get('schema')!r}: dpaudit check verifies {SCHEMA} reports only "
+                           f"(older ones lack the ceilings and confidences it recomputes); re-run the audit")
+    scores = scores_beside(path)
+    if scores:
+        try:
+            verify_scores(rep, scores)
+        except DPAuditError as exc:
+            raise DPAuditError(f"{path}: {exc}") from None
+    return rep
+
+
+def scores_beside(path: str | Path) -> dict[tuple[str, str], tuple]:
+    """The per-record scores `--save-scores` wrote beside a report (scores/<model>__<attack>.csv), if any."""
+    from dpaudit.core.scores import read_scores_csv
+
+    folder = Path(path).parent / "scores"
+    out = {}
+    if folder.is_dir():
+        for f in sorted(folder.glob("*__*.csv")):
+            name, _, what = f.stem.partition("__")
+            out[(name, what)] = read_scores_csv(f)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class TrainingJob:
     n_classes: int = 10
     gradient_canaries: Any = None  # dpaudit.training.whitebox.GradientCanaries
     progress: bool = False
+    cache_tag_key: bytes | None = None  # the cache's HMAC key (dpaudit.training.cache_auth), shipped with the job
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,12 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
     queries = needs_queries(cfg.attacks)
     # An edited user factory must not reuse models cached from its old code.
     model_src = model_source_sha256(cfg.model) or ""
+    # The cache's keyed-hash key travels with each job, as the cache path does (workers may be other machines).
+    tag_key = None
+    if cfg.cache_dir and tamper is None:
+        from dpaudit.training.cache_auth import cache_secret
+
+        tag_key = cache_secret()
     jobs = []
     for ei, eps in enumerate(cfg.epsilons):
         name = model_name(eps)
@@ -113,7 +120,8 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
                 key=cache_key(tcfg, data.provenance.sha256, train_idx, extra),
                 cache_dir=None if tamper is not None else cfg.cache_dir, desc=f"{name} model {k}",
                 tamper=tamper if k == 0 else None, require_cached=require_cached, queries=queries,
-                norm=data.normalisation, n_classes=data.n_classes, gradient_canaries=gc))
+                norm=data.normalisation, n_classes=data.n_classes, gradient_canaries=gc,
+                cache_tag_key=tag_key))
     return jobs
 
 
@@ -177,6 +185,10 @@ def _load_cached(path: Path, job: TrainingJob):
         else:
             if meta.get("cache_key") != job.key:
                 problems.append("it was written under another key")
+            from dpaudit.training.cache_auth import tag_matches
+
+            if not tag_matches(_tag_key(job), meta):
+                problems.append("its keyed hash does not match (forged, or written with another cache key)")
             if meta.get("weights_sha256") != _file_sha256(path):
                 problems.append("its weights do not match the hash recorded with them")
             from dpaudit.training.train import record_sha256
@@ -201,6 +213,13 @@ def _load_cached(path: Path, job: TrainingJob):
     except (DPAuditError, ValueError, OSError) as exc:
         warnings.warn(f"retraining {job.desc}: cache entry {path.name} is not trustworthy ({exc})", stacklevel=2)
         return None
+
+
+def _tag_key(job: TrainingJob) -> bytes:
+    """The cache key: planned into the job (so a Ray or pool worker needs no key file), else this machine's."""
+    from dpaudit.training.cache_auth import cache_secret
+
+    return job.cache_tag_key or cache_secret()
 
 
 def _whitebox_path(path: Path) -> Path:
@@ -244,7 +263,7 @@ def train_job(job: TrainingJob, images: np.ndarray | None = None, labels: np.nda
             if whitebox is not None:  # before the record: an entry is complete only once its record exists
                 whitebox.save(_whitebox_path(cache_path))
                 extra["whitebox_sha256"] = _file_sha256(_whitebox_path(cache_path))
-            save_model(trained, cache_path, extra=extra, with_hash=True)
+            save_model(trained, cache_path, extra=extra, with_hash=True, tag_key=_tag_key(job))
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     rows = signal_rows(module, job, images, cfg.device)

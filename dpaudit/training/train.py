@@ -479,9 +479,11 @@ def _progress(it, enabled: bool, desc: str):
 
 # ---- saving and loading -------------------------------------------------------------------------
 
-def save_model(trained: TrainedModel, path: str | Path, extra: dict | None = None, with_hash: bool = True) -> None:
+def save_model(trained: TrainedModel, path: str | Path, extra: dict | None = None, with_hash: bool = True,
+               tag_key: bytes | None = None) -> None:
     """Weights go in ``path`` (plain tensors only), the record and config in ``path`` + ``.json``, with the
-    weights' SHA-256 so that a reader can prove the two belong together."""
+    weights' SHA-256 so that a reader can prove the two belong together. ``tag_key``: also a keyed hash of the
+    record's hashes (:mod:`dpaudit.training.cache_auth`), which whoever writes the folder cannot forge without the key."""
     import io as _io
 
     from dpaudit.io import atomic_write_bytes, atomic_write_json
@@ -494,14 +496,19 @@ def save_model(trained: TrainedModel, path: str | Path, extra: dict | None = Non
     if with_hash:
         meta["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
         meta["record_sha256"] = record_sha256(meta["record"])
+    if tag_key is not None:
+        from dpaudit.training.cache_auth import entry_tag
+
+        meta["entry_hmac"] = entry_tag(tag_key, meta)
     atomic_write_bytes(path, buf.getvalue())
     atomic_write_json(path.with_name(path.name + ".json"), meta)
 
 
 def record_sha256(record: dict) -> str:
     """Hash of a training record's canonical JSON: damage to a cached record (a flipped digit in ε, say) is
-    caught. It cannot stop a deliberate edit of both (nothing stored beside the record can); the accountant
-    cross-check recomputes ε from σ, q and steps, and `dpaudit check` fails a flagged mismatch."""
+    caught. It cannot stop a deliberate edit of both (nothing stored beside the record can): in the model cache
+    the keyed hash of :mod:`dpaudit.training.cache_auth` does; the accountant cross-check recomputes ε from σ, q and steps,
+    and `dpaudit check` fails a flagged mismatch."""
     from dpaudit.io import dumps
 
     return hashlib.sha256(json.dumps(json.loads(dumps(record)), sort_keys=True).encode()).hexdigest()

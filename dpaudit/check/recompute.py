@@ -1,0 +1,766 @@
+"""What `dpaudit check` recomputes instead of trusting: a report's every verdict-relevant number from its evidence.
+
+A report is a file anyone can edit. :func:`verify_report` refuses it (one-line :class:`~dpaudit.errors.DPAuditError`,
+exit 2 in the CLI) unless
+
+* **types and ranges** hold: rates, AUCs, p-values and balanced accuracies in [0, 1], advantages in [-1, 1],
+  confidences in (0, 1), δ in [0, 1), ε and ceilings >= 0, counts whole numbers >= 0 and no more than their totals;
+  the open white-box block has exactly the keys and types :mod:`dpaudit.training.whitebox` writes (a ``"passed": "false"``
+  string, a ``tests`` object or an ``epsilon_lb`` of ``"50"`` is refused, not read as something else);
+* **the models match the configuration**: one model per ``config.epsilons`` entry, in order, named, flagged DP and
+  claiming the ε it lists; each with the configured attacks, canaries, references, and a white-box block on every DP
+  model when gradient canaries were asked for; a report that says dpaudit observed the training has every model's
+  training observed (and an unobserved record holds none of the numbers only an observed training has);
+* **every bound is recomputed from its counts**: each attack's Clopper-Pearson bound from tp/n_pos/fp/n_neg, the
+  canaries' and the white-box canaries' one-run bounds from (m, r, v), the white-box Clopper-Pearson bound from its
+  counts, each at the confidence the configuration gives it (the Bonferroni plan of :func:`dpaudit.pipeline.
+  bound_confidence`, recomputed here);
+* **every ceiling is recomputed from its sample size** (:func:`~dpaudit.core.bounds.ceiling_clopper_pearson`,
+  :func:`~dpaudit.core.bounds.ceiling_one_run`);
+* **conformance is recomputed from its p-values**: each test passes iff p > (1 − confidence)/5, ``conformant`` and
+  ``failed`` follow, and the verdict's ``rejected_conformance`` names the failed tests;
+* **each AUC lies inside what its stored ROC curve allows**: the stored points are actual ROC points (a log-spaced
+  subset), and the curve between two of them is monotone, so the area lies between the lower and the upper step sum
+  over the stored points; the TPR at each FPR level likewise, and it equals its recorded counts;
+* **the verdict is recomputed** (:func:`~dpaudit.core.bounds.decide_verdict`) from the recomputed bounds and ceilings: its
+  claim, best bound, ratio, ceiling and ``could_detect`` must agree, and the stored status may be harsher than the
+  recomputed one (fail closed), never softer.
+
+Limits (what is *not* recomputed, because the report does not hold what it would take): the counts themselves (they
+come from per-record scores the report does not store; where ``--save-scores`` wrote them beside it,
+:func:`verify_scores` recomputes the counts, AUCs, TPRs and canary guesses from them), the white-box p-values (they
+come from the gradient observations in the model cache), the accountant's ε (that needs Opacus; the stored
+cross-check must agree with itself and is checked by the ``accountant_check`` rule), the AUC's bootstrap interval,
+and whether an "unobserved" report really came from ``--target`` / ``--from-signals`` (the
+``require_observed_training`` policy fails it when that matters). So an edit that changes evidence *and* everything
+derived from it consistently is not caught: this makes a report agree with itself, it cannot sign it.
+
+Pure: numpy and scipy through :mod:`dpaudit.core.bounds`, no torch, no file access.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from functools import lru_cache
+from typing import Any
+
+from dpaudit.core import bounds as _b
+from dpaudit.core.bounds import (
+    decide_verdict,
+    evidence_confidences,
+    family_confidence,
+    max_advantage,
+    max_balanced_accuracy,
+)
+from dpaudit.errors import DPAuditError
+from dpaudit.schema import SCHEMA, SEVERITY, ModelAudit, Report
+
+# The bounds are pure functions of a few numbers: memoised, a gate (or a test table) that checks many reports of one
+# audit computes each once.
+ceiling_clopper_pearson = lru_cache(maxsize=4096)(_b.ceiling_clopper_pearson)
+epsilon_lb_clopper_pearson = lru_cache(maxsize=4096)(_b.epsilon_lb_clopper_pearson)
+epsilon_lb_one_run = lru_cache(maxsize=4096)(_b.epsilon_lb_one_run)
+
+
+@lru_cache(maxsize=4096)
+def ceiling_one_run(m: int, delta: float, confidence: float, n_in: int) -> float:
+    return _b.ceiling_one_run(m, delta, confidence, n_in=n_in)
+
+__all__ = ["verify_report", "verify_scores", "auc_bracket", "plan_confidences", "WHITEBOX_TESTS"]
+
+# Relative and absolute slack when comparing a stored number with its recomputation: the same code on another
+# machine or scipy build differs in the last digits, never by more.
+REL, ABS = 1e-6, 1e-8
+# The five conformance tests of dpaudit.training.whitebox.conformance_tests, and the extra keys each may carry.
+WHITEBOX_TESTS = ("noise_std", "draw_rate", "clipped_norm", "sampling_independence", "steps")
+_TEST_EXTRAS = {"claimed", "expected_z_if_shuffled"}
+# Fields only an observed training fills (dpaudit.sources.external.unobserved_record leaves them null).
+_OBSERVED_ONLY = ("noise_multiplier", "sample_rate", "steps", "accountant", "grad_sample_mode", "epochs",
+                  "batch_size", "lr", "momentum", "seed", "wall_s", "accounting_s", "max_grad_norm")
+
+
+def _bad(msg: str) -> DPAuditError:
+    return DPAuditError(f"{msg}; the report was edited or damaged: re-run the audit")
+
+
+def _num(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "null"  # NaN is written as null
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return repr(x)[:40]
+    return f"{float(x):.6g}"
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return False
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= ABS + REL * max(abs(a), abs(b))
+
+
+def _agree(where: str, stored, recomputed, how: str) -> None:
+    if not _close(stored, recomputed):
+        raise _bad(f"{where} is {_num(stored)} but {how} gives {_num(recomputed)}")
+
+
+def _in(where: str, v, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False,
+        allow_nan: bool = False) -> None:
+    """v within [lo, hi] (an end open where asked); a NaN only where the schema lets a value be uncomputed."""
+    if v is None:
+        return
+    v = float(v)
+    if math.isnan(v):
+        if allow_nan:
+            return
+        raise _bad(f"{where} is null (not computed) but a report always computes it")
+    ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        raise _bad(f"{where} is {_num(v)}, outside {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
+
+
+def _prob(where, v, **kw):
+    _in(where, v, 0.0, 1.0, **kw)
+
+
+def _conf(where, v):
+    _in(where, v, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+def _eps(where, v, **kw):
+    _in(where, v, 0.0, math.inf, **kw)
+
+
+# ------------------------------------------------------------------------------------- plan of confidences
+
+
+def plan_confidences(config, dp: bool) -> dict:
+    """The confidence of each bound of one model, as :func:`dpaudit.pipeline.bound_confidence` plans it from the
+    configuration alone (before any data): per_model (the verdict's), attack (each attack's bound and ceiling),
+    canary (each canary route's), n_bounds and n_attacks.
+
+    >>> from types import SimpleNamespace as NS
+    >>> p = plan_confidences(NS(canaries=500, gradient_canaries=1000, attacks=("a",) * 5,
+    ...                         epsilons=(math.inf, 8.0, 1.0), confidence=0.95), dp=True)
+    >>> round(p["per_model"], 6), round(p["attack"], 6), round(p["canary"], 6), p["n_bounds"]
+    (0.975, 0.9975, 0.996875, 9)
+    """
+    routes = (1 if config.canaries > 0 else 0) + (3 if dp and config.gradient_canaries > 0 else 0)
+    n_attacks = len(config.attacks)
+    d = max(sum(1 for e in config.epsilons if e != math.inf), 1)
+    per_model = family_confidence(config.confidence, d) if dp else config.confidence
+    attack, canary = evidence_confidences(per_model, n_attacks, routes)
+    return {"per_model": per_model, "attack": attack, "canary": canary, "n_bounds": max(n_attacks + routes, 1),
+            "n_attacks": n_attacks}
+
+
+# ------------------------------------------------------------------------------------------------ AUC / ROC
+
+
+def auc_bracket(fpr, tpr) -> tuple[float, float]:
+    """The least and the most area any monotone ROC curve through the stored points can have.
+
+    The stored points are actual points of the full ROC (a subset), and a ROC is non-decreasing, so between two
+    stored points the curve lies in their box: the area is at least the lower step sum and at most the upper one.
+    On an un-subsampled curve the trapezoid (the exact AUC) lies between them too.
+
+    >>> auc_bracket([0.0, 0.5, 1.0], [0.0, 1.0, 1.0])
+    (0.5, 1.0)
+    """
+    lo = hi = 0.0
+    for i in range(len(fpr) - 1):
+        w = fpr[i + 1] - fpr[i]
+        lo += w * tpr[i]
+        hi += w * tpr[i + 1]
+    return lo, hi
+
+
+def _check_roc(where: str, mt) -> None:
+    f, t = mt.roc_fpr, mt.roc_tpr
+    if len(f) != len(t) or len(f) < 2:
+        raise _bad(f"{where}.roc_fpr and roc_tpr must be two lists of equal length >= 2, got {len(f)} and {len(t)}")
+    for name, xs in (("roc_fpr", f), ("roc_tpr", t)):
+        for i, x in enumerate(xs):
+            _prob(f"{where}.{name}[{i}]", x)
+        if any(b < a for a, b in zip(xs, xs[1:])):
+            raise _bad(f"{where}.{name} decreases somewhere; a ROC curve never does")
+    if (f[0], t[0]) != (0.0, 0.0) or (f[-1], t[-1]) != (1.0, 1.0):
+        raise _bad(f"{where}: the ROC curve must run from (0, 0) to (1, 1)")
+    lo, hi = auc_bracket(f, t)
+    auc = mt.auc
+    if not (lo - ABS <= auc <= hi + ABS):
+        raise _bad(f"{where}.auc is {_num(auc)} but its stored ROC curve allows only [{lo:.6g}, {hi:.6g}]")
+    for level, v in mt.tpr_at_fpr.items():
+        x = float(level)
+        below = [tt for ff, tt in zip(f, t) if ff <= x]
+        above = [tt for ff, tt in zip(f, t) if ff > x]
+        least, most = max(below), (min(above) if above else 1.0)
+        if not (least - ABS <= v <= most + ABS):
+            raise _bad(f"{where}.tpr_at_fpr.{level} is {_num(v)} but its stored ROC curve allows only "
+                       f"[{least:.6g}, {most:.6g}]")
+
+
+def _check_metrics(where: str, mt, n_pos: int, n_neg: int) -> None:
+    _prob(f"{where}.auc", mt.auc)
+    for name in ("auc_ci", "balanced_accuracy_ci"):
+        ci = getattr(mt, name)
+        for i, x in enumerate(ci):
+            _prob(f"{where}.{name}[{i}]", x, allow_nan=True)
+    for i, x in enumerate(mt.advantage_ci):
+        _in(f"{where}.advantage_ci[{i}]", x, -1.0, 1.0, allow_nan=True)
+    for name in ("auc_ci", "advantage_ci", "balanced_accuracy_ci"):
+        a, b = getattr(mt, name)
+        if not (math.isnan(a) or math.isnan(b)) and a > b:
+            raise _bad(f"{where}.{name} runs backwards ({_num(a)} > {_num(b)})")
+    _prob(f"{where}.balanced_accuracy", mt.balanced_accuracy)
+    _in(f"{where}.advantage", mt.advantage, -1.0, 1.0)
+    for level, v in mt.tpr_at_fpr.items():
+        _prob(f"{where}.tpr_at_fpr.{level}", v)
+    if (mt.n_members, mt.n_nonmembers) != (n_pos, n_neg):
+        raise _bad(f"{where} counts {mt.n_members} members and {mt.n_nonmembers} non-members, but the split has "
+                   f"{n_pos} and {n_neg}")
+    c = mt.counts
+    cw = f"{where}.counts"
+    if (c.n_pos, c.n_neg) != (n_pos, n_neg) or c.tp + c.fn != n_pos or c.fp + c.tn != n_neg:
+        raise _bad(f"{cw}: tp + fn = {c.tp + c.fn} and fp + tn = {c.fp + c.tn} must be the {n_pos} members and "
+                   f"{n_neg} non-members (n_pos {c.n_pos}, n_neg {c.n_neg})")
+    tpr, fpr = c.tp / n_pos, c.fp / n_neg
+    _agree(f"{cw}.tpr", c.tpr, tpr, "tp / n_pos")
+    _agree(f"{cw}.fpr", c.fpr, fpr, "fp / n_neg")
+    _agree(f"{cw}.advantage", c.advantage, tpr - fpr, "tpr − fpr")
+    _agree(f"{cw}.balanced_accuracy", c.balanced_accuracy, (tpr + 1 - fpr) / 2, "(tpr + 1 − fpr) / 2")
+    _agree(f"{where}.advantage", mt.advantage, tpr - fpr, "its counts")
+    _agree(f"{where}.balanced_accuracy", mt.balanced_accuracy, (tpr + 1 - fpr) / 2, "its counts")
+    _conf(f"{where}.bootstrap.level", mt.bootstrap.level)
+    for level, rc in (mt.tpr_at_fpr_counts or {}).items():
+        rw = f"{where}.tpr_at_fpr_counts.{level}"
+        if level not in mt.tpr_at_fpr:
+            raise _bad(f"{rw} has no tpr_at_fpr.{level} beside it")
+        if (rc.n_pos, rc.n_neg) != (n_pos, n_neg) or rc.tp > n_pos or rc.fp > n_neg:
+            raise _bad(f"{rw}: tp {rc.tp} of {rc.n_pos} and fp {rc.fp} of {rc.n_neg} do not fit the {n_pos} members "
+                       f"and {n_neg} non-members")
+        _agree(f"{where}.tpr_at_fpr.{level}", mt.tpr_at_fpr[level], rc.tp / n_pos, "its counts (tp / n_pos)")
+        if rc.fp > float(level) * n_neg + 1e-9:
+            raise _bad(f"{rw}: fp {rc.fp} of {n_neg} is an FPR above {level}")
+    _check_roc(where, mt)
+
+
+# --------------------------------------------------------------------------------------------------- bounds
+
+
+def _cp_value(where: str, b, delta: float, confidence: float, n_pos: int, n_neg: int) -> float:
+    """Recompute a Clopper-Pearson bound block (EpsilonBound or the white-box ``cp`` dict) and return it."""
+    g = (lambda k: b[k]) if isinstance(b, dict) else (lambda k: getattr(b, k))
+    if (g("n_pos"), g("n_neg")) != (n_pos, n_neg):
+        raise _bad(f"{where} bounds ε on {g('n_pos')} members and {g('n_neg')} non-members, but there are {n_pos} "
+                   f"and {n_neg}")
+    if not (0 <= g("tp") <= n_pos and 0 <= g("fp") <= n_neg):
+        raise _bad(f"{where}: tp {g('tp')} of {n_pos} and fp {g('fp')} of {n_neg} are not counts of those records")
+    _agree(f"{where}.delta", g("delta"), delta, "the configuration")
+    _agree(f"{where}.confidence", g("confidence"), confidence, "the configuration's Bonferroni plan")
+    if g("method") != "clopper_pearson":
+        raise _bad(f"{where}.method is {g('method')!r}, not 'clopper_pearson'")
+    value = epsilon_lb_clopper_pearson(g("tp"), n_pos, g("fp"), n_neg, delta, confidence)
+    _agree(f"{where}.value", g("value"), value,
+           f"Clopper-Pearson on its counts (tp {g('tp')} of {n_pos}, fp {g('fp')} of {n_neg}) at {confidence:.6g}")
+    if g("direction") not in (("none",) if value <= 0 else ("tpr/fpr", "tnr/fnr")):
+        raise _bad(f"{where}.direction is {g('direction')!r} for a bound of {_num(value)}")
+    return value
+
+
+def _default_candidates(m: int) -> list[int]:
+    # dpaudit.core.bounds' default k_plus candidates (m//50, m//20, m//10, m//5, m//2, at least 1), deduplicated
+    out: list[int] = []
+    for d in (50, 20, 10, 5, 2):
+        k = max(1, m // d)
+        if k <= m and k not in out:
+            out.append(k)
+    return out
+
+
+def _one_run_value(where: str, g, m: int, n_in: int, delta: float, confidence: float) -> float:
+    """Recompute a one-run bound from (m, r, v) at ``confidence`` over its candidates (Bonferroni)."""
+    if g("m") != m:
+        raise _bad(f"{where}.m is {g('m')} but there are {m} canaries")
+    cands = list(g("candidates_tried"))
+    if cands != _default_candidates(m) or g("k_minus") != 0:
+        raise _bad(f"{where} tried k_plus {cands} (k_minus {g('k_minus')}), not the audit's fixed candidates "
+                   f"{_default_candidates(m)}")
+    r, v, kp = g("r"), g("v"), g("k_plus")
+    if kp not in cands or r != kp + g("k_minus"):
+        raise _bad(f"{where}: r = {r} guesses is not one of its candidates {cands}")
+    if not 0 <= v <= min(kp, n_in):
+        raise _bad(f"{where}: v = {v} correct guesses of {r} is impossible with {n_in} of {m} canaries included")
+    _agree(f"{where}.delta", g("delta"), delta, "the configuration")
+    _agree(f"{where}.confidence", g("confidence"), confidence, "the configuration's Bonferroni plan")
+    expected = f"bonferroni over {len(cands)} candidates" if len(cands) > 1 else "fixed k"
+    if g("correction") != expected:
+        raise _bad(f"{where}.correction is {g('correction')!r}, not {expected!r}")
+    c_each = 1.0 - (1.0 - confidence) / len(cands)
+    return epsilon_lb_one_run(m, r, v, delta, c_each)
+
+
+# ----------------------------------------------------------------------------------------- white-box block
+
+
+def _typed(where: str, v: Any, kind: str, *, nullable: bool = False):
+    """The white-box block is an open JSON mapping in the schema: check each key's type here, strictly."""
+    if v is None and nullable:
+        return None
+    ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+          "num": (isinstance(v, (int, float)) and not isinstance(v, bool)) or v in ("inf", "-inf"),
+          "bool": isinstance(v, bool), "str": isinstance(v, str), "list": isinstance(v, list),
+          "dict": isinstance(v, dict)}[kind]
+    if not ok:
+        want = {"int": "an integer", "num": "a number", "bool": "true or false", "str": "a string",
+                "list": "a list", "dict": "an object"}[kind]
+        raise _bad(f"{where} must be {want}{' or null' if nullable else ''}, got {_num(v)}")
+    return float(v) if kind == "num" else v
+
+
+def _keys(where: str, d: dict, required: set[str], optional: set[str] = frozenset()) -> None:
+    unknown = sorted(set(d) - required - optional)
+    if unknown:
+        raise _bad(f"{where}.{str(unknown[0])[:60]!r} is not a key dpaudit writes (unknown key)")
+    missing = sorted(required - set(d))
+    if missing:
+        raise _bad(f"{where}.{missing[0]} missing")
+
+
+_ONE_RUN_KEYS = {"epsilon_lb": "num", "m": "int", "r": "int", "v": "int", "k_plus": "int", "k_minus": "int",
+                 "candidates_tried": "list", "correction": "str", "delta": "num", "confidence": "num"}
+_CP_KEYS = {"value": "num", "method": "str", "threshold": "num", "threshold_selection": "str", "tp": "int",
+            "n_pos": "int", "fp": "int", "n_neg": "int", "direction": "str", "delta": "num", "confidence": "num"}
+_WB_KEYS = {"m": "int", "included": "int", "steps": "int", "confidence": "num", "delta": "num",
+            "claimed_epsilon": "num", "claimed_sigma": "num", "claimed_q": "num", "max_grad_norm": "num",
+            "dirac_norm": "num", "epsilon_lb_one_run": "num", "epsilon_lb_cp": "num", "bounds": "dict",
+            "final_model_epsilon_lb_one_run": "num", "final_model_epsilon_lb_cp": "num", "final_model_bounds": "dict",
+            "tests": "list", "conformant": "bool", "failed": "list", "sigma_hat": "num?", "sigma_ci": "list",
+            "q_hat": "num?", "q_ci": "list", "empirical_epsilon": "num?", "empirical_epsilon_ci": "list?",
+            "accountant": "str", "notes": "list", "ceiling_one_run": "num", "ceiling_cp": "num", "epsilon_lb": "num",
+            "ceiling": "num"}
+
+
+def _typed_block(where: str, d: Any, spec: dict[str, str]) -> dict:
+    _typed(where, d, "dict")
+    _keys(where, d, set(spec))
+    out = {}
+    for k, kind in spec.items():
+        out[k] = _typed(f"{where}.{k}", d[k], kind.rstrip("?"), nullable=kind.endswith("?"))
+    return out
+
+
+def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: float) -> tuple[float, float]:
+    """One view's bounds block ({one_run, one_run_epsilon_lb, cp_epsilon_lb, cp}): its (one-run,
+    Clopper-Pearson) bounds, recomputed."""
+    _typed(where, b, "dict")
+    _keys(where, b, {"one_run", "one_run_epsilon_lb", "cp_epsilon_lb", "cp"})
+    one = _typed_block(f"{where}.one_run", b["one_run"], _ONE_RUN_KEYS)
+    for i, k in enumerate(one["candidates_tried"]):
+        _typed(f"{where}.one_run.candidates_tried[{i}]", k, "int")
+    one_v = _one_run_value(f"{where}.one_run", one.__getitem__, m, n_in, delta, confidence)
+    _agree(f"{where}.one_run.epsilon_lb", one["epsilon_lb"], one_v, "the one-run test on its (m, r, v)")
+    _agree(f"{where}.one_run_epsilon_lb", _typed(f"{where}.one_run_epsilon_lb", b["one_run_epsilon_lb"], "num"),
+           one_v, "its one_run block")
+    if 0 < n_in < m:
+        cp = _typed_block(f"{where}.cp", b["cp"], _CP_KEYS)
+        cp_v = _cp_value(f"{where}.cp", cp, delta, confidence, n_in, m - n_in)
+    else:
+        if b["cp"] is not None:
+            raise _bad(f"{where}.cp must be null when every canary or none was included")
+        cp_v = 0.0
+    _agree(f"{where}.cp_epsilon_lb", _typed(f"{where}.cp_epsilon_lb", b["cp_epsilon_lb"], "num"), cp_v,
+           "its cp block")
+    return one_v, cp_v
+
+
+def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: float, claimed: float | None,
+                    training_gc: Any) -> tuple[float, float, float, float, list[str]]:
+    """Strict types of the white-box block, its bounds and ceilings recomputed, conformance recomputed from the
+    p-values. Returns (one-run bound, its ceiling, Clopper-Pearson bound, its ceiling, failed tests)."""
+    d = _typed_block(where, wb, _WB_KEYS)
+    m, n_in = d["m"], d["included"]
+    if m != m_cfg:
+        raise _bad(f"{where}.m is {m} but config.gradient_canaries is {m_cfg}")
+    if not 0 <= n_in <= m:
+        raise _bad(f"{where}.included is {n_in}, not between 0 and m = {m}")
+    gw = where.replace(".whitebox", ".training.gradient_canaries")
+    _typed(gw, training_gc, "dict")
+    _keys(gw, training_gc, {"m", "included", "dirac_norm"})
+    if (training_gc["m"], training_gc["included"]) != (m, n_in) or not _close(training_gc["dirac_norm"],
+                                                                              d["dirac_norm"]):
+        raise _bad(f"{where}: m, included and dirac_norm differ from the training record's gradient_canaries")
+    _agree(f"{where}.delta", d["delta"], delta, "the configuration")
+    _agree(f"{where}.confidence", d["confidence"], confidence, "the configuration's Bonferroni plan")
+    _agree(f"{where}.claimed_epsilon", d["claimed_epsilon"], claimed, "the training record's ε")
+    _conf(f"{where}.confidence", d["confidence"])
+    one_v, cp_v = _wb_bounds(f"{where}.bounds", wb["bounds"], m, n_in, delta, confidence)
+    _agree(f"{where}.epsilon_lb_one_run", d["epsilon_lb_one_run"], one_v, "its bounds block")
+    _agree(f"{where}.epsilon_lb_cp", d["epsilon_lb_cp"], cp_v, "its bounds block")
+    fone, fcp = _wb_bounds(f"{where}.final_model_bounds", wb["final_model_bounds"], m, n_in, delta, confidence)
+    _agree(f"{where}.final_model_epsilon_lb_one_run", d["final_model_epsilon_lb_one_run"], fone, "its bounds block")
+    _agree(f"{where}.final_model_epsilon_lb_cp", d["final_model_epsilon_lb_cp"], fcp, "its bounds block")
+    c_one = ceiling_one_run(m, delta, confidence, n_in=n_in)
+    c_cp = ceiling_clopper_pearson(n_in, m - n_in, delta, confidence) if 0 < n_in < m else 0.0
+    _agree(f"{where}.ceiling_one_run", d["ceiling_one_run"], c_one, f"a perfect attack on {m} canaries")
+    _agree(f"{where}.ceiling_cp", d["ceiling_cp"], c_cp, f"a perfect attack on {n_in} in and {m - n_in} out")
+    _agree(f"{where}.epsilon_lb", d["epsilon_lb"], max(one_v, cp_v), "the larger of its two bounds")
+    _agree(f"{where}.ceiling", d["ceiling"], max(c_one, c_cp), "the larger of its two ceilings")
+    # conformance, from the p-values
+    alpha_each = (1.0 - confidence) / 5
+    names = []
+    failed = []
+    for i, t in enumerate(d["tests"]):
+        tw = f"{where}.tests[{i}]"
+        _typed(tw, t, "dict")
+        _keys(tw, t, {"name", "statistic", "p_value", "passed", "what"}, _TEST_EXTRAS)
+        name = _typed(f"{tw}.name", t["name"], "str")
+        if name not in WHITEBOX_TESTS or name in names:
+            raise _bad(f"{tw}.name {name[:40]!r} is not one of the conformance tests {', '.join(WHITEBOX_TESTS)} "
+                       f"(or repeats one)")
+        names.append(name)
+        _typed(f"{tw}.statistic", t["statistic"], "num")
+        _typed(f"{tw}.what", t["what"], "str")
+        for k in _TEST_EXTRAS & set(t):
+            _typed(f"{tw}.{k}", t[k], "num")
+        p = _typed(f"{tw}.p_value", t["p_value"], "num")
+        _prob(f"{tw}.p_value", p)
+        passed = _typed(f"{tw}.passed", t["passed"], "bool")
+        if passed != (p > alpha_each):
+            raise _bad(f"{tw}.passed is {str(passed).lower()} but its p-value {_num(p)} "
+                       f"{'exceeds' if p > alpha_each else 'is at most'} the level (1 − {confidence:.6g}) / 5 = "
+                       f"{alpha_each:.3g}")
+        if not passed:
+            failed.append(name)
+    expected = set(WHITEBOX_TESTS) if 0 < n_in < m else {"steps"}
+    if not expected <= set(names):
+        raise _bad(f"{where}.tests lacks {', '.join(sorted(expected - set(names)))}")
+    if d["conformant"] != (not failed):
+        raise _bad(f"{where}.conformant is {str(d['conformant']).lower()} but its tests' p-values "
+                   f"{'reject ' + ', '.join(failed) if failed else 'reject none'}")
+    if d["failed"] != failed:
+        raise _bad(f"{where}.failed is {d['failed']!r:.80} but its tests' p-values reject {failed!r}")
+    for k in ("sigma_ci", "q_ci") + (("empirical_epsilon_ci",) if d["empirical_epsilon_ci"] is not None else ()):
+        if len(d[k]) != 2:
+            raise _bad(f"{where}.{k} must be a list of 2")
+        for j, x in enumerate(d[k]):
+            _typed(f"{where}.{k}[{j}]", x, "num", nullable=True)
+    for j, x in enumerate(d["notes"]):
+        _typed(f"{where}.notes[{j}]", x, "str")
+    for k in ("claimed_sigma", "claimed_q", "max_grad_norm", "dirac_norm", "epsilon_lb", "ceiling"):
+        _in(f"{where}.{k}", d[k], 0.0, math.inf)
+    _prob(f"{where}.claimed_q", d["claimed_q"])
+    return one_v, c_one, cp_v, c_cp, failed
+
+
+# -------------------------------------------------------------------------------------------------- a model
+
+
+def _model_name(eps: float) -> str:
+    return "non-dp" if not math.isfinite(eps) else f"dp-eps{eps:g}"  # dpaudit.config.model_name
+
+
+def _check_training(where: str, m: ModelAudit, cfg, observed_report: bool) -> None:
+    tr = m.training
+    if tr.dp != m.dp:
+        raise _bad(f"{where}.dp is {str(m.dp).lower()} but training.dp is {str(tr.dp).lower()}")
+    for k in ("target_epsilon", "epsilon"):
+        _eps(f"{where}.training.{k}", getattr(tr, k), allow_nan=False)
+    for i, e in enumerate(tr.epsilon_per_epoch):
+        _eps(f"{where}.training.epsilon_per_epoch[{i}]", e)
+    for k in ("train_accuracy", "test_accuracy"):
+        _prob(f"{where}.training.{k}", getattr(tr, k), allow_nan=True)
+    for k in ("delta",):
+        _in(f"{where}.training.{k}", getattr(tr, k), 0.0, 1.0, hi_open=True)
+    _prob(f"{where}.training.sample_rate", tr.sample_rate)
+    for k in ("noise_multiplier", "max_grad_norm", "train_loss", "wall_s", "accounting_s", "lr", "momentum"):
+        _eps(f"{where}.training.{k}", getattr(tr, k), allow_nan=True)
+    if observed_report and not tr.observed:
+        raise _bad(f"{where}.training.observed is false in a report whose training dpaudit observed "
+                   f"(observed_training true)")
+    if not observed_report and tr.observed:
+        raise _bad(f"{where}.training.observed is true in a report that says dpaudit observed no training")
+    if not tr.observed:
+        held = [k for k in _OBSERVED_ONLY if getattr(tr, k) is not None] + (["epsilon_per_epoch"]
+                                                                              if tr.epsilon_per_epoch else [])
+        if held or tr.poisson_sampling_checked or tr.gradient_canaries is not None:
+            what = ", ".join(held) or "poisson_sampling_checked / gradient_canaries"
+            raise _bad(f"{where}.training.observed is false, yet it records {what}, which only an observed "
+                       f"training has")
+        if m.accountant_check is not None:
+            raise _bad(f"{where} has an accountant cross-check of a training dpaudit did not observe")
+    if m.dp:
+        if tr.observed:
+            _agree(f"{where}.training.delta", tr.delta, cfg.delta, "config.delta")
+            _agree(f"{where}.training.max_grad_norm", tr.max_grad_norm, cfg.max_grad_norm, "config.max_grad_norm")
+            if tr.epsilon_per_epoch:
+                _agree(f"{where}.training.epsilon", tr.epsilon, tr.epsilon_per_epoch[-1],
+                       "its last epoch (epsilon_per_epoch)")
+            for k in ("noise_multiplier", "sample_rate", "steps"):
+                if getattr(tr, k) is None or (isinstance(getattr(tr, k), float) and math.isnan(getattr(tr, k))):
+                    raise _bad(f"{where}.training.{k} is null in an observed DP training")
+    else:
+        for k in ("target_epsilon", "epsilon", "noise_multiplier"):
+            v = getattr(tr, k)
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                raise _bad(f"{where}.training.{k} is {_num(v)} in a model trained without DP")
+        if tr.epsilon_per_epoch:
+            raise _bad(f"{where}.training.epsilon_per_epoch is not empty in a model trained without DP")
+    ac = m.accountant_check
+    if ac is not None:
+        if not m.dp:
+            raise _bad(f"{where} has an accountant cross-check but was trained without DP")
+        for k in ("opacus", "dp_accounting_pld", "dp_accounting_rdp"):
+            _eps(f"{where}.accountant_check.{k}", getattr(ac, k), allow_nan=True)
+        _eps(f"{where}.accountant_check.relative_difference", ac.relative_difference, allow_nan=True)
+        if ac.reference not in ("pld", "rdp", "none"):
+            raise _bad(f"{where}.accountant_check.reference is {ac.reference!r}, not pld, rdp or none")
+        ref = {"pld": ac.dp_accounting_pld, "rdp": ac.dp_accounting_rdp}.get(ac.reference)
+        if ref is not None and not math.isnan(ref) and ac.opacus > 0:
+            _agree(f"{where}.accountant_check.relative_difference", ac.relative_difference,
+                   abs(ac.opacus - ref) / ref if ref else math.inf, f"opacus against dp_accounting {ac.reference}")
+
+
+def _check_model(i: int, m: ModelAudit, eps: float, rep: Report) -> None:
+    cfg, split = rep.config, rep.split
+    where = f"models[{i}]"
+    dp = math.isfinite(eps)
+    if m.name != _model_name(eps) or m.dp != dp:
+        raise _bad(f"{where} is {m.name!r} ({'DP' if m.dp else 'no DP'}) but config.epsilons[{i}] = {_num(eps)} "
+                   f"asks for {_model_name(eps)!r}")
+    if dp and not _close(m.target_epsilon, eps):
+        raise _bad(f"{where}.target_epsilon is {_num(m.target_epsilon)} but config.epsilons[{i}] is {_num(eps)}")
+    if not dp and m.target_epsilon is not None:
+        raise _bad(f"{where}.target_epsilon is {_num(m.target_epsilon)} in a model trained without DP")
+    if dp and not _close(m.training.target_epsilon, eps):
+        raise _bad(f"{where}.training.target_epsilon is {_num(m.training.target_epsilon)} but config.epsilons[{i}] "
+                   f"is {_num(eps)}")
+    _check_training(where, m, cfg, rep.observed_training)
+    plan = plan_confidences(cfg, dp)
+    delta = cfg.delta
+    n_pos, n_neg = split.members, split.pool_size - split.members
+    if n_pos < 1 or n_neg < 1:
+        raise _bad(f"split: {n_pos} members and {n_neg} non-members; a report needs at least one of each")
+    # references
+    rm = m.reference_models
+    if rm.k != cfg.shadow_models:
+        raise _bad(f"{where}.reference_models.k is {rm.k} but config.shadow_models is {cfg.shadow_models}")
+    lists = [len(rm.test_accuracy), len(rm.epsilon), len(rm.seeds)] + [len(x) for x in
+                                                                      (rm.n_train, rm.sample_rate, rm.steps) if x]
+    if any(n not in (0, rm.k) for n in lists) or len(set(lists)) > 1:
+        raise _bad(f"{where}.reference_models lists {lists} values for {rm.k} reference models")
+    if rm.cache_hits > 1 + rm.k:
+        raise _bad(f"{where}.reference_models.cache_hits is {rm.cache_hits}, more than its {1 + rm.k} models")
+    for j, x in enumerate(rm.test_accuracy):
+        _prob(f"{where}.reference_models.test_accuracy[{j}]", x, allow_nan=True)
+    # attacks
+    names = [a.attack for a in m.attacks]
+    if names != list(cfg.attacks):
+        raise _bad(f"{where} has the attacks {names} but config.attacks is {list(cfg.attacks)}")
+    bounds: list[tuple[str, float, float]] = []
+    for j, a in enumerate(m.attacks):
+        aw = f"{where}.attacks[{j}]"
+        _check_metrics(f"{aw}.metrics", a.metrics, n_pos, n_neg)
+        value = _cp_value(f"{aw}.epsilon_lb", a.epsilon_lb, delta, plan["attack"], n_pos, n_neg)
+        ceil = ceiling_clopper_pearson(n_pos, n_neg, delta, plan["attack"])
+        _agree(f"{aw}.ceiling", a.ceiling, ceil, f"a perfect attack on {n_pos} members and {n_neg} non-members")
+        bounds.append((f"{a.attack} attack", value, ceil))
+    # canaries
+    if (m.canary is not None) != (cfg.canaries > 0):
+        raise _bad(f"{where}.canary is {'present' if m.canary is not None else 'null'} but config.canaries is "
+                   f"{cfg.canaries}")
+    if m.canary is not None:
+        c = m.canary
+        cw = f"{where}.canary"
+        if c.m != cfg.canaries or split.canaries != cfg.canaries or c.included != split.canaries_in:
+            raise _bad(f"{cw}: {c.included} of {c.m} canaries included, but the split drew {split.canaries_in} of "
+                       f"{split.canaries} (config.canaries {cfg.canaries})")
+        value = _one_run_value(cw, lambda k: getattr(c, k), c.m, c.included, delta, plan["canary"])
+        _agree(f"{cw}.epsilon_lb", c.epsilon_lb, value, f"the one-run test on its (m, r, v) = ({c.m}, {c.r}, {c.v})")
+        ceil = ceiling_one_run(c.m, delta, plan["canary"], n_in=c.included)
+        _agree(f"{cw}.ceiling", c.ceiling, ceil, f"a perfect attack on {c.m} canaries")
+        for k in ("test_accuracy_with_canaries", "test_accuracy_without_canaries"):
+            _prob(f"{cw}.{k}", getattr(c, k), allow_nan=True)
+        bounds.append(("canaries (one run)", value, ceil))
+    # white-box gradient canaries
+    rejected: list[str] | None = None
+    want_wb = dp and cfg.gradient_canaries > 0
+    if (m.whitebox is not None) != want_wb:
+        raise _bad(f"{where}.whitebox is {'present' if m.whitebox is not None else 'missing'} but config."
+                   f"gradient_canaries is {cfg.gradient_canaries} on a {'DP' if dp else 'non-DP'} model")
+    if m.whitebox is not None:
+        one, c_one, cp, c_cp, failed = _check_whitebox(f"{where}.whitebox", m.whitebox, cfg.gradient_canaries,
+                                                       delta, plan["canary"], m.training.epsilon,
+                                                       m.training.gradient_canaries)
+        bounds += [("white-box canaries (one run)", one, c_one), ("white-box canaries (Clopper-Pearson)", cp, c_cp)]
+        rejected = failed
+    elif m.training.gradient_canaries is not None:
+        raise _bad(f"{where}.training.gradient_canaries is set but the model has no white-box block")
+    # what the claim allows
+    claimed = m.training.epsilon if dp else None
+    if dp and (claimed is None or not (claimed > 0 and math.isfinite(claimed))):
+        raise _bad(f"{where}.training.epsilon is {_num(claimed)}, not the finite ε > 0 of a DP training")
+    _agree(f"{where}.bounds.delta", m.bounds.delta, delta, "config.delta")
+    _agree(f"{where}.bounds.max_balanced_accuracy", m.bounds.max_balanced_accuracy,
+           max_balanced_accuracy(claimed, delta) if dp else 1.0, "the claimed (ε, δ)")
+    _agree(f"{where}.bounds.max_advantage", m.bounds.max_advantage,
+           max_advantage(claimed, delta) if dp else 1.0, "the claimed (ε, δ)")
+    _check_verdict(where, m, claimed, bounds, rejected, plan, cfg)
+
+
+def _check_verdict(where: str, m: ModelAudit, claimed, bounds, rejected, plan, cfg) -> None:
+    v = m.verdict
+    vw = f"{where}.verdict"
+    got = decide_verdict(claimed, bounds, rejected)
+    _agree(f"{vw}.claimed_epsilon", v.claimed_epsilon, claimed, "the training record's ε")
+    _agree(f"{vw}.empirical_epsilon_lb", v.empirical_epsilon_lb, got["empirical_epsilon_lb"],
+           "the best of its recomputed bounds")
+    _agree(f"{vw}.ratio", v.ratio, got["ratio"], "best bound / claimed ε")
+    _agree(f"{vw}.ceiling", v.ceiling, got["ceiling"], "the largest of its recomputed ceilings")
+    if v.could_detect is not got["could_detect"]:
+        raise _bad(f"{vw}.could_detect is {_num(v.could_detect)} but its ceiling {got['ceiling']:.6g} "
+                   f"{'exceeds' if got['could_detect'] else 'does not exceed'} the claim")
+    if v.source != got["source"] or v.ceiling_source != got["ceiling_source"]:
+        raise _bad(f"{vw}: source {v.source!r:.60} / ceiling_source {str(v.ceiling_source)!r:.60} are not the "
+                   f"evidence that gives its bound and ceiling ({got['source']!r:.60} / {got['ceiling_source']!r:.60})")
+    if list(v.rejected_conformance) != got["rejected_conformance"]:
+        raise _bad(f"{vw}.rejected_conformance is {list(v.rejected_conformance)!r:.80} but the white-box tests' "
+                   f"p-values reject {got['rejected_conformance']!r}")
+    if SEVERITY[v.status] < SEVERITY[got["status"]]:
+        raise _bad(f"{vw}.status is {v.status!r} but its recomputed evidence says {got['status']!r}")
+    dp = claimed is not None
+    _agree(f"{vw}.confidence", v.confidence, plan["per_model"], "the configuration's Bonferroni plan")
+    _agree(f"{vw}.per_bound_confidence", v.per_bound_confidence,
+           plan["attack"] if plan["n_attacks"] else plan["canary"], "the configuration's Bonferroni plan")
+    if v.n_bounds != plan["n_bounds"]:
+        raise _bad(f"{vw}.n_bounds is {v.n_bounds} but the configuration gives {plan['n_bounds']}")
+    want_cc = plan["canary"] if plan["n_bounds"] > plan["n_attacks"] else None
+    if v.canary_confidence is not None or want_cc is None:
+        _agree(f"{vw}.canary_confidence", v.canary_confidence, want_cc, "the configuration's Bonferroni plan")
+    _agree(f"{vw}.family_confidence", v.family_confidence, cfg.confidence, "config.confidence")
+    del dp
+
+
+# ------------------------------------------------------------------------------------------------ the report
+
+
+def _check_config(rep: Report) -> None:
+    cfg, split, ds = rep.config, rep.split, rep.dataset
+    _conf("config.confidence", cfg.confidence)
+    _in("config.delta", cfg.delta, 0.0, 1.0, hi_open=True)
+    _in("config.max_grad_norm", cfg.max_grad_norm, 0.0, math.inf, lo_open=True)
+    if not cfg.epsilons:
+        raise _bad("config.epsilons is empty")
+    for i, e in enumerate(cfg.epsilons):
+        _in(f"config.epsilons[{i}]", e, 0.0, math.inf, lo_open=True)
+    if len(set(cfg.epsilons)) != len(cfg.epsilons):
+        raise _bad("config.epsilons repeats a value")
+    if len(set(cfg.attacks)) != len(cfg.attacks):
+        raise _bad("config.attacks repeats an attack")
+    for k in ("lr", "momentum"):
+        _eps(f"config.{k}", getattr(cfg, k), allow_nan=True)
+    for side in ("non_dp", "dp"):
+        r = getattr(cfg.recipes, side)
+        _eps(f"config.recipes.{side}.lr", r.lr)
+        _eps(f"config.recipes.{side}.momentum", r.momentum)
+    if split.members > split.pool_size or split.canaries_in > split.canaries:
+        raise _bad(f"split: {split.members} members of a pool of {split.pool_size}, {split.canaries_in} of "
+                   f"{split.canaries} canaries in: impossible")
+    if ds.n_classes < 2:
+        raise _bad(f"dataset.n_classes is {ds.n_classes}; a classifier needs at least 2")
+
+
+def _nonnegative_ints(x: Any, path: str) -> None:
+    """Every integer in the typed report is a count, a size, an index or a seed: none is negative."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(x):
+        for f in dataclasses.fields(x):
+            _nonnegative_ints(getattr(x, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(x, (list, tuple)):
+        for i, v in enumerate(x):
+            _nonnegative_ints(v, f"{path}[{i}]")
+    elif isinstance(x, dict) and not path.endswith(("whitebox", "details")):
+        for k, v in x.items():
+            _nonnegative_ints(v, f"{path}.{k}")
+    elif isinstance(x, int) and not isinstance(x, bool) and x < 0:
+        raise _bad(f"{path} is {x}; counts, sizes and seeds are never negative")
+
+
+def verify_report(rep: Report, schema: str = SCHEMA) -> None:
+    """Refuse ``rep`` (DPAuditError, one line naming the field) unless every verdict-relevant number agrees with
+    the evidence it comes from; see the module docstring for what is recomputed. ``schema``: the version the
+    file declared (only the current one, whose ceilings are always computed, can be verified).
+
+    Pure and quick (milliseconds per model): no training, no file access.
+    """
+    if schema != SCHEMA:
+        raise DPAuditError(f"schema {schema!r}: dpaudit check verifies {SCHEMA} reports only (older ones lack the "
+                           f"ceilings and confidences it recomputes); re-run the audit with this dpaudit")
+    _nonnegative_ints(rep, "")
+    _check_config(rep)
+    eps = rep.config.epsilons
+    if len(rep.models) != len(eps):
+        raise _bad(f"the report has {len(rep.models)} model(s) but config.epsilons lists {len(eps)} "
+                   f"({', '.join(_model_name(e) for e in eps)})")
+    if rep.split.n_models != 1 + rep.config.shadow_models:
+        raise _bad(f"split.n_models is {rep.split.n_models} but config.shadow_models is {rep.config.shadow_models} "
+                   f"(plus the target)")
+    for i, (m, e) in enumerate(zip(rep.models, eps)):
+        _check_model(i, m, e, rep)
+
+
+# ------------------------------------------------------------------------------------- per-record scores
+
+
+def verify_scores(rep: Report, scores: dict[tuple[str, str], tuple[Any, Any]]) -> None:
+    """Where the per-record scores are stored beside a report (``--save-scores``: scores/<model>__<attack>.csv),
+    recompute from them what :func:`verify_report` has to take as given: each attack's counts at its thresholds,
+    its AUC and its TPR at each FPR level, and the canaries' one-run guesses (r, v) and bound.
+
+    ``scores``: {(model name, attack name or "canary"): (is_member bool [n], score float [n])}; entries for a
+    model or attack the report does not have are refused (the folder holds another audit's scores)."""
+    import numpy as np
+
+    from dpaudit.attacks.metrics import auc, tpr_at_fpr
+    from dpaudit.core.bounds import one_run_audit
+
+    models = {m.name: m for m in rep.models}
+    for (name, what), (is_in, s) in scores.items():
+        where = f"scores/{name}__{what}.csv"
+        m = models.get(name)
+        attacks = {a.attack: (i, a) for i, a in enumerate(m.attacks)} if m is not None else {}
+        if m is None or (what != "canary" and what not in attacks) or (what == "canary" and m.canary is None):
+            raise _bad(f"{where} scores a model or attack this report does not have (another audit's scores?)")
+        y, s = np.asarray(is_in, bool), np.asarray(s, np.float64)
+        i = rep.models.index(m)
+        if what == "canary":
+            c = m.canary
+            if (y.size, int(y.sum())) != (c.m, c.included):
+                raise _bad(f"{where} holds {y.size} canaries, {int(y.sum())} in, but models[{i}].canary has {c.m}, "
+                           f"{c.included} in")
+            res = one_run_audit(s, y, c.delta, c.confidence)
+            if (res.r, res.v, res.k_plus) != (c.r, c.v, c.k_plus):
+                raise _bad(f"models[{i}].canary guesses r = {c.r}, v = {c.v} but its stored scores give r = {res.r}, "
+                           f"v = {res.v}")
+            _agree(f"models[{i}].canary.epsilon_lb", c.epsilon_lb, res.epsilon_lb, f"the one-run audit of {where}")
+            continue
+        j, a = attacks[what]
+        aw = f"models[{i}].attacks[{j}]"
+        mt, lb = a.metrics, a.epsilon_lb
+        if (int(y.sum()), int((~y).sum())) != (mt.n_members, mt.n_nonmembers):
+            raise _bad(f"{where} holds {int(y.sum())} members and {int((~y).sum())} non-members, but {aw} counts "
+                       f"{mt.n_members} and {mt.n_nonmembers}")
+        for label, thr, tp, fp in ((f"{aw}.metrics.counts", mt.threshold, mt.counts.tp, mt.counts.fp),
+                                   (f"{aw}.epsilon_lb", lb.threshold, lb.tp, lb.fp)):
+            g = s >= thr
+            got = (int(np.sum(g & y)), int(np.sum(g & ~y)))
+            if got != (tp, fp):
+                raise _bad(f"{label}: tp {tp}, fp {fp} at threshold {thr:.6g}, but its stored scores give tp "
+                           f"{got[0]}, fp {got[1]}")
+        _agree(f"{aw}.metrics.auc", mt.auc, auc(s, y), f"the scores in {where}")
+        for level, v in mt.tpr_at_fpr.items():
+            _agree(f"{aw}.metrics.tpr_at_fpr.{level}", v, tpr_at_fpr(s, y, float(level)), f"the scores in {where}")
