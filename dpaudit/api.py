@@ -53,13 +53,14 @@ def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray
                  ("canary_scores", canary_scores), ("canary_in", canary_in)):
         if v is not None:
             arrays[k] = v
-    if population_logits is None and "attacks" not in config:
-        config["attacks"] = ("loss", "shadow", "lira")  # RMIA needs population records
+    # The default attack list drops what these outputs cannot serve (RMIA without population records, attacks
+    # needing more references than given); a list the caller chose is refused instead.
+    default = "attacks" not in config
     cfg = AuditConfig(delta=delta, **config)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "signals.npz"
         np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
-        doc, _ = audit_signals(path, cfg, epsilon, command="dpaudit.audit_outputs(...)")
+        doc, _ = audit_signals(path, cfg, epsilon, command="dpaudit.audit_outputs(...)", drop_unusable=default)
     return Report.from_json(doc)
 
 

@@ -91,6 +91,29 @@ def check_attacks(names, shadow_models: int) -> None:
                                f"out of --attacks")
 
 
+def usable_attacks(names, shadow_models: int, population: bool = True, ref_in: np.ndarray | None = None,
+                   groups: np.ndarray | None = None) -> tuple[tuple[str, ...], list[str]]:
+    """(attacks that can run, one reason per attack left out) with ``shadow_models`` references, where
+    ``population`` is False without population records, and where ``ref_in`` is given with that membership of
+    the references (the online variants need every record IN and OUT of them). For the DEFAULT attack list
+    only: a list the user wrote is checked by ``check_attacks`` and refused instead."""
+    from dpaudit.attacks.groups import check_groups
+
+    kept, dropped = [], []
+    for n in names:
+        a = get_attack(n)
+        if shadow_models < a.min_references:
+            dropped.append(f"{n} (needs --shadow-models >= {a.min_references})")
+        elif a.needs_population and not population:
+            dropped.append(f"{n} (needs population records)")
+        elif n.endswith("-online") and ref_in is not None and not _online_scorable(
+                ref_in, check_groups(groups, ref_in.shape[0])):
+            dropped.append(f"{n} (needs every record IN and OUT of the reference models)")
+        else:
+            kept.append(n)
+    return tuple(kept), dropped
+
+
 def run_attack(name: str, inp: AttackInput) -> AttackScores:
     out = get_attack(name).fn(inp)
     k, n = inp.ref_in.shape
