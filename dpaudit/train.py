@@ -21,7 +21,7 @@ from .data import Normalisation
 from .errors import DPAuditError
 from .grad_samples import grad_samples_without_copy, without_discarded_param_grads
 from .memory import TRIM_EVERY_STEPS, release_freed_memory
-from .models import build_model, validate_for_dp
+from .models import build_model, check_trainable, validate_for_dp
 
 if TYPE_CHECKING:
     from .whitebox import GradientCanaries, WhiteBoxObservations
@@ -247,6 +247,8 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))
     model = build_model(cfg.model, tuple(images.shape[1:]), n_classes).to(device)
+    if cfg.dp or (n + n_in) % cfg.batch_size == 1:  # Poisson batches can hold 1 record, and so can a last batch
+        check_trainable(model, tuple(images.shape[1:]), n_classes, str(cfg.model), batch_sizes=(1,))
     base = model
     x, y = to_tensor(images, norm), torch.from_numpy(np.asarray(labels, dtype=np.int64))
     if gc is None:
