@@ -188,3 +188,26 @@ def check_gradient_canary_memory(cfg) -> None:
         raise DPAuditError(f"--gradient-canaries {cfg.gradient_canaries} would need about {_gib(need)} of memory to "
                            f"observe every step (more than half this machine's, {_gib(budget)}); use fewer, such as "
                            f"--gradient-canaries 1000")
+
+
+# ---- saved models -------------------------------------------------------------------------------------
+
+def check_fits_state(spec, input_shape: tuple[int, ...], n_classes: int, state: dict, path) -> None:
+    """Before a model is built for real: the architecture ``spec`` for ``input_shape`` and ``n_classes`` has as
+    many weights as the saved ``state``. It is built on PyTorch's meta device (shapes only, no memory), so a
+    6 KB record claiming 4096x4096 inputs and 100,000 classes is refused without allocating gigabytes."""
+    import torch
+
+    from .models import resolve_model
+
+    saved = sum(int(v.numel()) for v in state.values() if isinstance(v, torch.Tensor))
+    try:
+        with torch.device("meta"):
+            module = resolve_model(spec)(tuple(input_shape), n_classes)
+        built = sum(int(t.numel()) for t in list(module.parameters()) + list(module.buffers()))
+    except Exception:  # noqa: BLE001 - a factory that cannot build on the meta device: checked when built
+        return
+    if built != saved:
+        raise DPAuditError(f"{path} holds {saved:,} weights but its record's architecture (input shape "
+                           f"{list(input_shape)}, {n_classes} classes) has {built:,}; the record is damaged or foreign, "
+                           f"re-train the model")

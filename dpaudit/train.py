@@ -551,9 +551,12 @@ def load_model(path: str | Path, device: str = "cpu", model: str | None = None) 
                                f"model; pass --model with your factory to load it (dpaudit never imports code "
                                f"named in a file)")
         model = named
-    module = build_model(model, tuple(shape), n_classes)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DPAuditError(f"{path} holds no state dict of tensors; it was not written by dpaudit")
+    from .limits import check_fits_state
+
+    check_fits_state(model, tuple(shape), n_classes, state, path)  # before building it allocates the record's claim
+    module = build_model(model, tuple(shape), n_classes)
     try:
         module.load_state_dict(state)
     except RuntimeError:

@@ -38,7 +38,10 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def fmt_ci(ci: tuple[float, float], digits: int = 3) -> str:
+def fmt_ci(ci: tuple[float, float] | None, digits: int = 3) -> str:
+    """An interval; — for one that could not be computed (None), e.g. with very few gradient canaries."""
+    if ci is None:
+        return "—"
     return f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
