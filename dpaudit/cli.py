@@ -438,6 +438,12 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     if shadow_per_class is not None:
         changes["shadow_per_class"] = shadow_per_class
     cfg = replace(cfg, **changes)
+    if not _given("attack_list"):  # the default list leaves out what the audit's references cannot serve
+        from .attack_registry import usable_attacks
+
+        kept, dropped = usable_attacks(cfg.attacks, cfg.shadow_models)
+        cfg = replace(cfg, attacks=kept)
+        _note_dropped(dropped)
     rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True)
     # Re-running attacks on the same models adds tests: say so where the confidence is stated.
     rep["family_correction"] = (f"{rep['family_correction']}. This report re-runs attacks on the models of "

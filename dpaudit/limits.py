@@ -39,7 +39,10 @@ def memory_budget() -> int:
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+    for unit, shift in (("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30)):
+        if n >= 1 << shift:
+            return f"{n / 2**shift:.3g} {unit}"
+    return f"{n / 2**20:.3g} MiB"
 
 
 def read_npy_header(fp) -> tuple[tuple[int, ...], np.dtype, int]:
