@@ -107,9 +107,9 @@ GCS_WAIT_S = "5"
 
 
 def parse_address(address: str) -> tuple[str, int] | None:
-    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto`` (Ray finds the local cluster).
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto`` and ``local`` (Ray's own words).
     Anything else is a one-line error, before Ray is imported."""
-    if address == "auto":
+    if address in ("auto", "local"):
         return None
     m = _ADDRESS.match(address.strip())
     port = int(m.group(2)) if m else 0
