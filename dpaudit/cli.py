@@ -286,6 +286,11 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if (target_path is not None or signals_path is not None) and _given("epsilons"):
         raise DPAuditError("--epsilons sets the ε of the targets dpaudit trains; with --target or --from-signals "
                            "give the model's claim as --target-epsilon instead")
+    if signals_path is not None:
+        for opt, why in (("shadow_models", "the references are the signals file's rows 1.."),
+                         ("canaries", "canaries are the file's canary_scores/canary_in")):
+            if _given(opt):
+                raise DPAuditError(f"--{opt.replace('_', '-')} does nothing with --from-signals ({why}); drop it")
     default_attacks = not _given("attacks")
     cfg = _config(**kw)
     check_writable_dir(Path(out), "--out")

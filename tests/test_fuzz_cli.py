@@ -311,6 +311,8 @@ ROWS = [
     ("audit", ["--epsilons", "8", "--target", "{T}/nan.pt", "--target-members", "{tmp}/good_members.txt"],
      "--target-epsilon"),
     ("audit", ["--epsilons", "8", "--from-signals", "{T}/sig_ok.npz"], "--target-epsilon"),
+    ("audit", ["--shadow-models", "8", "--from-signals", "{T}/sig_ok.npz"], "rows 1.."),
+    ("audit", ["--canaries", "50", "--from-signals", "{T}/sig_ok.npz"], "canary_scores"),
     ("audit", ["--attacks", "rmia-online", "--shadow-models", "2"], "--shadow-models >= 4"),
 ]
 
