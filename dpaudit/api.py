@@ -28,6 +28,17 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
     from .schema import Report
 
     cfg = AuditConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
+    if "attacks" not in config:  # the default list leaves out what too few references cannot serve, and says so
+        import warnings
+        from dataclasses import replace
+
+        from .attack_registry import usable_attacks
+
+        kept, dropped = usable_attacks(cfg.attacks, cfg.shadow_models) if cfg.shadow_models >= 1 else (cfg.attacks, [])
+        if dropped:
+            warnings.warn(f"dpaudit: the default attacks {', '.join(dropped)} cannot run here and are left out; pass "
+                          f"attacks=(...) to choose", stacklevel=2)
+            cfg = replace(cfg, attacks=kept)
     tgt = Target(str(target), str(target_members), target_epsilon) if target is not None else None
     if (target is None) != (target_members is None):
         from .errors import DPAuditError

@@ -344,3 +344,12 @@ def test_two_concurrent_trains_without_force_do_not_replace_each_other(tmp_path)
     assert any("another run" in err for rc, err in results if rc == 2)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.pt", "model.pt.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_api_default_attacks_drop_with_a_warning():
+    from dpaudit.api import audit  # (dpaudit.audit is the submodule once the CLI has imported it)
+
+    with pytest.warns(UserWarning, match="rmia-online"), pytest.raises(DPAuditError, match="unknown dataset"):
+        audit(shadow_models=2, dataset="nope", progress=False)
+    with pytest.raises(DPAuditError, match="--shadow-models >= 4"):  # a list the caller chose is refused
+        audit(shadow_models=2, attacks=("rmia-online",), dataset="nope", progress=False)
