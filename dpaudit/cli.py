@@ -160,6 +160,7 @@ def train(epsilon, out, force, **kw):
     from .jobs import train_and_save
 
     cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, **kw)
+    _check_out_paths(Path(out))
     record = train_and_save(cfg, Path(out), force=force)
     _print_record(record)
     click.echo(f"saved {Path(out) / 'model.pt'}")

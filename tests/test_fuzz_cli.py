@@ -303,6 +303,8 @@ ROWS = [
     ("audit", ["--out", "{tmp}/x", "--cache-dir", "{tmp}/x"], "overlap"),
     ("audit", ["--out", "{tmp}/r", "--cache-dir", "{tmp}/r/cache", "--force"], "overlap"),
     ("audit", ["--out", ".", "--force"], "folder you run"),
+    ("train", ["--out", ".", "--force"], "folder you run"),
+    ("audit", ["--out", "tests/..", "--force"], "folder you run"),
     ("report", ["{T}/report.json", "--out", "{tmp}/taken"], "another audit"),
     ("report", ["{T}/report.json", "--out", "{tmp}/a_file/sub"], "is a file"),
     ("attack", ["{T}/report.json", "--cache-dir", "{tmp}/c", "--out", "{tmp}/a_file/sub"], "is a file"),
