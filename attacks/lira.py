@@ -10,9 +10,15 @@ Inputs are φ values only, never models: this module needs no torch. Conventions
 membership is never an argument. Higher score = more likely member. An optional last axis Q holds several
 queries per record (e.g. shifted images); Gaussians are fitted per query and the per-query scores
 averaged, as the paper's code does.
+
+Each Gaussian's centre is the references' mean φ (``centre="mean"``) or their median (``centre="median"``, as TF
+Privacy's LiRA): with few references one overfitted or diverged reference moves a mean, not a median. The spread
+is the within-record one about the means either way. Which centre serves a target is for the caller to choose on
+the reference models (dpaudit's registry does, leave-group-out), never on the target.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,7 +27,9 @@ from scipy.stats import norm
 
 from .groups import can_cross_fit, check_groups, outside
 
-__all__ = ["lira_reference_scores", "lira_scores", "phi_from_logits"]
+__all__ = ["CENTRES", "lira_reference_scores", "lira_scores", "phi_from_logits"]
+
+CENTRES = ("mean", "median")
 
 # A std of 0 (identical reference φ) would make every score ±inf; this floor keeps scores finite and
 # is far below the spread of φ between independently trained models.
@@ -86,6 +94,19 @@ def _group(phi: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return m, mean, ss
 
 
+def _centre(group: tuple[np.ndarray, np.ndarray, np.ndarray], phi: np.ndarray, mask: np.ndarray,
+            centre: str) -> np.ndarray:
+    """[n, Q]: the group's mean, or the median of φ over the references selected by ``mask`` [K, n] (NaN where
+    none is)."""
+    if centre == "mean":
+        return group[1]
+    if centre != "median":
+        raise ValueError(f"centre must be one of {CENTRES}, got {centre!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: records without such a reference
+        return np.nanmedian(np.where(mask[..., None], phi, np.nan), axis=0)
+
+
 def _fill_mean(mean: np.ndarray, m: np.ndarray, kind: str) -> np.ndarray:
     # A record with no reference of this kind takes the mean of the other records' means, per query
     # (TF Privacy's advanced_mia does the same): its score then only says whether its φ is high overall.
@@ -120,7 +141,7 @@ def _record_std(group: tuple[np.ndarray, np.ndarray, np.ndarray], fallback: np.n
 
 
 def lira_scores(phi_target: Any, phi_refs: Any, refs_in: Any, *, online: bool = False,
-                fixed_variance: bool = True) -> np.ndarray:
+                fixed_variance: bool = True, centre: str = "mean") -> np.ndarray:
     """LiRA score of every pool record under the target model, float64 [n].
 
     ``phi_target`` [n] or [n, Q]; ``phi_refs`` [K, n] or [K, n, Q]; ``refs_in`` [K, n] bool.
@@ -133,14 +154,16 @@ def lira_scores(phi_target: Any, phi_refs: Any, refs_in: Any, *, online: bool = 
     - Offline: one-sided test against the OUT Gaussian; the score is −log P(Φ_OUT >= φ_target), the
       negative log p-value (higher φ → member). Online: log N(φ; μ_IN, σ_IN) − log N(φ; μ_OUT, σ_OUT).
       Either way the per-query values are averaged over the Q queries.
-    - A record with no OUT reference (offline) takes the mean of the other records' OUT means, per query.
+    - ``centre``: "mean" (above) or "median" of the references' φ as each Gaussian's centre; the spread is
+      the same either way.
+    - A record with no OUT reference (offline) takes the mean of the other records' OUT centres, per query.
       Online raises ValueError unless every record has at least one IN and one OUT reference (with K
       references on independent random halves, a record lacks one with probability 2^(1−K)).
     """
     pt, pr, rin = _as_queries(phi_target, phi_refs, refs_in)
     out = _group(pr, ~rin)
     if not online:
-        mu_out = _fill_mean(out[1], out[0], "OUT")
+        mu_out = _fill_mean(_centre(out, pr, ~rin, centre), out[0], "OUT")
         sd = _pooled_std([out], pr, [~rin])
         sd_out = sd[None, :] if fixed_variance else _record_std(out, sd)
         return (-norm.logsf((pt - mu_out) / sd_out)).mean(1)
@@ -154,12 +177,13 @@ def lira_scores(phi_target: Any, phi_refs: Any, refs_in: Any, *, online: bool = 
     else:
         sd_in = _record_std(inn, _pooled_std([inn], pr, [rin]))
         sd_out = _record_std(out, _pooled_std([out], pr, [~rin]))
-    llr = norm.logpdf(pt, inn[1], sd_in) - norm.logpdf(pt, out[1], sd_out)
+    llr = (norm.logpdf(pt, _centre(inn, pr, rin, centre), sd_in)
+           - norm.logpdf(pt, _centre(out, pr, ~rin, centre), sd_out))
     return llr.mean(1)
 
 
 def lira_reference_scores(phi_refs: Any, refs_in: Any, *, online: bool = False,
-                          fixed_variance: bool = True, groups: Any = None) -> np.ndarray:
+                          fixed_variance: bool = True, groups: Any = None, centre: str = "mean") -> np.ndarray:
     """Out-of-sample LiRA scores for every reference model, float64 [K, n].
 
     Row k scores reference k as if it were the target, with Gaussians fitted on the references outside k's
@@ -179,5 +203,6 @@ def lira_reference_scores(phi_refs: Any, refs_in: Any, *, online: bool = False,
     out = np.empty(pr.shape[:2], dtype=np.float64)
     for k in range(k_refs):
         rest = outside(g, k)
-        out[k] = lira_scores(pr[k], pr[rest], rin[rest], online=online, fixed_variance=fixed_variance)
+        out[k] = lira_scores(pr[k], pr[rest], rin[rest], online=online, fixed_variance=fixed_variance,
+                             centre=centre)
     return out

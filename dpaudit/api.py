@@ -30,6 +30,17 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
     from dpaudit.schema import Report
 
     cfg = AuditConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
+    if "attacks" not in config:  # the default list leaves out what too few references cannot serve, and says so
+        import warnings
+        from dataclasses import replace
+
+        from dpaudit.core.attack_registry import usable_attacks
+
+        kept, dropped = usable_attacks(cfg.attacks, cfg.shadow_models) if cfg.shadow_models >= 1 else (cfg.attacks, [])
+        if dropped:
+            warnings.warn(f"dpaudit: the default attacks {', '.join(dropped)} cannot run here and are left out; pass "
+                          f"attacks=(...) to choose", stacklevel=2)
+            cfg = replace(cfg, attacks=kept)
     tgt = Target(str(target), str(target_members), target_epsilon) if target is not None else None
     if (target is None) != (target_members is None):
         from dpaudit.errors import DPAuditError
@@ -55,13 +66,14 @@ def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray
                  ("canary_scores", canary_scores), ("canary_in", canary_in)):
         if v is not None:
             arrays[k] = v
-    if population_logits is None and "attacks" not in config:
-        config["attacks"] = ("loss", "shadow", "lira")  # RMIA needs population records
+    # The default attack list drops what these outputs cannot serve (RMIA without population records, attacks
+    # needing more references than given); a list the caller chose is refused instead.
+    default = "attacks" not in config
     cfg = AuditConfig(delta=delta, **config)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "signals.npz"
         np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
-        doc, _ = audit_signals(path, cfg, epsilon, command="dpaudit.audit_outputs(...)")
+        doc, _ = audit_signals(path, cfg, epsilon, command="dpaudit.audit_outputs(...)", drop_unusable=default)
     return Report.from_json(doc)
 
 

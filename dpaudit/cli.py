@@ -28,19 +28,53 @@ _D = {f.name: f.default for f in fields(AuditConfig)}  # the one source of every
 
 
 def _friendly(fn):
-    """DPAuditError -> one line on stderr and exit status 2 (1 is reserved for `check` failures)."""
+    """DPAuditError -> one line on stderr and exit status 2 (1 is reserved for `check` failures). Ctrl-C and
+    SIGTERM (which becomes the same interrupt, whatever --jobs is) -> one line, exit 130 or 143."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from dpaudit.training.executors.local import sigterm_as_interrupt
+
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except DPAuditError as exc:
             click.echo(f"dpaudit: error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("dpaudit: interrupted; workers stopped, nothing written (models already trained stay in "
-                       "--cache-dir, if given)", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            term = "signal" in str(exc)  # sigterm_as_interrupt's KeyboardInterrupt("signal 15")
+            click.echo(f"dpaudit: {'terminated' if term else 'interrupted'}; workers stopped, nothing written "
+                       f"(models already trained stay in --cache-dir, if given)", err=True)
+            sys.exit(143 if term else 130)
     return wrapper
+
+
+def _given(name: str) -> bool:
+    """Whether the user typed option ``name`` (not its default)."""
+    from click.core import ParameterSource
+
+    src = click.get_current_context().get_parameter_source(name)
+    return src not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _note_dropped(dropped: list[str]) -> None:
+    if dropped:
+        click.echo(f"dpaudit: note: the default attacks {', '.join(dropped)} cannot run here and are left out; "
+                   f"name the attacks with --attacks to choose", err=True)
+
+
+def _check_out_paths(out: Path, cache_dir: Path | None = None, force: bool = False) -> None:
+    """Before any work: --out must not be (or hold) the folder dpaudit runs in, nor share a folder with
+    --cache-dir (--force replaces --out as a whole, and would delete a cache inside it)."""
+    cwd = Path.cwd().resolve()
+    o = Path(out).resolve()
+    if o == cwd or o in cwd.parents:
+        raise DPAuditError(f"--out {out} is the folder you run dpaudit in (or holds it); a report folder is replaced "
+                           f"as a whole, so choose a new subfolder such as --out reports/audit")
+    if cache_dir is not None:
+        c = Path(cache_dir).resolve()
+        if c == o or o in c.parents or c in o.parents:
+            raise DPAuditError(f"--out {out} and --cache-dir {cache_dir} overlap; the report folder is replaced as a "
+                               f"whole{' (--force)' if force else ''}, so keep the model cache in a folder of its own")
 
 
 def _common_training_options(fn):
@@ -129,6 +163,7 @@ def train(epsilon, out, force, **kw):
     from dpaudit.io_paths import dataset_path, refuse_out_over_inputs
 
     refuse_out_over_inputs(out, [("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
+    _check_out_paths(Path(out))
     record = train_and_save(cfg, Path(out), force=force)
     _print_record(record)
     click.echo(f"saved {Path(out) / 'model.pt'}")
@@ -253,6 +288,15 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     bad = set(fmts) - {"json", "md", "html"}
     if bad:
         raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
+    if (target_path is not None or signals_path is not None) and _given("epsilons"):
+        raise DPAuditError("--epsilons sets the ε of the targets dpaudit trains; with --target or --from-signals "
+                           "give the model's claim as --target-epsilon instead")
+    if signals_path is not None:
+        for opt, why in (("shadow_models", "the references are the signals file's rows 1.."),
+                         ("canaries", "canaries are the file's canary_scores/canary_in")):
+            if _given(opt):
+                raise DPAuditError(f"--{opt.replace('_', '-')} does nothing with --from-signals ({why}); drop it")
+    default_attacks = not _given("attacks")
     cfg = _config(**kw)
     from dpaudit.io_paths import dataset_path, refuse_out_over_inputs
 
@@ -260,6 +304,7 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
                                  ("--target-members", target_members), ("--from-signals", signals_path),
                                  ("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
     check_writable_dir(Path(out), "--out")
+    _check_out_paths(Path(out), kw.get("cache_dir"), force)
     check_out_folder(out, force)
     if target_epsilon is not None and target_path is None and signals_path is None:
         raise DPAuditError("--target-epsilon is the claim of a --target or --from-signals model; drop it, or give "
@@ -278,10 +323,23 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
         from dpaudit.pipeline import audit_signals
 
         cfg.validate(training=False)
-        report, extras = audit_signals(signals_path, cfg, claimed, command=_command_line())
+        report, extras = audit_signals(signals_path, cfg, claimed, command=_command_line(),
+                                       drop_unusable=default_attacks)
+        _note_dropped(extras.get("dropped_attacks", []))
     else:
+        from dataclasses import replace
+
+        from dpaudit.core.attack_registry import usable_attacks
+        from dpaudit.limits import check_gradient_canary_memory
         from dpaudit.pipeline import default_workers
         from dpaudit.training.executors import get_executor
+
+        if default_attacks:  # a list the user wrote is refused instead (check_attacks)
+            cfg.validate()  # --shadow-models and the rest first: their own message, not a dropped list
+            kept, dropped = usable_attacks(cfg.attacks, cfg.shadow_models)
+            cfg = replace(cfg, attacks=kept)
+            _note_dropped(dropped)
+        check_gradient_canary_memory(cfg)
 
         executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device,
                                 **({"address": ray_address} if ray_address else {}))
@@ -302,6 +360,19 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")
 
 
+def _check_other_audit(out: Path, report_path: Path) -> None:
+    """`report --out`: re-rendered files go beside their own report.json, never into a folder holding another."""
+    other = out / "report.json"
+    if out.is_file():
+        raise DPAuditError(f"--out {out} is a file; choose a folder")
+    if other.exists():
+        same = other.resolve() == report_path.resolve() or (
+            other.is_file() and other.read_bytes() == report_path.read_bytes())
+        if not same:
+            raise DPAuditError(f"--out {out} holds another audit's report.json; rendering {report_path} there would mix "
+                               f"two audits; choose an empty folder, or the report's own")
+
+
 def _command_line() -> str | None:
     return "dpaudit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
 
@@ -315,9 +386,13 @@ def _command_line() -> str | None:
 @_friendly
 def report(report_path, fmt_name, out):
     """Re-render a saved report.json (and its figures) without re-running anything."""
+    from dpaudit.config import check_writable_dir
     from dpaudit.report import load_report, render, write_outputs
 
     rep = load_report(report_path)
+    if out is not None:
+        check_writable_dir(Path(out), "--out")
+        _check_other_audit(Path(out), report_path)
     files = render(rep, fmt_name)
     write_outputs(out or report_path.parent, files, replace=False)
     click.echo(f"wrote {', '.join(files)} in {out or report_path.parent}")
@@ -366,6 +441,7 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     """Re-run attacks against the saved target and reference models of a past audit (no training)."""
     from dataclasses import replace
 
+    from dpaudit.config import check_writable_dir
     from dpaudit.io import check_out_folder
     from dpaudit.io_paths import refuse_out_over_inputs
     from dpaudit.pipeline import run_audit
@@ -373,6 +449,8 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     from dpaudit.training.models import MODELS
 
     refuse_out_over_inputs(out, [("report", report_path), ("--cache-dir", cache_dir)])
+    check_writable_dir(Path(out), "--out")
+    _check_out_paths(Path(out), cache_dir, force)
     check_out_folder(out, force)
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old.to_json()["config"])
@@ -388,6 +466,12 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     if shadow_per_class is not None:
         changes["shadow_per_class"] = shadow_per_class
     cfg = replace(cfg, **changes)
+    if not _given("attack_list"):  # the default list leaves out what the audit's references cannot serve
+        from dpaudit.core.attack_registry import usable_attacks
+
+        kept, dropped = usable_attacks(cfg.attacks, cfg.shadow_models)
+        cfg = replace(cfg, attacks=kept)
+        _note_dropped(dropped)
     rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True)
     # Re-running attacks on the same models adds tests: say so where the confidence is stated.
     rep["family_correction"] = (f"{rep['family_correction']}. This report re-runs attacks on the models of "

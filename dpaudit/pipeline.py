@@ -418,9 +418,12 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
 
 # ---- outputs only (--from-signals): the same evaluation, with no training ----------------------------
 
-def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None = None) -> tuple[dict, dict]:
+def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None = None,
+                  drop_unusable: bool = False) -> tuple[dict, dict]:
     """A full report (attacks, bounds, verdicts) from a SIGNALS.npz, with no training. ``epsilon``: the
-    target's claimed ε (None: no DP claim); ``cfg.delta`` its δ."""
+    target's claimed ε (None: no DP claim); ``cfg.delta`` its δ. ``drop_unusable`` (the default attack list, not
+    one the user chose): attacks the file cannot serve (too few references, no population) are left out, and
+    ``extras["dropped_attacks"]`` says which and why."""
     import time
 
     from dpaudit.config import model_name
@@ -432,6 +435,10 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
 
     if cfg.gradient_canaries:
         raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --from-signals")
+    if epsilon is not None:
+        from dpaudit.config import check_epsilon
+
+        check_epsilon(float(epsilon), "epsilon")  # NaN is refused, not read as "no DP claim"
     sig = load_signals(path)
     m, n, c = sig["logits"].shape
     dp = epsilon is not None and math.isfinite(epsilon)
@@ -439,8 +446,16 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     from dataclasses import replace
 
     cfg = replace(cfg, epsilons=eps_cfg, shadow_models=m - 1, canaries=int(sig.get("canary_in", np.zeros(0)).size),
-                  members=max(int(sig["membership"][0].sum()), 10), n_test=max(int(np.asarray(sig.get("population_labels", np.zeros(0))).size), 1),
+                  members=int(sig["membership"][0].sum()),
+                  n_test=max(int(sig.get("population_labels", np.zeros(0)).size), 1),
                   dataset=f"signals:{Path(path).name}")
+    dropped = []
+    if drop_unusable:
+        from dpaudit.core.attack_registry import usable_attacks
+
+        kept, dropped = usable_attacks(cfg.attacks, cfg.shadow_models, population="population_logits" in sig,
+                                       ref_in=sig["membership"][1:], groups=sig["ref_groups"])
+        cfg = replace(cfg, attacks=kept)
     cfg.validate(training=False)
     check_attacks(cfg.attacks, cfg.shadow_models)
     for a in cfg.attacks:
@@ -465,7 +480,7 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
         canary = ((sig["canary_scores"], sig["canary_in"], np.arange(sig["canary_in"].size))
                   if "canary_scores" in sig else None)
         rec = unobserved_record(dp=dp, epsilon=epsilon if dp else None, delta=cfg.delta, n_train=n_in)
-        extras: dict = {"scores": {}}
+        extras: dict = {"scores": {}, "dropped_attacks": dropped}
         phases: dict = {}
         model = evaluate_setting(cfg, 0, model_name(eps_cfg[0]), inp, sig["membership"][0], sig["record_index"],
                                  rec, [], 0, canary, extras, phases)

@@ -57,3 +57,65 @@ def make_old_signature(n_classes):
 
 
 NOT_CALLABLE = 3
+
+
+# Factories that fail in training, not in eval: refused before any training (tests/test_fuzz_cli.py).
+def _flat(input_shape, n_classes):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, n_classes))
+
+
+def make_float64(input_shape, n_classes):
+    return _flat(input_shape, n_classes).double()
+
+
+def make_half(input_shape, n_classes):
+    return _flat(input_shape, n_classes).half()
+
+
+def make_frozen(input_shape, n_classes):
+    net = _flat(input_shape, n_classes)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class _NoParams(nn.Module):
+    def __init__(self, n_classes):
+        super().__init__()
+        self.n_classes = n_classes
+
+    def forward(self, x):
+        return x.flatten(1)[:, :1].repeat(1, self.n_classes)
+
+
+def make_no_params(input_shape, n_classes):
+    return _NoParams(n_classes)
+
+
+class _TrainShape(nn.Module):
+    """One logit short in train() mode only."""
+
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.net = _flat(input_shape, n_classes)
+
+    def forward(self, x):
+        out = self.net(x)
+        return out[:, :-1] if self.training else out
+
+
+def make_train_shape(input_shape, n_classes):
+    return _TrainShape(input_shape, n_classes)
+
+
+def make_bn1d(input_shape, n_classes):
+    """BatchNorm1d: fine on batches of 2 or more, a ValueError on a last batch of 1."""
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 16), nn.BatchNorm1d(16), nn.Linear(16, n_classes))
+
+
+def make_exit(input_shape, n_classes):
+    import sys
+
+    sys.exit(0)

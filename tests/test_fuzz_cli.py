@@ -29,6 +29,7 @@ def _prepare(tmp):
     (tmp / "ok.csv").write_text("is_member,score\n1,0.9\n0,0.1\n1,0.8\n0,0.3\n")
     (tmp / "members.txt").write_text("1\n2\nthree\n")
     (tmp / "good_members.txt").write_text("\n".join(str(i) for i in range(300)) + "\n")
+    (tmp / "huge_index.txt").write_text("1\n2\n99999999999999999999999\n")
     (tmp / "w.pt").write_bytes(b"not a checkpoint")
     # a record naming code to import as its architecture: never imported (here, a file that would write a marker)
     _model_with_bad_test_idx(tmp / "codeidx", model=f"{tmp}/evil.py:make", test_idx=(0,))
@@ -68,11 +69,94 @@ def _template():
                 for _ in range(80):
                     f.write(chunk)
         _model_with_bad_test_idx(root / "badidx")
+        _second_round(root)
         _TEMPLATE.append(root)
     return _TEMPLATE[0]
 
 
-def _model_with_bad_test_idx(folder, model="simple-cnn", test_idx=(0, 1, 10**9)):
+def _signals(m=3, n=40, c=4, seed=0, **extra):
+    """Real-looking outputs of m models on n records (row 0 the target), each on a random half."""
+    rng = np.random.default_rng(seed)
+    mem = np.zeros((m, n), bool)
+    for i in range(m):
+        mem[i, rng.permutation(n)[: n // 2]] = True
+    return {"logits": rng.normal(size=(m, n, c)).astype(np.float32), "labels": rng.integers(0, c, n),
+            "membership": mem, **extra}
+
+
+def _huge_header(fp, shape=(1 << 20, 1 << 20, 450), dtype="<f8"):
+    """Only the .npy header of an array of 3.6 TiB: a 200-byte file that np.load would try to allocate."""
+    np.lib.format.write_array_header_1_0(fp, {"descr": dtype, "fortran_order": False, "shape": shape})
+
+
+def _png_header(width, height):
+    """A PNG of a few dozen bytes whose header claims width x height pixels (PIL reads the size on open)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def _second_round(root):
+    """Issue 25's probes: forged headers, bombs, damaged signals, a NaN target, an oversized record, a report."""
+    import zipfile
+
+    import torch
+
+    from dpaudit.io import atomic_write_json
+    from dpaudit.pipeline import audit_signals
+    from dpaudit.training.models import build_model
+
+    for name, keys in (("huge_sig.npz", ("logits", "labels", "membership")), ("huge_xy.npz", ("x", "y"))):
+        with zipfile.ZipFile(root / name, "w") as zf:
+            for k in keys:
+                with zf.open(f"{k}.npy", "w") as f:
+                    _huge_header(f)
+    with open(root / "huge.npy", "wb") as f:
+        _huge_header(f, shape=(1 << 42,), dtype="<i8")
+    with zipfile.ZipFile(root / "zipbomb.npz", "w", zipfile.ZIP_DEFLATED) as zf:  # 80 MB of zeros in ~80 KB
+        with zf.open("x.npy", "w") as f:
+            _huge_header(f, shape=(80 << 20,), dtype="|u1")
+            chunk = bytes(1 << 20)
+            for _ in range(80):
+                f.write(chunk)
+    for cls, (w, h) in (("a", (20000, 20000)), ("b", (8, 8))):
+        (root / "pngbomb" / cls).mkdir(parents=True)
+        (root / "pngbomb" / cls / "img.png").write_bytes(_png_header(w, h))
+    sig = _signals()
+    np.savez(root / "sig_ok.npz", **sig)
+    np.savez(root / "sig_emptycanary.npz", **sig, canary_scores=np.zeros(0), canary_in=np.zeros(0, bool))
+    np.savez(root / "sig_noqueries.npz", **sig, pool_query_logits=np.zeros((3, 40, 0, 4), np.float32))
+    np.savez(root / "sig_strindex.npz", **sig, record_index=np.array([f"r{i}" for i in range(40)]))
+    np.savez(root / "sig_floatindex.npz", **sig, record_index=np.arange(40) + 0.5)
+    np.savez(root / "sig_dupindex.npz", **sig, record_index=np.arange(40) // 2)
+    np.savez(root / "sig_complex.npz", **{**sig, "logits": sig["logits"] * (1 + 1j)})
+    one = sig["membership"].copy()
+    one[0] = False
+    one[0, 0] = True
+    np.savez(root / "sig_onemember.npz", **{**sig, "membership": one})
+    np.save(root / "plain.npy", sig["logits"])
+    np.savez(root / "sig_nopop.npz", **_signals(m=5, n=200))
+    net = build_model("simple-cnn")
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["net.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, root / "nan.pt")
+    # a 6 KB record claiming inputs of 4096 x 4096 and 100,000 classes: building it would take gigabytes
+    _model_with_bad_test_idx(root / "bigrec", extra={"input_shape": [1, 4096, 4096], "n_classes": 100_000})
+    from dpaudit.config import AuditConfig
+
+    report, _ = audit_signals(root / "sig_ok.npz", AuditConfig(attacks=("loss",)), None, command="fuzz template")
+    atomic_write_json(root / "report.json", report)
+    report["config"].update(dataset=f"npz:{root / 'huge_xy.npz'}", members=300, n_test=300)
+    atomic_write_json(root / "report_huge.json", report)
+    (root / "bom.toml").write_bytes("\ufeffmax_auc_dp = 0.9\n".encode())
+
+
+def _model_with_bad_test_idx(folder, model="simple-cnn", test_idx=(0, 1, 10**9), extra=None):
     """A real (untrained) model saved by dpaudit whose record lists test indices past the data's end (or names
     a factory in a file as its architecture)."""
     from dataclasses import replace
@@ -85,7 +169,7 @@ def _model_with_bad_test_idx(folder, model="simple-cnn", test_idx=(0, 1, 10**9))
                dpaudit_version="x")
     trained = TrainedModel(build_model("simple-cnn"), TrainingRecord(**rec), replace(TrainConfig(), model=model))
     save_model(trained, folder / "model.pt", extra={"n_classes": 10, "dataset": {"name": "mnist-5k"},
-                                                    "test_idx": list(test_idx)})
+                                                    "test_idx": list(test_idx), **(extra or {})})
 
 
 ROWS = [
@@ -179,6 +263,59 @@ ROWS = [
     ("inspect", ["{tmp}/badidx/model.pt"], "test_idx"),
     ("report", ["{tmp}/a_file"], "JSON"),
     ("report", ["{tmp}/missing.json"], "not found"),
+    # ---- second round (issue 25). {T}: files made once per session (_second_round)
+    # resources: declared sizes and expansion checked before anything is unpacked or built
+    ("audit", ["--from-signals", "{T}/huge_sig.npz"], "declares"),
+    ("audit", ["--dataset", "npz:{T}/huge_xy.npz"], "declares"),
+    ("audit", ["--target", "{T}/nan.pt", "--target-members", "{T}/huge.npy"], "declares"),
+    ("attack", ["{T}/report_huge.json", "--cache-dir", "{tmp}/c", "--out", "{tmp}/o2", "--attacks", "loss"],
+     "declares"),
+    ("audit", ["--from-signals", "{T}/zipbomb.npz"], "zip bomb"),
+    ("audit", ["--dataset", "npz:{T}/zipbomb.npz"], "zip bomb"),
+    ("audit", ["--dataset", "imagefolder:{T}/pngbomb"], "decompression bomb"),
+    ("inspect", ["{T}/bigrec/model.pt"], "weights"),
+    ("audit", ["--gradient-canaries", "1000000", "--delta", "1e-7"], "memory"),
+    # signals: damaged or odd arrays
+    ("audit", ["--from-signals", "{T}/sig_emptycanary.npz"], "non-empty"),
+    ("audit", ["--from-signals", "{T}/sig_noqueries.npz"], "queries >= 1"),
+    ("audit", ["--from-signals", "{T}/sig_strindex.npz"], "record_index"),
+    ("audit", ["--from-signals", "{T}/sig_floatindex.npz"], "record_index"),
+    ("audit", ["--from-signals", "{T}/sig_dupindex.npz"], "repeats"),
+    ("audit", ["--from-signals", "{T}/sig_complex.npz"], "real numbers"),
+    ("audit", ["--from-signals", "{T}/sig_onemember.npz"], "at least 10"),
+    ("audit", ["--from-signals", "{T}/plain.npy"], ".npy"),
+    # a target: indices beyond int64, NaN weights (before any reference trains)
+    ("audit", ["--target", "{T}/nan.pt", "--target-members", "{tmp}/huge_index.txt"], "out of range"),
+    ("audit", ["--target", "{T}/nan.pt", "--target-members", "{tmp}/good_members.txt"], "NaN"),
+    # factories that would fail mid-training
+    ("audit", ["--model", "tests/_user_models.py:make_float64"], "float64"),
+    ("audit", ["--model", "tests/_user_models.py:make_half"], "float16"),
+    ("audit", ["--model", "tests/_user_models.py:make_frozen"], "frozen"),
+    ("audit", ["--model", "tests/_user_models.py:make_no_params"], "no parameters"),
+    ("audit", ["--model", "tests/_user_models.py:make_train_shape"], "training mode"),
+    ("audit", ["--model", "tests/_user_models.py:make_exit"], "SystemExit"),
+    ("audit", ["--model", "tests/_user_models.py:make_bn1d", "--members", "193", "--batch-size", "64",
+               "--epsilons", "inf", "--jobs", "1"], "batch of 1"),
+    # Ray: a malformed or unreachable address fails in seconds
+    ("audit", ["--executor", "ray", "--ray-address", "not a host"], "HOST:PORT"),
+    ("audit", ["--executor", "ray", "--ray-address", "127.0.0.1:1", "--jobs", "1"], "cannot reach"),
+    # outputs: refused up front
+    ("audit", ["--out", "{tmp}/x", "--cache-dir", "{tmp}/x"], "never replaces an input"),
+    ("audit", ["--out", "{tmp}/r", "--cache-dir", "{tmp}/r/cache", "--force"], "never replaces an input"),
+    ("audit", ["--out", ".", "--force"], "folder you run"),
+    ("train", ["--out", ".", "--force"], "folder you run"),
+    ("audit", ["--out", "tests/..", "--force"], "folder you run"),
+    ("report", ["{T}/report.json", "--out", "{tmp}/taken"], "another audit"),
+    ("report", ["{T}/report.json", "--out", "{tmp}/a_file/sub"], "is a file"),
+    ("attack", ["{T}/report.json", "--cache-dir", "{tmp}/c", "--out", "{tmp}/a_file/sub"], "is a file"),
+    ("attack", ["{T}/report.json", "--cache-dir", "{tmp}/o3", "--out", "{tmp}/o3"], "never replaces an input"),
+    # options a mode ignores, and an explicit attack list that cannot run
+    ("audit", ["--epsilons", "8", "--target", "{T}/nan.pt", "--target-members", "{tmp}/good_members.txt"],
+     "--target-epsilon"),
+    ("audit", ["--epsilons", "8", "--from-signals", "{T}/sig_ok.npz"], "--target-epsilon"),
+    ("audit", ["--shadow-models", "8", "--from-signals", "{T}/sig_ok.npz"], "rows 1.."),
+    ("audit", ["--canaries", "50", "--from-signals", "{T}/sig_ok.npz"], "canary_scores"),
+    ("audit", ["--attacks", "rmia-online", "--shadow-models", "2"], "--shadow-models >= 4"),
 ]
 
 
@@ -190,7 +327,7 @@ def test_bad_input_row(tmp_path, monkeypatch, cmd, args, expect):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # model specs are relative to the repository
     _prepare(tmp_path)
     before = {p for p in tmp_path.rglob("*")}
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{T}", str(_template())) for a in args]
     extra = SMALL + ["--out", str(tmp_path / "out")] if cmd == "audit" and "--out" not in args else []
     if cmd == "train":
         extra = ["--members", "300", "--n-test", "300"]

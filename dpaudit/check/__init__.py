@@ -116,7 +116,7 @@ class Policy:
         if not path.is_file():
             raise DPAuditError(f"policy file {path} not found")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as editors on Windows write
         except (OSError, UnicodeDecodeError) as exc:
             raise DPAuditError(f"policy file {path} is not readable ({exc.__class__.__name__})") from None
         except tomllib.TOMLDecodeError as exc:

@@ -142,18 +142,26 @@ def whitebox_figure(report: Report) -> bytes | None:
     if not wb:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    def known(*vals) -> bool:  # with very few canaries an estimate or its interval may not exist (None / NaN)
+        return all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals)
+
     for i, (_name, w) in enumerate(wb):
         for j, (key, claimed, label) in enumerate((("sigma", w["claimed_sigma"], "σ̂ / σ"),
                                                      ("q", w["claimed_q"], "q̂ / q"))):
-            est, (lo, hi) = w[f"{key}_hat"] / claimed, (v / claimed for v in w[f"{key}_ci"])
+            ci = w.get(f"{key}_ci") or (None, None)
+            if not known(w.get(f"{key}_hat"), claimed, *ci) or not claimed:
+                continue
+            est, (lo, hi) = w[f"{key}_hat"] / claimed, (v / claimed for v in ci)
             x = i + (j - 0.5) * 0.25
-            ax1.errorbar([x], [est], yerr=[[est - lo], [hi - est]], fmt="o" if j == 0 else "s", capsize=3,
-                         color=f"C{j}", label=label if i == 0 else None)
-        claimed, (lo, hi) = w["claimed_epsilon"], w["empirical_epsilon_ci"]
-        est = w["empirical_epsilon"]
-        ax2.errorbar([i], [est], yerr=[[est - lo], [hi - est]], fmt="o", capsize=3, color="C2",
-                     label="empirical ε (σ̂, q̂)" if i == 0 else None)
-        ax2.scatter([i], [claimed], marker="_", s=400, color="k", label="claimed ε" if i == 0 else None)
+            ax1.errorbar([x], [est], yerr=[[max(est - lo, 0.0)], [max(hi - est, 0.0)]], fmt="o" if j == 0 else "s",
+                         capsize=3, color=f"C{j}", label=label if i == 0 else None)
+        claimed, (lo, hi) = w["claimed_epsilon"], (w.get("empirical_epsilon_ci") or (None, None))
+        est = w.get("empirical_epsilon")
+        if known(est, lo, hi):
+            ax2.errorbar([i], [est], yerr=[[max(est - lo, 0.0)], [max(hi - est, 0.0)]], fmt="o", capsize=3,
+                         color="C2", label="empirical ε (σ̂, q̂)" if i == 0 else None)
+        if known(claimed):
+            ax2.scatter([i], [claimed], marker="_", s=400, color="k", label="claimed ε" if i == 0 else None)
         if not w["conformant"]:
             ax1.annotate("nonconformant", (i, ax1.get_ylim()[1]), ha="center", va="top", color="C3", fontsize=8)
     ax1.axhline(1.0, color="grey", ls=":", lw=0.8)

@@ -38,7 +38,10 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def fmt_ci(ci: tuple[float, float], digits: int = 3) -> str:
+def fmt_ci(ci: tuple[float, float] | None, digits: int = 3) -> str:
+    """An interval; — for one that could not be computed (None), e.g. with very few gradient canaries."""
+    if ci is None:
+        return "—"
     return f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
@@ -224,10 +227,12 @@ def reading(report: Report) -> list[str]:
         lo, hi = met.auc_ci
         head = (f"the strongest attack by AUC ({best.attack}) reaches AUC {fmt(met.auc)} [{fmt(lo)}, {fmt(hi)}] "
                 f"and {_chance(met)}")
+        # outputs only (--from-signals): no test accuracy was measured
+        acc_txt = f"test accuracy {acc:.1%}" if acc is not None else "test accuracy not measured"
         if not m.dp:
             lb = "no ε lower bound could be computed" if ev.best_lb is None else (
                 f"the data support ε ≥ {fmt(ev.best_lb, 2)} ({m.verdict.source})")
-            lines.append(f"- **{m.name}** (no DP, test accuracy {acc:.1%}): {head}; {lb}, and nothing bounds what "
+            lines.append(f"- **{m.name}** (no DP, {acc_txt}): {head}; {lb}, and nothing bounds what "
                          "a stronger attack could learn.")
             continue
         adv, allowed = met.advantage, m.bounds.max_advantage
@@ -247,7 +252,6 @@ def reading(report: Report) -> list[str]:
         else:
             lb_txt = (f"the empirical lower bound on ε is {fmt(ev.best_lb, 2)}, not above the claimed ε "
                       f"{fmt(ev.claimed, 2)}")
-        acc_txt = f"test accuracy {acc:.1%}" if acc is not None else "test accuracy not measured"
         seen = "" if m.training.observed else ", training not observed: the ε is the user's claim"
         sentence = (f"- **{m.name}** (ε = {fmt(ev.claimed, 2)}, {acc_txt}{seen}): {head}. {adv_txt}; "
                     f"{lb_txt}.")

@@ -17,6 +17,8 @@ import numpy as np
 
 from dpaudit.errors import DPAuditError
 
+# As --members: fewer target members cannot give a bound worth a verdict.
+MIN_TARGET_MEMBERS = 10
 # The keys of a SIGNALS.npz file; row 0 of every [models, ...] array is the target.
 SIGNAL_KEYS = {
     "logits": "float [models, records, classes] (or `probs`, softmax outputs of the same shape)",
@@ -51,15 +53,18 @@ def read_indices(path: Path, n_records: int, option: str = "--target-members") -
     path = Path(path)
     if not path.is_file():
         raise DPAuditError(f"{option} {path} not found; give a file of record indices, one per line")
+    from dpaudit.limits import check_npy, parse_index
+
     try:
         if path.suffix == ".npy":
+            check_npy(path, option)  # before np.load allocates what the header declares
             arr = np.load(path, allow_pickle=False)
             if not isinstance(arr, np.ndarray):
                 raise ValueError("a .npy file must hold one array, not an archive")
         else:
             text = path.read_text(encoding="utf-8-sig").replace(",", "\n").split()
-            arr = np.array([int(t) for t in text if t.strip()], dtype=np.int64)
-    except (ValueError, OSError, EOFError) as exc:
+            arr = np.array([parse_index(t, option, path) for t in text if t.strip()], dtype=np.int64)
+    except (ValueError, OSError, EOFError, OverflowError) as exc:
         why = (str(exc).splitlines() or [exc.__class__.__name__])[0][:80]
         raise DPAuditError(f"{option} {path}: not a list of whole numbers ({why})") from None
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
@@ -93,6 +98,10 @@ def load_target(path: Path, model: str, input_shape: tuple, n_classes: int):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DPAuditError(f"--target {path} holds no state dict of tensors; save model.state_dict()")
+    for key, v in state.items():  # NaN weights give NaN logits: refused here, before any reference trains
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+            raise DPAuditError(f"--target {path}: tensor {str(key)[:60]!r} holds NaN or infinite values; the model "
+                               f"diverged or the file is damaged, save a trained model's state_dict()")
     module = build_model(model, input_shape, n_classes)
     try:
         module.load_state_dict(state)
@@ -109,9 +118,16 @@ def load_signals(path: Path) -> dict:
     """Read and check a SIGNALS.npz (``allow_pickle=False``); every problem is a one-line error."""
     import zipfile
 
+    from dpaudit.limits import check_npz
+
     path = Path(path)
     if not path.is_file():
         raise DPAuditError(f"--from-signals {path} not found")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise DPAuditError(f"--from-signals {path} is not an .npz archive of named arrays (a plain .npy holds one "
+                               f"unnamed array); save one with np.savez(path, logits=..., labels=..., membership=...)")
+    check_npz(path, f"--from-signals {path}")  # before np.load allocates what the headers declare
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -136,7 +152,7 @@ def load_signals(path: Path) -> dict:
     if "membership" not in arrays:
         raise DPAuditError(f"--from-signals {path}: needs `membership` [models, records] (row 0 the target)")
     mem = arrays["membership"]
-    if mem.shape != (m, n) or not np.all((mem == 0) | (mem == 1)):
+    if mem.dtype.kind not in "biuf" or mem.shape != (m, n) or not np.all((mem == 0) | (mem == 1)):
         raise DPAuditError(f"--from-signals {path}: `membership` must be 0/1 of shape {(m, n)}, got {mem.shape}")
     mem = mem.astype(bool)
     if m < 2:
@@ -144,10 +160,19 @@ def load_signals(path: Path) -> dict:
     for i in range(m):
         if mem[i].all() or not mem[i].any():
             raise DPAuditError(f"--from-signals {path}: model row {i} needs both members and non-members")
+    if mem[0].sum() < MIN_TARGET_MEMBERS:
+        # as --members: fewer cannot give a bound worth a verdict
+        raise DPAuditError(f"--from-signals {path}: the target (row 0 of `membership`) has {int(mem[0].sum())} "
+                           f"member(s); an audit needs at least {MIN_TARGET_MEMBERS}")
     out = {"logits": logits, "labels": labels, "membership": mem,
            "record_index": arrays.get("record_index", np.arange(n))}
-    if out["record_index"].shape != (n,):
-        raise DPAuditError(f"--from-signals {path}: `record_index` must have shape ({n},)")
+    ri = out["record_index"]
+    if ri.shape != (n,) or ri.dtype.kind not in "iu":
+        raise DPAuditError(f"--from-signals {path}: `record_index` must be {n} integer record ids, got "
+                           f"{ri.dtype} of shape {ri.shape}")
+    if np.unique(ri).size != n:
+        raise DPAuditError(f"--from-signals {path}: `record_index` repeats {n - np.unique(ri).size} id(s); each "
+                           f"record's id must be unique")
     pop = _logits(arrays, "population_logits", "population_probs", path)
     if pop is not None:
         if pop.shape[0] != m or pop.shape[2] != c:
@@ -155,14 +180,22 @@ def load_signals(path: Path) -> dict:
         out["population_logits"] = pop
         out["population_labels"] = _labels(arrays, "population_labels", pop.shape[1], c, path)
     if "pool_query_logits" in arrays:
-        q = arrays["pool_query_logits"].astype(np.float32)
-        if q.ndim != 4 or q.shape[:2] != (m, n) or q.shape[3] != c or not np.all(np.isfinite(q)):
+        q = arrays["pool_query_logits"]
+        if q.dtype.kind not in "iuf" or q.ndim != 4 or q.shape[:2] != (m, n) or q.shape[2] < 1 or q.shape[3] != c:
+            raise DPAuditError(f"--from-signals {path}: pool_query_logits must be real [{m}, {n}, queries >= 1, {c}], "
+                               f"got {q.dtype} of shape {q.shape}")
+        q = q.astype(np.float32)
+        if not np.all(np.isfinite(q)):
             raise DPAuditError(f"--from-signals {path}: pool_query_logits must be finite [{m}, {n}, queries, {c}]")
         out["pool_query_logits"] = q
     if ("canary_scores" in arrays) != ("canary_in" in arrays):
         raise DPAuditError(f"--from-signals {path}: give canary_scores and canary_in together")
     if "canary_scores" in arrays:
-        s, ci = arrays["canary_scores"].astype(np.float64), arrays["canary_in"]
+        s, ci = arrays["canary_scores"], arrays["canary_in"]
+        if s.dtype.kind not in "iuf" or ci.dtype.kind not in "biu" or s.size == 0:
+            raise DPAuditError(f"--from-signals {path}: canary_scores (real) and canary_in (0/1) must be non-empty, "
+                               f"got {s.dtype} [{s.size}] and {ci.dtype} [{ci.size}]")
+        s = s.astype(np.float64)
         if s.ndim != 1 or ci.shape != s.shape or not np.all(np.isfinite(s)) or not np.all((ci == 0) | (ci == 1)):
             raise DPAuditError(f"--from-signals {path}: canary_scores (finite) and canary_in (0/1) must be 1-D of "
                                f"equal length")
@@ -195,6 +228,9 @@ def signals_npz(arrays: dict) -> bytes:
 
 
 def _logits(arrays: dict, key: str, probs_key: str, path: Path):
+    for k in (key, probs_key):
+        if k in arrays and arrays[k].dtype.kind not in "iuf":  # complex: its imaginary part would be dropped
+            raise DPAuditError(f"--from-signals {path}: `{k}` must be real numbers, got dtype {arrays[k].dtype}")
     if key in arrays:
         x = arrays[key]
     elif probs_key in arrays:
@@ -217,6 +253,6 @@ def _labels(arrays: dict, key: str, n: int, c: int, path: Path) -> np.ndarray:
     if key not in arrays:
         raise DPAuditError(f"--from-signals {path}: needs `{key}` [{n}]")
     y = arrays[key]
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= c:
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or n == 0 or y.min() < 0 or y.max() >= c:
         raise DPAuditError(f"--from-signals {path}: `{key}` must be {n} integer classes in [0, {c})")
     return y.astype(np.int64)

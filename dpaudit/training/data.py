@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from dpaudit.errors import DPAuditError
+from dpaudit.limits import check_npz, open_image
 from dpaudit.registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -422,6 +423,7 @@ def load_npz(path: str | Path, name: str | None = None) -> Dataset:
                            f"save one with np.savez(path, x=images, y=labels)")
     if not zipfile.is_zipfile(path):
         raise DPAuditError(f"{name}: {path} is a damaged zip archive (truncated?); save it again")
+    check_npz(path, name)  # before np.load allocates what the headers declare (dpaudit.limits)
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -484,7 +486,7 @@ def load_imagefolder(root: str | Path, name: str | None = None) -> Dataset:
     name = name or f"imagefolder:{root}"
     if not root.is_dir():
         raise DPAuditError(f"{name}: folder {root} not found; lay images out as DIR/<class>/<image>.png")
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
     from torchvision.datasets import ImageFolder
 
     try:
@@ -496,7 +498,7 @@ def load_imagefolder(root: str | Path, name: str | None = None) -> Dataset:
     pics, labels = [], []
     for path, label in folder.samples:
         try:
-            with Image.open(path) as im:
+            with open_image(path, name) as im:  # PIL's decompression-bomb guard, one line (dpaudit.limits)
                 im.load()
                 pics.append((im.copy(), path))
         except (UnidentifiedImageError, OSError) as exc:

@@ -299,6 +299,7 @@ def signal_rows(module, job: TrainingJob, images: np.ndarray, device: str) -> di
 def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
     """`dpaudit train`: one model on the target's members, saved to ``out`` as one unit (model.pt and its
     record appear together, by one rename of a staging folder). Returns the training record."""
+    import os
     import shutil
     import tempfile
 
@@ -329,7 +330,15 @@ def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
                    extra={"n_classes": data.n_classes, "input_shape": list(data.input_shape),
                           "normalisation": data.normalisation.to_dict(), "dataset": data.provenance.to_dict(),
                           "split": sp.summary(), "members": idx.tolist(), "test_idx": sp.test_idx.tolist()})
-        if out.exists():
+        if not force:
+            # No --force: never replace. A rename onto an existing non-empty folder fails in the kernel, so of two
+            # runs with the same --out, the second to finish is refused, even if both passed the check up front.
+            try:
+                os.rename(stage, out)
+            except OSError:
+                raise DPAuditError(f"--out {out} was filled by another run while this one trained; pass --force to "
+                                   f"replace it, or choose another --out") from None
+        elif out.exists():
             old = out.with_name(f".{out.name}.old.{stage.name}")
             out.rename(old)
             try:

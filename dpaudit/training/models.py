@@ -130,7 +130,7 @@ def _import_file(path: Path, spec: str):
     sys.modules[mod_name] = module
     try:
         ispec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything; one line says what
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may raise anything; one line says what
         del sys.modules[mod_name]
         raise DPAuditError(f"model spec {spec!r}: importing {path} raised {type(exc).__name__}: "
                            f"{_first_line(exc)}; fix that file") from None
@@ -155,7 +155,7 @@ def _import_dotted(mod_name: str, spec: str):
         raise DPAuditError(f"model spec {spec!r}: cannot import module {mod_name!r} ({_first_line(exc)}); the "
                            f"module must be importable (pip install it, add its folder to PYTHONPATH) or "
                            f"give path/to/file.py:factory") from None
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything; one line says what
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may raise anything; one line says what
         raise DPAuditError(f"model spec {spec!r}: importing {mod_name!r} raised {type(exc).__name__}: "
                            f"{_first_line(exc)}; fix that module") from None
 
@@ -231,16 +231,56 @@ def build_model(spec: str | ModelFactory, input_shape: tuple[int, ...] | int = M
         model = factory(input_shape, n_classes)
     except DPAuditError:
         raise
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything; one line says what
+    # SystemExit too: a factory calling sys.exit(0) must not end the audit with status 0 and no word
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may raise anything; one line says what
         raise DPAuditError(f"model factory {label!r} raised {type(exc).__name__} for input shape {input_shape} "
                            f"and {n_classes} classes: {_first_line(exc)}; fix it (it is called as "
                            f"factory(input_shape, n_classes))") from None
     if not isinstance(model, nn.Module):
         raise DPAuditError(f"model factory {label!r} returned a {type(model).__name__}, not a torch.nn.Module")
     check_output_shape(model, input_shape, n_classes, label)
+    check_trainable(model, input_shape, n_classes, label)
     if validate_dp:
         validate_for_dp(model)
     return model
+
+
+def check_trainable(model: nn.Module, input_shape: tuple[int, ...], n_classes: int, label: str = "model",
+                    batch_sizes: tuple[int, ...] = (2,)) -> None:
+    """Before any training, what would otherwise fail mid-training with a traceback: the model has float32
+    parameters that train (dpaudit feeds float32 images), and a training step (train mode, forward, loss,
+    backward) works on a batch of each of ``batch_sizes`` and gives logits [B, n_classes]. The step runs on a
+    copy with the random state saved and restored, so the model, its buffers (BatchNorm statistics) and the
+    seeded training that follows are unchanged."""
+    import copy
+
+    params = list(model.parameters())
+    if not params:
+        raise DPAuditError(f"{label} has no parameters; there is nothing to train")
+    if not any(p.requires_grad for p in params):
+        raise DPAuditError(f"{label}: every parameter is frozen (requires_grad=False); there is nothing to train")
+    odd = sorted({str(p.dtype).replace("torch.", "") for p in params if p.dtype != torch.float32})
+    if odd:
+        raise DPAuditError(f"{label} has {', '.join(odd)} parameters; dpaudit trains float32 models on float32 "
+                           f"images: return model.float() from your factory")
+    device = params[0].device
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        twin = copy.deepcopy(model).train()
+        for b in batch_sizes:
+            try:
+                out = twin(torch.zeros((b, *input_shape), device=device))
+                if not isinstance(out, torch.Tensor) or tuple(out.shape) != (b, n_classes):
+                    got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise DPAuditError(f"{label} in training mode maps a batch [{b}, "
+                                       f"{', '.join(map(str, input_shape))}] to {got}, not [{b}, {n_classes}]; it must "
+                                       f"give one logit per class in train() mode as well as in eval()")
+                nn.functional.cross_entropy(out, torch.zeros(b, dtype=torch.int64, device=device)).backward()
+            except DPAuditError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - user code may raise anything; one line says what
+                raise DPAuditError(f"{label} fails a training step on a batch of {b} record(s): {type(exc).__name__}: "
+                                   f"{_first_line(exc)}; fix the model (BatchNorm, for one, cannot train on a batch "
+                                   f"of 1)") from None
 
 
 def check_output_shape(model: nn.Module, input_shape: tuple[int, ...], n_classes: int, label: str = "model") -> None:

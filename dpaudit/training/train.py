@@ -21,7 +21,7 @@ from dpaudit.training.accounting import validate_privacy_target
 from dpaudit.training.data import Normalisation
 from dpaudit.training.grad_samples import grad_samples_without_copy, without_discarded_param_grads
 from dpaudit.training.memory import TRIM_EVERY_STEPS, release_freed_memory
-from dpaudit.training.models import build_model, validate_for_dp
+from dpaudit.training.models import build_model, check_trainable, validate_for_dp
 from dpaudit.version import __version__
 
 if TYPE_CHECKING:
@@ -247,6 +247,8 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))
     model = build_model(cfg.model, tuple(images.shape[1:]), n_classes).to(device)
+    if cfg.dp or (n + n_in) % cfg.batch_size == 1:  # Poisson batches can hold 1 record, and so can a last batch
+        check_trainable(model, tuple(images.shape[1:]), n_classes, str(cfg.model), batch_sizes=(1,))
     base = model
     x, y = to_tensor(images, norm), torch.from_numpy(np.asarray(labels, dtype=np.int64))
     if gc is None:
@@ -556,9 +558,12 @@ def load_model(path: str | Path, device: str = "cpu", model: str | None = None) 
                                f"model; pass --model with your factory to load it (dpaudit never imports code "
                                f"named in a file)")
         model = named
-    module = build_model(model, tuple(shape), n_classes)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DPAuditError(f"{path} holds no state dict of tensors; it was not written by dpaudit")
+    from dpaudit.limits import check_fits_state
+
+    check_fits_state(model, tuple(shape), n_classes, state, path)  # before building it allocates the record's claim
+    module = build_model(model, tuple(shape), n_classes)
     try:
         module.load_state_dict(state)
     except RuntimeError:

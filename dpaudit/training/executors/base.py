@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from dpaudit.errors import DPAuditError
 from dpaudit.registry import Registry
 
 
@@ -78,3 +79,17 @@ def progress_bar(total: int, progress: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="model", disable=not progress)
 
 
+def job_error(exc: BaseException, desc: str) -> DPAuditError | None:
+    """A job's failure that is the machine's, not a bug: one line naming the model and what to do, or None
+    (the exception stays as it is). A full disk or an unwritable --cache-dir is an OSError from the writes."""
+    if isinstance(exc, DPAuditError):
+        return None
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "DefaultCPUAllocator" in str(exc):
+        return DPAuditError(f"{desc}: out of memory while training; lower --jobs, --members or --gradient-canaries "
+                            f"(a re-run with --cache-dir resumes from the models that finished)")
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return DPAuditError(f"{desc}: could not write{where}: {exc.strerror or exc.__class__.__name__}; free space or "
+                            f"choose another --cache-dir (a re-run with --cache-dir resumes from the models that "
+                            f"finished)")
+    return None

@@ -2,14 +2,46 @@
 from __future__ import annotations
 
 import os
+import signal
 
+from dpaudit.errors import DPAuditError
 from dpaudit.training.executors.base import (
     THREADS_PER_MODEL,
+    job_error,
     longest_first,
     progress_bar,
     register_executor,
     sigterm_as_interrupt,
 )
+
+
+def _main_is_rerunnable() -> bool:
+    """Whether spawned workers can start: they re-run the main program from its file, which a program read
+    from standard input (``python - < script.py``) does not have."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None:
+        return True  # interactive (nothing re-run) or `python -m` (re-imported by name)
+    return os.path.isfile(path)
+
+
+def _died(procs, running: list[str], code=None) -> DPAuditError:
+    codes = sorted({p.exitcode for p in procs if p.exitcode not in (None, 0)}) or ([code] if code is not None else [])
+    killed = any(c is not None and c < 0 for c in codes)
+    sig = ""
+    if killed:
+        try:
+            sig = f", killed by {signal.Signals(-codes[0]).name}"
+        except ValueError:
+            sig = ", killed by a signal"
+    why = ("likely the out-of-memory killer: lower --jobs or --members" if killed else
+           "it could not start or crashed: run with --jobs 1 to see why")
+    names = ", ".join(running[:4]) + (" ..." if len(running) > 4 else "")
+    return DPAuditError(f"a worker process died while training {names or 'a model'} (exit code "
+                        f"{', '.join(map(str, codes)) or 'unknown'}{sig}; {why}); a re-run with --cache-dir resumes "
+                        f"from the models that finished")
 
 
 @register_executor("local", _builtin=True)
@@ -37,7 +69,13 @@ class LocalExecutor:
                 init_worker(images, labels, THREADS_PER_MODEL)
                 try:
                     for i in order:
-                        results[i] = train_job(jobs[i])
+                        try:
+                            results[i] = train_job(jobs[i])
+                        except Exception as exc:
+                            err = job_error(exc, jobs[i].desc)
+                            if err is None:
+                                raise
+                            raise err from None
                         bar.update()
                 finally:
                     torch.set_num_threads(threads)  # the caller's setting, as it was
@@ -51,9 +89,14 @@ class LocalExecutor:
     def _run_pool(jobs, order, images, labels, workers, results, bar):
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
 
         from dpaudit.training.jobs import init_worker, train_job
 
+        if not _main_is_rerunnable():
+            raise DPAuditError("worker processes cannot start: this program was read from standard input, which "
+                               "spawned workers cannot re-run; save it as a file, or train in this process with "
+                               "--jobs 1 (jobs=1)")
         ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
                                  initargs=(images, labels, THREADS_PER_MODEL))
         futures = {ex.submit(train_job, jobs[i]): i for i in order}
@@ -61,10 +104,24 @@ class LocalExecutor:
             with sigterm_as_interrupt():
                 pending = set(futures)
                 while pending:
+                    running = [jobs[futures[f]].desc for f in pending if f.running()]
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        results[futures[fut]] = fut.result()
+                        try:
+                            results[futures[fut]] = fut.result()
+                        except BrokenProcessPool:
+                            raise _died(list(getattr(ex, "_processes", {}).values()), running) from None
+                        except Exception as exc:
+                            err = job_error(exc, jobs[futures[fut]].desc)
+                            if err is None:
+                                raise
+                            raise err from None
                         bar.update()
+                    # A worker that dies before the pool notices (at start-up, say) would leave this loop
+                    # waiting for ever: a dead process with an error exit is a failure now.
+                    procs = list(getattr(ex, "_processes", {}).values())
+                    if any(p.exitcode not in (None, 0) for p in procs):
+                        raise _died(procs, running)
         except BaseException:
             # Ctrl-C, SIGTERM or a failed job: stop every worker now rather than letting queued models
             # train to completion (or leaving idle 800 MB processes behind).

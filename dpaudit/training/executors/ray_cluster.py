@@ -31,12 +31,16 @@ On a multi-node cluster::
   storage): tasks are given ``PYTHONPATH=<the driver's checkout>`` in their ``runtime_env``.
 
 The address is ``--ray-address``, else the ``RAY_ADDRESS`` environment variable, else a Ray started for the
-run on this machine: loopback only, no dashboard, no usage statistics, shut down when the audit ends.
+run on this machine: loopback only, no dashboard, no usage statistics, shut down when the audit ends. A malformed
+address, one that does not answer within ``CONNECT_TIMEOUT_S``, or a cluster that refuses to be joined (token
+authentication: set ``RAY_AUTH_MODE=token`` and the cluster's token for dpaudit too) is a one-line error within
+seconds.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import sys
 import threading
@@ -46,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpaudit.errors import DPAuditError
 from dpaudit.training.executors.base import (
     THREADS_PER_MODEL,
     longest_first,
@@ -100,6 +105,85 @@ def task_runtime_env() -> dict:
     return {} if root is None else {"env_vars": {"PYTHONPATH": f"{root}:${{PYTHONPATH}}"}}
 
 
+_ADDRESS = re.compile(r"^(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
+# Seconds to wait for a TCP answer from the cluster's address, and for its GCS once that answers: a wrong address
+# fails in seconds, not after minutes of Ray's own retries and log lines. RAY_gcs_server_port_wait_time_s set by
+# the user wins.
+CONNECT_TIMEOUT_S = 3.0
+GCS_WAIT_S = "5"
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto`` and ``local`` (Ray's own words).
+    Anything else is a one-line error, before Ray is imported."""
+    if address in ("auto", "local"):
+        return None
+    m = _ADDRESS.match(address.strip())
+    port = int(m.group(2)) if m else 0
+    if not m or not 0 < port < 65536:
+        raise DPAuditError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, ray://head:10001 or auto); "
+                           f"give the address `ray start --head` printed")
+    return m.group(1).strip("[]"), port
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A TCP connection to the address, with a short timeout: Ray itself retries an unreachable address for
+    minutes, flooding the terminal."""
+    import socket
+
+    hp = parse_address(address)
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or ("timed out" if isinstance(exc, TimeoutError) else exc.__class__.__name__)
+        raise DPAuditError(f"cannot reach a Ray cluster at {address} ({why}); start one there with `ray start --head "
+                           f"--port={hp[1]}`, or check the address and that the port is open") from None
+
+
+def connect_error(address: str, exc: BaseException) -> DPAuditError:
+    """ray.init's failure to join a cluster that answers on its port, as one line with the likely cause."""
+    full = f"{exc} {exc.__cause__ or ''}"
+    text = " ".join(str(exc).split())
+    if "auth" in full.lower():
+        text += "; the cluster refused this client's authentication token"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" or "auth" in full.lower():
+        return DPAuditError(f"could not join the Ray cluster at {address} ({text[:160]}); a Ray >= 2.5x head started "
+                            f"with token authentication (on where a token exists) refuses clients without it: set "
+                            f"RAY_AUTH_MODE=token, and the cluster's token (RAY_AUTH_TOKEN, or ~/.ray/auth_token), for "
+                            f"dpaudit as well")
+    return DPAuditError(f"could not join the Ray cluster at {address} ({text[:200]}); check that its Ray version "
+                        f"matches this one ({_ray_version()}) and that it is running")
+
+
+def _ray_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("ray")
+    except md.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def task_error(ray, exc: BaseException, desc: str) -> DPAuditError | None:
+    """A failed task as one line naming its model: its own DPAuditError, a full disk, a dead worker."""
+    from dpaudit.training.executors.base import job_error
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, DPAuditError):
+            return DPAuditError(str(cause.args[0]) if cause.args else str(cause))
+        return job_error(cause, desc) if cause is not None else None
+    if isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
+        return DPAuditError(f"the Ray worker training {desc} died ({exc.__class__.__name__}; likely out of memory, or "
+                            f"its node was lost) after every retry; a re-run with --cache-dir resumes from the models "
+                            f"that finished")
+    if isinstance(exc, ray.exceptions.OutOfMemoryError):
+        return DPAuditError(f"{desc}: Ray's memory monitor killed the task (out of memory); lower --jobs or --members")
+    return None
+
+
 def _copy_arrays(result):
     """Own copies of the logits: arrays returned by ``ray.get`` may be read-only views into the object store,
     which the report code must be free to modify and which vanish if this executor shuts Ray down."""
@@ -121,6 +205,8 @@ class RayExecutor:
     def __init__(self, address: str | None = None, workers: int = 0, device: str = "cpu", max_retries: int = 3,
                  **_):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
+        if self.address is not None:
+            parse_address(self.address)  # a malformed address fails now, before any data is loaded
         cores = os.cpu_count() or 1
         self.workers = max(1, workers or cores)
         self.cpus_per_task = max(1, cores // self.workers)
@@ -151,7 +237,13 @@ class RayExecutor:
             if local:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING)
             else:
-                ray.init(address=self.address, logging_level=logging.WARNING)
+                check_reachable(self.address)
+                os.environ.setdefault("RAY_gcs_server_port_wait_time_s", GCS_WAIT_S)
+                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # not a warning a second while retrying
+                try:
+                    ray.init(address=self.address, logging_level=logging.WARNING)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise connect_error(self.address, exc) from None
         finally:
             if main:
                 signal.signal(signal.SIGTERM, old_term)
@@ -178,6 +270,7 @@ class RayExecutor:
         self.timing = {"connect_s": time.perf_counter() - t}
 
         refs: dict = {}
+        self._descs = {}
         try:
             order = longest_first(jobs)
             task = _train_task()
@@ -196,14 +289,15 @@ class RayExecutor:
                 if env:
                     opts["runtime_env"] = env
                 refs[task.options(**opts).remote(job, images_ref, labels_ref, THREADS_PER_MODEL)] = i
+                self._descs[i] = job.desc
             del images_ref, labels_ref  # the tasks hold them now; freed with the last task
-            return self._collect(ray, refs, len(jobs), progress, desc)
+            return self._collect(ray, refs, len(jobs), progress, desc, self._descs)
         finally:
             if started:
                 ray.shutdown()
 
     @staticmethod
-    def _collect(ray, refs: dict, n: int, progress: bool, desc: str) -> list:
+    def _collect(ray, refs: dict, n: int, progress: bool, desc: str, descs: dict | None = None) -> list[dict]:
         results: dict[int, dict] = {}
         bar = progress_bar(n, progress, desc)
         pending = list(refs)
@@ -212,8 +306,15 @@ class RayExecutor:
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
                     for ref in done:
-                        # A task that raised re-raises here (as its own exception type, e.g. DPAuditError).
-                        results[refs[ref]] = _copy_arrays(ray.get(ref))
+                        # A task that raised re-raises here (as its own exception type, e.g. DPAuditError), with
+                        # the remote traceback in its text: one line instead.
+                        try:
+                            results[refs[ref]] = _copy_arrays(ray.get(ref))
+                        except Exception as exc:
+                            err = task_error(ray, exc, (descs or {}).get(refs[ref], "a model"))
+                            if err is None:
+                                raise
+                            raise err from None
                         bar.update()
         except BaseException:
             # Ctrl-C, SIGTERM or a failed model: stop every outstanding task now (force kills the worker
