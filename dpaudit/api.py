@@ -2,6 +2,7 @@
 
     import math, dpaudit
     report = dpaudit.audit(dataset="npz:my_data.npz", model="my_pkg.nets:make_net", epsilons=(math.inf, 4.0))
+    report = dpaudit.audit(dataset="csv:patients.csv", label_column="outcome", epsilons=(math.inf, 4.0))
     print(report.models[1].verdict.text)
     dpaudit.write_report(report, "reports/mine")          # report.json, report.md, report.html, figures
 
@@ -24,9 +25,12 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
     """Run an audit and return the typed report (``dpaudit.schema.Report``). ``target``/``target_members``:
     audit your own trained target (weights file, member indices file) claiming ``target_epsilon``."""
     from .audit import Target, run_audit
-    from .config import AuditConfig
+    from .config import DATASET_SETTINGS, AuditConfig, apply_dataset_settings
     from .schema import Report
 
+    dataset = config.get("dataset", AuditConfig.dataset)
+    # a built-in dataset's own settings where the caller passed none (as the CLI does for options left unset)
+    config = apply_dataset_settings(dataset, config, set(DATASET_SETTINGS.get(dataset, {})) - set(config))
     cfg = AuditConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
     tgt = Target(str(target), str(target_members), target_epsilon) if target is not None else None
     if (target is None) != (target_members is None):

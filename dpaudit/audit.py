@@ -353,9 +353,11 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
 
     phases: dict[str, float] = {}
     t = time.perf_counter()
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download,
+                                                            label_column=cfg.label_column, categorical=cfg.categorical)
+    cfg = cfg.for_data(data.input_shape)  # the data's default model where none was named
     # The architecture is checked (shape, and Opacus's validator where DP trains) before any training.
-    build_model(cfg.model, data.input_shape, data.n_classes,
+    build_model(cfg.architecture(), data.input_shape, data.n_classes,
                 validate_dp=any(math.isfinite(e) for e in cfg.epsilons))
     if target is not None:
         from .external import read_indices
@@ -375,7 +377,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         from .external import load_target
 
         # before any reference model trains: a bad weights file must not cost the training
-        target_module = load_target(Path(target.weights), cfg.model, data.input_shape, data.n_classes)
+        target_module = load_target(Path(target.weights), cfg.architecture(), data.input_shape, data.n_classes)
     else:
         splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                              canaries=cfg.canaries, seed=cfg.seed)
@@ -397,7 +399,8 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         rows = signal_rows(target_module, first, data.images, cfg.device)
         acc = float((rows["test_logits"].argmax(1) == data.labels[splits.test_idx]).mean())
         rec = unobserved_record(dp=math.isfinite(target.epsilon), epsilon=target.epsilon, delta=cfg.delta,
-                                n_train=int(splits.membership[0].sum()), test_accuracy=acc, model=cfg.model)
+                                n_train=int(splits.membership[0].sum()), test_accuracy=acc,
+                                model=cfg.architecture())
         all_results = [{"k": 0, "ei": 0, "record": rec, **rows, "cache_hit": False, "train_s": 0.0,
                         "inference_s": 0.0}] + ref_results
         jobs = [first] + jobs
