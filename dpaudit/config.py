@@ -25,7 +25,9 @@ BUILTIN_MODELS = ("simple-cnn", "tanh-cnn", "mlp")
 # Settings a built-in dataset needs where the defaults below do not fit it, applied where the user set nothing
 # (the CLI's options left at their defaults, the API's keywords not passed). The breast-cancer records are 569:
 # 169 test records and a pool of 400 (200 members, 200 non-members) use all of them; batches of 64 because the
-# recipes' 128 / 256 would be most or all of the 200 members (recipes tuned on a seed-123 split, see README).
+# recipes' 128 / 256 would be most or all of the 200 members. Nothing else is tuned: the recipes are the image
+# ones (checked on a seed-123 split, which no default audit reports on: test accuracy 0.98 / 0.97 / 0.83 at
+# ε = ∞ / 8 / 1).
 DATASET_SETTINGS = {
     "sklearn-breast-cancer": {"members": 200, "n_test": 169, "batch_size": 64},
 }

@@ -215,7 +215,7 @@ def encode_table(header: list[str], rows: list[list[str]], lines: list[int], *, 
             n_num = sum(is_num)
             first_str = next(i for i, ok in enumerate(is_num) if not ok)
             first_num = next(i for i, ok in enumerate(is_num) if ok)
-            if n_num >= n - n_num:
+            if n - n_num <= max(1, n // 20):  # a stray string or two: say where, it is likely a typo
                 what = f"is numeric but line {lines[first_str]} holds the string {cells[first_str]!r}"
             else:
                 what = (f"mixes numbers and strings (line {lines[first_num]}: {cells[first_num]!r}, line "
