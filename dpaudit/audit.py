@@ -348,6 +348,15 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
         return _run(cfg, progress, command, dataset, tamper, require_cached, executor, target)
 
 
+def _dataset_block(data: Dataset) -> dict:
+    """The report's dataset block: the provenance, and the feature count of feature vectors even where a user's
+    loader built its Dataset without ``make_dataset``."""
+    block = data.provenance.to_dict()
+    if data.n_features is not None and "n_features" not in block:
+        block["n_features"] = data.n_features
+    return block
+
+
 def _run(cfg, progress, command, dataset, tamper, require_cached, executor, target):
     from .models import build_model
 
@@ -413,5 +422,5 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         worker_s[model_name(eps)] = round(sum(r["train_s"] + r["inference_s"] for r in results), 3)
         models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases))
     return report_document(cfg, command=command, workers=getattr(executor, "workers", None), device=cfg.device,
-                           dataset=data.provenance.to_dict(), split=splits.summary(), models=models, phases=phases,
+                           dataset=_dataset_block(data), split=splits.summary(), models=models, phases=phases,
                            worker_s=worker_s, observed=target is None), extras
