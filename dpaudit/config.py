@@ -201,7 +201,6 @@ class AuditConfig:
         if self.cache_dir is not None:
             check_writable_dir(Path(self.cache_dir), "--cache-dir")
 
-
     def check_tabular_options(self) -> None:
         """--label-column / --categorical with csv:PATH only (and csv:PATH needs the first); --hidden with mlp."""
         csv = str(self.dataset).startswith("csv:")

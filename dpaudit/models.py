@@ -254,7 +254,8 @@ def resolve_model(spec: str | ModelFactory) -> ModelFactory:
     if widths is not None:
         return functools.partial(_mlp_with, widths)
     if ":" not in spec:
-        raise DPAuditError(f"unknown model {spec!r}; choose one of {', '.join(MODELS)}, or give "
+        raise DPAuditError(f"unknown model {spec!r}; choose one of {', '.join(MODELS)} (mlp-W1-W2...: the mlp with "
+                           f"those hidden widths), or give "
                            f"package.module:factory or path/to/file.py:factory")
     mod_part, _, attr = spec.rpartition(":")
     if not mod_part or not attr:
