@@ -331,3 +331,17 @@ def test_train_then_audit_as_target_on_csv(tmp_path):
     doc = json.loads((tmp_path / "t" / "report.json").read_text())
     assert doc["observed_training"] is False and doc["config"]["hidden"] == [32]
     assert doc["models"][0]["training"]["test_accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_python_api_on_breast_cancer_takes_its_settings():
+    """dpaudit.audit on the bundled records: the keywords not passed take the dataset's settings, the model is
+    the mlp, and the report names the 30 features."""
+    import dpaudit
+
+    report = dpaudit.audit(dataset="sklearn-breast-cancer", epsilons=(math.inf,), shadow_models=2,
+                           attacks=("loss", "lira"), n_boot=100, jobs=1, progress=False, hidden=(16,))
+    assert report.config.members == 200 and report.config.n_test == 169 and report.config.batch_size == 64
+    assert report.config.model == "mlp" and report.models[0].training.model == "mlp-16"
+    assert report.dataset.n_features == 30 and "standardised" in report.dataset.preprocessing
+    assert report.split.pool_size == 400 and report.models[0].training.test_accuracy > 0.85
