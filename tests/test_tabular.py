@@ -83,6 +83,15 @@ def test_both_readers_give_the_same_dataset(tmp_path):
     assert a.normalisation == b.normalisation == c.normalisation
 
 
+def test_without_pandas_the_csv_module_reads(tmp_path, monkeypatch):
+    import sys
+
+    _breast_cancer_csv(tmp_path / "bc.csv", n=50)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
+    ds = load_dataset(f"csv:{tmp_path / 'bc.csv'}", label_column="diagnosis")
+    assert "the csv module" in ds.provenance.source and ds.images.shape == (50, 13)
+
+
 def test_numeric_labels_sort_as_numbers_and_categorical_names_numeric_codes():
     header = ["f", "code", "y"]
     rows = [["1.5", "10", "10"], ["2.5", "2", "2"], ["0.5", "10", "2"], ["3", "2", "10"]]
