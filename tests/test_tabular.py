@@ -89,7 +89,7 @@ def test_without_pandas_the_csv_module_reads(tmp_path, monkeypatch):
     _breast_cancer_csv(tmp_path / "bc.csv", n=50)
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
     ds = load_dataset(f"csv:{tmp_path / 'bc.csv'}", label_column="diagnosis")
-    assert "the csv module" in ds.provenance.source and ds.images.shape == (50, 13)
+    assert "the csv module" in ds.provenance.source and ds.images.shape == (50, 14)  # 10 + texture_band (numeric here) + 3 one-hot
 
 
 def test_numeric_labels_sort_as_numbers_and_categorical_names_numeric_codes():
