@@ -353,9 +353,9 @@ def test_train_then_audit_as_target_on_csv(tmp_path):
 def test_python_api_on_breast_cancer_takes_its_settings():
     """dpaudit.audit on the bundled records: the keywords not passed take the dataset's settings, the model is
     the mlp, and the report names the 30 features."""
-    import dpaudit
+    from dpaudit.api import audit  # (dpaudit.audit is the submodule once dpaudit.audit was imported)
 
-    report = dpaudit.audit(dataset="sklearn-breast-cancer", epsilons=(math.inf,), shadow_models=2,
+    report = audit(dataset="sklearn-breast-cancer", epsilons=(math.inf,), shadow_models=2,
                            attacks=("loss", "lira"), n_boot=100, jobs=1, progress=False, hidden=(16,))
     assert report.config.members == 200 and report.config.n_test == 169 and report.config.batch_size == 64
     assert report.config.model == "mlp" and report.models[0].training.model == "mlp-16"
