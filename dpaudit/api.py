@@ -25,10 +25,13 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
           progress: bool = True, **config):
     """Run an audit and return the typed report (``dpaudit.schema.Report``). ``target``/``target_members``:
     audit your own trained target (weights file, member indices file) claiming ``target_epsilon``."""
-    from dpaudit.config import AuditConfig
+    from dpaudit.config import DATASET_SETTINGS, AuditConfig, apply_dataset_settings
     from dpaudit.pipeline import Target, run_audit
     from dpaudit.schema import Report
 
+    dataset = config.get("dataset", AuditConfig.dataset)
+    # a built-in dataset's own settings where the caller passed none (as the CLI does for options left unset)
+    config = apply_dataset_settings(dataset, config, set(DATASET_SETTINGS.get(dataset, {})) - set(config))
     cfg = AuditConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()})
     if "attacks" not in config:  # the default list leaves out what too few references cannot serve, and says so
         import warnings

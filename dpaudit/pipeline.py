@@ -348,14 +348,25 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
         return _run(cfg, progress, command, dataset, tamper, require_cached, executor, target)
 
 
+def _dataset_block(data: Dataset) -> dict:
+    """The report's dataset block: the provenance, and the feature count of feature vectors even where a user's
+    loader built its Dataset without ``make_dataset``."""
+    block = data.provenance.to_dict()
+    if data.n_features is not None and "n_features" not in block:
+        block["n_features"] = data.n_features
+    return block
+
+
 def _run(cfg, progress, command, dataset, tamper, require_cached, executor, target):
     from dpaudit.training.models import build_model
 
     phases: dict[str, float] = {}
     t = time.perf_counter()
-    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    data = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.download,
+                                                            label_column=cfg.label_column, categorical=cfg.categorical)
+    cfg = cfg.for_data(data.input_shape)  # the data's default model where none was named
     # The architecture is checked (shape, and Opacus's validator where DP trains) before any training.
-    build_model(cfg.model, data.input_shape, data.n_classes,
+    build_model(cfg.architecture(), data.input_shape, data.n_classes,
                 validate_dp=any(math.isfinite(e) for e in cfg.epsilons))
     if target is not None:
         from dpaudit.core.splits import splits_for_target
@@ -375,7 +386,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         from dpaudit.sources.external import load_target
 
         # before any reference model trains: a bad weights file must not cost the training
-        target_module = load_target(Path(target.weights), cfg.model, data.input_shape, data.n_classes)
+        target_module = load_target(Path(target.weights), cfg.architecture(), data.input_shape, data.n_classes)
     else:
         splits = make_splits(data.labels, members=cfg.members, n_models=1 + cfg.shadow_models, n_test=cfg.n_test,
                              canaries=cfg.canaries, seed=cfg.seed)
@@ -399,7 +410,8 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         rows = signal_rows(target_module, first, data.images, cfg.device)
         acc = float((rows["test_logits"].argmax(1) == data.labels[splits.test_idx]).mean())
         rec = unobserved_record(dp=math.isfinite(target.epsilon), epsilon=target.epsilon, delta=cfg.delta,
-                                n_train=int(splits.membership[0].sum()), test_accuracy=acc, model=cfg.model)
+                                n_train=int(splits.membership[0].sum()), test_accuracy=acc,
+                                model=cfg.architecture())
         all_results = [JobResult(k=0, ei=0, record=rec, **rows, whitebox=None, cache_hit=False, train_s=0.0,
                                  inference_s=0.0)] + ref_results
         jobs = [first] + jobs
@@ -412,7 +424,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         worker_s[model_name(eps)] = round(sum(r.train_s + r.inference_s for r in results), 3)
         models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases))
     return report_document(cfg, command=command, workers=getattr(executor, "workers", None), device=cfg.device,
-                           dataset=data.provenance.to_dict(), split=splits.summary(), models=models, phases=phases,
+                           dataset=_dataset_block(data), split=splits.summary(), models=models, phases=phases,
                            worker_s=worker_s, observed=target is None), extras
 
 

@@ -86,7 +86,7 @@ class ReportConfig:
     n_test: int
     epsilons: tuple[float, ...]
     delta: float
-    model: str
+    model: str | None  # null: not used (an audit of outputs only)
     epochs: int | None
     batch_size: int | None
     lr: float | None
@@ -108,6 +108,11 @@ class ReportConfig:
     recipes: Recipes
     executor: str = since(2, "local")
     gradient_canaries: int = since(2, 0)
+    # Tabular records (left out by reports written before them): the mlp's hidden widths (null: its default),
+    # a CSV's label column and the columns named categorical.
+    hidden: tuple[int, ...] | None = since(2, **OPTIONAL)
+    label_column: str | None = since(2, **OPTIONAL)
+    categorical: tuple[str, ...] = since(2, (), **OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class DatasetInfo:
     n_records: int
     n_classes: int
     sha256: str
+    # Feature vectors (tabular records) only; null for images, and left out by reports written before them.
+    n_features: int | None = since(2, **OPTIONAL)
+    preprocessing: str | None = since(2, **OPTIONAL)
 
 
 @dataclass(frozen=True)

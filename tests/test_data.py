@@ -200,8 +200,8 @@ def _bad_npz(tmp_path, case):
         np.savez(p, x=x, y=y, x_test=x)
     elif case == "test-shape":
         np.savez(p, x=x, y=y, x_test=np.zeros((2, 9, 9), np.uint8), y_test=np.array([0, 1]))
-    elif case == "flat":
-        np.savez(p, x=x.reshape(6, 64), y=y)
+    elif case == "flat":  # one number per record: [N, F] feature vectors are records, [N] is not
+        np.savez(p, x=x.reshape(-1), y=y)
     elif case == "pixels-range":
         np.savez(p, x=x.astype(np.int64) + 300, y=y)
     elif case == "one-class":
@@ -218,7 +218,7 @@ BAD_NPZ = {
     "negative": r"negative label \(-1\)", "out-of-range": "label 5 is out of range for 3 classes",
     "nan": "NaN/inf pixel.s., first in record 4", "inf": "NaN/inf pixel.s., first in record 1",
     "empty": "x is empty", "x-test-alone": "has x_test but not y_test", "test-shape": "must share shape and dtype",
-    "flat": r"shape \(6, 64\); images must be", "pixels-range": r"integers in \[300, 300\]", "one-class": "at least 2",
+    "flat": r"shape \(384,\); records must be", "pixels-range": r"integers in \[300, 300\]", "one-class": "at least 2",
 }
 
 
@@ -306,7 +306,7 @@ def test_register_dataset():
         register_dataset("mnist")
     with pytest.raises(DPAuditError, match="without ':'"):
         register_dataset("npz:x")
-    with pytest.raises(DPAuditError, match="sklearn-digits, or npz:PATH or imagefolder:DIR"):
+    with pytest.raises(DPAuditError, match="sklearn-breast-cancer, or npz:PATH, imagefolder:DIR or csv:PATH"):
         load_dataset("cifar-100")
 
 

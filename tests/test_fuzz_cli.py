@@ -40,6 +40,15 @@ def _prepare(tmp):
     np.savez(tmp / "sig_badmem.npz", **{**sig, "membership": np.ones((3, 10))})
     np.savez(tmp / "sig_extra.npz", **sig, secret=np.zeros(1))
     np.savez(tmp / "sig_ok.npz", **sig)
+    # tabular records: a good CSV and one per way a CSV goes wrong
+    good = ["a,b,c,y"] + [f"{i},{i * 0.5},{'red' if i % 3 else 'blue'},{i % 2}" for i in range(40)]
+    (tmp / "t_good.csv").write_text("\n".join(good) + "\n")
+    (tmp / "t_ragged.csv").write_text("\n".join(good[:5] + [good[5] + ",7"] + good[6:]) + "\n")
+    (tmp / "t_nan.csv").write_text("\n".join(good[:3] + ["2,NaN,red,0"] + good[4:]) + "\n")
+    (tmp / "t_str.csv").write_text("\n".join(good[:3] + ["2,two,red,0"] + good[4:]) + "\n")
+    (tmp / "t_mixed.csv").write_text("\n".join(["a,b,y"] + [f"{i},{i if i % 2 else 'v' + str(i)},{i % 2}"
+                                                            for i in range(40)]) + "\n")
+    (tmp / "t_oneclass.csv").write_text("\n".join(["a,b,y"] + [f"{i},{i * 2},yes" for i in range(40)]) + "\n")
     import shutil
 
     shutil.copy(_template() / "bomb.pt", tmp / "bomb.pt")
@@ -226,6 +235,23 @@ ROWS = [
     ("audit", ["--dataset", "npz:{tmp}/noy.npz"], "y"),
     ("audit", ["--dataset", "npz:{tmp}/bad.npz"], "npz"),
     ("audit", ["--dataset", "imagefolder:{tmp}/nowhere"], "imagefolder"),
+    # tabular records
+    ("audit", ["--dataset", "csv:{tmp}/t_ragged.csv", "--label-column", "y"], "ragged"),
+    ("audit", ["--dataset", "csv:{tmp}/t_nan.csv", "--label-column", "y"], "missing/NaN"),
+    ("audit", ["--dataset", "csv:{tmp}/t_good.csv", "--label-column", "label"], "no column named 'label'"),
+    ("audit", ["--dataset", "csv:{tmp}/t_str.csv", "--label-column", "y"], "holds the string 'two'"),
+    ("audit", ["--dataset", "csv:{tmp}/t_mixed.csv", "--label-column", "y"], "mixes numbers and strings"),
+    ("audit", ["--dataset", "csv:{tmp}/t_oneclass.csv", "--label-column", "y"], "one class"),
+    ("audit", ["--dataset", "csv:{tmp}/t_good.csv"], "--label-column"),
+    ("audit", ["--dataset", "csv:{tmp}/missing.csv", "--label-column", "y"], "not found"),
+    ("audit", ["--dataset", "csv:{tmp}/t_good.csv", "--label-column", "y", "--categorical", "z"], "'z'"),
+    ("audit", ["--label-column", "y"], "csv:PATH"),
+    ("audit", ["--categorical", "a"], "csv:PATH"),
+    ("audit", ["--hidden", "64,big"], "--hidden"),
+    ("audit", ["--hidden", "64", "--model", "simple-cnn"], "--hidden"),
+    ("audit", ["--dataset", "sklearn-breast-cancer", "--model", "simple-cnn"], "image records"),
+    ("audit", ["--dataset", "sklearn-breast-cancer", "--members", "300"], "needs"),
+    ("train", ["--dataset", "csv:{tmp}/t_nan.csv", "--label-column", "y", "--out", "{tmp}/m"], "missing/NaN"),
     ("audit", ["--model", "no_such_pkg.mod:make"], "no_such_pkg"),
     ("audit", ["--model", "tests/_user_models.py:make_bn_net"], "GroupNorm"),
     ("audit", ["--model", "tests/_user_models.py:missing"], "missing"),

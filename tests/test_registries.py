@@ -26,7 +26,7 @@ AVAILABLE = [n for n in sorted(DATASETS) if n != "mnist" and (n != "fashion-mnis
 def test_every_dataset_gives_checked_records(name):
     ds = load_dataset(name)
     assert isinstance(ds, Dataset) and len(ds) == ds.provenance.n_records > 100
-    assert ds.images.ndim == 4 and ds.images.shape[0] == ds.labels.shape[0]
+    assert ds.images.ndim in (2, 4) and ds.images.shape[0] == ds.labels.shape[0]  # feature vectors or images
     assert ds.labels.dtype == np.int64 and ds.labels.min() == 0 and ds.labels.max() == ds.n_classes - 1
     assert len(ds.provenance.sha256) == 64
     x = ds.to_tensor(ds.images[:16])

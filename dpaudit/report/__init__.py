@@ -117,7 +117,9 @@ def render_markdown(report: Report | dict, figures: list[str] | None = None) -> 
     parts = [
         "# dpaudit report", "",
         "> " + wording.banner(report), "",
-        (f"Dataset **{ds.name}** ({ds.n_records} records; {sp.members} members and "
+        (f"Dataset **{ds.name}** ({ds.n_records} records"
+         f"{f' of {ds.n_features} features: {ds.preprocessing}' if ds.n_features is not None else ''}; "
+         f"{sp.members} members and "
         f"{sp.pool_size - sp.members} non-members per model, {sp.n_test} test records, "
         f"{sp.n_models - 1} reference models); seed {sp.seed}; created {report.created_utc}."), "",
         "## Privacy verdicts", "",

@@ -1,17 +1,21 @@
-"""Datasets behind one call: images [N,C,H,W] (uint8 or float32), int64 labels, their normalisation, and
-where they came from.
+"""Datasets behind one call: images [N,C,H,W] (uint8 or float32) or feature vectors [N,F] (float32, tabular
+records), int64 labels, their normalisation, and where they came from.
 
 Every loader returns the union of the dataset's official train and test parts: dpaudit draws its own
 seeded test, pool and canary splits (see ``dpaudit.core.splits``), so the origin of each record is kept in
 ``Dataset.origin`` ("train"/"test") for provenance, and ``Dataset.test_idx`` lists the official test part.
 
 ``load_dataset(spec)`` takes a name from ``DATASETS`` (built-ins: mnist-5k, mnist, fashion-mnist,
-sklearn-digits; user code adds more with ``register_dataset``) or one of two spec strings:
+sklearn-digits, sklearn-breast-cancer; user code adds more with ``register_dataset``) or one of three spec strings:
 
-- ``npz:PATH``: a NumPy ``.npz`` archive with arrays ``x`` (images) and ``y`` (labels), optionally
-  ``x_test``/``y_test`` (an official test part) and ``n_classes`` (a scalar; default max label + 1).
-  See ``load_npz``.
+- ``npz:PATH``: a NumPy ``.npz`` archive with arrays ``x`` (images, or feature vectors [N, F]) and ``y``
+  (labels), optionally ``x_test``/``y_test`` (an official test part) and ``n_classes`` (a scalar; default max
+  label + 1). See ``load_npz``.
 - ``imagefolder:DIR``: ``DIR/<class>/<image>`` read with torchvision's ``ImageFolder``. See ``load_imagefolder``.
+- ``csv:PATH``: a table with a label column (``label_column``); see ``dpaudit.training.tabular``.
+
+Feature vectors (tabular records) are standardised per feature, from the data in the same way (mean and std of
+each feature over all records); one-hot columns of a CSV stay 0/1. ``Dataset.preprocessing`` says what was done.
 
 Normalisation. Models see ``(pixels / scale - mean[c]) / std[c]`` per channel c (``Normalisation``).
 For mnist-5k, mnist and fashion-mnist the statistics are MNIST's customary constants (0.1307, 0.3081),
@@ -38,11 +42,12 @@ import torch
 from dpaudit.errors import DPAuditError
 from dpaudit.limits import check_npz, open_image
 from dpaudit.registry import Registry
+from dpaudit.training import tabular
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # MNIST's customary normalisation constants (mean and std of its training pixels / 255).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-SPEC_PREFIXES = ("npz:", "imagefolder:")
+SPEC_PREFIXES = ("npz:", "imagefolder:", "csv:")
 
 
 # ---- records ---------------------------------------------------------------------------------------
@@ -54,9 +59,16 @@ class Provenance:
     n_records: int
     n_classes: int
     sha256: str  # of images+labels, so two reports can prove they audited the same data
+    # Feature vectors only (None for images): the number of features and what was done to them.
+    n_features: int | None = None
+    preprocessing: str | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        for k in ("n_features", "preprocessing"):
+            if d[k] is None:
+                del d[k]  # image datasets' provenance stays as it always was
+        return d
 
 
 @dataclass(frozen=True)
@@ -83,12 +95,21 @@ class Normalisation:
         return cls(mean=(MNIST_MEAN,), std=(MNIST_STD,), scale=255.0, source="mnist-constants")
 
     @classmethod
+    def of_features(cls, features: np.ndarray, numeric: np.ndarray | None = None) -> Normalisation:
+        """Standardisation of feature vectors [N,F] from all records (``dpaudit.training.tabular``)."""
+        mean, std = tabular.feature_statistics(features, numeric)
+        return cls(mean=mean, std=std, scale=1.0, source="data")
+
+    @classmethod
     def from_data(cls, images: np.ndarray, chunk: int = 2048) -> Normalisation:
-        """Mean and (population) std of each channel of ``images`` [N,C,H,W], over all records and pixels.
+        """Mean and (population) std of each channel of ``images`` [N,C,H,W], over all records and pixels;
+        of each feature of feature vectors [N,F] (``dpaudit.training.tabular.feature_normalisation``).
 
         Two passes in float64, a chunk of records at a time, so a large dataset needs no float64 copy.
         A constant channel gets std 1 (dividing by 0 would make every pixel inf)."""
         images = np.asarray(images)
+        if images.ndim == 2:
+            return cls.of_features(images)
         if images.ndim != 4 or images.shape[0] == 0:
             raise DPAuditError(f"normalisation statistics need images [N,C,H,W] with N > 0, got {images.shape}")
         scale = 255.0 if images.dtype == np.uint8 else 1.0
@@ -114,6 +135,11 @@ class Normalisation:
         if len(self.mean) == 1:
             # Python scalars, exactly as dpaudit always computed MNIST's normalisation (bit-identical inputs).
             return (x - self.mean[0]) / self.std[0]
+        if x.ndim == 2:
+            if x.shape[1] != len(self.mean):
+                raise DPAuditError(f"records of {x.shape[1]} feature(s) do not match the {len(self.mean)} this "
+                                   f"normalisation was computed for")
+            return (x - torch.tensor(self.mean, dtype=torch.float32)) / torch.tensor(self.std, dtype=torch.float32)
         if x.ndim != 4 or x.shape[1] != len(self.mean):
             raise DPAuditError(f"images of shape {tuple(x.shape)} do not have the {len(self.mean)} channels "
                                f"this normalisation was computed for")
@@ -127,7 +153,7 @@ class Normalisation:
 
 @dataclass(frozen=True)
 class Dataset:
-    images: np.ndarray  # uint8 [N,C,H,W] (0..255) or float32 [N,C,H,W]
+    images: np.ndarray  # uint8 [N,C,H,W] (0..255) or float32 [N,C,H,W]; or float32 feature vectors [N,F]
     labels: np.ndarray  # int64 [N], in [0, n_classes)
     provenance: Provenance
     origin: np.ndarray = field(repr=False, default=None)  # "train"/"test" per record, where known
@@ -147,8 +173,18 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """(C, H, W) of one record: what a model factory is given."""
+        """(C, H, W) of one image, or (F,) of one feature vector: what a model factory is given."""
         return tuple(int(d) for d in self.images.shape[1:])
+
+    @property
+    def n_features(self) -> int | None:
+        """F for feature vectors [N, F] (tabular records); None for images."""
+        return int(self.images.shape[1]) if self.images.ndim == 2 else None
+
+    @property
+    def preprocessing(self) -> str | None:
+        """What was done to the features on the way into the model, in words (feature vectors only)."""
+        return self.provenance.preprocessing
 
     @property
     def test_idx(self) -> np.ndarray | None:
@@ -176,9 +212,14 @@ def _digest(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def _canonical_images(x: np.ndarray, what: str) -> np.ndarray:
-    """[N,H,W] / [N,H,W,C] / [N,C,H,W] -> [N,C,H,W], uint8 or float32; refuses what can't be images."""
+    """[N,H,W] / [N,H,W,C] / [N,C,H,W] -> [N,C,H,W], uint8 or float32; [N,F] feature vectors -> float32
+    [N,F] (``dpaudit.training.tabular.check_features``); refuses what can't be either."""
     if x.dtype == object:
         raise DPAuditError(f"{what} holds Python objects (dtype=object); save a numeric array (uint8 or float32)")
+    if x.ndim == 2:
+        from dpaudit.training.tabular import check_features
+
+        return check_features(x, what)
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
@@ -188,8 +229,8 @@ def _canonical_images(x: np.ndarray, what: str) -> np.ndarray:
             raise DPAuditError(f"{what} has shape {x.shape}: neither axis 1 nor axis 3 looks like channels (<= 4); "
                                f"save images as [N,C,H,W] or [N,H,W,C]")
     else:
-        raise DPAuditError(f"{what} has shape {x.shape}; images must be [N,H,W], [N,H,W,C] or [N,C,H,W] "
-                           f"(reshape flat vectors to images first)")
+        raise DPAuditError(f"{what} has shape {x.shape}; records must be feature vectors [N,F] or images "
+                           f"[N,H,W], [N,H,W,C] or [N,C,H,W]")
     if x.shape[0] == 0 or 0 in x.shape[2:]:
         raise DPAuditError(f"{what} is empty (shape {x.shape}); save at least one image")
     if x.dtype == np.uint8:
@@ -231,10 +272,12 @@ def _canonical_labels(y: np.ndarray, what: str) -> np.ndarray:
 
 def make_dataset(name: str, images: np.ndarray, labels: np.ndarray, *, source: str,
                  origin: np.ndarray | None = None, n_classes: int | None = None,
-                 normalisation: Normalisation | None = None) -> Dataset:
+                 normalisation: Normalisation | None = None, preprocessing: str | None = None) -> Dataset:
     """A checked ``Dataset`` from arrays: images [N,H,W], [N,H,W,C] (C <= 4) or [N,C,H,W], uint8 0..255 or
-    float; integer labels [N] in [0, n_classes). ``n_classes`` defaults to max label + 1; ``normalisation``
-    defaults to statistics computed from the images. For user loaders (``register_dataset``)."""
+    float, or feature vectors [N,F] (numbers); integer labels [N] in [0, n_classes). ``n_classes`` defaults to
+    max label + 1; ``normalisation`` defaults to statistics computed from the data (per channel; per feature
+    for feature vectors). ``preprocessing``: what was done to feature vectors, for the report (default: said
+    here). For user loaders (``register_dataset``)."""
     images = _canonical_images(np.asarray(images), f"{name}: images")
     labels = _canonical_labels(np.asarray(labels), f"{name}: labels")
     if images.shape[0] != labels.shape[0]:
@@ -250,8 +293,21 @@ def make_dataset(name: str, images: np.ndarray, labels: np.ndarray, *, source: s
         raise DPAuditError(f"{name}: only {n_classes} class; a classifier needs at least 2")
     if origin is not None and len(origin) != len(labels):
         raise DPAuditError(f"{name}: origin has {len(origin)} entries for {len(labels)} records")
+    n_features = None
+    if images.ndim == 2:
+        n_features = int(images.shape[1])
+        if preprocessing is None:
+            if normalisation is None:
+                from dpaudit.training.tabular import standardisation_text
+
+                preprocessing = standardisation_text(len(labels), n_features)
+            else:
+                preprocessing = "normalisation given by the dataset's loader"
+    elif preprocessing is not None:
+        raise DPAuditError(f"{name}: preprocessing describes feature vectors [N, F]; images have their "
+                           f"normalisation instead")
     prov = Provenance(name=name, source=source, n_records=int(labels.shape[0]), n_classes=int(n_classes),
-                      sha256=_digest(images, labels))
+                      sha256=_digest(images, labels), n_features=n_features, preprocessing=preprocessing)
     return Dataset(images=images, labels=labels, provenance=prov, origin=origin, normalisation=normalisation)
 
 
@@ -270,7 +326,7 @@ def _make_mnist_like(name: str, source: str, images: np.ndarray, labels: np.ndar
 
 # A loader is ``loader(data_dir: Path | None, download: bool) -> Dataset``.
 DatasetLoader = Callable[[Path | None, bool], Dataset]
-DATASETS: Registry = Registry("dataset", "npz:/imagefolder:")
+DATASETS: Registry = Registry("dataset", "npz:/imagefolder:/csv:")
 
 
 def register_dataset(name: str, *, force: bool = False, _builtin: bool = False):
@@ -396,6 +452,49 @@ def load_sklearn_digits(data_dir: Path | None = None, download: bool = False) ->
                         source="sklearn.datasets.load_digits() (1,797 8x8 digits, 0..16 scaled to 0..255)")
 
 
+@register_dataset("sklearn-breast-cancer", _builtin=True)
+def load_sklearn_breast_cancer(data_dir: Path | None = None, download: bool = False) -> Dataset:
+    """scikit-learn's bundled breast-cancer records: 569 patients, 30 features, 2 classes, no download.
+
+    Feature vectors [569, 30] (float32), each feature standardised by its mean and std over all 569 records."""
+    return load_breast_cancer_records()
+
+
+# ---- tables: csv:PATH and the bundled records ------------------------------------------------------
+
+def load_csv(path: str | Path, label_column: str | None, categorical: tuple[str, ...] = (), name: str | None = None,
+             reader: str | None = None):
+    """``csv:PATH``: a Dataset of feature vectors [N, F] from a CSV file (see the module docstring)."""
+    path = Path(path)
+    name = name or f"csv:{path}"
+    header, rows, lines = tabular.read_csv_cells(path, name, reader)
+    enc = tabular.encode_table(header, rows, lines, name=name, label_column=label_column, categorical=tuple(categorical))
+    n, f = enc["features"].shape
+    norm = Normalisation.of_features(enc["features"], enc["numeric"])
+    classes = enc["classes"]
+    shown = ", ".join(f"{k}={c}" for k, c in enumerate(classes[:10])) + (", ..." if len(classes) > 10 else "")
+    used = reader or tabular.default_reader()
+    source = (f"CSV file {path.resolve()} read with {'pandas' if used == 'pandas' else 'the csv module'} "
+              f"(label column {label_column!r}: {shown})")
+    return make_dataset(name, enc["features"], enc["labels"], source=source, n_classes=len(classes),
+                        normalisation=norm,
+                        preprocessing=tabular.standardisation_text(n, len(enc["numeric_columns"]), enc["categorical_columns"]))
+
+
+def load_breast_cancer_records():
+    """scikit-learn's bundled Wisconsin diagnostic breast-cancer records: 569 patients, 30 real-valued features
+    of cell nuclei, 2 classes (0 malignant, 1 benign), shipped inside scikit-learn (no download)."""
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    x = np.asarray(d.data, dtype=np.float32)
+    norm = Normalisation.of_features(x)
+    return make_dataset("sklearn-breast-cancer", x, d.target,
+                        source="sklearn.datasets.load_breast_cancer() (569 Wisconsin diagnostic breast-cancer "
+                               "records, 30 features; 0 = malignant, 1 = benign)",
+                        normalisation=norm, preprocessing=tabular.standardisation_text(len(x), x.shape[1]))
+
+
 # ---- npz:PATH ---------------------------------------------------------------------------------------
 
 def _first_line(exc: BaseException) -> str:
@@ -411,7 +510,8 @@ def load_npz(path: str | Path, name: str | None = None) -> Dataset:
     ``x`` may be [N,H,W] (grey), [N,C,H,W], or channels last [N,H,W,C] with C <= 4: when the last axis has
     at most 4 entries and axis 1 more than 4, it is taken for channels and transposed to [N,C,H,W].
     Pixels are uint8 0..255 (integers in that range are accepted) or float (any range; the normalisation
-    is computed from the data). Labels are integers in [0, n_classes)."""
+    is computed from the data). ``x`` of shape [N,F] holds feature vectors (tabular records: any numbers,
+    kept as float32 and standardised per feature). Labels are integers in [0, n_classes)."""
     path = Path(path)
     name = name or f"npz:{path}"
     if not path.is_file():
@@ -523,11 +623,19 @@ def load_imagefolder(root: str | Path, name: str | None = None) -> Dataset:
 
 # ---- one entry point --------------------------------------------------------------------------------
 
-def load_dataset(name: str = "mnist-5k", data_dir: str | Path | None = None, download: bool = False) -> Dataset:
-    """Load a dataset by spec: a name in ``DATASETS``, ``npz:PATH`` or ``imagefolder:DIR``.
+def load_dataset(name: str = "mnist-5k", data_dir: str | Path | None = None, download: bool = False, *,
+                 label_column: str | None = None, categorical: tuple[str, ...] | list[str] = ()) -> Dataset:
+    """Load a dataset by spec: a name in ``DATASETS``, ``npz:PATH``, ``imagefolder:DIR`` or ``csv:PATH``
+    (with ``label_column``, the column of classes, and ``categorical``, columns to one-hot encode even if
+    they hold numbers).
 
     Fails with a ``DPAuditError`` whose one-line message says what to do."""
     spec = str(name)
+    if spec.startswith("csv:"):
+        return load_csv(spec[len("csv:"):], label_column, tuple(categorical), name=spec)
+    if label_column is not None or categorical:
+        opt = "--label-column" if label_column is not None else "--categorical"
+        raise DPAuditError(f"{opt} names a column of a CSV file; it goes with --dataset csv:PATH, not {spec}")
     if spec.startswith("npz:"):
         return load_npz(spec[len("npz:"):], name=spec)
     if spec.startswith("imagefolder:"):
@@ -539,7 +647,7 @@ def load_dataset(name: str = "mnist-5k", data_dir: str | Path | None = None, dow
     loader = DATASETS.get(spec)
     if loader is None:
         raise DPAuditError(f"unknown dataset {spec!r}; choose one of {', '.join(DATASETS)}, "
-                           f"or npz:PATH or imagefolder:DIR")
+                           f"or npz:PATH, imagefolder:DIR or csv:PATH")
     ds = loader(data_dir, download)
     if not isinstance(ds, Dataset):
         raise DPAuditError(f"dataset loader for {spec!r} returned {type(ds).__name__}, not a dpaudit.training.data.Dataset; "

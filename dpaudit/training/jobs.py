@@ -72,7 +72,7 @@ def train_config(cfg: AuditConfig, epsilon: float):
     """The TrainConfig of every model trained at ``epsilon`` (seed replaced per model)."""
     from dpaudit.training.train import TrainConfig
 
-    return TrainConfig(model=cfg.model, epsilon=epsilon, delta=cfg.delta, **cfg.recipe(epsilon),
+    return TrainConfig(model=cfg.architecture(), epsilon=epsilon, delta=cfg.delta, **cfg.recipe(epsilon),
                        max_grad_norm=cfg.max_grad_norm, accountant=cfg.accountant,
                        grad_sample_mode=cfg.grad_sample_mode, seed=cfg.seed, device=cfg.device)
 
@@ -83,9 +83,10 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
     from dpaudit.training.models import model_source_sha256
     from dpaudit.training.train import cache_key
 
-    queries = needs_queries(cfg.attacks)
+    # Shifted copies are of images; feature vectors have no neighbouring pixels, so LiRA takes one query there.
+    queries = needs_queries(cfg.attacks) and len(data.input_shape) == 3
     # An edited user factory must not reuse models cached from its old code.
-    model_src = model_source_sha256(cfg.model) or ""
+    model_src = model_source_sha256(cfg.architecture()) or ""
     # The cache's keyed-hash key travels with each job, as the cache path does (workers may be other machines).
     tag_key = None
     if cfg.cache_dir and tamper is None:
@@ -316,7 +317,9 @@ def train_and_save(cfg: AuditConfig, out: Path, *, force: bool = False) -> dict:
     eps = cfg.epsilons[0]
     with preserved_global_state():
         quiet_library_warnings()
-        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, label_column=cfg.label_column,
+                            categorical=cfg.categorical)
+        cfg = cfg.for_data(data.input_shape)
         sp = make_splits(data.labels, members=cfg.members, n_models=1, n_test=cfg.n_test, seed=cfg.seed)
         cfg.check_delta()
         idx = sp.train_indices(0)

@@ -1,8 +1,9 @@
 """Model architectures, the registry user code extends, and the checks that Opacus can train a model.
 
 A model factory is ``factory(input_shape: tuple[int, ...], n_classes: int) -> nn.Module``; ``input_shape``
-is one record's (C, H, W). A model spec is either a name in ``MODELS`` (built-ins ``simple-cnn`` and
-``tanh-cnn``; user code adds more with ``register_model``) or a factory to import:
+is one record's (C, H, W) for images and (F,) for feature vectors (tabular records). A model spec is either a
+name in ``MODELS`` (built-ins ``simple-cnn``, ``tanh-cnn`` and ``mlp``; user code adds more with
+``register_model``), ``mlp-W1-W2...`` (the MLP with those hidden widths), or a factory to import:
 
 - ``package.module:factory``: imported with importlib; the module must be importable (installed, on
   PYTHONPATH, or in the current folder, which is tried last);
@@ -13,10 +14,13 @@ worker processes an audit trains in, because each worker imports it again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +33,9 @@ from dpaudit.registry import Registry
 
 ModelFactory = Callable[[tuple, int], nn.Module]
 MNIST_SHAPE = (1, 28, 28)
+# The MLP's hidden widths when none are given (--hidden): two layers of 64 ReLU units.
+DEFAULT_HIDDEN = (64, 64)
+_MLP_SPEC = re.compile(r"mlp-(\d+(?:-\d+)*)")
 
 
 def _conv_out(n: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -92,6 +99,74 @@ def _chw(input_shape, who: str) -> tuple[int, int, int]:
     return shape
 
 
+class MLP(nn.Module):
+    """A multi-layer perceptron for feature vectors: Linear -> ReLU per hidden width, then Linear to logits.
+
+    Any input shape works (records are flattened first), but it is meant for tabular records (F,). Only Linear
+    and ReLU layers, no BatchNorm or Dropout: Opacus's ModuleValidator accepts it and its stock Linear grad
+    sampler computes every per-example gradient."""
+
+    def __init__(self, n_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] = DEFAULT_HIDDEN):
+        super().__init__()
+        shape = tuple(int(d) for d in input_shape)
+        if not shape or min(shape) < 1:
+            raise DPAuditError(f"mlp needs a non-empty input shape, got {shape}")
+        widths = check_hidden(hidden)
+        layers: list[nn.Module] = [nn.Flatten()]
+        n_in = math.prod(shape)
+        for w in widths:
+            layers += [nn.Linear(n_in, w), nn.ReLU()]
+            n_in = w
+        layers.append(nn.Linear(n_in, n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def check_hidden(hidden, option: str = "--hidden") -> tuple[int, ...]:
+    """Hidden widths of the MLP: 0 to 8 whole numbers in [1, 65536] (none: a linear model, logistic regression)."""
+    try:
+        widths = tuple(int(w) for w in hidden)
+    except (TypeError, ValueError):
+        raise DPAuditError(f"{option} must be a comma list of whole numbers such as 64,64, got {hidden!r}") from None
+    if any(isinstance(w, bool) for w in hidden) or any(int(w) != w for w in hidden):
+        raise DPAuditError(f"{option} must be a comma list of whole numbers such as 64,64, got {hidden!r}")
+    if len(widths) > 8 or any(not 1 <= w <= 65536 for w in widths):
+        raise DPAuditError(f"{option} takes up to 8 widths in [1, 65536], got {','.join(map(str, widths))}")
+    return widths
+
+
+def mlp_spec(hidden: tuple[int, ...] | None) -> str:
+    """The model spec of the MLP with these hidden widths: ``mlp`` for the default, else ``mlp-W1-W2...``
+    (``mlp-0`` for no hidden layer, a linear model)."""
+    if hidden is None or tuple(hidden) == DEFAULT_HIDDEN:
+        return "mlp"
+    widths = check_hidden(hidden)
+    return "mlp-" + ("-".join(map(str, widths)) if widths else "0")
+
+
+def parse_mlp_spec(spec: str) -> tuple[int, ...] | None:
+    """The hidden widths named by ``mlp`` / ``mlp-W1-W2...``, or None if ``spec`` names no MLP."""
+    if spec == "mlp":
+        return DEFAULT_HIDDEN
+    m = _MLP_SPEC.fullmatch(spec) if isinstance(spec, str) else None
+    if m is None:
+        return None
+    widths = tuple(int(w) for w in m.group(1).split("-"))
+    return () if widths == (0,) else check_hidden(widths, f"model {spec!r}")
+
+
+def is_builtin_model(spec) -> bool:
+    """A built-in architecture (including ``mlp-W1-W2...``): no user code runs to build it."""
+    return isinstance(spec, str) and (spec in MODELS.builtin or parse_mlp_spec(spec) is not None)
+
+
+def default_model(input_shape: tuple[int, ...]) -> str:
+    """The architecture an audit uses when none is named: simple-cnn for images (C, H, W), mlp otherwise."""
+    return "simple-cnn" if len(tuple(input_shape)) == 3 else "mlp"
+
+
 # ---- registry -------------------------------------------------------------------------------------
 
 MODELS: Registry = Registry("model", "module:factory")
@@ -112,6 +187,12 @@ def simple_cnn(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 @register_model("tanh-cnn", _builtin=True)
 def tanh_cnn(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     return TanhCNN(n_classes, input_shape=input_shape)
+
+
+@register_model("mlp", _builtin=True)
+def mlp(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The MLP with the default hidden widths (``DEFAULT_HIDDEN``); ``mlp-W1-W2...`` names others."""
+    return MLP(n_classes, input_shape, DEFAULT_HIDDEN)
 
 
 _FILE_MODULES: dict[Path, object] = {}
@@ -169,8 +250,12 @@ def resolve_model(spec: str | ModelFactory) -> ModelFactory:
         raise DPAuditError(f"model spec must be a name or module:factory, got {spec!r}")
     if spec in MODELS:
         return MODELS[spec]
+    widths = parse_mlp_spec(spec)
+    if widths is not None:
+        return functools.partial(_mlp_with, widths)
     if ":" not in spec:
-        raise DPAuditError(f"unknown model {spec!r}; choose one of {', '.join(MODELS)}, or give "
+        raise DPAuditError(f"unknown model {spec!r}; choose one of {', '.join(MODELS)} (mlp-W1-W2...: the mlp with "
+                           f"those hidden widths), or give "
                            f"package.module:factory or path/to/file.py:factory")
     mod_part, _, attr = spec.rpartition(":")
     if not mod_part or not attr:
@@ -190,10 +275,14 @@ def resolve_model(spec: str | ModelFactory) -> ModelFactory:
     return factory
 
 
+def _mlp_with(hidden: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    return MLP(n_classes, input_shape, hidden)
+
+
 def model_source_sha256(spec: str) -> str | None:
     """sha256 of the file that defines a user factory (for cache keys: an edited factory must not reuse
     models trained with the old one), or None for built-ins."""
-    if isinstance(spec, str) and spec in MODELS.builtin:
+    if is_builtin_model(spec):
         return None
     import inspect
 
@@ -214,7 +303,7 @@ def _first_line(exc: BaseException) -> str:
 
 def build_model(spec: str | ModelFactory, input_shape: tuple[int, ...] | int = MNIST_SHAPE,
                 n_classes: int = 10, *, validate_dp: bool = False) -> nn.Module:
-    """Build a model from ``spec`` for records of ``input_shape`` (C, H, W) and ``n_classes`` classes.
+    """Build a model from ``spec`` for records of ``input_shape`` ((C, H, W) or (F,)) and ``n_classes`` classes.
 
     Checks, each a one-line ``DPAuditError``: the factory runs, returns an ``nn.Module``, and maps a dummy
     batch [2, *input_shape] to [2, n_classes] (in eval mode, without gradients: no weight, buffer or

@@ -549,11 +549,11 @@ def load_model(path: str | Path, device: str = "cpu", model: str | None = None) 
     # The architecture named in the JSON is only trusted when it is a registered name: a spec such as
     # "pkg.mod:f" or "file.py:f" would import and run code chosen by whoever wrote the file. A user factory is
     # given by the caller (``model``: the --model the user typed), never taken from the record.
-    from dpaudit.training.models import MODELS
+    from dpaudit.training.models import MODELS, is_builtin_model
 
     named = meta["config"].get("model", "simple-cnn")
     if model is None:
-        if not isinstance(named, str) or named not in MODELS:
+        if not isinstance(named, str) or not (named in MODELS or is_builtin_model(named)):
             raise DPAuditError(f"{meta_path} names the architecture {str(named)[:60]!r}, which is not a built-in "
                                f"model; pass --model with your factory to load it (dpaudit never imports code "
                                f"named in a file)")
