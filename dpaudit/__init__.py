@@ -4,7 +4,7 @@ __version__ = "0.2.0"
 
 from .errors import DPAuditError  # noqa: E402  (stdlib-only)
 
-__all__ = ["DPAuditError", "audit", "audit_outputs", "write_report", "__version__"]
+__all__ = ["DPAuditError", "WhiteBoxProbe", "audit", "audit_outputs", "write_report", "__version__"]
 
 
 def __getattr__(name):
@@ -13,4 +13,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "WhiteBoxProbe":  # white-box audit of the user's own Opacus script (dpaudit/probe.py)
+        from .probe import WhiteBoxProbe
+
+        return WhiteBoxProbe
     raise AttributeError(f"module 'dpaudit' has no attribute {name!r}")
