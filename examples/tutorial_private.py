@@ -120,7 +120,7 @@ def main(argv=None):
 
     def train(model, train_loader, optimizer, criterion, epoch):
         model.train()
-        for batch_idx, (data, target) in enumerate(train_loader):
+        for data, target in train_loader:
             optimizer.zero_grad()
             output = model(data)
             loss = criterion(output, target)
