@@ -442,12 +442,15 @@ class WhiteBoxProbe:
         return report_from_observations(obs, meta=self.meta(test_accuracy), confidence=confidence, command=command)
 
     def write_report(self, out, *, delta: float | None = None, test_accuracy: float | None = None,
-                     confidence: float = 0.95, force: bool = True, formats=("json", "md", "html")) -> dict:
-        """Write report.json, report.md (with its figures), report.html and observations.npz into ``out``
-        (a folder, written atomically: replaced as a whole when ``force``, else it must be new or empty).
-        Returns the report document."""
+                     confidence: float = 0.95, force: bool | None = None, formats=("json", "md", "html")) -> dict:
+        """Write report.json, report.md (with its figures), report.html and observations.npz into ``out``, a
+        folder written atomically and replaced as a whole. By default (``force`` None) ``out`` must be new,
+        empty, or hold an earlier probe report only (a re-run of the same script replaces it); ``force=True``
+        replaces any folder, ``force=False`` only a new or empty one. Returns the report document."""
         from .report import check_out_folder, render, write_outputs
 
+        if force is None:
+            force = _holds_probe_report_only(Path(out))
         check_out_folder(out, force)
         obs = self.observations(delta)
         meta = self.meta(test_accuracy)
@@ -472,6 +475,18 @@ class WhiteBoxProbe:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+
+
+PROBE_FILES = {"report.json", "report.md", "report.html", OBS_FILE, "roc.png", "epsilon_vs_success.png",
+               "epsilon_per_epoch.png", "whitebox.png"}
+
+
+def _holds_probe_report_only(out: Path) -> bool:
+    """True when ``out`` is a folder holding an earlier probe report and nothing else."""
+    if not out.is_dir():
+        return False
+    names = {p.name for p in out.iterdir()}
+    return {"report.json", OBS_FILE} <= names and names <= PROBE_FILES
 
 
 def _command() -> str | None:
