@@ -108,8 +108,8 @@ def verdict(pr, **kw):
                                   pytest.param("ghost", marks=pytest.mark.slow)])
 def test_correct_loop_is_conformant(mode):
     """The tutorial's loop with make_private, each grad-sample mode: every conformance test passes."""
-    pr, _, model, opt, crit, loader = setup(mode=mode)
-    train(model, opt, crit, loader)
+    pr, _, model, opt, crit, loader = setup(mode=mode, epochs=2)
+    train(model, opt, crit, loader, epochs=2)
     status, failed, doc = verdict(pr)
     assert failed == [] and status in ("consistent", "inconclusive"), (status, failed)
     wb = doc["models"][0]["whitebox"]
@@ -398,6 +398,7 @@ def test_docstring_examples_run():
     assert doctest.testmod(dpaudit.probe).failed == 0
 
 
+@pytest.mark.slow
 def test_write_report_never_replaces_a_folder_of_other_files(tmp_path):
     pr, _, model, opt, crit, loader = setup(m=20, epochs=1)
     train(model, opt, crit, loader, epochs=1)
