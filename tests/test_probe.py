@@ -434,3 +434,40 @@ def test_tutorial_script_spends_its_whole_budget(tmp_path, capsys):
     assert m["training"]["epsilon"] == pytest.approx(printed[-1], abs=0.005)
     assert len(m["training"]["epsilon_per_epoch"]) == 2
     assert m["training"]["epsilon_per_epoch"][0] == pytest.approx(printed[0], abs=0.02)
+
+
+class TokenRegressor(nn.Module):
+    """Integer inputs (token ids) and a real-valued output: not a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(17, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.out(self.emb(x).mean(1))
+
+
+@pytest.mark.slow
+def test_regression_on_integer_inputs_is_conformant_and_bugs_still_show():
+    """Any model whose outputs the criterion reads: token ids in, one real number out, MSELoss (per-record loss
+    [B, 1]). The correct loop is conformant; the same loop with poisson_sampling=False is not."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    data = TensorDataset(torch.tensor(x, dtype=torch.int64), torch.tensor(y, dtype=torch.float32)[:, None] / 9)
+    for poisson, expect in ((True, []), (False, ["poisson_sampler"])):
+        torch.manual_seed(0)
+        loader = DataLoader(data, batch_size=64, shuffle=True)
+        model, criterion = TokenRegressor(), nn.MSELoss()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        pr = dpaudit.WhiteBoxProbe(canaries=200, delta=1e-5)
+        model, optimizer, criterion, loader = pr.wrap(model, optimizer, criterion, loader)
+        engine = PrivacyEngine(accountant="rdp")
+        model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
+                                                       noise_multiplier=1.0, max_grad_norm=1.0,
+                                                       poisson_sampling=poisson)
+        pr.attach(engine, optimizer, loader)
+        train(model, optimizer, criterion, loader, epochs=2)
+        status, failed, _ = verdict(pr)
+        assert failed == expect, (poisson, failed)
