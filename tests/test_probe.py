@@ -157,6 +157,8 @@ def test_make_private_with_epsilon_each_accountant(accountant):
     assert rec["noise_multiplier"] == pytest.approx(opt.noise_multiplier)
     assert rec["sample_rate"] == pytest.approx(1 / len(loader))
     assert len(rec["epsilon_per_epoch"]) == 3
+    # dp_accounting's cross-check: PLD for the numerical accountants (PRV, and GDP, which approximates it)
+    assert doc["models"][0]["accountant_check"]["reference"] == ("rdp" if accountant == "rdp" else "pld")
 
 
 @pytest.mark.slow
