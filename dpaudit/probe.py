@@ -171,8 +171,9 @@ class _ProbeDataset(torch.utils.data.Dataset):
         self.n = len(base)
         self.ids = np.asarray(canary_ids, np.int64)
         x0, y0 = template
-        self.y0 = y0
-        self.x0 = x0
+        # copies: a view of a TensorDataset's tensor would pin (and, to workers, pickle) the whole tensor
+        self.x0 = x0.detach().clone()
+        self.y0 = y0.detach().clone() if isinstance(y0, torch.Tensor) else y0
 
     def __len__(self):
         return self.n + int(self.ids.size)
@@ -276,6 +277,11 @@ class WhiteBoxProbe:
     @property
     def included(self) -> int:
         return int(self.coins.sum())
+
+    @property
+    def model(self) -> nn.Module | None:
+        """Your own module, without the canary vector: the model to evaluate, save and ship."""
+        return None if self._module is None else self._module.base
 
     # ------------------------------------------------------------------------------------------ set up
 

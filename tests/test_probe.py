@@ -200,8 +200,8 @@ def test_no_canaries_leaves_training_unchanged():
         for probe in (False, True):
             pr, _, model, opt, crit, loader = setup(m=0, probe=probe, mode=mode, epochs=1)
             train(model, opt, crit, loader, epochs=1)
-            inner = model._module
-            base = inner.base if probe else inner
+            base = pr.model if probe else model._module
+            assert not probe or base is not model._module
             finals.append([p.detach().clone() for p in base.parameters()])
         assert all(torch.equal(a, b) for a, b in zip(*finals)), mode
 
