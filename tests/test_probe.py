@@ -473,3 +473,26 @@ def test_regression_on_integer_inputs_is_conformant_and_bugs_still_show():
         train(model, optimizer, criterion, loader, epochs=2)
         status, failed, _ = verdict(pr)
         assert failed == expect, (poisson, failed)
+
+
+def test_whitebox_command_on_a_cached_models_observations(tmp_path):
+    """`dpaudit whitebox OBS` also reads the .whitebox.npz dpaudit's own cache writes (no probe notes), here from
+    the exact mechanism and from one with half the noise the accountant assumes; `dpaudit check` gates both."""
+    from click.testing import CliRunner
+
+    from dpaudit.accounting import opacus_epsilon
+    from dpaudit.cli import main
+    from dpaudit.whitebox import synthetic_observations
+
+    eps = opacus_epsilon(0.05, 1.0, 100, 1e-5, "rdp")
+    codes = {}
+    for name, factor in (("exact", 1.0), ("half-noise", 0.5)):
+        obs = synthetic_observations(300, 100, 20, 1.0, 0.05, seed=3, noise_factor=factor, claimed_epsilon=eps,
+                                     accountant="rdp")
+        obs.save(tmp_path / f"{name}.whitebox.npz")
+        out = tmp_path / name
+        r = CliRunner().invoke(main, ["whitebox", str(tmp_path / f"{name}.whitebox.npz"), "--out", str(out),
+                                      "--format", "json"])
+        assert r.exit_code == 0, r.output
+        codes[name] = CliRunner().invoke(main, ["check", str(out / "report.json")]).exit_code
+    assert codes == {"exact": 0, "half-noise": 1}
