@@ -3,7 +3,7 @@
 from dpaudit.errors import DPAuditError  # noqa: E402  (stdlib-only)
 from dpaudit.version import __version__  # noqa: F401
 
-__all__ = ["DPAuditError", "audit", "audit_outputs", "write_report", "__version__"]
+__all__ = ["DPAuditError", "WhiteBoxProbe", "audit", "audit_outputs", "write_report", "__version__"]
 
 
 def __getattr__(name):
@@ -12,4 +12,8 @@ def __getattr__(name):
         from dpaudit import api
 
         return getattr(api, name)
+    if name == "WhiteBoxProbe":  # white-box audit of the user's own Opacus script (dpaudit/probe.py)
+        from .probe import WhiteBoxProbe
+
+        return WhiteBoxProbe
     raise AttributeError(f"module 'dpaudit' has no attribute {name!r}")

@@ -422,6 +422,36 @@ def report(report_path, fmt_name, out):
 
 
 @main.command()
+@click.argument("obs_path", metavar="OBS", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder. Default: the observations' own folder (its report files are replaced).")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Confidence of the verdict (its three white-box routes share α by Bonferroni).")
+@click.option("--format", "formats", default="json,md,html", show_default=True,
+              help="Comma list of report formats to write (json is always written).")
+@_friendly
+def whitebox(obs_path, out, confidence, formats):
+    """(Re)analyse saved gradient-canary observations (a WhiteBoxProbe's observations.npz, or a cached
+    model's .whitebox.npz) into a white-box report, without training."""
+    from .probe import load_observations, report_from_observations
+    from .report import render, text_summary, write_outputs
+
+    fmts = list(parse_list(formats))
+    bad = set(fmts) - {"json", "md", "html"}
+    if bad:
+        raise DPAuditError(f"--format: unknown {sorted(bad)}; choose from json, md, html")
+    obs, meta = load_observations(obs_path)
+    doc = report_from_observations(obs, meta=meta, confidence=confidence, command=_command_line())
+    files: dict[str, bytes] = {}
+    for f in ["json"] + [f for f in fmts if f != "json"]:
+        files.update(render(doc, f))
+    target = out or obs_path.parent
+    write_outputs(target, files, replace=False)
+    click.echo(text_summary(doc))
+    click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {target}")
+
+
+@main.command()
 @click.argument("scores_csv", type=click.Path(path_type=Path))
 @click.option("--method", type=click.Choice(["one-run", "clopper-pearson"]), default="clopper-pearson",
               show_default=True, help="one-run: Steinke-Nasr-Jagielski canary test (top-k guesses); "

@@ -304,10 +304,11 @@ def _figures(report: Report) -> tuple[str, str]:
     Imported here so that loading and checking a report never pays for numpy, scipy or matplotlib."""
     from dpaudit.report.plots import epsilon_per_epoch_figure, epsilon_vs_success_figure, roc_figure
 
-    main_figs = (_img(roc_figure(report), "ROC curves of every attack (log-log)",
-                      "ROC of each attack on each target, log-log axes: the TPR at very low FPR matters most.")
-                 + _img(epsilon_vs_success_figure(report), "Attack success against ε",
-                        "Attack AUC and advantage against ε spent, under the most advantage that ε allows."))
+    main_figs = "" if not any(m.attacks for m in report.models) else (  # white-box only: no attack to draw
+        _img(roc_figure(report), "ROC curves of every attack (log-log)",
+             "ROC of each attack on each target, log-log axes: the TPR at very low FPR matters most.")
+        + _img(epsilon_vs_success_figure(report), "Attack success against ε",
+               "Attack AUC and advantage against ε spent, under the most advantage that ε allows."))
     ep = _img(epsilon_per_epoch_figure(report), "ε spent per epoch",
               "ε spent after each epoch, per DP model; dotted lines mark the target ε.")
     return main_figs, ep

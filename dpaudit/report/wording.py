@@ -221,7 +221,9 @@ def reading(report: Report) -> list[str]:
         acc = m.training.test_accuracy
         best = max(m.attacks, key=lambda a: a.metrics.auc, default=None)
         if best is None:
-            lines.append(f"- **{m.name}**: no attack was run on it, so nothing here measures its leakage.")
+            wb = "" if not m.whitebox else (": its evidence is the white-box gradient canaries (below), which "
+                                            "test what the training did and bound ε")
+            lines.append(f"- **{m.name}**: no attack was run on it{wb or ', so nothing here measures its leakage'}.")
             continue
         met = best.metrics
         lo, hi = met.auc_ci
