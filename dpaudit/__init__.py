@@ -13,7 +13,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name == "WhiteBoxProbe":  # white-box audit of the user's own Opacus script (dpaudit/probe.py)
-        from .probe import WhiteBoxProbe
+        from dpaudit.sources.probe import WhiteBoxProbe
 
         return WhiteBoxProbe
     raise AttributeError(f"module 'dpaudit' has no attribute {name!r}")

@@ -433,8 +433,8 @@ def report(report_path, fmt_name, out):
 def whitebox(obs_path, out, confidence, formats):
     """(Re)analyse saved gradient-canary observations (a WhiteBoxProbe's observations.npz, or a cached
     model's .whitebox.npz) into a white-box report, without training."""
-    from .probe import load_observations, report_from_observations
-    from .report import render, text_summary, write_outputs
+    from dpaudit.report import render, text_summary, write_outputs
+    from dpaudit.sources.probe import load_observations, report_from_observations
 
     fmts = list(parse_list(formats))
     bad = set(fmts) - {"json", "md", "html"}

@@ -47,7 +47,7 @@ class SimpleCNN(nn.Module):
 
 def datasets(data_dir: str | None, seed: int):
     """(train, test) as tensors in [0, 1], as transforms.ToTensor() gives them."""
-    from dpaudit.data import load_dataset
+    from dpaudit.training.data import load_dataset
 
     if data_dir is None:
         ds = load_dataset("mnist-5k")

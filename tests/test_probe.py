@@ -395,9 +395,9 @@ def test_cuda_correct_and_bugged(mode):
 def test_docstring_examples_run():
     import doctest
 
-    import dpaudit.probe
+    import dpaudit.sources.probe
 
-    assert doctest.testmod(dpaudit.probe).failed == 0
+    assert doctest.testmod(dpaudit.sources.probe).failed == 0
 
 
 @pytest.mark.slow
@@ -480,9 +480,9 @@ def test_whitebox_command_on_a_cached_models_observations(tmp_path):
     the exact mechanism and from one with half the noise the accountant assumes; `dpaudit check` gates both."""
     from click.testing import CliRunner
 
-    from dpaudit.accounting import opacus_epsilon
     from dpaudit.cli import main
-    from dpaudit.whitebox import synthetic_observations
+    from dpaudit.training.accounting import opacus_epsilon
+    from dpaudit.training.whitebox import synthetic_observations
 
     eps = opacus_epsilon(0.05, 1.0, 100, 1e-5, "rdp")
     codes = {}

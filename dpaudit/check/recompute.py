@@ -542,7 +542,7 @@ def _check_model(i: int, m: ModelAudit, eps: float, rep: Report) -> None:
     plan = plan_confidences(cfg, dp)
     delta = cfg.delta
     n_pos, n_neg = split.members, split.pool_size - split.members
-    if n_pos < 1 or n_neg < 1:
+    if (cfg.attacks or m.canary is not None) and (n_pos < 1 or n_neg < 1):  # a probe report has neither
         raise _bad(f"split: {n_pos} members and {n_neg} non-members; a report needs at least one of each")
     # references
     rm = m.reference_models
@@ -669,7 +669,9 @@ def _check_config(rep: Report) -> None:
     if split.members > split.pool_size or split.canaries_in > split.canaries:
         raise _bad(f"split: {split.members} members of a pool of {split.pool_size}, {split.canaries_in} of "
                    f"{split.canaries} canaries in: impossible")
-    if ds.n_classes < 2:
+    # A probe's report (a user's own training script, any model: dpaudit.sources.probe) records n_classes 0 and
+    # runs no attack; every attack reads class logits, so a report with attacks needs a classifier.
+    if ds.n_classes < 2 and (ds.n_classes != 0 or cfg.attacks):
         raise _bad(f"dataset.n_classes is {ds.n_classes}; a classifier needs at least 2")
 
 

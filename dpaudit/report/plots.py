@@ -179,7 +179,7 @@ def whitebox_figure(report: Report) -> bytes | None:
 def all_figures(report: Report) -> dict[str, bytes]:
     """{file name: PNG bytes} for every figure that applies to the report."""
     out = {}
-    if any(m.attacks for m in report.models):  # a white-box-only report (dpaudit.probe) has no attack to draw
+    if any(m.attacks for m in report.models):  # a white-box-only report (dpaudit.sources.probe) has no attack to draw
         out = {FIGURES["roc"]: roc_figure(report), FIGURES["epsilon_vs_success"]: epsilon_vs_success_figure(report)}
     ep = epsilon_per_epoch_figure(report)
     if ep is not None:

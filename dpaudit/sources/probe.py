@@ -15,7 +15,7 @@ What the probe adds, and what it changes
 ----------------------------------------
 ``wrap`` (before ``make_private[_with_epsilon]``) adds M gradient canaries in three places:
 
-* the data: each canary is included by an independent fair coin (``dpaudit.whitebox.GradientCanaries``); an
+* the data: each canary is included by an independent fair coin (``dpaudit.training.whitebox.GradientCanaries``); an
   included one is an extra record of the dataset, so Opacus's Poisson sampler draws it like any record, at
   the rate q = B / N' it tells the accountant (N' = real records + included canaries). Its input is flagged
   (NaN everywhere but the first entry, which holds the canary's index; -123457 for integer inputs), its
@@ -39,7 +39,7 @@ DPOptimizer calls only for steps it does not skip: BatchMemoryManager's and virt
 are skipped), the privatised gradient at w, multiplied back by the DP optimizer's averaging factor
 (expected batch size x accumulated iterations) and expressed in units of the first step's clipping norm C,
 is one row of the observations: o[t, j] = C [canary j drawn at step t] + N(0, σ² C²) when the training is
-what the accountant assumes. ``dpaudit.whitebox.analyse`` tests that, bounds ε, and estimates σ and q.
+what the accountant assumes. ``dpaudit.training.whitebox.analyse`` tests that, bounds ε, and estimates σ and q.
 
 The claim under test is your script's own: σ, q and the steps from your engine's accountant history, ε
 from ``accountant.get_epsilon(delta)`` at ``write_report``, the accountant's mechanism (rdp, prv or gdp).
@@ -57,8 +57,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DPAuditError
-from .whitebox import GradientCanaries, WhiteBoxObservations
+from dpaudit.errors import DPAuditError
+from dpaudit.training.whitebox import GradientCanaries, WhiteBoxObservations
 
 __all__ = ["WhiteBoxProbe", "load_observations", "report_from_observations", "save_observations"]
 
@@ -395,7 +395,7 @@ class WhiteBoxProbe:
     # ------------------------------------------------------------------------------------------ report
 
     def observations(self, delta: float | None = None) -> WhiteBoxObservations:
-        """What the run exposed and what its accountant was told (``dpaudit.whitebox.WhiteBoxObservations``)."""
+        """What the run exposed and what its accountant was told (``dpaudit.training.whitebox.WhiteBoxObservations``)."""
         delta = self._delta(delta)
         if self._dp is None:
             raise DPAuditError("probe.attach(engine, optimizer) was never called: nothing was observed")
@@ -453,7 +453,7 @@ class WhiteBoxProbe:
         folder written atomically and replaced as a whole. By default (``force`` None) ``out`` must be new,
         empty, or hold an earlier probe report only (a re-run of the same script replaces it); ``force=True``
         replaces any folder, ``force=False`` only a new or empty one. Returns the report document."""
-        from .report import check_out_folder, render, write_outputs
+        from dpaudit.report import check_out_folder, render, write_outputs
 
         if force is None:
             force = _holds_probe_report_only(Path(out))
@@ -517,7 +517,7 @@ def observations_bytes(obs: WhiteBoxObservations, meta: dict | None = None) -> b
 
 
 def save_observations(path, obs: WhiteBoxObservations, meta: dict | None = None) -> None:
-    from .io import atomic_write_bytes
+    from dpaudit.io import atomic_write_bytes
 
     atomic_write_bytes(Path(path), observations_bytes(obs, meta))
 
@@ -568,9 +568,8 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     The verdict's evidence is the white-box canaries alone: three routes (the one-run bound, the
     Clopper-Pearson bound and the conformance tests as one family) at 1 - (1 - confidence)/3 each
     (Bonferroni), as in ``dpaudit audit --gradient-canaries`` without attacks."""
-    from .accounting import cross_check
-    from .audit import report_document
-    from .bounds import (
+    from dpaudit.config import AuditConfig
+    from dpaudit.core.bounds import (
         ceiling_clopper_pearson,
         ceiling_one_run,
         decide_verdict,
@@ -578,8 +577,9 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         max_advantage,
         max_balanced_accuracy,
     )
-    from .config import AuditConfig
-    from .whitebox import analyse
+    from dpaudit.pipeline import report_document
+    from dpaudit.training.accounting import cross_check
+    from dpaudit.training.whitebox import analyse
 
     meta = dict(meta or {})
     if not 0.5 <= confidence < 1:
@@ -623,11 +623,14 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     # the same privacy-loss distribution); RDP for RDP.
     ref = "rdp" if obs.accountant == "rdp" else "prv"
     check = replace(cross_check(claimed, ref, q, sigma, steps, delta), accountant=str(obs.accountant)).to_dict()
-    name = str(meta.get("name") or "model")
+    # Named as dpaudit audit names a model of this claim, so that `dpaudit check` matches it to config.epsilons.
+    from dpaudit.config import model_name
+
+    name = model_name(claimed)
     n_train = int(meta.get("n_train") or 0)
     batch = float(obs.grad_scale) if obs.grad_scale else q * n_train
     record = {
-        "model": str(meta.get("model") or "user model"), "dp": True, "target_epsilon": None, "epsilon": claimed,
+        "model": str(meta.get("model") or "user model"), "dp": True, "target_epsilon": claimed, "epsilon": claimed,
         "epsilon_per_epoch": eps_epoch, "delta": delta, "noise_multiplier": sigma, "sample_rate": q, "steps": steps,
         "max_grad_norm": float(obs.max_grad_norm), "accountant": str(obs.accountant),
         "grad_sample_mode": meta.get("grad_sample_mode"),
@@ -638,11 +641,11 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         "dpaudit_version": None, "observed": True,
         "gradient_canaries": {"m": m, "included": n_in, "dirac_norm": float(obs.dirac_norm)},
     }
-    from . import __version__
+    from dpaudit.version import __version__
 
     record["dpaudit_version"] = __version__
     model = {
-        "name": name, "dp": True, "target_epsilon": None, "training": record,
+        "name": name, "dp": True, "target_epsilon": claimed, "training": record,
         "reference_models": {"k": 0, "test_accuracy": [], "epsilon": [], "seeds": [], "cache_hits": 0},
         "accountant_check": check,
         "bounds": {"max_balanced_accuracy": max_balanced_accuracy(claimed, delta),
@@ -669,14 +672,14 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         "No attack thresholds: the evidence is white-box gradient canaries only. The Clopper-Pearson threshold "
         "is fixed in advance by simulating the claimed mechanism (seeded), never chosen on the canaries; the "
         "one-run bound takes its guesses from a Bonferroni-corrected set of candidates.")
-    from .schema import Report
+    from dpaudit.schema import Report
 
     return Report.from_json(doc).to_json()
 
 
 def _epsilon_per_epoch(obs: WhiteBoxObservations, per_epoch: int, epochs: int) -> list[float]:
     """ε after each epoch: the run's own accountant on its (σ, q) for the steps of that many epochs."""
-    from .accounting import opacus_epsilon
+    from dpaudit.training.accounting import opacus_epsilon
 
     out = []
     for e in range(1, epochs + 1):
