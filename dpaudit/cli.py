@@ -289,6 +289,10 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
         for name, arrays in extras.get("signals", {}).items():
             files[f"signals/{name}.npz"] = signals_npz(arrays)
     write_outputs(out, files, force=force)
+    if cfg.cache_dir and signals_path is None:
+        from .audit import ledger_key, record_run
+
+        record_run(cfg.cache_dir, ledger_key(report), report["alpha_spending"], str(out))
     click.echo(text_summary(report))
     click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")
 
@@ -366,11 +370,28 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     if shadow_per_class is not None:
         changes["shadow_per_class"] = shadow_per_class
     cfg = replace(cfg, **changes)
-    rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True)
-    # Re-running attacks on the same models adds tests: say so where the confidence is stated.
+    # α-spending fixed in advance (bounds.alpha_share): re-run r spends α/2^(r+1) of the audit's budget, so the
+    # verdicts of the audit and of any number of re-runs on its models hold together at its --confidence. A
+    # report written before the schedule spent all of α itself: the combined confidence then says so.
+    from .audit import ledger_key, ledger_runs, record_run
+
+    spend = old.alpha_spending or {}
+    if spend:
+        rerun, before = int(spend["rerun"]) + 1, float(spend["alpha_spent_total"])
+    else:
+        rerun, before = 1, 1.0 - cfg.confidence
+    # the cache's ledger knows every run on these models, also those started from an older report
+    key = ledger_key(old.to_json())
+    runs = ledger_runs(cache_dir, key)
+    if runs:
+        last = max(runs, key=lambda r: int(r.get("rerun", 0)))
+        if int(last.get("rerun", 0)) + 1 > rerun:
+            rerun, before = int(last["rerun"]) + 1, float(last["alpha_spent_total"])
+    rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True, rerun=rerun,
+                       spent_before=before)
     rep["family_correction"] = (f"{rep['family_correction']}. This report re-runs attacks on the models of "
-                                f"{report_path}: its tests add to that audit's, so the verdicts of both reports "
-                                f"together hold at a lower confidence than each alone (Bonferroni: halve α).")
+                                f"{report_path} (run {rerun} on them).")
+    record_run(cache_dir, key, rep["alpha_spending"], str(out))
     files = {}
     for f in ("json", "md", "html"):
         files.update(render(rep, f))
