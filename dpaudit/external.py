@@ -244,7 +244,7 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     from dataclasses import replace
 
     cfg = replace(cfg, epsilons=eps_cfg, shadow_models=m - 1, canaries=int(sig.get("canary_in", np.zeros(0)).size),
-                  members=max(int(sig["membership"][0].sum()), 10), n_test=max(int(sig.get("population_labels", [0]).size), 1),
+                  members=max(int(sig["membership"][0].sum()), 10), n_test=max(int(np.asarray(sig.get("population_labels", [0])).size), 1),
                   dataset=f"signals:{Path(path).name}")
     cfg.validate(training=False)
     check_attacks(cfg.attacks, cfg.shadow_models)

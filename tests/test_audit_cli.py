@@ -198,6 +198,22 @@ def test_cache_dir_skips_retraining(tmp_path):
     new = json.loads((tmp_path / "new" / "report.json").read_text())
     assert [a["attack"] for a in new["models"][0]["attacks"]] == ["loss"]
     assert new["models"][0]["attacks"][0]["metrics"]["auc"] == pytest.approx(a["attacks"][0]["metrics"]["auc"])
+    # α-spending: the audit spent α/2, this re-run α/4; a second re-run, even from the OLD report, gets α/8
+    # (the cache's ledger knows the first), so all three hold together at 1 − 7α/8 >= the configured confidence
+    alpha = 1 - first["config"]["confidence"]
+    sp = new["alpha_spending"]
+    assert sp["rerun"] == 1 and sp["alpha_this_run"] == pytest.approx(alpha / 4)
+    assert sp["combined_confidence"] == pytest.approx(1 - 0.75 * alpha)
+    assert new["models"][0]["verdict"]["confidence"] >= 1 - alpha / 4 - 1e-12
+    res = CliRunner().invoke(main, ["attack", str(tmp_path / "old" / "report.json"), "--cache-dir",
+                                    str(tmp_path / "cache"), "--attacks", "loss", "--quiet", "--out", str(tmp_path / "new3")])
+    assert res.exit_code == 0, res.output
+    sp3 = json.loads((tmp_path / "new3" / "report.json").read_text())["alpha_spending"]
+    assert sp3["rerun"] == 2 and sp3["combined_confidence"] == pytest.approx(1 - 0.875 * alpha)
+    from dpaudit.check import combined_confidence_problem
+    from dpaudit.schema import Report
+
+    assert combined_confidence_problem(Report.from_json(json.loads((tmp_path / "new3" / "report.json").read_text())))[1]
     res = CliRunner().invoke(main, ["attack", str(tmp_path / "old" / "report.json"), "--cache-dir",
                                     str(tmp_path / "empty"), "--attacks", "loss", "--quiet", "--out",
                                     str(tmp_path / "new2")])
