@@ -659,9 +659,15 @@ def evidence(m: ModelAudit) -> Evidence:
     ceiling = m.verdict.ceiling if m.verdict.ceiling is not None and not math.isnan(m.verdict.ceiling) else None
     if sources and len(known) == len(ceilings):
         ceiling = max(known)
-    dets = m.detectable_sources()
+    claimed_ = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
+    ceiling_of = {s: c for s, _, c in sources}
+    # A route whose ceiling is at or below the claim cannot refute it, whatever power it states: such a figure
+    # counts as "not detectable" (a report whose numbers contradict each other never reads consistent).
+    dets = [(math.inf if (claimed_ is not None and ceiling_of.get(s) is not None
+                          and not math.isnan(ceiling_of[s]) and ceiling_of[s] <= claimed_) else d, s)
+            for s, d in m.detectable_sources()]
     if dets:
-        det_v, det_src = min((d, s) for s, d in dets)
+        det_v, det_src = min(dets)
     else:
         # the stored verdict's figure only where no evidence states its own
         det_v = m.verdict.detectable_epsilon

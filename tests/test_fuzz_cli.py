@@ -172,7 +172,7 @@ ROWS = [
     ("epsilon", ["{tmp}/missing.csv"], "not found"),
     ("epsilon", ["{tmp}/ok.csv", "--confidence", "0.1"], "--confidence"),
     ("epsilon", ["{tmp}/ok.csv", "--threshold", "nan"], "--threshold"),
-    ("epsilon", ["{tmp}/skewed.csv", "--method", "one-run"], "fair"),
+    ("epsilon", ["{tmp}/skewed.csv", "--method", "one-run", "--guesses", "100000"], "--guesses must be in"),
     ("epsilon", ["{tmp}/bom.csv", "--delta", "1.5"], "--delta"),
     # inspect / report
     ("inspect", ["{tmp}/w.pt"], "w.pt.json is missing"),
