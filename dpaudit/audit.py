@@ -459,10 +459,12 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
     if target is not None:
         from dataclasses import replace
 
-        if cfg.canaries or cfg.gradient_canaries:
+        if cfg.canaries:
             raise DPAuditError("--canaries and --gradient-canaries need dpaudit to train the target; drop them "
                                "with --target")
-        cfg = replace(cfg, epsilons=(target.epsilon,))
+        # gradient canaries (on by default) cannot be put into a target trained elsewhere: none run, and the
+        # report's configuration says 0 (the CLI refuses an explicit --gradient-canaries with --target)
+        cfg = replace(cfg, epsilons=(target.epsilon,), gradient_canaries=0)
     cfg.validate()
     check_attacks(cfg.attacks, cfg.shadow_models)
     with preserved_global_state():

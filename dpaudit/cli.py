@@ -125,7 +125,7 @@ def train(epsilon, out, force, **kw):
     """Train and save one model, with DP (Opacus) or without, on the target's members."""
     from .jobs import train_and_save
 
-    cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, **kw)
+    cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, gradient_canaries=0, **kw)
     record = train_and_save(cfg, Path(out), force=force)
     _print_record(record)
     click.echo(f"saved {Path(out) / 'model.pt'}")
@@ -193,7 +193,7 @@ def inspect(model_path, device, model):
               help="Canary records m for the one-run audit (0 = off); each enters the target with probability "
               "1/2. 500 fits the embedded data.")
 @click.option("--gradient-canaries", type=int, default=_D["gradient_canaries"], show_default=True,
-              help="White-box gradient canaries M per DP target (0 = off; 1000 is a good size): each enters with "
+              help="White-box gradient canaries M per DP target (0 = off): each enters with "
               "probability 1/2, is Poisson-sampled like a record, and its clipped, noised gradient is observed at "
               "every step, to test the training against its accounting (σ, q, clipping, steps).")
 @click.option("--confidence", type=float, default=_D["confidence"], show_default=True,
@@ -261,6 +261,14 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if len(claimed) != 1:
         raise DPAuditError("--target-epsilon takes one ε (inf for no DP claim)")
     claimed = claimed[0]
+    explicit_gc = click.get_current_context().get_parameter_source("gradient_canaries") not in (
+        click.core.ParameterSource.DEFAULT, None)
+    if explicit_gc and cfg.gradient_canaries and not any(e != float("inf") for e in cfg.epsilons) \
+            and signals_path is None and target_path is None:
+        raise DPAuditError("--gradient-canaries audit DP-SGD: give at least one finite epsilon, or drop them")
+    if explicit_gc and cfg.gradient_canaries and (target_path is not None or signals_path is not None):
+        raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --target or "
+                           "--from-signals (the default runs them only where dpaudit trains)")
     if (target_path is None) != (target_members is None):
         raise DPAuditError("--target and --target-members go together: the weights and the records they trained on")
     if signals_path is not None:

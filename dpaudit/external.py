@@ -227,6 +227,7 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     """A full report (attacks, bounds, verdicts) from a SIGNALS.npz, with no training. ``epsilon``: the
     target's claimed ε (None: no DP claim); ``cfg.delta`` its δ."""
     import time
+    from dataclasses import replace as _replace
 
     from .attack_registry import AttackInput, check_attacks
     from .audit import attack_options, evaluate_setting, report_document
@@ -235,8 +236,9 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     from .jobs import quiet_library_warnings
     from .signals import Signals
 
-    if cfg.gradient_canaries:
-        raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --from-signals")
+    # White-box gradient canaries need dpaudit to train the target: outputs alone have none (the CLI refuses an
+    # explicit --gradient-canaries here; the default is simply not applicable, and the report records 0).
+    cfg = _replace(cfg, gradient_canaries=0)
     sig = load_signals(path)
     m, n, c = sig["logits"].shape
     dp = epsilon is not None and math.isfinite(epsilon)

@@ -661,9 +661,11 @@ def evidence(m: ModelAudit) -> Evidence:
         ceiling = max(known)
     claimed_ = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
     ceiling_of = {s: c for s, _, c in sources}
-    # A route whose ceiling is at or below the claim cannot refute it, whatever power it states: such a figure
-    # counts as "not detectable" (a report whose numbers contradict each other never reads consistent).
-    dets = [(math.inf if (claimed_ is not None and ceiling_of.get(s) is not None
+    # A route that refutes only through its bound (an attack, black-box canaries) cannot refute a claim at or
+    # above its ceiling, whatever power it states: such a figure counts as "not detectable" (a report whose
+    # numbers contradict each other never reads consistent). White-box canaries also refute through their
+    # conformance tests, which no ceiling limits.
+    dets = [(math.inf if (claimed_ is not None and not s.startswith("white-box") and ceiling_of.get(s) is not None
                           and not math.isnan(ceiling_of[s]) and ceiling_of[s] <= claimed_) else d, s)
             for s, d in m.detectable_sources()]
     if dets:

@@ -9,7 +9,7 @@ from dpaudit.cli import main
 
 SMALL_ARGS = ["--members", "300", "--n-test", "300", "--epsilons", "inf,2", "--delta", "1e-4", "--epochs", "4",
               "--shadow-models", "2", "--bootstrap", "200", "--jobs", "1", "--seed", "7", "--quiet",
-              "--attacks", "loss,shadow,rmia,lira"]  # two references: too few for the online attacks (need four)
+              "--attacks", "loss,shadow,rmia,lira", "--gradient-canaries", "0"]  # two references: too few for the online attacks (need four)
 
 
 @pytest.mark.slow
@@ -31,9 +31,12 @@ def test_audit_end_to_end(tmp_path):
     dp = rep["models"][1]
     assert dp["training"]["epsilon"] <= 2.0 and dp["bounds"]["max_advantage"] < 1
     assert not dp["accountant_check"]["flagged"]
-    # 300 + 300 records at 95%: a perfect attack proves at most ε ≈ 4, above the claim of 2, so the audit can decide
+    # 300 + 300 records: a perfect attack proves at most ε ≈ 4, above the claim of 2, but a real (Gaussian) leak
+    # is seen with 80% power only far above 2 × the claim: not refuted, and inconclusive with the power stated
     assert dp["verdict"]["could_detect"] is True and dp["verdict"]["ceiling"] > dp["training"]["epsilon"]
-    assert dp["verdict"]["status"] == "consistent"
+    assert dp["verdict"]["status"] == "inconclusive"
+    assert dp["verdict"]["detectable_epsilon"] > 2 * dp["training"]["epsilon"]
+    assert f"{dp['verdict']['detectable_epsilon']:.2f}" in dp["verdict"]["text"]
     md = (out / "report.md").read_text()
     assert "| non-dp |" in md and "roc.png" in md and "Privacy verdicts" in md
     for png in ("roc.png", "epsilon_vs_success.png", "epsilon_per_epoch.png"):

@@ -36,9 +36,9 @@ def test_passes_on_real_report(small_report_path):
 
 
 def test_stored_status_is_not_trusted(small_report, tmp_path):
-    """A real report whose best bound is raised above the claim but whose status still says "consistent"."""
+    """A real report whose best bound is raised above the claim but whose status still says it is not refuted."""
     dp = small_report["models"][1]
-    assert dp["verdict"]["status"] == "consistent"
+    assert dp["verdict"]["status"] in ("consistent", "inconclusive")
     dp["attacks"][0]["epsilon_lb"]["value"] = 50.0
     res = run_check(write(tmp_path, "r.json", small_report), "--format", "json")
     assert res.exit_code == 1, res.output
