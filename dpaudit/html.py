@@ -193,14 +193,15 @@ def _summary(report: Report) -> str:
 
 
 def _verdicts(report: Report) -> str:
-    headers = ["model", "ε claimed (accountant)", "ε lower bound (best)", "ε ceiling", "could detect", "from",
-               "ratio", "status", "verdict"]
+    headers = ["model", "ε claimed (accountant)", "ε lower bound (best)", "detectable ε (80%)", "ε ceiling",
+               "ceiling above claim", "from", "ratio", "status", "verdict"]
     rows, classes = [], []
     for v in wording.verdict_rows(report):
         detect = {True: "yes", False: "no", None: "—"}[v["could_detect"]]
         flag = "ok" if v["status"] in ("consistent", "no DP claim") else "flag"
         rows.append([_td(_e(v["model"])), _td(_num(v["claimed"]), True), _td(_num(v["empirical"]), True),
-                     _td(_num(v["ceiling"], 2), True), _td(_e(detect)), _td(_e(v["source"])),
+                     _td(_num(v["detectable"], 2), True), _td(_num(v["ceiling"], 2), True), _td(_e(detect)),
+                     _td(_e(v["source"])),
                      _td(_num(v["ratio"], 2), True), _td(f'<span class="{flag}">{_e(v["status"])}</span>'),
                      _td(to_html(v["text"]))])
         classes.append(_ROW_CLASS.get(v["status"], ""))
@@ -260,7 +261,7 @@ def _whitebox(report: Report) -> str:
                    f"q̂ = {_e(fmt(w['q_hat'], 5))} (claimed {_e(fmt(w['claimed_q'], 5))}), empirical ε "
                    f"{_e(fmt(w['empirical_epsilon'], 3))} {_e(fmt_ci(w['empirical_epsilon_ci'], 3))} against the claimed "
                    f"{_e(fmt(w['claimed_epsilon'], 3))}; ε lower bounds: one-run {_e(fmt(w.get('epsilon_lb_one_run'), 3))}, "
-                   f"Clopper-Pearson {_e(fmt(w.get('epsilon_lb_cp'), 3))}.</p>")
+                   f"Clopper-Pearson {_e(fmt(w.get('epsilon_lb_cp'), 3))}; {_e(wording.whitebox_power(w))}.</p>")
     fig = whitebox_figure(report)
     if fig is not None:
         out.append(_img(fig, "White-box canaries: observed against claimed",

@@ -225,7 +225,7 @@ def whitebox_markdown(w: dict, figures) -> list[str]:
                      ["ε (accountant on σ̂, q̂)", fmt(w["claimed_epsilon"], 3), fmt(w["empirical_epsilon"], 3),
                       fmt_ci(w["empirical_epsilon_ci"], 3)]]), "",
              f"ε lower bounds: one-run {fmt(w.get('epsilon_lb_one_run'), 3)}, Clopper-Pearson "
-             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); from the final model alone "
+             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); {wording.whitebox_power(w)}; from the final model alone "
              f"(shown for users who see only the released model; not part of the verdict, so not corrected for): "
              f"one-run {fmt(w.get('final_model_epsilon_lb_one_run'), 3)}, Clopper-Pearson "
              f"{fmt(w.get('final_model_epsilon_lb_cp'), 3)}."]

@@ -190,6 +190,15 @@ def confidence_note(report: Report) -> str:
     return head
 
 
+def whitebox_power(w: dict) -> str:
+    """The white-box route's measured power in words: the noise factor it detects with 80% probability."""
+    f, e = w.get("detectable_noise_factor"), w.get("detectable_epsilon")
+    if f is None:
+        return "power not measured" if e is None else "no noise factor simulated is detected with 80% probability"
+    return (f"detects with 80% probability a run adding σ × {fmt(f, 3)} of the claimed noise ({fmt((1 - f) * 100, 1)}% "
+            f"less: true ε {fmt(e, 2)})")
+
+
 def combined_confidence_note(report: Report) -> str:
     """The confidence the report's verdicts hold at, with every run on the same models, as numbers."""
     sp = report.alpha_spending

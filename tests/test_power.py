@@ -217,3 +217,12 @@ def test_schema_and_bounds_agree_on_the_multiple():
     from dpaudit.schema import POWER_MULTIPLE
 
     assert POWER_MULTIPLE == B.POWER_MULTIPLE
+
+
+def test_whitebox_power_text_states_its_factor():
+    from dpaudit.wording import whitebox_power
+
+    t = whitebox_power({"detectable_noise_factor": 0.9, "detectable_epsilon": 1.23})
+    assert "σ × 0.900" in t and "10.0% less" in t and "1.23" in t
+    assert whitebox_power({"detectable_noise_factor": None, "detectable_epsilon": math.inf}).startswith("no noise")
+    assert whitebox_power({}) == "power not measured"
