@@ -204,21 +204,20 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, pl
              n_records: tuple[int, int], conf_all: float, wb: dict | None = None, observed: bool = True) -> dict:
     from .power import POWER_METHOD
 
-    bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"], a.get("detectable_epsilon"))
-              for a in attacks]
+    bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in attacks]
+    power = [(f"{a['attack']} attack", a.get("detectable_epsilon")) for a in attacks]
     if canary is not None:
-        bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"], canary.get("detectable_epsilon")))
+        bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"]))
+        power.append(("canaries (one run)", canary.get("detectable_epsilon")))
     rejected = None
     if wb is not None:
+        bounds.append(("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]))
+        bounds.append(("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"]))
         # the white-box route's power is one figure for its bounds and conformance tests together
-        det = wb.get("detectable_epsilon")
-        bounds.append(("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"], det))
-        bounds.append(("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"], None))
+        power.append(("white-box canaries", wb.get("detectable_epsilon")))
         rejected = [] if wb["conformant"] else list(wb["failed"])
     v = decide_verdict(claimed, bounds, rejected, n_canaries=canary["m"] if canary is not None else None,
-                       whitebox_possible=observed)
-    if v["detectable_source"] == "white-box canaries (one run)":
-        v["detectable_source"] = "white-box canaries"
+                       whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None])
     v["power_method"] = POWER_METHOD if claimed is not None else None
     v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
     v.update({"confidence": plan.per_model, "per_bound_confidence": plan.attack if plan.n_attacks else plan.canary,

@@ -886,7 +886,8 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejec
                    *, delta: float | None = None, confidence: float | None = None,
                    n_records: tuple[int, int] | None = None, n_canaries: int | None = None,
                    canary_confidence: float | None = None, whitebox_possible: bool = True,
-                   power_multiple: float = POWER_MULTIPLE) -> dict[str, Any]:
+                   power_multiple: float = POWER_MULTIPLE,
+                   detectable: Sequence[tuple[str, float]] | None = None) -> dict[str, Any]:
     """A model's verdict from its claimed epsilon and its evidence, with a sentence built from the numbers.
 
     ``bounds``: one (source, epsilon lower bound, detection ceiling[, detectable epsilon]) per kind of evidence
@@ -903,8 +904,10 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejec
       would decide. The perfect-attack ceiling stays a number (``ceiling``, ``could_detect``); no text promises
       from it.
 
-    ``delta``, ``confidence``, ``n_records`` and ``canary_confidence`` are accepted for callers of the earlier
-    rule and not used in the text.
+    ``detectable``: (route, detectable ε) pairs given apart from the bounds, for a route whose power covers
+    several of them (white-box canaries: two bounds and the conformance tests); when given, the bounds' own
+    fourth elements are not used. ``delta``, ``confidence``, ``n_records`` and ``canary_confidence`` are
+    accepted for callers of the earlier rule and not used in the text.
     """
     del delta, confidence, n_records, canary_confidence
     claimed = None if claimed_epsilon is None else float(claimed_epsilon)
@@ -936,7 +939,13 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejec
     ceiling = max((e["ceiling"] for e in evidence), default=0.0)
     ceiling_source = ", ".join(e["source"] for e in evidence if e["ceiling"] == ceiling) or "none"
     could_detect = claimed is not None and ceiling > claimed
-    dets = [(e["detectable_epsilon"], e["source"]) for e in evidence if e["detectable_epsilon"] is not None]
+    if detectable is not None:
+        for src, d in detectable:
+            if not float(d) > 0:
+                raise ValueError(f"{src}: detectable epsilon must be > 0 (inf: not detectable), got {d}")
+        dets = [(float(d), str(s)) for s, d in detectable if d is not None]
+    else:
+        dets = [(e["detectable_epsilon"], e["source"]) for e in evidence if e["detectable_epsilon"] is not None]
     detectable, det_source = min(dets) if dets else (None, None)
     best_txt = f"best ε ≥ {best:.2f} from {source}" if best > 0 else "no bound above 0"
     step = _next_step([e["source"] for e in evidence], whitebox_possible, n_canaries)

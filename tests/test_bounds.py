@@ -438,6 +438,10 @@ def test_verdict_consistent_needs_measured_power_within_the_multiple():
     assert v["status"] == "inconclusive" and "could not have seen a leak" in v["text"]
     with pytest.raises(ValueError, match="detectable"):
         B.decide_verdict(1.0, [("a", 0.0, 0.9, 0.0)])
+    # a route whose power covers several bounds (white-box canaries) states it once, apart from them
+    v = B.decide_verdict(1.0, EVIDENCE, detectable=[("white-box canaries", 1.3), ("loss attack", 4.4)])
+    assert v["status"] == "consistent" and v["detectable_source"] == "white-box canaries"
+    assert "(simulated, white-box canaries)" in v["text"] and "1.30" in v["text"]
 
 
 def test_verdict_branches():
