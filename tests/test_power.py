@@ -80,6 +80,7 @@ def test_cp_simulator_bound_is_the_fixed_threshold_bound():
     assert vec[0] == pytest.approx(lb.value)
 
 
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
 def test_whitebox_route_detects_less_noise_and_costs_little():
     # a small DP-SGD mechanism: the route (one-run + Clopper-Pearson + noise test) catches σ × f for f a
     # little below 1, and the ε of that mechanism (a stand-in accountant, monotone in σ) is what is stated
@@ -120,11 +121,20 @@ def _audit(tmp_path, arrays, claim):
     return audit_signals(path, cfg, claim)[0]
 
 
-def test_from_signals_verdicts_follow_measured_power(tmp_path):
+@pytest.fixture(scope="module")
+def null_reports(tmp_path_factory):
+    """--from-signals reports of one null signals file (no leak), at claims 1 and 3: computed once."""
+    tmp = tmp_path_factory.mktemp("signals")
+    arrays = _signals(np.random.default_rng(0), 0.0)
+    return {claim: _audit(tmp, arrays, claim) for claim in (1.0, 3.0)}
+
+
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
+def test_from_signals_verdicts_follow_measured_power(tmp_path, null_reports):
     from dpaudit.schema import Report, evidence
 
     # no leak: not refuted, but the audit cannot see 2x the claim, so inconclusive with the detectable ε stated
-    rep = _audit(tmp_path, _signals(np.random.default_rng(0), 0.0), 1.0)
+    rep = json.loads(json.dumps(null_reports[1.0]))
     v = rep["models"][0]["verdict"]
     assert v["status"] == "inconclusive" and v["detectable_epsilon"] > 2.0
     assert f"{v['detectable_epsilon']:.2f}" in v["text"] and "perfect" not in v["text"]
@@ -133,7 +143,7 @@ def test_from_signals_verdicts_follow_measured_power(tmp_path):
     assert v["detectable_epsilon"] == pytest.approx(det)
     # a looser claim is harder to refute near this audit's ceiling: its detectable ε grows faster than the claim,
     # so black-box evidence of this size never reads consistent (white-box canaries can: test_bounds, README)
-    rep2 = _audit(tmp_path, _signals(np.random.default_rng(0), 0.0), 3.0)
+    rep2 = null_reports[3.0]
     v2 = rep2["models"][0]["verdict"]
     assert v2["status"] == "inconclusive" and v2["detectable_epsilon"] > 2 * v["detectable_epsilon"]
     # a strong leak is a violation
@@ -152,13 +162,14 @@ def test_from_signals_verdicts_follow_measured_power(tmp_path):
     assert rep2["models"][0]["canary"]["coin_check"]["rule"].startswith("balanced")
 
 
-def test_texts_state_the_numbers_they_rest_on(tmp_path):
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
+def test_texts_state_the_numbers_they_rest_on(null_reports):
     from dpaudit import wording
     from dpaudit.report import render_markdown
     from dpaudit.schema import Report
 
     for claim, edit in ((1.0, None), (3.0, None), (1.0, 1.9)):
-        doc = _audit(tmp_path, _signals(np.random.default_rng(1), 0.0), claim)
+        doc = json.loads(json.dumps(null_reports[claim]))
         if edit is not None:  # the consistent wording, on numbers that support it
             doc["models"][0]["canary"]["detectable_epsilon"] = edit
             doc["models"][0]["verdict"].update(status="consistent", detectable_epsilon=edit)
@@ -183,11 +194,12 @@ def test_texts_state_the_numbers_they_rest_on(tmp_path):
         assert f"{cc:.4g}" in wording.combined_confidence_note(r)
 
 
-def test_check_recomputes_the_combined_confidence(tmp_path):
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
+def test_check_recomputes_the_combined_confidence(null_reports):
     from dpaudit.check import Policy, evaluate_policy
     from dpaudit.schema import Report
 
-    rep = _audit(tmp_path, _signals(np.random.default_rng(2), 0.0), 1.0)
+    rep = null_reports[1.0]
     rules = {x.name: x for x in evaluate_policy(Report.from_json(rep), Policy())}
     assert rules["confidence_recomputed"].passed and "0.975" in rules["confidence_recomputed"].observed
     bad = json.loads(json.dumps(rep))
