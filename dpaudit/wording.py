@@ -175,7 +175,10 @@ def _status_reason(m: ModelAudit) -> str:
 def confidence_note(report: Report) -> str:
     """How the verdicts' ε lower bounds hold, in one sentence, from the report alone."""
     conf = report.config.confidence
-    head = f"{conf:.0%} confidence"
+    sp = report.alpha_spending
+    head = (f"{conf:.0%} confidence" if not sp else
+            f"{float(sp['combined_confidence']):.4g} confidence for every run on these models so far (budget "
+            f"{conf:.0%})")
     dp = [m for m in report.models if m.dp] or list(report.models)
     if dp:
         v = dp[0].verdict  # every DP model's verdict is corrected alike
