@@ -116,6 +116,8 @@ class AuditConfig:
         _check_int("--n-test", self.n_test, 1)
         _check_int("--shadow-models", self.shadow_models, 0)
         _check_int("--canaries", self.canaries, 0)
+        if self.canaries == 1:  # the one-run test guesses one "in" and one "out": it needs two
+            raise DPAuditError("--canaries must be 0 (off) or at least 2, got 1")
         _check_int("--gradient-canaries", self.gradient_canaries, 0, 1_000_000)
         # (with no finite epsilon there is no DP target to put them in: none run, as for the non-DP models)
         if self.gradient_canaries and self.grad_sample_mode == "ghost" and any(math.isfinite(e) for e in self.epsilons):

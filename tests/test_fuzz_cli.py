@@ -120,6 +120,7 @@ ROWS = [
     ("audit", ["--shadow-models", "0"], "--shadow-models"),
     ("audit", ["--canaries", "-1"], "--canaries"),
     ("audit", ["--gradient-canaries", "-1"], "--gradient-canaries"),
+    ("audit", ["--canaries", "1"], "at least 2"),
     ("audit", ["--gradient-canaries", "10", "--epsilons", "inf"], "finite epsilon"),
     ("audit", ["--gradient-canaries", "10", "--grad-sample-mode", "ghost"], "ghost"),
     ("audit", ["--format", "json,pdf"], "--format"),
