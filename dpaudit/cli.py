@@ -182,7 +182,7 @@ def train(epsilon, out, force, **kw):
     """Train and save one model, with DP (Opacus) or without, on the target's members."""
     from dpaudit.training.jobs import train_and_save
 
-    cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, **kw)
+    cfg = _config(epsilons=parse_epsilons(epsilon), shadow_models=1, gradient_canaries=0, **kw)
     from dpaudit.io_paths import dataset_path, refuse_out_over_inputs
 
     refuse_out_over_inputs(out, [("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
@@ -254,7 +254,7 @@ def inspect(model_path, device, model):
               help="Canary records m for the one-run audit (0 = off); each enters the target with probability "
               "1/2. 500 fits the embedded data.")
 @click.option("--gradient-canaries", type=int, default=_D["gradient_canaries"], show_default=True,
-              help="White-box gradient canaries M per DP target (0 = off; 1000 is a good size): each enters with "
+              help="White-box gradient canaries M per DP target (0 = off): each enters with "
               "probability 1/2, is Poisson-sampled like a record, and its clipped, noised gradient is observed at "
               "every step, to test the training against its accounting (σ, q, clipping, steps).")
 @click.option("--confidence", type=float, default=_D["confidence"], show_default=True,
@@ -338,6 +338,14 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if len(claimed) != 1:
         raise DPAuditError("--target-epsilon takes one ε (inf for no DP claim)")
     claimed = claimed[0]
+    explicit_gc = click.get_current_context().get_parameter_source("gradient_canaries") not in (
+        click.core.ParameterSource.DEFAULT, None)
+    if explicit_gc and cfg.gradient_canaries and not any(e != float("inf") for e in cfg.epsilons) \
+            and signals_path is None and target_path is None:
+        raise DPAuditError("--gradient-canaries audit DP-SGD: give at least one finite epsilon, or drop them")
+    if explicit_gc and cfg.gradient_canaries and (target_path is not None or signals_path is not None):
+        raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --target or "
+                           "--from-signals (the default runs them only where dpaudit trains)")
     if (target_path is None) != (target_members is None):
         raise DPAuditError("--target and --target-members go together: the weights and the records they trained on")
     if signals_path is not None:
@@ -379,6 +387,10 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
         for name, arrays in extras.get("signals", {}).items():
             files[f"signals/{name}.npz"] = signals_npz(arrays)
     write_outputs(out, files, force=force)
+    if cfg.cache_dir and signals_path is None:
+        from dpaudit.pipeline import ledger_key, record_run
+
+        record_run(cfg.cache_dir, ledger_key(report), report["alpha_spending"], str(out))
     click.echo(text_summary(report))
     click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")
 
@@ -525,11 +537,28 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
         kept, dropped = usable_attacks(cfg.attacks, cfg.shadow_models)
         cfg = replace(cfg, attacks=kept)
         _note_dropped(dropped)
-    rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True)
-    # Re-running attacks on the same models adds tests: say so where the confidence is stated.
+    # α-spending fixed in advance (bounds.alpha_share): re-run r spends α/2^(r+1) of the audit's budget, so the
+    # verdicts of the audit and of any number of re-runs on its models hold together at its --confidence. A
+    # report written before the schedule spent all of α itself: the combined confidence then says so.
+    from dpaudit.pipeline import ledger_key, ledger_runs, record_run
+
+    spend = old.alpha_spending or {}
+    if spend:
+        rerun, before = int(spend["rerun"]) + 1, float(spend["alpha_spent_total"])
+    else:
+        rerun, before = 1, 1.0 - cfg.confidence
+    # the cache's ledger knows every run on these models, also those started from an older report
+    key = ledger_key(old.to_json())
+    runs = ledger_runs(cache_dir, key)
+    if runs:
+        last = max(runs, key=lambda r: int(r.get("rerun", 0)))
+        if int(last.get("rerun", 0)) + 1 > rerun:
+            rerun, before = int(last["rerun"]) + 1, float(last["alpha_spent_total"])
+    rep, _ = run_audit(cfg, progress=not quiet, command=_command_line(), require_cached=True, rerun=rerun,
+                       spent_before=before)
     rep["family_correction"] = (f"{rep['family_correction']}. This report re-runs attacks on the models of "
-                                f"{report_path}: its tests add to that audit's, so the verdicts of both reports "
-                                f"together hold at a lower confidence than each alone (Bonferroni: halve α).")
+                                f"{report_path} (run {rerun} on them).")
+    record_run(cache_dir, key, rep["alpha_spending"], str(out))
     files = {}
     for f in ("json", "md", "html"):
         files.update(render(rep, f))

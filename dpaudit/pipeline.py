@@ -18,14 +18,19 @@ import numpy as np
 from dpaudit.config import AuditConfig, model_name
 from dpaudit.core.attack_registry import AttackInput, check_attacks, check_membership, run_attack
 from dpaudit.core.bounds import (
+    ALPHA_SCHEDULE,
+    alpha_share,
+    alpha_spent,
     ceiling_clopper_pearson,
     ceiling_one_run,
+    ceiling_one_run_balanced,
     decide_verdict,
     evidence_confidences,
+    fair_coin_check,
     family_confidence,
     max_advantage,
     max_balanced_accuracy,
-    one_run_audit,
+    one_run_audit_balanced,
     reference_threshold_epsilon_lb,
 )
 from dpaudit.core.signals import Signals
@@ -66,9 +71,72 @@ class BoundPlan:
         return f"{how}, so this verdict holds at {self.per_model:.4g}"
 
 
-def bound_confidence(cfg: AuditConfig, dp: bool = True) -> BoundPlan:
+def run_confidence(cfg: AuditConfig, rerun: int = 0) -> float:
+    """The confidence this run's verdicts hold together at: 1 − α · alpha_share(rerun), α = 1 − cfg.confidence
+    (the original audit α/2, the r-th re-run α/2^(r+1)), so that with every re-run on the same models all their
+    verdicts hold together at cfg.confidence."""
+    return 1.0 - (1.0 - cfg.confidence) * alpha_share(rerun)
+
+
+def alpha_spending(cfg: AuditConfig, rerun: int = 0, spent_before: float | None = None) -> dict:
+    """The report's record of α spent on its models: this run's share and the total with earlier runs.
+    ``spent_before``: what the earlier runs recorded (default: the schedule's, α(1 − 2^-rerun))."""
+    alpha = 1.0 - cfg.confidence
+    before = alpha_spent(alpha, rerun - 1) if rerun > 0 else 0.0
+    if spent_before is not None:
+        before = float(spent_before)
+    this = alpha * alpha_share(rerun)
+    return {"schedule": ALPHA_SCHEDULE, "rerun": int(rerun), "alpha": alpha, "alpha_this_run": this,
+            "alpha_spent_before": before, "alpha_spent_total": before + this,
+            "combined_confidence": 1.0 - (before + this)}
+
+
+LEDGER = "alpha_ledger.json"
+
+
+def ledger_key(report: dict) -> str:
+    """Which models a report's verdicts are about: its dataset and split (the same cached models)."""
+    return ":".join(str(report[a][b]) for a, b in (("dataset", "sha256"), ("split", "pool_sha256"),
+                                                     ("split", "target_members_sha256"), ("split", "seed")))
+
+
+def ledger_runs(cache_dir: str | Path, key: str) -> list[dict]:
+    """The runs recorded in a model cache's α ledger for these models (oldest first); [] if none."""
+    import json
+
+    path = Path(cache_dir) / LEDGER
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise DPAuditError(f"{path} is not readable ({exc.__class__.__name__}); it records the α spent on the cached "
+                           "models: restore it, or the re-run cannot know what is left") from None
+    runs = doc.get(key, []) if isinstance(doc, dict) else []
+    return [r for r in runs if isinstance(r, dict)]
+
+
+def record_run(cache_dir: str | Path, key: str, spend: dict, out: str) -> None:
+    """Append this run's α to the cache's ledger, so that a re-run started from ANY report of these models (not
+    only the latest) spends what is left on the schedule."""
+    import json
+
+    from dpaudit.io import atomic_write_json
+
+    path = Path(cache_dir) / LEDGER
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    doc.setdefault(key, []).append({"rerun": spend["rerun"], "alpha_this_run": spend["alpha_this_run"],
+                                    "alpha_spent_total": spend["alpha_spent_total"], "report": str(out)})
+    atomic_write_json(path, doc)
+
+
+def bound_confidence(cfg: AuditConfig, dp: bool = True, rerun: int = 0) -> BoundPlan:
     """The confidences of a verdict's bounds, so that every verdict of the report holds together at
-    ``cfg.confidence``.
+    ``run_confidence(cfg, rerun)`` (the run's share of α: see :func:`run_confidence`).
 
     Two Bonferroni corrections: a verdict takes the largest of n bounds (one per attack, one from the
     canaries, two from white-box gradient canaries and one for their conformance tests), split by
@@ -82,13 +150,14 @@ def bound_confidence(cfg: AuditConfig, dp: bool = True) -> BoundPlan:
     routes = (1 if cfg.canaries > 0 else 0) + (3 if dp and cfg.gradient_canaries > 0 else 0)
     n_attacks = len(cfg.attacks)
     d = max(sum(1 for e in cfg.epsilons if e != float("inf")), 1)
-    per_model = family_confidence(cfg.confidence, d) if dp else cfg.confidence
+    conf = run_confidence(cfg, rerun)
+    per_model = family_confidence(conf, d) if dp else conf
     attack, canary = evidence_confidences(per_model, n_attacks, routes)
     return BoundPlan(attack, canary, max(n_attacks + routes, 1), n_attacks, per_model, d)
 
 
 def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: AuditConfig, delta: float,
-                     seed: int, confidence: float) -> dict:
+                     seed: int, confidence: float, claimed: float | None = None) -> dict:
     """Scores from the attack (which never sees ``target_in``), then thresholds from the reference
     scores only; the target's membership is used once, to count outcomes."""
     from dpaudit.attacks.metrics import best_balanced_threshold, evaluate
@@ -103,31 +172,53 @@ def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: Au
                                             confidence=confidence)
     n_pos = int(np.sum(target_in))
     ceiling = ceiling_clopper_pearson(n_pos, int(target_in.size - n_pos), delta, confidence)
+    detectable = None
+    if claimed is not None:
+        from dpaudit.core.power import detectable_epsilon_cp
+
+        detectable = detectable_epsilon_cp(float(claimed), n_pos, int(target_in.size - n_pos), delta, confidence,
+                                           seed=cfg.seed)
     return {"attack": name, "description": scored.description, "details": scored.details, "metrics": metrics.to_dict(),
-            "epsilon_lb": eps_lb.to_dict(), "ceiling": ceiling, "target_scores": scored.target}
+            "epsilon_lb": eps_lb.to_dict(), "ceiling": ceiling, "detectable_epsilon": detectable,
+            "target_scores": scored.target}
 
 
-def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float) -> dict:
-    """One-run audit of the canaries' scores (negative loss on each canary's wrong label)."""
-    res = one_run_audit(scores, coins, delta=delta, confidence=confidence)
+def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float,
+                  claimed: float | None = None, seed: int = 0) -> dict:
+    """One-run audit of the canaries' scores (negative loss on each canary's wrong label), under the one
+    membership rule (balanced guesses, valid at the observed member share: ``bounds.one_run_audit_balanced``)."""
+    res = one_run_audit_balanced(scores, coins, delta=delta, confidence=confidence)
     included, m = int(coins.sum()), int(coins.size)
-    return {"method": "one-run (Steinke, Nasr, Jagielski 2023)", "m": m,
+    detectable = None
+    if claimed is not None:
+        from dpaudit.core.power import detectable_epsilon_one_run
+
+        detectable = detectable_epsilon_one_run(float(claimed), m, included, delta, confidence, seed=seed)
+    return {"method": "one-run (Steinke, Nasr, Jagielski 2023), balanced guesses", "m": m,
             "included": included, "score": "negative loss on the canary's wrong label",
-            **res.to_dict(), "ceiling": ceiling_one_run(m, delta, confidence, n_in=included), "scores": scores}
+            **res.to_dict(), "ceiling": ceiling_one_run_balanced(m, delta, confidence, n_in=included),
+            "detectable_epsilon": detectable, "coin_check": fair_coin_check(coins), "scores": scores}
 
 
 def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, plan: BoundPlan, delta: float,
-             n_records: tuple[int, int], conf_all: float, wb: dict | None = None) -> dict:
+             n_records: tuple[int, int], conf_all: float, wb: dict | None = None, observed: bool = True) -> dict:
+    from dpaudit.core.power import POWER_METHOD
+
     bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in attacks]
+    power = [(f"{a['attack']} attack", a.get("detectable_epsilon")) for a in attacks]
     if canary is not None:
         bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"]))
+        power.append(("canaries (one run)", canary.get("detectable_epsilon")))
     rejected = None
     if wb is not None:
         bounds.append(("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]))
         bounds.append(("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"]))
+        # the white-box route's power is one figure for its bounds and conformance tests together
+        power.append(("white-box canaries", wb.get("detectable_epsilon")))
         rejected = [] if wb["conformant"] else list(wb["failed"])
-    v = decide_verdict(claimed, bounds, rejected, delta=delta, confidence=plan.attack, n_records=n_records,
-                       n_canaries=canary["m"] if canary is not None else None, canary_confidence=plan.canary)
+    v = decide_verdict(claimed, bounds, rejected, n_canaries=canary["m"] if canary is not None else None,
+                       whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None])
+    v["power_method"] = POWER_METHOD if claimed is not None else None
     v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
     v.update({"confidence": plan.per_model, "per_bound_confidence": plan.attack if plan.n_attacks else plan.canary,
               "canary_confidence": plan.canary if plan.n_bounds > plan.n_attacks else None,
@@ -136,7 +227,7 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, pl
 
 
 def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], data: Dataset, splits: Splits,
-                 extras: dict, phases: dict) -> dict:
+                 extras: dict, phases: dict, rerun: int = 0) -> dict:
     """One privacy setting's K + 1 trained models: gather their signal rows, then evaluate."""
     inp = AttackInput(
         pool=Signals(logits=np.stack([r.pool_logits for r in results]), labels=data.labels[splits.pool_idx]),
@@ -152,7 +243,7 @@ def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], dat
     return evaluate_setting(cfg, ei, model_name(eps), inp, splits.membership[0], splits.pool_idx,
                             results[0].record, [r.record for r in results[1:]],
                             sum(r.cache_hit for r in results), canary, extras, phases,
-                            whitebox=results[0].whitebox)
+                            whitebox=results[0].whitebox, rerun=rerun)
 
 
 def attack_options(cfg: AuditConfig) -> dict:
@@ -160,7 +251,8 @@ def attack_options(cfg: AuditConfig) -> dict:
 
 
 def report_document(cfg: AuditConfig, *, command: str | None, workers: int | None, device: str, dataset: dict,
-                    split: dict, models: list[dict], phases: dict, worker_s: dict, observed: bool) -> dict:
+                    split: dict, models: list[dict], phases: dict, worker_s: dict, observed: bool, rerun: int = 0,
+                    spent_before: float | None = None) -> dict:
     """The report of any audit (trained here, a --target, or outputs only), passed once through the typed model:
     a field an audit forgot fails here, not in a renderer."""
     report = {
@@ -173,8 +265,9 @@ def report_document(cfg: AuditConfig, *, command: str | None, workers: int | Non
         "dataset": dataset,
         "split": split,
         "threshold_policy": threshold_policy(not observed),
-        "family_correction": family_text(cfg),
+        "family_correction": family_text(cfg, rerun, spent_before),
         "observed_training": observed,
+        "alpha_spending": alpha_spending(cfg, rerun, spent_before),
         "models": models,
         "timing_s": {k: round(v, 3) for k, v in phases.items()},
         # Seconds each epsilon's models took inside the workers (training + inference), summed over its
@@ -196,32 +289,40 @@ def threshold_policy(external: bool) -> str:
     return text
 
 
-def family_text(cfg: AuditConfig) -> str:
-    """How the report's verdicts hold together, in words."""
-    plan = bound_confidence(cfg)
+def family_text(cfg: AuditConfig, rerun: int = 0, spent_before: float | None = None) -> str:
+    """How the report's verdicts hold together, in words, with the α-spending across re-runs."""
+    plan = bound_confidence(cfg, rerun=rerun)
     per_model, d = plan.per_model, plan.d
+    spend = alpha_spending(cfg, rerun, spent_before)
+    run = "this audit" if rerun == 0 else f"re-run {rerun} on these models"
+    tail = (f"; {run} spends α = {spend['alpha_this_run']:.4g} of the {spend['alpha']:.4g} budget "
+            f"({'the original audit α/2' if rerun == 0 else f'α/2^{rerun + 1}'}), so with every run on these models "
+            f"so far the verdicts hold together at {spend['combined_confidence']:.4g}, and with any number of later "
+            f"`dpaudit attack` re-runs at no less than "
+            f"{1 - (spend['alpha_spent_before'] + 2 * spend['alpha_this_run']):.4g}")
     if not any(math.isfinite(e) for e in cfg.epsilons):
-        return "no DP model: no verdict to correct across models"
+        return "no DP model: no verdict to correct across models" + tail
     return (f"Bonferroni over {d} DP model(s): each verdict at {per_model:.4g}, so all of them hold together at "
-            f"{cfg.confidence:g}")
+            f"{run_confidence(cfg, rerun):.4g}" + tail)
 
 
 def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, target_in: np.ndarray,
                      record_index: np.ndarray, rec: dict, ref_records: list[dict], cache_hits: int,
-                     canary: tuple | None, extras: dict, phases: dict, whitebox=None) -> dict:
+                     canary: tuple | None, extras: dict, phases: dict, whitebox=None, rerun: int = 0) -> dict:
     """Attacks, canaries, accounting cross-check and verdict for one target and its references.
 
     ``rec`` is the target's training record; one with ``observed`` False (a target trained elsewhere, or
     only its outputs) has no accounting to cross-check, and the report says so rather than faking it.
     ``canary``: (scores, coins, record indices) of the canaries, or None."""
-    plan = bound_confidence(cfg, dp=bool(rec["dp"]))
+    plan = bound_confidence(cfg, dp=bool(rec["dp"]), rerun=rerun)
     delta = cfg.delta
     rec = {**rec, "observed": rec.get("observed", True)}
+    claimed = rec["epsilon"] if rec["dp"] else None
     t = time.perf_counter()
     attack_results = []
     for ai, a in enumerate(cfg.attacks):
         res = _evaluate_attack(a, inp, target_in, cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai),
-                               confidence=plan.attack)
+                               confidence=plan.attack, claimed=claimed)
         extras["scores"][(name, a)] = (record_index, target_in, res.pop("target_scores"))
         attack_results.append(res)
     phases[f"attacks:{name}"] = time.perf_counter() - t
@@ -229,7 +330,7 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
     canary_res = None
     if canary is not None:
         scores, coins, idx = canary
-        canary_res = _canary_audit(scores, coins, delta, plan.canary)
+        canary_res = _canary_audit(scores, coins, delta, plan.canary, claimed, seed=cfg.seed)
         extras["scores"][(name, "canary")] = (idx, coins, canary_res.pop("scores"))
         canary_res["test_accuracy_with_canaries"] = rec.get("test_accuracy")
         # The references train on canaries too (to match the target's training-set size), so no model here
@@ -242,7 +343,6 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
     if rec["dp"] and observed:
         check = cross_check(rec["epsilon"], rec["accountant"], rec["sample_rate"], rec["noise_multiplier"],
                             rec["steps"], rec["delta"]).to_dict()
-    claimed = rec["epsilon"] if rec["dp"] else None
     wb = _whitebox_audit(whitebox, cfg, ei, plan.canary, delta) if whitebox is not None else None
     phases[f"bounds:{name}"] = time.perf_counter() - t
     extras.setdefault("signals", {})[name] = {
@@ -275,7 +375,8 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
         "canary": canary_res,
         "whitebox": wb,
         "verdict": _verdict(claimed, attack_results, canary_res, plan, delta,
-                            (int(target_in.sum()), int((~target_in).sum())), cfg.confidence, wb),
+                            (int(target_in.sum()), int((~target_in).sum())), run_confidence(cfg, rerun), wb,
+                            observed=bool(observed)),
     }
 
 
@@ -292,7 +393,24 @@ def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: flo
     # what the schema's evidence reads: the better bound and the larger ceiling
     res["epsilon_lb"] = max(res["epsilon_lb_one_run"], res["epsilon_lb_cp"])
     res["ceiling"] = max(ceil_one, ceil_cp)
+    res.update(_whitebox_power(res, obs, cfg, per_bound, delta))
     return res
+
+
+def _whitebox_power(res: dict, obs, cfg: AuditConfig, per_bound: float, delta: float) -> dict:
+    """The white-box route's detectable ε: the claimed mechanism with less noise (σ × f), scored as ``analyse``
+    scores it, its ε from the claimed accountant at the claimed q and steps (dpaudit.core.power)."""
+    from dpaudit.core.power import whitebox_detectable
+    from dpaudit.training.accounting import opacus_epsilon
+
+    claimed = float(res["claimed_epsilon"])
+    if not math.isfinite(claimed):
+        return {"detectable_epsilon": None, "detectable_noise_factor": None}
+    steps, q = int(res["steps"]), float(res["claimed_q"])
+    return whitebox_detectable(
+        m=int(res["m"]), n_in=int(res["included"]), steps=steps, sigma=float(res["claimed_sigma"]), q=q,
+        clip=float(res["max_grad_norm"]), delta=delta, confidence=per_bound, claim=claimed, seed=cfg.seed,
+        epsilon_of_sigma=lambda s: opacus_epsilon(q, s, steps, delta, str(res["accountant"])))
 
 
 # ---- the audit -----------------------------------------------------------------------------------
@@ -325,7 +443,8 @@ class Target:
 
 def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = None,
               dataset: Dataset | None = None, tamper=None, require_cached: bool = False,
-              executor=None, target: Target | None = None) -> tuple[dict, dict]:
+              executor=None, target: Target | None = None, rerun: int = 0,
+              spent_before: float | None = None) -> tuple[dict, dict]:
     """Run the whole audit. Returns (report, extras): the report is the JSON-ready document;
     extras holds per-record scores (for --save-scores), which are too large for the report.
 
@@ -333,19 +452,23 @@ def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = 
     optimizer after ``make_private`` (e.g. one that switches the noise off), to prove the audit
     catches training that departs from its accounting. Tampered runs are never cached.
     ``executor``: an object with the ``dpaudit.training.executors.Executor`` interface; default ``cfg.executor``.
-    ``target``: audit a model trained elsewhere (``Target``); dpaudit trains only its reference models."""
+    ``target``: audit a model trained elsewhere (``Target``); dpaudit trains only its reference models.
+    ``rerun``: 0 for an audit, r for the r-th ``dpaudit attack`` re-run on its models, which spends only its
+    share of α (``run_confidence``); ``spent_before``: the α the earlier runs recorded."""
     if target is not None:
         from dataclasses import replace
 
-        if cfg.canaries or cfg.gradient_canaries:
+        if cfg.canaries:
             raise DPAuditError("--canaries and --gradient-canaries need dpaudit to train the target; drop them "
                                "with --target")
-        cfg = replace(cfg, epsilons=(target.epsilon,))
+        # gradient canaries (on by default) cannot be put into a target trained elsewhere: none run, and the
+        # report's configuration says 0 (the CLI refuses an explicit --gradient-canaries with --target)
+        cfg = replace(cfg, epsilons=(target.epsilon,), gradient_canaries=0)
     cfg.validate()
     check_attacks(cfg.attacks, cfg.shadow_models)
     with preserved_global_state():
         quiet_library_warnings()
-        return _run(cfg, progress, command, dataset, tamper, require_cached, executor, target)
+        return _run(cfg, progress, command, dataset, tamper, require_cached, executor, target, rerun, spent_before)
 
 
 def _dataset_block(data: Dataset) -> dict:
@@ -357,7 +480,7 @@ def _dataset_block(data: Dataset) -> dict:
     return block
 
 
-def _run(cfg, progress, command, dataset, tamper, require_cached, executor, target):
+def _run(cfg, progress, command, dataset, tamper, require_cached, executor, target, rerun=0, spent_before=None):
     from dpaudit.training.models import build_model
 
     phases: dict[str, float] = {}
@@ -422,10 +545,10 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     for ei, eps in enumerate(cfg.epsilons):
         results = sorted((r for j, r in zip(jobs, all_results) if j.ei == ei), key=lambda r: r.k)
         worker_s[model_name(eps)] = round(sum(r.train_s + r.inference_s for r in results), 3)
-        models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases))
+        models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases, rerun=rerun))
     return report_document(cfg, command=command, workers=getattr(executor, "workers", None), device=cfg.device,
                            dataset=_dataset_block(data), split=splits.summary(), models=models, phases=phases,
-                           worker_s=worker_s, observed=target is None), extras
+                           worker_s=worker_s, observed=target is None, rerun=rerun, spent_before=spent_before), extras
 
 
 # ---- outputs only (--from-signals): the same evaluation, with no training ----------------------------
@@ -437,6 +560,7 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     one the user chose): attacks the file cannot serve (too few references, no population) are left out, and
     ``extras["dropped_attacks"]`` says which and why."""
     import time
+    from dataclasses import replace
 
     from dpaudit.config import model_name
     from dpaudit.core.attack_registry import AttackInput, check_attacks
@@ -445,8 +569,9 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     from dpaudit.training.isolation import preserved_global_state
     from dpaudit.training.jobs import quiet_library_warnings
 
-    if cfg.gradient_canaries:
-        raise DPAuditError("--gradient-canaries need dpaudit to train the target; drop them with --from-signals")
+    # White-box gradient canaries need dpaudit to train the target: outputs alone have none (the CLI refuses an
+    # explicit --gradient-canaries here; the default is simply not applicable, and the report records 0).
+    cfg = replace(cfg, gradient_canaries=0)
     if epsilon is not None:
         from dpaudit.config import check_epsilon
 
@@ -455,8 +580,6 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     m, n, c = sig["logits"].shape
     dp = epsilon is not None and math.isfinite(epsilon)
     eps_cfg = (epsilon,) if dp else (math.inf,)
-    from dataclasses import replace
-
     cfg = replace(cfg, epsilons=eps_cfg, shadow_models=m - 1, canaries=int(sig.get("canary_in", np.zeros(0)).size),
                   members=int(sig["membership"][0].sum()),
                   n_test=max(int(sig.get("population_labels", np.zeros(0)).size), 1),

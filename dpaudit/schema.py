@@ -296,6 +296,9 @@ class AttackResult:
     ceiling: float | None = since(2)
     # Choices the attack made on the reference models (RMIA's a, LiRA's query count, ...).
     details: dict[str, Any] = since(2, {})
+    # Smallest true ε this attack's bound refutes with probability >= 80% (dpaudit.core.power; "inf": none up to its
+    # limit; null: not measured, as in reports written before it was, or a model without a claim).
+    detectable_epsilon: float | None = since(2, **OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -317,6 +320,10 @@ class CanaryResult:
     test_accuracy_without_canaries: float | None
     without_canaries_from: str
     ceiling: float | None = since(2)
+    # Smallest true ε the canary bound refutes with probability >= 80% (null: not measured).
+    detectable_epsilon: float | None = since(2, **OPTIONAL)
+    # The one membership rule's record (bounds.fair_coin_check): member share, binomial test, the rule applied.
+    coin_check: dict[str, Any] | None = since(2, **OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -336,7 +343,7 @@ class Verdict:
     ceiling: float | None = since(2)
     # Whether the evidence could have shown a violation of the claim (ceiling above claim); null: unknown.
     could_detect: bool | None = since(2)
-    # Confidence at which all of the report's verdicts hold together (null: no family correction).
+    # Confidence at which all of this report's verdicts hold together (null: no family correction).
     family_confidence: float | None = since(2)
     # Which evidence the ceiling came from, and the conformance tests that rejected (white-box canaries).
     ceiling_source: str | None = since(2)
@@ -345,6 +352,14 @@ class Verdict:
     # weighted Bonferroni split of audit.bound_confidence; null: no canaries, or one confidence for all. /2
     # reports written before it existed leave it out (they used one confidence for all bounds).
     canary_confidence: float | None = since(2, **OPTIONAL)
+    # Measured power (dpaudit.core.power): the smallest true ε the audit refutes with probability >= 80%, the evidence
+    # it came from, the multiple of the claim "consistent" needs, how it was simulated, and the one step that
+    # would decide an inconclusive verdict. Null: not measured (reports written before it was).
+    detectable_epsilon: float | None = since(2, **OPTIONAL)
+    detectable_source: str | None = since(2, **OPTIONAL)
+    power_multiple: float | None = since(2, **OPTIONAL)
+    power_method: str | None = since(2, **OPTIONAL)
+    next_step: str | None = since(2, **OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -374,6 +389,17 @@ class ModelAudit:
             out.append(("white-box canaries", _to_float(wb["epsilon_lb"]), _to_float(ceil) if _is_number(ceil) else None))
         return out
 
+    def detectable_sources(self) -> list[tuple[str, float]]:
+        """(evidence, detectable ε) for every piece of evidence that states its measured power."""
+        out = [(f"{a.attack} attack", a.detectable_epsilon) for a in self.attacks]
+        if self.canary is not None:
+            out.append(("canaries (one run)", self.canary.detectable_epsilon))
+        wb = self.whitebox or {}
+        if _is_number(wb.get("epsilon_lb")):
+            d = wb.get("detectable_epsilon")
+            out.append(("white-box canaries", _to_float(d) if _is_number(d) else None))
+        return [(s, d) for s, d in out if d is not None and not math.isnan(d)]
+
 
 @dataclass(frozen=True)
 class Report:
@@ -393,6 +419,10 @@ class Report:
     family_correction: str | None = since(2)
     # False when dpaudit did not see the target's training (--target, --from-signals).
     observed_training: bool = since(2, True)
+    # α-spending across re-runs on the same models (bounds.alpha_share): {"schedule", "rerun", "alpha",
+    # "alpha_this_run", "alpha_spent_before", "alpha_spent_total", "combined_confidence"}. Null: written before
+    # the schedule existed (such an audit spent all of α itself).
+    alpha_spending: dict[str, Any] | None = since(2, **OPTIONAL)
 
     def to_json(self) -> dict:
         """The JSON-ready document (always the current schema): plain dicts, lists, str, numbers, null."""
@@ -609,29 +639,52 @@ class Evidence:
     missing: tuple[str, ...]  # evidence whose bound is NaN / null: not computed
     ceiling: float | None  # largest bound any evidence could have shown; None when unknown
     status: str  # "violation", "inconclusive", "consistent" or "no DP claim"
+    detectable: float | None = None  # smallest detectable ε over the evidence (measured power); None: not measured
+    detectable_source: str | None = None
+
+
+# "consistent" needs the detectable ε at most this multiple of the claim (the same as dpaudit.core.bounds.POWER_MULTIPLE,
+# which this module cannot import: it imports no numpy).
+POWER_MULTIPLE = 2.0
 
 
 def evidence(m: ModelAudit) -> Evidence:
-    """Recompute a model's verdict from its bounds, ceilings and claim.
+    """Recompute a model's verdict from its bounds, measured power and claim.
 
-    violation: some ε lower bound exceeds the claimed ε. inconclusive: none does and the claimed ε is at or
-    above the ceiling, the largest bound any of the evidence could have reached (so it could not have
-    failed). consistent: otherwise. A ceiling is known when the verdict states one, or when every piece of
-    evidence states its own (their maximum). nonconformant: a white-box block whose conformance tests
-    rejected (``conformant`` false), or any test listed failed, whatever the stored status says."""
+    violation: some ε lower bound exceeds the claimed ε. consistent: none does, and the audit's detectable ε
+    (the smallest over its evidence of the true ε each refutes with probability >= 80%) is at most
+    ``POWER_MULTIPLE`` times the claim. inconclusive: otherwise, including when power was not measured (a
+    report written before it was: nothing then shows the audit could have seen a leak). nonconformant: a
+    white-box block whose conformance tests rejected (``conformant`` false), or any test listed failed, whatever
+    the stored status says. The ceiling (the most a perfect attack could show) is reported, not used: its
+    evidence's own ceilings decide, the stored verdict's only where one is missing."""
     sources = m.bound_sources()
     missing = tuple(s for s, v, _ in sources if math.isnan(v))
     vals = [(v, s) for s, v, _ in sources if not math.isnan(v)]
     best, best_src = max(vals) if vals else (None, None)
     ceilings = [c for _, _, c in sources]
     known = [c for c in ceilings if c is not None and not math.isnan(c)]
-    # The evidence's own ceilings decide; the stored verdict's ceiling is used only where one is missing, so an
-    # edited stored ceiling cannot turn "inconclusive" into "consistent".
     ceiling = m.verdict.ceiling if m.verdict.ceiling is not None and not math.isnan(m.verdict.ceiling) else None
     if sources and len(known) == len(ceilings):
         ceiling = max(known)
+    claimed_ = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
+    ceiling_of = {s: c for s, _, c in sources}
+    # A route that refutes only through its bound (an attack, black-box canaries) cannot refute a claim at or
+    # above its ceiling, whatever power it states: such a figure counts as "not detectable" (a report whose
+    # numbers contradict each other never reads consistent). White-box canaries also refute through their
+    # conformance tests, which no ceiling limits.
+    dets = [(math.inf if (claimed_ is not None and not s.startswith("white-box") and ceiling_of.get(s) is not None
+                          and not math.isnan(ceiling_of[s]) and ceiling_of[s] <= claimed_) else d, s)
+            for s, d in m.detectable_sources()]
+    if dets:
+        det_v, det_src = min(dets)
+    else:
+        # the stored verdict's figure only where no evidence states its own
+        det_v = m.verdict.detectable_epsilon
+        det_v = None if det_v is None or math.isnan(det_v) else det_v
+        det_src = m.verdict.detectable_source if det_v is not None else None
     if not m.dp:
-        return Evidence(None, best, best_src, missing, ceiling, "no DP claim")
+        return Evidence(None, best, best_src, missing, ceiling, "no DP claim", det_v, det_src)
     claimed = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
     if claimed is None or math.isnan(claimed):
         claimed = None
@@ -641,11 +694,11 @@ def evidence(m: ModelAudit) -> Evidence:
         status = "nonconformant"
     elif best is not None and claimed is not None and best > claimed:
         status = "violation"
-    elif claimed is not None and ceiling is not None and ceiling <= claimed:
-        status = "inconclusive"
-    else:
+    elif claimed is not None and det_v is not None and det_v <= POWER_MULTIPLE * claimed:
         status = "consistent"
-    return Evidence(claimed, best, best_src, missing, ceiling, status)
+    else:
+        status = "inconclusive"
+    return Evidence(claimed, best, best_src, missing, ceiling, status, det_v, det_src)
 
 
 def effective_status(m: ModelAudit) -> str:

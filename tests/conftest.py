@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
 # Two references: too few for the online attacks (which need four), so SMALL names the attacks it runs.
 SMALL = dict(members=300, n_test=300, epsilons=(math.inf, 2.0), delta=1e-4, epochs=4, shadow_models=2,
              attacks=("loss", "shadow", "rmia", "lira"),
-             n_boot=200, jobs=1, seed=7)
+             n_boot=200, jobs=1, seed=7, gradient_canaries=0)
 
 
 def small_config(**overrides):

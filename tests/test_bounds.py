@@ -405,24 +405,49 @@ def test_verdict_issue_example_is_inconclusive():
     assert v["status"] == "inconclusive" and v["could_detect"] is False
     assert v["ceiling"] == 5.9 and v["ceiling_source"] == "loss attack, shadow attack"
     assert v["empirical_epsilon_lb"] == 0.12 and v["source"] == "shadow attack"
-    n = B.records_needed(8.0, 1e-5, c)
-    assert f"about {n:,} members and {n:,} non-members (now 1,750 and 1,750)" in v["text"]
-    assert "no number of canaries (now 500)" in v["text"] and "5.90" in v["text"]
-    # without delta/confidence the text still says what would help, without numbers
-    v = B.decide_verdict(8.0, EVIDENCE)
-    assert v["status"] == "inconclusive" and "more target records or more canaries" in v["text"]
-    # canaries that could reach the claim are named with their number
-    v = B.decide_verdict(4.0, [("canaries (one run)", 0.0, 3.7)], delta=1e-5, confidence=c, n_canaries=500)
-    m = B.canaries_needed(4.0, 1e-5, c)
-    assert v["status"] == "inconclusive" and f"about {m:,} canaries (now 500)" in v["text"]
+    # power not measured: the text says so, never what a perfect attack "could" prove from the ceiling
+    assert "power was not measured" in v["text"] and "perfect" not in v["text"] and "5.90" not in v["text"]
+    assert "--gradient-canaries 1000" in v["text"] and v["next_step"] in v["text"]
+    # without white-box canaries possible (training not observed), the step is more canaries or records
+    v = B.decide_verdict(8.0, EVIDENCE, n_canaries=500, whitebox_possible=False)
+    assert "more canaries (now 500)" in v["text"]
     # at exactly the ceiling nothing could have exceeded the claim either
     assert B.decide_verdict(5.9, EVIDENCE)["status"] == "inconclusive"
 
 
+POWERED = [("loss attack", 0.0, 5.9, 4.4), ("shadow attack", 0.12, 5.9, 4.1), ("canaries (one run)", 0.0, 3.7, 4.3)]
+
+
+def test_verdict_consistent_needs_measured_power_within_the_multiple():
+    # detectable ε of the audit: the smallest over its routes (4.1, the shadow attack's)
+    v = B.decide_verdict(1.0, POWERED)
+    assert v["status"] == "inconclusive" and v["detectable_epsilon"] == 4.1
+    assert v["detectable_source"] == "shadow attack" and "4.10" in v["text"] and "above 2× the claim" in v["text"]
+    assert v["could_detect"] is True  # the ceiling stays a number; it no longer makes a verdict consistent
+    # K = 2: consistent exactly when the detectable ε is at most twice the claim
+    v = B.decide_verdict(2.05, POWERED)
+    assert v["status"] == "consistent" and "4.10" in v["text"] and "within 2× the claim" in v["text"]
+    assert v["power_multiple"] == B.POWER_MULTIPLE == 2.0 and v["next_step"] is None
+    assert B.decide_verdict(2.04, POWERED)["status"] == "inconclusive"
+    # the text's numbers are the verdict's numbers
+    for claim in (0.5, 1.0, 2.05, 3.0):
+        v = B.decide_verdict(claim, POWERED)
+        assert f"claimed ε = {claim:g}" in v["text"] and f"{v['detectable_epsilon']:.2f}" in v["text"]
+    # not detectable at all
+    v = B.decide_verdict(1.0, [("a", 0.0, 0.9, math.inf)])
+    assert v["status"] == "inconclusive" and "could not have seen a leak" in v["text"]
+    with pytest.raises(ValueError, match="detectable"):
+        B.decide_verdict(1.0, [("a", 0.0, 0.9, 0.0)])
+    # a route whose power covers several bounds (white-box canaries) states it once, apart from them
+    v = B.decide_verdict(1.0, EVIDENCE, detectable=[("white-box canaries", 1.3), ("loss attack", 4.4)])
+    assert v["status"] == "consistent" and v["detectable_source"] == "white-box canaries"
+    assert "(simulated, white-box canaries)" in v["text"] and "1.30" in v["text"]
+
+
 def test_verdict_branches():
     v = B.decide_verdict(1.0, EVIDENCE)
-    assert v["status"] == "consistent" and v["could_detect"] is True
-    assert "no bound exceeds the claimed ε = 1" in v["text"] and "5.90" in v["text"]
+    assert v["status"] == "inconclusive" and v["could_detect"] is True
+    assert "no bound exceeds the claimed ε = 1" in v["text"]
     v = B.decide_verdict(0.1, EVIDENCE)
     assert v["status"] == "violation" and v["ratio"] == pytest.approx(1.2)
     assert "ε ≥ 0.12 from shadow attack exceeds the claimed ε = 0.1" in v["text"]
@@ -434,15 +459,43 @@ def test_verdict_branches():
         assert v["status"] == "nonconformant" and "noise calibration" in v["text"]
         assert v["rejected_conformance"] == ["noise calibration"]
     # no bound above 0
-    v = B.decide_verdict(1.0, [("loss attack", 0.0, 5.9)])
+    v = B.decide_verdict(3.0, [("loss attack", 0.0, 5.9, 5.0)])
     assert v["status"] == "consistent" and v["source"].startswith("none") and "no bound above 0" in v["text"]
     # no evidence at all: nothing could have shown anything
     v = B.decide_verdict(1.0, [])
     assert v["status"] == "inconclusive" and "no evidence" in v["text"]
-    # the sentence follows the numbers: the same claim flips with the ceiling
-    assert B.decide_verdict(3.0, [("a", 0.5, 2.9)])["status"] == "inconclusive"
-    assert B.decide_verdict(3.0, [("a", 0.5, 3.1)])["status"] == "consistent"
     json.dumps(B.decide_verdict(8.0, EVIDENCE))
+
+
+def test_alpha_schedule_keeps_any_number_of_reruns_within_alpha():
+    assert [B.alpha_share(r) for r in range(3)] == [0.5, 0.25, 0.125]
+    for r in (0, 1, 5, 20):
+        assert B.alpha_spent(0.05, r) == pytest.approx(0.05 * (1 - 2.0 ** -(r + 1)))
+        assert B.alpha_spent(0.05, r) < 0.05 and B.combined_confidence(0.95, r) > 0.95
+    assert B.combined_confidence(0.95, 0) == pytest.approx(0.975)
+    assert B.combined_confidence(0.95, 1) == pytest.approx(0.9625)
+    with pytest.raises(ValueError):
+        B.alpha_share(-1)
+
+
+def test_balanced_one_run_matches_one_run_on_fair_coins_and_its_ceiling():
+    rng = np.random.default_rng(3)
+    y = rng.random(1000) < 0.5
+    s = rng.normal(size=1000) + 3.0 * y
+    bal = B.one_run_audit_balanced(s, y, 1e-5, 0.95)
+    assert bal.k_plus == bal.k_minus and bal.r == 2 * bal.k_plus and bal.epsilon_lb > 2.0
+    assert bal.epsilon_lb <= B.ceiling_one_run_balanced(1000, 1e-5, 0.95, n_in=int(y.sum())) + 1e-9
+    # a perfect attack reaches the ceiling
+    perfect = B.one_run_audit_balanced(y.astype(float), y, 1e-5, 0.95)
+    assert perfect.epsilon_lb == pytest.approx(B.ceiling_one_run_balanced(1000, 1e-5, 0.95, n_in=int(y.sum())))
+    # the p-value table is the p-value
+    p = B.one_run_p_values(1000, 200, 1.5, 1e-5)
+    for v in (0, 100, 150, 190):
+        assert p[v] == pytest.approx(B._p_value_one_run(1000, 200, v, 1.5, 1e-5), rel=1e-12, abs=1e-15)
+    # vectorised Clopper-Pearson is the scalar one
+    b = B.epsilon_lb_clopper_pearson_counts(np.array([400, 300]), 500, np.array([20, 200]), 500, 1e-5, 0.95)
+    assert b[0] == pytest.approx(B.epsilon_lb_clopper_pearson(400, 500, 20, 500, 1e-5, 0.95))
+    assert b[1] == pytest.approx(B.epsilon_lb_clopper_pearson(300, 500, 200, 500, 1e-5, 0.95))
 
 
 def test_verdict_input_validation():

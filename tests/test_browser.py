@@ -102,6 +102,8 @@ def test_report_in_headless_chromium(small_report, tmp_path):
         cdp = CDP(_page_ws_url(port, time.monotonic() + 20))
         cdp.send("Network.enable")
         cdp.send("Page.enable")
+        # a laptop screen: the first screen must fit it without sideways scrolling
+        cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1, mobile=False)
         url = Path(html_path).resolve().as_uri()
         cdp.send("Page.navigate", url=url)
         cdp.wait_for("Page.loadEventFired")
@@ -124,8 +126,27 @@ def test_report_in_headless_chromium(small_report, tmp_path):
         assert info["s"] is True
         assert info["rows"] == sum(len(m["attacks"]) for m in small_report["models"])
         assert info["v"] and overall.lower().split()[0] in info["v"].lower()
-        assert info["cls"] == {"VIOLATION": "violation", "consistent": "consistent"}.get(overall, "no-dp-claim")
+        from dpaudit.report.html import BANNER_CLASS
+
+        assert info["cls"] == BANNER_CLASS.get(overall, "no-dp-claim")
         assert info["imgs"] >= 3
+
+        # The first screen: one row per model, visible without scrolling, and no horizontal scroll at 1,280 px
+        # (every wide table scrolls inside its own box, folded in <details> below).
+        expr = ("JSON.stringify({w: document.documentElement.scrollWidth, vw: window.innerWidth, "
+                "rows: document.querySelectorAll('#first-screen tbody tr').length, "
+                "bottom: document.getElementById('first-screen').getBoundingClientRect().bottom, "
+                "vh: window.innerHeight, folded: document.querySelectorAll('details').length})")
+        screen = json.loads(cdp.send("Runtime.evaluate", expression=expr, returnByValue=True)["result"]["value"])
+        assert screen["vw"] == 1280
+        assert screen["w"] <= screen["vw"], screen
+        assert screen["rows"] == len(small_report["models"])
+        assert screen["bottom"] <= screen["vh"], screen
+        assert screen["folded"] >= 5
+        # opened, the details still do not scroll the page sideways
+        cdp.send("Runtime.evaluate", expression="document.querySelectorAll('details').forEach(d => d.open = true)")
+        w = cdp.send("Runtime.evaluate", expression="document.documentElement.scrollWidth", returnByValue=True)
+        assert w["result"]["value"] <= 1280
 
         shot = cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)
         png = base64.b64decode(shot["data"])

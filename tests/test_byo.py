@@ -26,7 +26,8 @@ def npz_data(tmp_path_factory):
 
 
 SMALL = ["--members", "300", "--n-test", "300", "--delta", "1e-4", "--epochs", "8", "--batch-size", "64",
-         "--lr", "0.1", "--shadow-models", "2", "--bootstrap", "200", "--jobs", "1", "--seed", "3", "--quiet"]
+         "--lr", "0.1", "--shadow-models", "2", "--bootstrap", "200", "--jobs", "1", "--seed", "3", "--quiet",
+         "--gradient-canaries", "0"]
 
 
 def _run(args):

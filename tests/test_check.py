@@ -40,7 +40,7 @@ def test_stored_status_is_not_trusted(small_report, tmp_path):
     bound disagrees with its own counts, so the gate refuses the report (exit 2); the rules alone (on a document
     not verified) fail it too."""
     dp = small_report["models"][1]
-    assert dp["verdict"]["status"] == "consistent"
+    assert dp["verdict"]["status"] in ("consistent", "inconclusive")
     dp["attacks"][0]["epsilon_lb"]["value"] = 50.0
     res = run_check(write(tmp_path, "r.json", small_report), "--format", "json")
     assert res.exit_code == 2, res.output

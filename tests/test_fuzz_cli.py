@@ -213,6 +213,7 @@ ROWS = [
     ("audit", ["--shadow-models", "0"], "--shadow-models"),
     ("audit", ["--canaries", "-1"], "--canaries"),
     ("audit", ["--gradient-canaries", "-1"], "--gradient-canaries"),
+    ("audit", ["--canaries", "1"], "at least 2"),
     ("audit", ["--gradient-canaries", "10", "--epsilons", "inf"], "finite epsilon"),
     ("audit", ["--gradient-canaries", "10", "--grad-sample-mode", "ghost"], "ghost"),
     ("audit", ["--format", "json,pdf"], "--format"),
@@ -282,7 +283,7 @@ ROWS = [
     ("epsilon", ["{tmp}/missing.csv"], "not found"),
     ("epsilon", ["{tmp}/ok.csv", "--confidence", "0.1"], "--confidence"),
     ("epsilon", ["{tmp}/ok.csv", "--threshold", "nan"], "--threshold"),
-    ("epsilon", ["{tmp}/skewed.csv", "--method", "one-run"], "fair"),
+    ("epsilon", ["{tmp}/skewed.csv", "--method", "one-run", "--guesses", "100000"], "--guesses must be in"),
     ("epsilon", ["{tmp}/bom.csv", "--delta", "1.5"], "--delta"),
     # inspect / report
     ("inspect", ["{tmp}/w.pt"], "w.pt.json is missing"),

@@ -43,7 +43,7 @@ def _attack(name: str, auc: float = 0.52, advantage: float = 0.02, lb: float = 0
                            "threshold_selection": "chosen on reference models' scores; applied once to the target",
                            "tp": 400, "n_pos": 875, "fp": 390, "n_neg": 875, "direction": "none", "delta": 1e-5,
                            "confidence": 0.975},
-            "ceiling": ceiling, "details": {}}
+            "ceiling": ceiling, "details": {}, "detectable_epsilon": 1.8}
 
 
 def _training(dp: bool, eps: float | None) -> dict:
@@ -67,7 +67,9 @@ def _verdict(claimed: float | None, lb: float, status: str, ceiling: float | Non
             "correction": "Bonferroni: each of 2 bound(s) at 0.975, so the best holds at 0.95",
             "ceiling": ceiling, "could_detect": None if claimed is None or ceiling is None else ceiling > claimed,
             "family_confidence": None, "ceiling_source": None, "rejected_conformance": [],
-            "canary_confidence": None}
+            "canary_confidence": None, "detectable_epsilon": None if claimed is None else 1.8,
+            "detectable_source": None if claimed is None else "loss attack", "power_multiple": 2.0,
+            "power_method": None, "next_step": None}
 
 
 def _model(name: str, eps: float | None, status: str) -> dict:
@@ -115,6 +117,7 @@ def synthetic_report() -> dict:
         "worker_s": {"non-dp": 5.0, "dp-eps1": 6.0},
         "family_correction": None,
         "observed_training": True,
+        "alpha_spending": None,
     }
 
 
@@ -311,8 +314,9 @@ def test_inconclusive_and_ceilings_rendered():
     for i in (0, 1):
         doc = with_change(doc, f"models/1/attacks/{i}/ceiling", 0.8)
     md, page, text = _render_all(doc)
-    assert "> **Inconclusive**" in md and "most this audit could show ε ≥ 0.80" in md
-    assert "**it could not have detected a violation**" in md
+    # every ceiling below the claim: whatever power a route states, it cannot refute the claim
+    assert "> **Inconclusive**" in md and "no leak detectable" in md
+    assert "**it could not have seen a leak**" in md
     assert '<div id="verdict" class="inconclusive"' in page and '<tr class="inconclusive">' in page
     assert "Overall: Inconclusive" in text
     # the ceiling column beside the bound, in the summary table

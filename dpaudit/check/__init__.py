@@ -12,6 +12,8 @@ verdicts fail; :func:`evaluate_policy` turns it, and optionally a baseline repor
 * ``verdict_recomputed``: the stored status is not softer than the one recomputed from the bounds, the
   ceiling and the claim (a stored "consistent" with a bound above the claim fails).
 * ``accountant_check``: each DP model's accountant cross-check is present, not flagged, and checks the ε claimed.
+* ``confidence_recomputed``: the α-spending record (this run's share, the total with earlier runs on the same
+  models, the combined confidence) matches the fixed schedule, and no verdict is held at more than its share.
 
 Before any rule, the report (and a baseline) must prove its numbers: :func:`dpaudit.check.recompute.verify_report`
 checks types and ranges, that the models match the configuration, and recomputes every bound from its counts,
@@ -290,6 +292,38 @@ def pair_models(report: Report | dict, baseline: Report | dict) -> list[tuple[Mo
     return pairs
 
 
+def combined_confidence_problem(report: Report) -> tuple[str, bool]:
+    """Recompute the report's α-spending from its configuration and re-run index: this run's α is
+    α · 2^-(rerun+1) (dpaudit.core.bounds.alpha_share), the total is what earlier runs spent plus it, the combined
+    confidence is 1 − total, and no DP verdict is held at less than this run's share split over the DP models.
+    Returns (what was found, passed). A report written before the schedule has no record: it passes, saying so."""
+    sp = report.alpha_spending
+    if not sp:
+        return "not recorded (report predates α-spending: it spent all of α)", True
+    try:
+        alpha = 1.0 - float(report.config.confidence)
+        rerun = int(sp["rerun"])
+        this = alpha * 2.0 ** -(rerun + 1)
+        before = float(sp["alpha_spent_before"])
+        total = before + this
+        combined = 1.0 - total
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"alpha_spending is malformed ({exc.__class__.__name__})", False
+    if rerun < 0 or before < 0:
+        return f"alpha_spending has rerun {rerun} and alpha_spent_before {before:g}", False
+    if rerun == 0 and before != 0:
+        return f"an original audit (rerun 0) records α {before:g} spent before it", False
+    for key, want in (("alpha_this_run", this), ("alpha_spent_total", total), ("combined_confidence", combined)):
+        if not _close(float(sp.get(key, math.nan)), want, rel=1e-9):
+            return f"{key} is {sp.get(key)!r}, recomputed {want:.6g}", False
+    dp = [m for m in report.models if m.dp]
+    for m in dp:
+        if 1.0 - m.verdict.confidence > this / len(dp) * (1 + 1e-9):
+            return (f"{m.name}'s verdict is held at {m.verdict.confidence:.6g}, below 1 − α_run/d = "
+                    f"{1 - this / len(dp):.6g}"), False
+    return f"{combined:.4g} (run {rerun}: α {this:.4g} of {alpha:.4g})", True
+
+
 def _always_rules(m: ModelAudit) -> list[Rule]:
     """The rules no policy switches off: evidence, a claim that is the accountant's, a stored verdict the
     numbers agree with, and a clean accountant cross-check."""
@@ -354,6 +388,9 @@ def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | di
     models = report.models
     rules.append(Rule("evidence_models", "the report audits at least one model", None, "models", ">= 1",
                       len(models), len(models) >= 1))
+    observed, ok = combined_confidence_problem(report)
+    rules.append(Rule("confidence_recomputed", "the α spent on these models, recomputed from the fixed schedule, "
+                      "matches the report", None, "combined confidence", "recomputed", observed, ok))
     for m in models:
         name, dp = m.name, m.dp
         kind = "dp" if dp else "non_dp"
@@ -382,8 +419,8 @@ def evaluate_policy(report: Report | dict, policy: Policy, baseline: Report | di
             rules.append(Rule("forbid_violation", "no empirical ε lower bound above the claimed ε", name,
                               "verdict status", "not violation", status, status != "violation"))
         if policy.forbid_inconclusive and dp:
-            rules.append(Rule("forbid_inconclusive", "the audit could have detected a violation (claimed ε below "
-                              "the ceiling)", name, "verdict status", "not inconclusive", status,
+            rules.append(Rule("forbid_inconclusive", "the audit had the power to see a leak of 2× the claim "
+                              "(detectable ε, measured)", name, "verdict status", "not inconclusive", status,
                               status != "inconclusive"))
         if not policy.allow_nonconformant:
             rules.append(Rule("nonconformant", "the training and data met the assumptions the bounds rely on", name,

@@ -21,23 +21,34 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
+    "ALPHA_SCHEDULE",
     "EpsilonLB",
     "OneRunResult",
+    "POWER_MULTIPLE",
+    "alpha_share",
+    "alpha_spent",
+    "balanced_candidates",
     "best_threshold_epsilon_lb",
     "bonferroni_threshold_epsilon_lb",
     "canaries_needed",
     "ceiling_clopper_pearson",
     "ceiling_one_run",
+    "ceiling_one_run_balanced",
     "clopper_pearson",
+    "combined_confidence",
     "decide_verdict",
     "epsilon_lb_clopper_pearson",
+    "epsilon_lb_clopper_pearson_counts",
     "epsilon_lb_one_run",
     "evidence_confidences",
+    "fair_coin_check",
     "family_confidence",
     "fixed_threshold_epsilon_lb",
     "max_advantage",
     "max_balanced_accuracy",
     "one_run_audit",
+    "one_run_audit_balanced",
+    "one_run_p_values",
     "records_needed",
     "reference_threshold_epsilon_lb",
 ]
@@ -189,6 +200,24 @@ def epsilon_lb_clopper_pearson(tp: int, n_pos: int, fp: int, n_neg: int, delta: 
     return float(eps[0])
 
 
+def epsilon_lb_clopper_pearson_counts(tp: Any, n_pos: int, fp: Any, n_neg: int, delta: float,
+                                      confidence: float = 0.95) -> np.ndarray:
+    """``epsilon_lb_clopper_pearson`` for many (tp, fp) pairs at once (arrays of equal shape): what power
+    simulations need, thousands of simulated audits at one sample size.
+
+    >>> b = epsilon_lb_clopper_pearson_counts([500, 250], 500, [0, 250], 500, 1e-5, 0.95)
+    >>> bool(b[0] > 4.5), float(b[1])
+    (True, 0.0)
+    """
+    _, n_pos = _check_count("n_pos", n_pos, n_pos, "n_pos")
+    _, n_neg = _check_count("n_neg", n_neg, n_neg, "n_neg")
+    tp, fp = np.asarray(tp, dtype=np.float64), np.asarray(fp, dtype=np.float64)
+    if tp.shape != fp.shape or np.any(tp < 0) or np.any(tp > n_pos) or np.any(fp < 0) or np.any(fp > n_neg):
+        raise ValueError("tp and fp must be arrays of equal shape with 0 <= tp <= n_pos and 0 <= fp <= n_neg")
+    eps, _ = cp_eps_array(tp, n_pos, fp, n_neg, _check_delta(delta), _check_confidence(confidence))
+    return eps
+
+
 # --------------------------------------------------------------------------- one training run
 
 def _p_value_one_run(m: int, r: int, v: int, eps: float, delta: float) -> float:
@@ -326,6 +355,136 @@ def one_run_audit(scores: Any, is_in: Any, delta: float, confidence: float = 0.9
         correction=f"bonferroni over {n} candidates" if n > 1 else "fixed k",
         delta=d, confidence=c,
     )
+
+
+def one_run_p_values(m: int, r: int, eps: float, delta: float) -> np.ndarray:
+    """The one-run p-value (``epsilon_lb_one_run``'s test of (eps, delta)-DP) for every number of correct
+    guesses v = 0..r at once: entry v is the p-value of v correct out of r guesses on m canaries.
+
+    A power simulation then decides "bound > eps" for thousands of simulated audits by one lookup each (the
+    bound exceeds eps exactly when the p-value at eps is at most alpha), instead of one bisection each.
+
+    >>> p = one_run_p_values(1000, 100, 1.0, 1e-5)
+    >>> bool(abs(p[80] - _p_value_one_run(1000, 100, 80, 1.0, 1e-5)) < 1e-12), float(p[0])
+    (True, 1.0)
+    """
+    m, r = int(m), int(r)
+    if not (0 <= r <= m) or m < 1:
+        raise ValueError(f"need 0 <= r <= m and m >= 1, got m={m}, r={r}")
+    d = _check_delta(delta)
+    q = 1.0 / (1.0 + math.exp(-eps)) if eps < 700 else 1.0
+    v = np.arange(r + 1)
+    out = stats.binom.sf(v - 1, r, q)
+    if d > 0 and r > 0:
+        pmf = stats.binom.pmf(np.arange(r + 1), r, q)
+        window = np.zeros(r + 1)
+        for vv in range(1, r + 1):
+            # P[vv-i <= B < vv] / i for i = 1..vv: a reversed cumulative sum of the pmf below vv (as in
+            # _p_value_one_run), its maximum over i
+            w = np.cumsum(pmf[vv - 1::-1]) / np.arange(1, vv + 1)
+            window[vv] = w.max()
+        out = out + 2.0 * m * d * window
+    out[0] = 1.0
+    return np.minimum(out, 1.0)
+
+
+def balanced_candidates(m: int) -> list[int]:
+    """Guesses per side that ``one_run_audit_balanced`` tries on m canaries: k "in" and k "out", so that the
+    total guesses 2k are m/50, m/20, m/10, m/5 and m/2, as ``one_run_audit``'s default k_plus values (at least
+    one each side, and repeats dropped)."""
+    m = int(m)
+    if m < 2:
+        raise ValueError(f"the balanced one-run audit needs at least 2 canaries, got {m}")
+    out: list[int] = []
+    for d in (100, 40, 20, 10, 4):
+        k = max(1, m // d)
+        if 2 * k <= m and k not in out:
+            out.append(k)
+    return out
+
+
+def one_run_audit_balanced(scores: Any, is_in: Any, delta: float, confidence: float = 0.95,
+                           k_candidates: Sequence[int] | None = None, *, seed: int = 0) -> OneRunResult:
+    """The one-run audit under dpaudit's one membership rule: guess "in" for the k highest-scoring canaries
+    AND "out" for the k lowest (the same k both sides), abstain on the rest, and test the correct guesses with
+    ``epsilon_lb_one_run``. Several k (``balanced_candidates``): Bonferroni, as ``one_run_audit``.
+
+    Why both sides. The one-run test assumes each canary is in with probability 1/2. Top-k guesses alone
+    inherit any bias of the coins: with 55% members, pure noise makes 55% of "in" guesses correct and the
+    bound rises above 0 without any leak. With k "in" and k "out" guesses the expected number of correct
+    guesses under pure noise is k * share + k * (1 - share) = k at ANY member share, and its spread is at most
+    the fair-coin one (with independent coins of any bias p the two binomials have variance 2k p(1-p) <= 2k/4;
+    conditional on the count it is 2k p(1-p) N/(N-1) with p the share, at most the fair-coin binomial's up to
+    that factor N/(N-1)). Under
+    (eps, delta)-DP with independent coins of bias p, an "in" guess is right with probability at most
+    f(p) = p e^eps / (p e^eps + 1 - p) and an "out" guess with f(1 - p); f is concave, so their mean is at most
+    f(1/2) = e^eps / (1 + e^eps), the rate the test assumes (Hoeffding 1956: a sum of Bernoullis with mean rate
+    q has binomial(., q) upper tails). So the bound stays valid at the observed member share, and it is
+    the same test as ``one_run_audit`` when the coins are fair."""
+    s, y = _check_scores(scores, is_in, both_classes=False)
+    d = _check_delta(delta)
+    c = _check_confidence(confidence)
+    m = s.size
+    cands = balanced_candidates(m) if k_candidates is None else sorted({int(k) for k in k_candidates})
+    if not cands or any(k < 1 or 2 * k > m for k in cands):
+        raise ValueError(f"k_candidates must be in [1, {m // 2}] for m={m}, got {k_candidates}")
+    n = len(cands)
+    c_each = 1.0 - (1.0 - c) / n
+    perm = np.random.default_rng(seed).permutation(m)
+    order = perm[np.argsort(-s[perm], kind="stable")]  # highest score first
+    correct_in = np.cumsum(y[order])
+    correct_out = np.cumsum(~y[order[::-1]])  # lowest score first
+    best: tuple[float, int, int] | None = None
+    for k in cands:
+        v = int(correct_in[k - 1]) + int(correct_out[k - 1])
+        eps = epsilon_lb_one_run(m, 2 * k, v, d, c_each)
+        if best is None or eps > best[0]:
+            best = (eps, k, v)
+    assert best is not None
+    eps, k, v = best
+    return OneRunResult(epsilon_lb=float(eps), m=m, r=2 * k, v=v, k_plus=k, k_minus=k, candidates_tried=tuple(cands),
+                        correction=(f"balanced guesses (k in, k out); bonferroni over {n} candidates" if n > 1
+                                    else "balanced guesses (k in, k out), fixed k"),
+                        delta=d, confidence=c)
+
+
+def ceiling_one_run_balanced(m: int, delta: float, confidence: float = 0.95, n_in: int | None = None,
+                             k_candidates: Sequence[int] | None = None) -> float:
+    """The largest ``one_run_audit_balanced`` bound (a perfect attack: every member above every non-member),
+    with the same candidates; ``n_in`` the number of canaries in (default m // 2)."""
+    m = int(m)
+    d, c = _check_delta(delta), _check_confidence(confidence)
+    n_in = m // 2 if n_in is None else int(n_in)
+    if not 0 <= n_in <= m:
+        raise ValueError(f"n_in must be in [0, {m}], got {n_in}")
+    cands = balanced_candidates(m) if k_candidates is None else sorted({int(k) for k in k_candidates})
+    c_each = 1.0 - (1.0 - c) / len(cands)
+    return max(epsilon_lb_one_run(m, 2 * k, min(k, n_in) + min(k, m - n_in), d, c_each) for k in cands)
+
+
+FAIR_COIN_NOTE_P = 1e-3
+
+
+def fair_coin_check(is_in: Any) -> dict[str, Any]:
+    """The one membership check every route that assumes coins applies (``dpaudit epsilon --method one-run``,
+    ``--from-signals`` canaries, the audit's own canaries): the member share, and the exact two-sided binomial
+    test of the count against 1/2. It does not refuse: the bound these routes report is
+    ``one_run_audit_balanced``'s, valid at any member share, so a biased share costs power, never validity.
+    ``biased`` says the coins were not fair (p < 0.001), which the report states beside the bound.
+
+    >>> r = fair_coin_check([True] * 80 + [False] * 20)
+    >>> r["share"], r["biased"]
+    (0.8, True)
+    """
+    y = np.asarray(is_in, dtype=bool).ravel()
+    n, k = int(y.size), int(y.sum())
+    if n == 0:
+        raise ValueError("no canaries")
+    p = float(stats.binomtest(k, n, 0.5, alternative="two-sided").pvalue)
+    return {"rule": "balanced one-run guesses (k in, k out): valid at any member share",
+            "n": n, "members": k, "share": k / n,
+            "test": "exact two-sided binomial test of the member count against 1/2", "p_value": p,
+            "biased": bool(p < FAIR_COIN_NOTE_P)}
 
 
 # --------------------------------------------------------------------------- thresholded attacks
@@ -672,58 +831,94 @@ def evidence_confidences(confidence: float, n_attacks: int, canary_routes: int) 
     return 1.0 - alpha / max(n_attacks, 1), 1.0 - alpha / max(canary_routes, 1)
 
 
-def _needs_text(claimed: float, delta: float | None, confidence: float | None,
-                n_records: tuple[int, int] | None, n_canaries: int | None,
-                canary_confidence: float | None = None) -> str:
-    """What would let a perfect attack prove more than ``claimed``, with numbers when delta/confidence are known."""
-    if delta is None or confidence is None:
-        return ("To decide, the audit needs more target records or more canaries, attacked near-perfectly "
-                "(as white-box gradient canaries can be).")
-    n = records_needed(claimed, delta, confidence)
-    now_r = f" (now {n_records[0]:,} and {n_records[1]:,})" if n_records is not None else ""
-    rec = (f"about {n:,} members and {n:,} non-members{now_r}" if n is not None
-           else f"more than 10^9 members and non-members{now_r}")
-    c_can = confidence if canary_confidence is None else canary_confidence
-    m = canaries_needed(claimed, delta, c_can)
-    now_c = f" (now {n_canaries:,})" if n_canaries is not None else ""
-    can = (f"or about {m:,} canaries{now_c} attacked near-perfectly, as white-box gradient canaries can be"
-           if m is not None else
-           f"while no number of canaries{now_c} would do at δ = {delta:g}: the one-run test's 2mδ term keeps "
-           f"its ceiling below ε = {claimed:g} however good the canaries, white-box gradient ones included")
-    at = (f"the per-bound confidence {confidence:.4g}" if c_can == confidence else
-          f"the per-bound confidences ({confidence:.4g} for an attack, {c_can:.4g} for canaries)")
-    return f"To decide at {at}, a perfect attack would need {rec}, {can}."
+# A verdict reads "consistent" only when the audit would have refuted, with probability >= POWER, a true ε of
+# POWER_MULTIPLE times the claim: a leak at twice the guarantee must not pass unseen. Fixed before any data.
+POWER = 0.8
+POWER_MULTIPLE = 2.0
+
+ALPHA_SCHEDULE = ("α-spending fixed in advance: the original audit spends α/2, the r-th `dpaudit attack` re-run on "
+                  "the same models α/2^(r+1); any number of re-runs spends α(1 − 2^-(R+1)) < α in all")
 
 
-def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple[str, float, float]],
-                   rejected_conformance: Sequence[str] | None = None, *, delta: float | None = None,
-                   confidence: float | None = None, n_records: tuple[int, int] | None = None,
-                   n_canaries: int | None = None, canary_confidence: float | None = None) -> dict[str, Any]:
+def alpha_share(rerun: int) -> float:
+    """Fraction of α = 1 − confidence that run ``rerun`` may spend (0: the original audit, r: the r-th
+    ``dpaudit attack`` re-run on its models): 2^-(r+1). The shares sum to less than 1 over any number of runs,
+    so every verdict ever drawn from one set of models holds together at the configured confidence.
+
+    >>> alpha_share(0), alpha_share(1), alpha_share(5)
+    (0.5, 0.25, 0.015625)
+    """
+    if int(rerun) != rerun or rerun < 0:
+        raise ValueError(f"rerun must be an integer >= 0, got {rerun}")
+    return 2.0 ** -(int(rerun) + 1)
+
+
+def alpha_spent(alpha: float, rerun: int) -> float:
+    """α spent in all by the original audit and re-runs 1..``rerun``: α (1 − 2^-(rerun+1)).
+
+    >>> round(alpha_spent(0.05, 0), 6), round(alpha_spent(0.05, 5), 6)
+    (0.025, 0.049219)
+    """
+    return float(alpha) * sum(alpha_share(r) for r in range(int(rerun) + 1))
+
+
+def combined_confidence(confidence: float, rerun: int) -> float:
+    """Confidence at which the verdicts of the original audit and its first ``rerun`` re-runs hold together:
+    1 − alpha_spent(1 − confidence, rerun), never below ``confidence``."""
+    c = _check_confidence(confidence)
+    return 1.0 - alpha_spent(1.0 - c, rerun)
+
+
+def _next_step(sources: Sequence[str], whitebox_possible: bool, n_canaries: int | None) -> str:
+    """The one step most likely to decide an inconclusive verdict, from the evidence there was."""
+    if any("white-box" in s for s in sources):
+        return ("To decide: more white-box gradient canaries (--gradient-canaries) or more steps observed; "
+                "their power grows with both.")
+    if whitebox_possible:
+        return ("To decide: run white-box gradient canaries (--gradient-canaries 1000), which test what the training "
+                "did and have power near the claim where attacks do not.")
+    now = f" (now {n_canaries:,})" if n_canaries else ""
+    return (f"To decide: more canaries{now} or more target records; white-box gradient canaries need dpaudit to "
+            "observe the training.")
+
+
+def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejected_conformance: Sequence[str] | None = None,
+                   *, delta: float | None = None, confidence: float | None = None,
+                   n_records: tuple[int, int] | None = None, n_canaries: int | None = None,
+                   canary_confidence: float | None = None, whitebox_possible: bool = True,
+                   power_multiple: float = POWER_MULTIPLE,
+                   detectable: Sequence[tuple[str, float]] | None = None) -> dict[str, Any]:
     """A model's verdict from its claimed epsilon and its evidence, with a sentence built from the numbers.
 
-    ``bounds``: one (source, epsilon lower bound, detection ceiling) per kind of evidence (each attack, the
-    canaries, ...), each bound with its ceiling at that bound's confidence (``confidence`` for attacks,
-    ``canary_confidence``, default the same, for canaries: see :func:`evidence_confidences`). Rules, first match wins:
+    ``bounds``: one (source, epsilon lower bound, detection ceiling[, detectable epsilon]) per kind of evidence
+    (each attack, the canaries, ...), each at that bound's confidence. The detectable epsilon is the smallest
+    true ε this evidence refutes (bound > claim) with probability >= 80% (``dpaudit.core.power``, simulated); the
+    audit's is the smallest over its evidence (refuting through any one route is refuting). Rules, first
+    match wins:
 
     * no claim (``claimed_epsilon`` None): "no DP claim";
     * any conformance test rejected (``rejected_conformance`` non-empty): "nonconformant";
     * best bound > claimed: "violation";
-    * claimed >= every ceiling: "inconclusive", since not even a perfect attack could have shown a violation
-      (``could_detect`` False); the text says what would let the audit decide. If ``delta`` and
-      ``confidence`` (the per-bound one the ceilings used) are given, with the numbers: records per class
-      (``records_needed``) and canaries (``canaries_needed``); ``n_records`` (the target's members,
-      non-members) and ``n_canaries`` add "now ...";
-    * else "consistent".
+    * the detectable ε is measured and at most ``power_multiple`` (2) × the claim: "consistent";
+    * else "inconclusive": the text gives the detectable ε (or says power was not measured) and one step that
+      would decide. The perfect-attack ceiling stays a number (``ceiling``, ``could_detect``); no text promises
+      from it.
 
-    Returns status, claimed_epsilon, empirical_epsilon_lb, source, ratio, ceiling (the largest),
-    ceiling_source, could_detect, evidence (one dict per bound), rejected_conformance and text.
+    ``detectable``: (route, detectable ε) pairs given apart from the bounds, for a route whose power covers
+    several of them (white-box canaries: two bounds and the conformance tests); when given, the bounds' own
+    fourth elements are not used. ``delta``, ``confidence``, ``n_records`` and ``canary_confidence`` are
+    accepted for callers of the earlier rule and not used in the text.
     """
+    del delta, confidence, n_records, canary_confidence
     claimed = None if claimed_epsilon is None else float(claimed_epsilon)
     if claimed is not None and not claimed >= 0:
         raise ValueError(f"claimed_epsilon must be >= 0 or None, got {claimed_epsilon}")
+    if not power_multiple >= 1:
+        raise ValueError(f"power_multiple must be >= 1, got {power_multiple}")
     evidence = []
     for item in bounds:
-        source, lb, ceil = item
+        source, lb, ceil = item[0], item[1], item[2]
+        det = item[3] if len(item) > 3 else None
         lb, ceil = float(lb), float(ceil)
         if not (lb >= 0 and ceil >= 0):
             raise ValueError(f"{source}: bound and ceiling must be >= 0, got {lb} and {ceil}")
@@ -731,17 +926,29 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple[str, fl
         if lb > ceil * (1 + 1e-9) + 1e-12:
             raise ValueError(f"{source}: bound {lb:.6g} exceeds its ceiling {ceil:.6g}; compute both at the "
                              "same sample size and confidence")
-        evidence.append({"source": str(source), "epsilon_lb": lb, "ceiling": ceil})
+        if det is not None:
+            det = float(det)
+            if not det > 0:  # also NaN
+                raise ValueError(f"{source}: detectable epsilon must be > 0 (inf: not detectable), got {det}")
+        evidence.append({"source": str(source), "epsilon_lb": lb, "ceiling": ceil, "detectable_epsilon": det})
     rejected = [str(r) for r in (rejected_conformance or [])]
 
     best, source = max(((e["epsilon_lb"], e["source"]) for e in evidence), default=(0.0, "none"))
     if best <= 0:
         source = "none (no test rejected ε = 0)"
     ceiling = max((e["ceiling"] for e in evidence), default=0.0)
-    # several kinds of evidence often share a ceiling (attacks on the same records): name them all
     ceiling_source = ", ".join(e["source"] for e in evidence if e["ceiling"] == ceiling) or "none"
     could_detect = claimed is not None and ceiling > claimed
-    best_txt = f"ε ≥ {best:.2f} from {source}" if best > 0 else "no bound above 0"
+    if detectable is not None:
+        for src, d in detectable:
+            if not float(d) > 0:
+                raise ValueError(f"{src}: detectable epsilon must be > 0 (inf: not detectable), got {d}")
+        dets = [(float(d), str(s)) for s, d in detectable if d is not None]
+    else:
+        dets = [(e["detectable_epsilon"], e["source"]) for e in evidence if e["detectable_epsilon"] is not None]
+    detectable, det_source = min(dets) if dets else (None, None)
+    best_txt = f"best ε ≥ {best:.2f} from {source}" if best > 0 else "no bound above 0"
+    step = _next_step([e["source"] for e in evidence], whitebox_possible, n_canaries)
 
     if claimed is None:
         status = NO_CLAIM
@@ -755,22 +962,28 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple[str, fl
         status = VIOLATION_STATUS
         text = (f"Violation: the lower bound ε ≥ {best:.2f} from {source} exceeds the claimed ε = {claimed:g}, "
                 "so the model leaks more than its guarantee allows.")
-    elif not could_detect:
+    elif detectable is not None and detectable <= power_multiple * claimed:
+        status = CONSISTENT_STATUS
+        text = (f"Consistent: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), and this audit had the "
+                f"power to see a leak: it refutes a true ε of {detectable:.2f} or more with probability ≥ "
+                f"{POWER:.0%} (simulated, {det_source}), within {power_multiple:g}× the claim.")
+    else:
         status = INCONCLUSIVE
         if not evidence:
             text = (f"Inconclusive: no evidence was collected, so nothing could have shown the claimed "
-                    f"ε = {claimed:g} violated.")
+                    f"ε = {claimed:g} violated. {step}")
+        elif detectable is None:
+            text = (f"Inconclusive: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), but this evidence's "
+                    f"power was not measured, so passing says nothing. {step}")
+        elif math.isinf(detectable):
+            text = (f"Inconclusive: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), but no true ε this "
+                    f"audit simulated is refuted with probability ≥ {POWER:.0%}: it could not have seen a leak. {step}")
         else:
-            text = (f"Inconclusive: the claimed ε = {claimed:g} is at or above {ceiling:.2f}, the most even a perfect "
-                    f"attack could prove here (from {ceiling_source}), so no result could have shown a violation "
-                    f"({best_txt}). " + _needs_text(claimed, delta, confidence, n_records, n_canaries,
-                                                     canary_confidence))
-    else:
-        status = CONSISTENT_STATUS
-        text = (f"Consistent: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), and the audit could "
-                f"have shown a violation: a perfect attack could prove up to ε ≥ {ceiling:.2f} here "
-                f"(from {ceiling_source}).")
+            text = (f"Inconclusive: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), but this audit "
+                    f"refutes with probability ≥ {POWER:.0%} only a true ε of {detectable:.2f} or more (simulated, "
+                    f"{det_source}), above {power_multiple:g}× the claim: a smaller leak could pass unseen. {step}")
     return {"status": status, "claimed_epsilon": claimed, "empirical_epsilon_lb": best, "source": source,
             "ratio": best / claimed if claimed else None, "ceiling": ceiling, "ceiling_source": ceiling_source,
-            "could_detect": bool(could_detect), "evidence": evidence, "rejected_conformance": rejected,
-            "text": text}
+            "could_detect": bool(could_detect), "detectable_epsilon": detectable, "detectable_source": det_source,
+            "power_multiple": float(power_multiple), "next_step": step if status == INCONCLUSIVE else None,
+            "evidence": evidence, "rejected_conformance": rejected, "text": text}

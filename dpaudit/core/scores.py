@@ -46,14 +46,10 @@ def read_scores_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return is_member, np.asarray(scores, dtype=float)
 
 
-# Refuse a one-run file when fair coins would split members and non-members this unevenly less than once in
-# 1,000 files: an honest fair-coin file is refused with probability at most 0.001 (the exact test's level),
-# while the 80%-member and 55%-of-2,000 files that made the one-run bound meaningless are refused.
-FAIR_COIN_REFUSE_P = 1e-3
-
 MEMBERSHIP_ASSUMPTION_ONE_RUN = (
-    "each record was a member with probability 1/2, independently of the others (independent fair coins); "
-    "the bound is conditional on this, which a scores CSV cannot show")
+    "each record was made a member by its own independent coin (of any bias: the balanced guesses, k 'in' and k "
+    "'out', keep the bound valid at the observed member share); the bound is conditional on this independence, "
+    "which a scores CSV cannot show")
 MEMBERSHIP_ASSUMPTION_CP = (
     "membership was decided at random among records of one population (e.g. a random split), so that members' "
     "and non-members' scores differ only through training; the bound is conditional on this, which a scores "
@@ -62,25 +58,10 @@ MEMBERSHIP_ASSUMPTION_CP = (
 
 def fair_coin_p_value(is_member: np.ndarray) -> float:
     """Exact two-sided binomial test of the number of members out of n against p = 1/2 (what independent fair
-    coins predict). Small values say the coins were not fair; large ones do not prove they were."""
-    from scipy.stats import binomtest
+    coins predict): ``dpaudit.core.bounds.fair_coin_check``'s p-value."""
+    from dpaudit.core.bounds import fair_coin_check
 
-    y = np.asarray(is_member, dtype=bool)
-    return float(binomtest(int(y.sum()), int(y.size), 0.5, alternative="two-sided").pvalue)
-
-
-def _check_fair_coins(is_member: np.ndarray) -> dict:
-    """Refuse (one-line DPAuditError) a member fraction implausible under fair coins; else the test's record."""
-    n, n_in = int(is_member.size), int(is_member.sum())
-    p = fair_coin_p_value(is_member)
-    if p < FAIR_COIN_REFUSE_P:
-        raise DPAuditError(
-            f"--method one-run needs members chosen by independent fair coins, but {n_in:,} of {n:,} records "
-            f"({n_in / n:.1%}) are members: two-sided binomial p = {p:.2g} < {FAIR_COIN_REFUSE_P:g}, a split fair "
-            "coins give less than once in 1,000 files; use --method clopper-pearson, which needs no coin assumption")
-    return {"test": "exact two-sided binomial test of n_members out of n against 1/2", "p_value": p,
-            "refused_below": FAIR_COIN_REFUSE_P,
-            "note": "passing rules out only gross departures; a small bias (say 52% members) still inflates the bound"}
+    return float(fair_coin_check(is_member)["p_value"])
 
 
 def epsilon_from_scores(is_member: np.ndarray, scores: np.ndarray, *, method: str, delta: float,
@@ -89,10 +70,17 @@ def epsilon_from_scores(is_member: np.ndarray, scores: np.ndarray, *, method: st
     """An epsilon lower bound from scores alone, with a threshold chosen validly (fixed in advance,
     or Bonferroni-corrected over the candidates tried).
 
-    one-run first refuses member fractions implausible under fair coins (``_check_fair_coins``); both methods'
-    output carries an "assumptions" entry saying how membership must have been decided for the bound to hold,
-    since the CSV cannot say."""
-    from dpaudit.core.bounds import bonferroni_threshold_epsilon_lb, fixed_threshold_epsilon_lb, one_run_audit
+    one-run applies the one membership rule of every coin-based route (``bounds.fair_coin_check`` and the
+    balanced guesses of ``bounds.one_run_audit_balanced``, valid at any member share): ``--guesses k`` guesses
+    "in" for the k highest scores and "out" for the k lowest, ``--threshold T`` guesses "in" for scores >= T and
+    "out" for as many of the lowest. Both methods' output carries an "assumptions" entry saying how membership
+    must have been decided for the bound to hold, since the CSV cannot say."""
+    from dpaudit.core.bounds import (
+        bonferroni_threshold_epsilon_lb,
+        fair_coin_check,
+        fixed_threshold_epsilon_lb,
+        one_run_audit_balanced,
+    )
 
     if not 0 <= delta < 1:
         raise DPAuditError(f"--delta must be in [0, 1), got {delta}")
@@ -106,18 +94,22 @@ def epsilon_from_scores(is_member: np.ndarray, scores: np.ndarray, *, method: st
     base = {"method": method, "delta": delta, "confidence": confidence, "n_members": int(is_member.sum()),
             "n_nonmembers": int((~is_member).sum())}
     if method == "one-run":
-        coin_test = _check_fair_coins(is_member)
+        coin_test = fair_coin_check(is_member)
+        half = len(scores) // 2
         if threshold is not None:
             k = int((scores >= threshold).sum())
-            if k == 0:
-                raise DPAuditError(f"--threshold {threshold} makes no guesses; lower it")
-            res = one_run_audit(scores, is_member, delta=delta, confidence=confidence, k_candidates=[k])
+            if not 1 <= k <= half:
+                raise DPAuditError(f"--threshold {threshold} makes {k} 'in' guesses; one-run guesses as many 'out' "
+                                   f"(the lowest scores), so it needs 1 to {half}: choose another threshold")
+            res = one_run_audit_balanced(scores, is_member, delta=delta, confidence=confidence, k_candidates=[k])
         elif guesses is not None:
-            if not 1 <= guesses <= len(scores):
-                raise DPAuditError(f"--guesses must be in [1, {len(scores)}], got {guesses}")
-            res = one_run_audit(scores, is_member, delta=delta, confidence=confidence, k_candidates=[guesses])
+            if not 1 <= guesses <= half:
+                raise DPAuditError(f"--guesses must be in [1, {half}] for one-run (k 'in' and k 'out' guesses on "
+                                   f"{len(scores)} records), got {guesses}")
+            res = one_run_audit_balanced(scores, is_member, delta=delta, confidence=confidence,
+                                         k_candidates=[guesses])
         else:
-            res = one_run_audit(scores, is_member, delta=delta, confidence=confidence)
+            res = one_run_audit_balanced(scores, is_member, delta=delta, confidence=confidence)
         d = res.to_dict()
         return {**base, "epsilon_lower_bound": d["epsilon_lb"], **{k: v for k, v in d.items() if k != "epsilon_lb"},
                 "assumptions": {"membership": MEMBERSHIP_ASSUMPTION_ONE_RUN, "fair_coin_test": coin_test}}

@@ -82,13 +82,22 @@ def _summary_cells(r: dict) -> list[str]:
             fmt(r["ceiling"], 2), fmt(r["max_balanced_accuracy"]), fmt(r["max_advantage"])]
 
 
-VERDICT_HEADERS = ["model", "ε claimed (accountant)", "ε lower bound (best)", "ε ceiling", "from", "ratio", "verdict"]
+FIRST_HEADERS = ["model", "verdict", "ε claimed", "best ε lower bound (route)", "ε this audit detects (80% power)",
+                 "what would decide"]
+
+
+def _first_cells(r: dict) -> list[str]:
+    return [r["model"], r["status"], fmt(r["claimed"], 2), r["bound"], r["detectable"], r["step"]]
+
+
+VERDICT_HEADERS = ["model", "ε claimed (accountant)", "ε lower bound (best)", "detectable ε (80%)", "ε ceiling", "from",
+                   "ratio", "verdict"]
 
 
 def _verdict_cells(v: dict) -> list[str]:
     loud = v["status"] in ("violation", "nonconformant", "inconclusive") and "**" not in v["text"]
-    return [v["model"], fmt(v["claimed"], 3), fmt(v["empirical"], 3), fmt(v["ceiling"], 2), v["source"],
-            fmt(v["ratio"], 2), f"**{v['text']}**" if loud else v["text"]]
+    return [v["model"], fmt(v["claimed"], 3), fmt(v["empirical"], 3), fmt(v["detectable"], 2), fmt(v["ceiling"], 2),
+            v["source"], fmt(v["ratio"], 2), f"**{v['text']}**" if loud else v["text"]]
 
 
 def text_summary(report: Report | dict) -> str:
@@ -104,11 +113,12 @@ def text_summary(report: Report | dict) -> str:
 
         return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
+    first = cols(FIRST_HEADERS, [_first_cells(r) for r in wording.first_screen_rows(report)])
     s = cols(SUMMARY_HEADERS, [_summary_cells(r) for r in wording.summary_rows(report)])
     v = cols(VERDICT_HEADERS, [[plain(c) for c in _verdict_cells(r)] for r in wording.verdict_rows(report)])
     read = "\n".join(plain(line) for line in wording.reading(report))
     return (f"{s}\n\nPrivacy verdicts ({wording.confidence_note(report)}):\n{v}\n\nReading:\n{read}\n\n"
-            f"Overall: {plain(wording.banner(report))}")
+            f"{first}\n{wording.combined_confidence_note(report)}\n\nOverall: {plain(wording.banner(report))}")
 
 
 def render_markdown(report: Report | dict, figures: list[str] | None = None) -> str:
@@ -117,6 +127,8 @@ def render_markdown(report: Report | dict, figures: list[str] | None = None) -> 
     parts = [
         "# dpaudit report", "",
         "> " + wording.banner(report), "",
+        _table(FIRST_HEADERS, [_first_cells(r) for r in wording.first_screen_rows(report)]), "",
+        f"{wording.combined_confidence_note(report)} {wording.power_note(report)}", "",
         (f"Dataset **{ds.name}** ({ds.n_records} records"
          f"{f' of {ds.n_features} features: {ds.preprocessing}' if ds.n_features is not None else ''}; "
          f"{sp.members} members and "
@@ -125,25 +137,27 @@ def render_markdown(report: Report | dict, figures: list[str] | None = None) -> 
         "## Privacy verdicts", "",
         _table(VERDICT_HEADERS, [_verdict_cells(v) for v in wording.verdict_rows(report)]), "",
         (f"ε lower bounds: {wording.confidence_note(report)}. The ε ceiling is the largest lower bound a perfect "
-        f"attack could reach with this audit's records and confidence (— where not computed). {INDEPENDENCE_CAVEAT}"),
+        "attack could reach with this audit's records and confidence (— where not computed): a number, not a "
+        f"promise; the verdict rests on the detectable ε. {INDEPENDENCE_CAVEAT}"),
         "",
-        "## Summary", "",
+        "## Reading", "", *wording.reading(report), "",
+        "## Attack metrics", "",
         _table(SUMMARY_HEADERS, [_summary_cells(r) for r in wording.summary_rows(report)]), "",
         (f"{wording.interval_note(report)} Balanced accuracy and advantage are at a threshold fixed in advance. "
         "TPR at a fixed FPR shows (members found / members) where the attack recorded the counts."), "",
-        "## Reading", "", *wording.reading(report), "",
     ]
     canaries = [m for m in report.models if m.canary is not None]
     if canaries:
         parts += ["## Canary audit (one training run)", "",
-                  _table(["model", "canaries m", "in target", "guesses r", "correct v", "k+", "ε lower bound",
-                          "ε ceiling", "correction", "test acc with / without canaries"],
-                         [[m.name, str(c.m), str(c.included), str(c.r), str(c.v), str(c.k_plus),
-                           fmt(c.epsilon_lb, 3), fmt(c.ceiling, 2), c.correction,
+                  _table(["model", "canaries m", "in target", "guesses r", "correct v", "k+ / k−", "ε lower bound",
+                          "ε ceiling", "detectable ε", "correction", "test acc with / without canaries"],
+                         [[m.name, str(c.m), str(c.included), str(c.r), str(c.v), f"{c.k_plus} / {c.k_minus}",
+                           fmt(c.epsilon_lb, 3), fmt(c.ceiling, 2), fmt(c.detectable_epsilon, 2), c.correction,
                            f"{fmt(c.test_accuracy_with_canaries)} / {fmt(c.test_accuracy_without_canaries)}"]
                           for m in canaries for c in [m.canary]]), "",
                   ("Canaries are real images with a wrong label, each included in the target's training set with "
-                   "probability 1/2 (Steinke, Nasr & Jagielski 2023). Accuracy without canaries: "
+                   "probability 1/2 (Steinke, Nasr & Jagielski 2023). Guesses are balanced (k in, k out), which keeps "
+                   "the bound valid at the observed member share. Accuracy without canaries: "
                    f"{canaries[0].canary.without_canaries_from}."), ""]
     for m in report.models:
         if m.whitebox:
@@ -213,7 +227,7 @@ def whitebox_markdown(w: dict, figures) -> list[str]:
                      ["ε (accountant on σ̂, q̂)", fmt(w["claimed_epsilon"], 3), fmt(w["empirical_epsilon"], 3),
                       fmt_ci(w["empirical_epsilon_ci"], 3)]]), "",
              f"ε lower bounds: one-run {fmt(w.get('epsilon_lb_one_run'), 3)}, Clopper-Pearson "
-             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); from the final model alone "
+             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); {wording.whitebox_power(w)}; from the final model alone "
              f"(shown for users who see only the released model; not part of the verdict, so not corrected for): "
              f"one-run {fmt(w.get('final_model_epsilon_lb_one_run'), 3)}, Clopper-Pearson "
              f"{fmt(w.get('final_model_epsilon_lb_cp'), 3)}."]

@@ -26,6 +26,15 @@ table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; font-size:
 th, td { border: 1px solid var(--line); padding: .3rem .45rem; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td, th { overflow-wrap: anywhere; }
+code { word-break: break-all; }
+.scroll { overflow-x: auto; max-width: 100%; }
+#first-screen td:first-child { white-space: nowrap; }
+details { margin: .8rem 0; }
+details > summary { cursor: pointer; font-weight: bold; font-size: 1.05rem; padding: .3rem 0; }
+.status-violation, .status-nonconformant { color: var(--bad); font-weight: bold; }
+.status-inconclusive { color: #6b4a00; font-weight: bold; }
+.status-consistent { color: var(--ok); font-weight: bold; }
 #verdict { padding: .9rem 1.1rem; border-radius: 6px; font-size: 1.1rem; border: 2px solid; }
 #verdict.consistent { background: #e8f5ec; border-color: var(--ok); color: var(--ok); }
 #verdict.violation { background: #fdecec; border-color: var(--bad); color: var(--bad); }
@@ -79,12 +88,15 @@ GLOSSARY = [
     ("Max advantage / accuracy ε allows", "The largest advantage (or balanced accuracy) any attack can reach "
                                           "against an (ε, δ)-DP model; measured values should sit under it."),
     ("ε ceiling", "The largest ε lower bound a perfect attack could reach with this audit's records, canaries "
-                  "and confidence. A claimed ε at or above it cannot be disproved by this audit."),
-    ("Verdict", "consistent: no attack proved more leakage than ε allows, and the audit could have. violation: an "
-                "ε lower bound exceeds the claimed ε, so the guarantee is false (or mis-accounted). inconclusive: "
-                "nothing was disproved, but the claimed ε is at or above the ceiling, so nothing could have been. "
-                "nonconformant: the training or data did not meet an assumption the bounds rely on. no DP claim: "
-                "trained without DP, nothing to check."),
+                  "and confidence. A claimed ε at or above it cannot be disproved by this audit; below it, only the "
+                  "detectable ε says whether a real leak would have been seen."),
+    ("Detectable ε", "The smallest true ε this audit, at its sample sizes and confidence, refutes with probability "
+                     "≥ 80%, measured by seeded simulation of each route under a stated leakage model."),
+    ("Verdict", "consistent: no bound exceeds the claimed ε, and the audit's detectable ε is at most 2× the "
+                "claim. violation: an ε lower bound exceeds the claimed ε, so the guarantee is false (or "
+                "mis-accounted). inconclusive: nothing was disproved, but the audit could not see a leak of 2× the "
+                "claim (or its power was not measured). nonconformant: the training or data did not meet an "
+                "assumption the bounds rely on. no DP claim: trained without DP, nothing to check."),
 ]
 
 
@@ -138,6 +150,30 @@ def _verdict_banner(report: Report) -> str:
             f"{to_html(wording.banner(report))}</div>")
 
 
+def _first_screen(report: Report) -> str:
+    """One row per model: verdict, claimed ε, best bound and its route, detectable ε, the step that decides."""
+    headers = ["model", "verdict", "ε claimed", "best ε lower bound (route)", "ε this audit detects (80% power)",
+               "what would decide"]
+    rows, classes = [], []
+    for r in wording.first_screen_rows(report):
+        rows.append([_td(f"<strong>{_e(r['model'])}</strong>"),
+                     _td(f'<span class="status-{_e(r["status"].replace(" ", "-"))}">{_e(r["status"])}</span>'),
+                     _td(_num(r["claimed"], 2), True), _td(_e(r["bound"])), _td(_e(r["detectable"])),
+                     _td(_e(r["step"]))])
+        classes.append(_ROW_CLASS.get(r["status"], ""))
+    return _table(headers, rows, "first-screen", classes)
+
+
+def _fold(title: str, body: str, open_: bool = False) -> str:
+    """Details below the first screen: folded, one click away."""
+    return f"<details{' open' if open_ else ''}><summary>{_e(title)}</summary>{body}</details>"
+
+
+def _scroll(table: str) -> str:
+    """A wide table scrolls inside its own box, never the page."""
+    return f'<div class="scroll">{table}</div>'
+
+
 def _summary(report: Report) -> str:
     headers = ["model", "ε claimed", "ε empirical lower bound", "ε ceiling", "test accuracy", "attack",
                "AUC [CI]", "advantage [CI]", "balanced accuracy [CI]", *(h for _, h in wording.TPR_SHOWN),
@@ -157,14 +193,15 @@ def _summary(report: Report) -> str:
 
 
 def _verdicts(report: Report) -> str:
-    headers = ["model", "ε claimed (accountant)", "ε lower bound (best)", "ε ceiling", "could detect", "from",
-               "ratio", "status", "verdict"]
+    headers = ["model", "ε claimed (accountant)", "ε lower bound (best)", "detectable ε (80%)", "ε ceiling",
+               "ceiling above claim", "from", "ratio", "status", "verdict"]
     rows, classes = [], []
     for v in wording.verdict_rows(report):
         detect = {True: "yes", False: "no", None: "—"}[v["could_detect"]]
         flag = "ok" if v["status"] in ("consistent", "no DP claim") else "flag"
         rows.append([_td(_e(v["model"])), _td(_num(v["claimed"]), True), _td(_num(v["empirical"]), True),
-                     _td(_num(v["ceiling"], 2), True), _td(_e(detect)), _td(_e(v["source"])),
+                     _td(_num(v["detectable"], 2), True), _td(_num(v["ceiling"], 2), True), _td(_e(detect)),
+                     _td(_e(v["source"])),
                      _td(_num(v["ratio"], 2), True), _td(f'<span class="{flag}">{_e(v["status"])}</span>'),
                      _td(to_html(v["text"]))])
         classes.append(_ROW_CLASS.get(v["status"], ""))
@@ -180,20 +217,21 @@ def _canary(report: Report) -> str:
     canaries = [m for m in report.models if m.canary is not None]
     if not canaries:
         return ""
-    headers = ["model", "canaries m", "in target", "guesses r", "correct v", "k+", "ε lower bound", "ε ceiling",
-               "correction", "test accuracy with canaries", "test accuracy without canaries"]
+    headers = ["model", "canaries m", "in target", "guesses r", "correct v", "k+ / k−", "ε lower bound", "ε ceiling",
+               "detectable ε", "correction", "test accuracy with canaries", "test accuracy without canaries"]
     rows = []
     for m in canaries:
         c = m.canary
         rows.append([_td(_e(m.name)), _td(_e(c.m), True), _td(_e(c.included), True), _td(_e(c.r), True),
-                     _td(_e(c.v), True), _td(_e(c.k_plus), True), _td(_num(c.epsilon_lb), True),
-                     _td(_num(c.ceiling, 2), True), _td(_e(c.correction)),
+                     _td(_e(c.v), True), _td(_e(f"{c.k_plus} / {c.k_minus}"), True), _td(_num(c.epsilon_lb), True),
+                     _td(_num(c.ceiling, 2), True), _td(_num(c.detectable_epsilon, 2), True), _td(_e(c.correction)),
                      _td(_num(c.test_accuracy_with_canaries), True),
                      _td(_num(c.test_accuracy_without_canaries), True)])
     return ("<section id=\"canary\"><h2>Canary audit (one training run)</h2>"
-            + _table(headers, rows, "canary-table")
+            + _scroll(_table(headers, rows, "canary-table"))
             + "<p class=\"muted\">Canaries are real images with a wrong label, each included in the target's "
-              "training set with probability 1/2 (Steinke, Nasr &amp; Jagielski 2023). Accuracy without canaries: "
+              "training set with probability 1/2 (Steinke, Nasr &amp; Jagielski 2023). Guesses are balanced (k "
+              "in, k out), which keeps the bound valid at the observed member share. Accuracy without canaries: "
               f"{_e(canaries[0].canary.without_canaries_from)}.</p></section>")
 
 
@@ -223,7 +261,7 @@ def _whitebox(report: Report) -> str:
                    f"q̂ = {_e(fmt(w['q_hat'], 5))} (claimed {_e(fmt(w['claimed_q'], 5))}), empirical ε "
                    f"{_e(fmt(w['empirical_epsilon'], 3))} {_e(fmt_ci(w['empirical_epsilon_ci'], 3))} against the claimed "
                    f"{_e(fmt(w['claimed_epsilon'], 3))}; ε lower bounds: one-run {_e(fmt(w.get('epsilon_lb_one_run'), 3))}, "
-                   f"Clopper-Pearson {_e(fmt(w.get('epsilon_lb_cp'), 3))}.</p>")
+                   f"Clopper-Pearson {_e(fmt(w.get('epsilon_lb_cp'), 3))}; {_e(wording.whitebox_power(w))}.</p>")
     fig = whitebox_figure(report)
     if fig is not None:
         out.append(_img(fig, "White-box canaries: observed against claimed",
@@ -320,6 +358,7 @@ def render_html(report: Report | dict) -> str:
     doc = report.to_json()  # the provenance blocks are shown key by key, as written
     ds, sp, cfg = doc["dataset"], doc["split"], doc["config"]
     main_figs, ep_fig = _figures(report)
+    canary, whitebox = _canary(report), _whitebox(report)
     seeds = [["audit (split, sampling, noise)", _e(report.split.seed)]]
     for m in report.models:
         seeds.append([f"{_e(m.name)} target training", _e(m.training.seed)])
@@ -345,30 +384,34 @@ def render_html(report: Report | dict) -> str:
         f'<p class="muted">Dataset <strong>{_e(report.dataset.name)}</strong>, created {_e(report.created_utc)}, '
         f"schema {_e(report.schema)}.</p>",
         _verdict_banner(report),
-        "<h2>Summary</h2>", _summary(report),
-        f'<p class="muted">{_e(wording.interval_note(report))} Advantage and balanced accuracy are at a threshold '
-        "fixed in advance on the reference models. TPR at a fixed FPR shows (members found / members) where the "
-        "attack recorded the counts.</p>",
-        "<h2>Privacy verdicts</h2>", _verdicts(report),
-        f'<p class="muted">ε lower bounds: {_e(wording.confidence_note(report))}. The ε ceiling is the largest '
-        "lower bound a perfect attack could reach with this audit's records and confidence (— where not "
-        f"computed). {_e(INDEPENDENCE_CAVEAT)}</p>",
-        "<h2>Reading</h2>", _reading(report),
-        _canary(report),
-        _whitebox(report),
-        "<h2>Figures</h2>", main_figs,
-        "<h2>Attacks and thresholds</h2>", f"<p>{_e(report.threshold_policy)}</p>", _attack_notes(report),
-        "<h2>Training records</h2>", _training(report), ep_fig,
-        "<h3>Reference models</h3>", _references(report) or '<p class="muted">none</p>',
-        "<h2>Dataset provenance</h2>", _kv(ds, "dataset-table"),
-        "<h2>Split</h2>", _kv(sp, "split-table"),
-        "<h2>Configuration</h2>", _kv(cfg, "config-table"),
-        "<h2>Seeds</h2>", _table(["what", "seed"], seed_rows, "seed-table"),
-        "<h2>Command</h2>", f'<pre id="command">{_e(report.command or "Python API")}</pre>',
-        "<h2>Tool versions and platform</h2>",
-        _kv({**report.versions, **{f"platform.{k}": v for k, v in platform.items()}}, "versions-table"),
-        ("<h3>Timing (seconds)</h3>" + _kv(timing, "timing-table")) if timing else "",
-        '<h2>Glossary</h2><dl class="glossary" id="glossary">', glossary, "</dl>",
+        _first_screen(report),
+        f'<p class="muted">{_e(wording.combined_confidence_note(report))} {_e(wording.power_note(report))}</p>',
+        _fold("Privacy verdicts in full", _scroll(_verdicts(report))
+              + f'<p class="muted">ε lower bounds: {_e(wording.confidence_note(report))}. The ε ceiling is the '
+              "largest lower bound a perfect attack could reach with this audit's records and confidence (— where "
+              f"not computed): a number, not a promise; the verdict rests on the detectable ε. "
+              f"{_e(INDEPENDENCE_CAVEAT)}</p>"),
+        _fold("Reading", _reading(report)),
+        _fold("Attack metrics", _scroll(_summary(report))
+              + f'<p class="muted">{_e(wording.interval_note(report))} Advantage and balanced accuracy are at a '
+              "threshold fixed in advance on the reference models. TPR at a fixed FPR shows (members found / "
+              "members) where the attack recorded the counts.</p>"),
+        _fold("Canary audit", canary) if canary else "",
+        _fold("White-box canaries", whitebox) if whitebox else "",
+        _fold("Figures", main_figs),
+        _fold("Attacks and thresholds", f"<p>{_e(report.threshold_policy)}</p>" + _attack_notes(report)),
+        _fold("Training records", _scroll(_training(report)) + ep_fig + "<h3>Reference models</h3>"
+              + (_references(report) or '<p class="muted">none</p>')),
+        _fold("Provenance: dataset, split, configuration, seeds, command, versions",
+              "<h2>Dataset provenance</h2>" + _kv(ds, "dataset-table")
+              + "<h2>Split</h2>" + _kv(sp, "split-table")
+              + "<h2>Configuration</h2>" + _kv(cfg, "config-table")
+              + "<h2>Seeds</h2>" + _table(["what", "seed"], seed_rows, "seed-table")
+              + "<h2>Command</h2>" + f'<pre id="command">{_e(report.command or "Python API")}</pre>'
+              + "<h2>Tool versions and platform</h2>"
+              + _kv({**report.versions, **{f"platform.{k}": v for k, v in platform.items()}}, "versions-table")
+              + (("<h3>Timing (seconds)</h3>" + _kv(timing, "timing-table")) if timing else "")),
+        _fold("Glossary", '<dl class="glossary" id="glossary">' + glossary + "</dl>"),
         '<p class="muted">Generated by dpaudit from report.json alone; this page makes no network requests.</p>',
         "</body></html>",
     ]

@@ -14,7 +14,7 @@ import html
 import math
 import re
 
-from dpaudit.schema import AttackMetrics, ModelAudit, Report, effective_status, evidence
+from dpaudit.schema import POWER_MULTIPLE, AttackMetrics, ModelAudit, Report, effective_status, evidence
 
 INDEPENDENCE_CAVEAT = ("Attack bounds apply Clopper-Pearson to the target's records as if they were independent trials, "
                        "which one training run does not strictly guarantee; the canary bound (Steinke, Nasr & "
@@ -102,8 +102,58 @@ def verdict_rows(report: Report) -> list[dict]:
             text += f" (**the numbers say {status}**: {_status_reason(m)})"
         out.append({"model": m.name, "claimed": v.claimed_epsilon, "empirical": v.empirical_epsilon_lb,
                     "ceiling": ev.ceiling, "could_detect": _could_detect(m), "source": v.source, "ratio": v.ratio,
+                    "detectable": ev.detectable, "detectable_source": ev.detectable_source,
                     "status": status, "stored_status": v.status, "text": text})
     return out
+
+
+def first_screen_rows(report: Report) -> list[dict]:
+    """One row per model, what a reviewer reads first: the verdict, the claimed ε, the best bound and its route,
+    the ε this audit could detect (80% power), and the one step that would decide."""
+    rows = []
+    for m in report.models:
+        ev, status = evidence(m), effective_status(m)
+        best = ev.best_lb
+        if best is None:
+            bound = "none computed"
+        elif best > 0:
+            bound = f"ε ≥ {fmt(best, 2)} ({ev.best_source})"
+        else:
+            bound = "no bound above 0"
+        if ev.detectable is None:
+            det = "not measured" if m.dp else "—"
+        elif math.isinf(ev.detectable):
+            det = "none (no simulated ε refuted)"
+        else:
+            det = f"{fmt(ev.detectable, 2)} ({ev.detectable_source})"
+        if status == "inconclusive":
+            step = m.verdict.next_step or "more evidence: see the verdict below"
+        elif status == "violation":
+            step = "decided: fix the training or its accounting"
+        elif status == "nonconformant":
+            step = "decided: the training does not do what its accounting assumes"
+        elif status == "consistent":
+            step = "decided at this power"
+        else:
+            step = "—"
+        rows.append({"model": m.name, "status": status, "claimed": ev.claimed if m.dp else None, "bound": bound,
+                     "detectable": det, "step": step})
+    return rows
+
+
+def detectable_sentence(m: ModelAudit) -> str | None:
+    """What the audit could see, from its measured power and the claim: None when either is unknown."""
+    ev = evidence(m)
+    if ev.claimed is None or ev.detectable is None:
+        return None
+    k = POWER_MULTIPLE
+    if math.isinf(ev.detectable):
+        return ("No true ε this audit simulated is refuted with probability ≥ 80%, so **it could not have seen a leak**.")
+    if ev.detectable <= k * ev.claimed:
+        return (f"This audit refutes a true ε of {fmt(ev.detectable, 2)} or more with probability ≥ 80% (simulated, "
+                f"{ev.detectable_source}), within {k:g}× the claim.")
+    return (f"This audit refutes with probability ≥ 80% only a true ε of {fmt(ev.detectable, 2)} or more (simulated, "
+            f"{ev.detectable_source}), above {k:g}× the claim, so **a smaller leak could pass unseen**.")
 
 
 def _could_detect(m: ModelAudit) -> bool | None:
@@ -118,14 +168,20 @@ def _status_reason(m: ModelAudit) -> str:
     if ev.status == "violation":
         return f"ε lower bound {fmt(ev.best_lb, 2)} ({ev.best_source}) is above the claimed ε {fmt(ev.claimed, 2)}"
     if ev.status == "inconclusive":
-        return f"the most this audit could show, ε ≥ {fmt(ev.ceiling, 2)}, is not above the claimed ε {fmt(ev.claimed, 2)}"
+        if ev.detectable is None:
+            return "the audit's power was not measured, so passing shows nothing"
+        return (f"the ε this audit detects with 80% probability, {fmt(ev.detectable, 2)}, is above "
+                f"{POWER_MULTIPLE:g}× the claimed ε {fmt(ev.claimed, 2)}")
     return f"recomputed from the bounds: {ev.status}"
 
 
 def confidence_note(report: Report) -> str:
     """How the verdicts' ε lower bounds hold, in one sentence, from the report alone."""
     conf = report.config.confidence
-    head = f"{conf:.0%} confidence"
+    sp = report.alpha_spending
+    head = (f"{conf:.0%} confidence" if not sp else
+            f"{float(sp['combined_confidence']):.4g} confidence for every run on these models so far (budget "
+            f"{conf:.0%})")
     dp = [m for m in report.models if m.dp] or list(report.models)
     if dp:
         v = dp[0].verdict  # every DP model's verdict is corrected alike
@@ -138,6 +194,38 @@ def confidence_note(report: Report) -> str:
     if report.family_correction:
         head += f"; across models: {report.family_correction}"
     return head
+
+
+def whitebox_power(w: dict) -> str:
+    """The white-box route's measured power in words: the noise factor it detects with 80% probability."""
+    f, e = w.get("detectable_noise_factor"), w.get("detectable_epsilon")
+    if f is None:
+        return "power not measured" if e is None else "no noise factor simulated is detected with 80% probability"
+    return (f"detects with 80% probability a run adding σ × {fmt(f, 3)} of the claimed noise ({fmt((1 - f) * 100, 1)}% "
+            f"less: true ε {fmt(e, 2)})")
+
+
+def combined_confidence_note(report: Report) -> str:
+    """The confidence the report's verdicts hold at, with every run on the same models, as numbers."""
+    sp = report.alpha_spending
+    if not sp:
+        return (f"Confidence: the verdicts hold together at {report.config.confidence:g}; this report predates "
+                "α-spending, so it spent all of α, and any re-run on its models lowers the combined confidence.")
+    run = "this audit" if int(sp["rerun"]) == 0 else f"re-run {int(sp['rerun'])}"
+    return (f"Confidence: {run} spends α = {float(sp['alpha_this_run']):.4g} of the budget "
+            f"{float(sp['alpha']):.4g}; with every run on these models so far, all their verdicts hold together at "
+            f"{float(sp['combined_confidence']):.4g} (α-spending fixed in advance: the audit α/2, re-run r α/2^(r+1), "
+            f"so any number of re-runs keeps them at ≥ {1 - float(sp['alpha']):.4g} when the schedule started with "
+            "the audit).")
+
+
+def power_note(report: Report) -> str:
+    """How the detectable ε was measured, once for the report (from the verdicts' recorded method)."""
+    methods = [m.verdict.power_method for m in report.models if m.dp and m.verdict.power_method]
+    if not methods:
+        return ("The audit's power was not measured in this report, so no verdict can read consistent."
+                if any(m.dp for m in report.models) else "")
+    return methods[0][0].upper() + methods[0][1:] + f" Consistent needs it at most {POWER_MULTIPLE:g}× the claim."
 
 
 def interval_note(report: Report) -> str:
@@ -191,13 +279,18 @@ def banner(report: Report) -> str:
         parts = []
         for m in models_with(report, "inconclusive"):
             ev = evidence(m)
-            parts.append(f"{m.name} (claimed ε {fmt(ev.claimed, 2)}, most this audit could show ε ≥ "
-                         f"{fmt(ev.ceiling, 2)})")
-        return ("**Inconclusive**: no attack proved more leakage than the claimed ε allows, but it could not have "
-                "for " + ", ".join(parts) + ". More records, more canaries or white-box canaries would raise what "
-                "the audit can show.")
+            det = ("power not measured" if ev.detectable is None else
+                   "no leak detectable" if math.isinf(ev.detectable) else
+                   f"detects ε ≥ {fmt(ev.detectable, 2)} with 80% probability")
+            parts.append(f"{m.name} (claimed ε {fmt(ev.claimed, 2)}, {det})")
+        return ("**Inconclusive**: no bound exceeds the claimed ε, but this audit lacked the power to see a leak of "
+                f"{POWER_MULTIPLE:g}× the claim for " + ", ".join(parts) + ".")
     if overall == "consistent":
-        return "**Consistent**: no attack proved more leakage than the claimed ε allows."
+        dets = [evidence(m) for m in report.models if m.dp]
+        worst = max((e.detectable / e.claimed for e in dets if e.detectable and e.claimed), default=None)
+        tail = (f"; each DP model's audit detects a true ε of at most {fmt(worst, 2)}× its claim with 80% "
+                "probability") if worst is not None else ""
+        return f"**Consistent**: no bound exceeds the claimed ε{tail}."
     return "**No DP claim**: no model in this audit was trained with differential privacy; nothing to check."
 
 
@@ -257,13 +350,11 @@ def reading(report: Report) -> list[str]:
         seen = "" if m.training.observed else ", training not observed: the ε is the user's claim"
         sentence = (f"- **{m.name}** (ε = {fmt(ev.claimed, 2)}, {acc_txt}{seen}): {head}. {adv_txt}; "
                     f"{lb_txt}.")
-        if ev.ceiling is not None and ev.claimed is not None:
-            if ev.ceiling > ev.claimed:
-                sentence += (f" The most this audit could show is ε ≥ {fmt(ev.ceiling, 2)}, above the claim, so a "
-                             "violation could have been detected.")
-            else:
-                sentence += (f" The most this audit could show is ε ≥ {fmt(ev.ceiling, 2)}, not above the claim, so "
-                             "**it could not have detected a violation**.")
+        det = detectable_sentence(m)
+        if det is not None:
+            sentence += " " + det
+        elif ev.claimed is not None:
+            sentence += " Its power was not measured, so **passing shows nothing**."
         if ev.missing:
             sentence += f" **Bounds missing** for: {', '.join(ev.missing)}."
         lines.append(sentence)

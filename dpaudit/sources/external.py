@@ -199,6 +199,8 @@ def load_signals(path: Path) -> dict:
         if s.ndim != 1 or ci.shape != s.shape or not np.all(np.isfinite(s)) or not np.all((ci == 0) | (ci == 1)):
             raise DPAuditError(f"--from-signals {path}: canary_scores (finite) and canary_in (0/1) must be 1-D of "
                                f"equal length")
+        if s.size < 2:
+            raise DPAuditError(f"--from-signals {path}: canary_scores needs at least 2 canaries, got {s.size}")
         out["canary_scores"], out["canary_in"] = s, ci.astype(bool)
     from dpaudit.attacks.groups import infer_groups
 

@@ -1,0 +1,239 @@
+"""Measured power: the detectable ε of each route is what the route really achieves, verdicts follow it, and the
+texts state the numbers the report holds."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from dpaudit.core import bounds as B
+from dpaudit.core import power as P
+
+DELTA = 1e-5
+
+
+def test_gdp_relation_matches_the_issues_figures():
+    # the issue's leak table: μ 0.75, 1 and 2 are true ε 3.15, 4.38 and 10.0 at δ = 1e-5
+    for mu, eps in ((0.75, 3.15), (1.0, 4.38), (2.0, 10.0)):
+        assert P.gdp_epsilon(mu, DELTA) == pytest.approx(eps, abs=0.005)
+        assert P.gdp_mu(P.gdp_epsilon(mu, DELTA), DELTA) == pytest.approx(mu, rel=1e-6)
+    # more leakage, more ε
+    assert P.gdp_epsilon(0.5, DELTA) < P.gdp_epsilon(0.6, DELTA)
+
+
+def test_bisection_finds_an_analytic_threshold_and_reports_inf_beyond_reach():
+    # refuted iff eps + N(0, 1) > 3: power 80% at eps = 3 + z_0.8 = 3.84
+    sim = lambda eps, rng, n: eps + rng.standard_normal(n) > 3.0  # noqa: E731
+    assert P.detectable_epsilon(sim, 1.0, n_sims=4000) == pytest.approx(3.0 + 0.8416, abs=0.12)
+    never = lambda eps, rng, n: np.zeros(n, bool)  # noqa: E731
+    assert P.detectable_epsilon(never, 1.0) == math.inf
+
+
+def _power_at(sim, eps, n, seed):
+    return float(np.mean(sim(eps, np.random.default_rng([seed, 99]), n)))
+
+
+def test_stated_power_holds_on_fresh_simulations_cp_and_one_run():
+    # The detectable ε is bisected with one seed; on other seeds the power at it is ~80%, and at 70% of it
+    # clearly less: the figure is neither inflated nor deflated.
+    cp = P.cp_simulator(1000, 1000, DELTA, 0.9875)
+    det = P.detectable_epsilon_cp(1.0, 1000, 1000, DELTA, 0.9875)
+    refuted = lambda eps, rng, n: cp(eps, rng, n) > 1.0  # noqa: E731
+    assert _power_at(refuted, det, 2000, 1) == pytest.approx(0.8, abs=0.05)
+    assert _power_at(refuted, 0.7 * det, 2000, 1) < 0.6
+    one = P.one_run_simulator(1000, 500, DELTA, 0.9875, 1.0)
+    det1 = P.detectable_epsilon_one_run(1.0, 1000, 500, DELTA, 0.9875)
+    assert _power_at(one, det1, 1000, 2) == pytest.approx(0.8, abs=0.06)
+    assert _power_at(one, 0.7 * det1, 1000, 2) < 0.6
+    # a larger audit detects a smaller ε; a biased share (800 of 1,000 in) costs the balanced test power
+    assert P.detectable_epsilon_cp(1.0, 3000, 3000, DELTA, 0.9875) < det
+    assert P.detectable_epsilon_one_run(1.0, 1000, 800, DELTA, 0.9875) > det1
+
+
+def test_one_run_simulator_decides_exactly_as_the_bound():
+    # the simulator's "refuted" is the real bound's "bound > claim", on the same scores
+    m, n_in, conf, claim = 400, 200, 0.975, 1.0
+    mu = P.gdp_mu(4.0, DELTA)
+    y = np.zeros(m, bool)
+    y[:n_in] = True
+    sim = P.one_run_simulator(m, n_in, DELTA, conf, claim)
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        refuted = bool(sim(4.0, rng, 1)[0])
+        s = np.random.default_rng(seed).standard_normal((1, m))[0] + mu * y  # the same draw
+        bound = B.one_run_audit_balanced(s, y, DELTA, conf).epsilon_lb
+        assert refuted == (bound > claim), (seed, bound)
+
+
+def test_cp_simulator_bound_is_the_fixed_threshold_bound():
+    # the simulated bound is the Clopper-Pearson bound of the real function at the model's threshold
+    rng = np.random.default_rng(5)
+    mu = P.gdp_mu(5.0, DELTA)
+    t = P._model_threshold(mu, 500, 500, DELTA, 0.99)
+    y = np.r_[np.ones(500, bool), np.zeros(500, bool)]
+    s = rng.standard_normal(1000) + mu * y
+    lb = B.fixed_threshold_epsilon_lb(s, y, t, DELTA, 0.99)
+    vec = B.epsilon_lb_clopper_pearson_counts(np.array([lb.tp]), 500, np.array([lb.fp]), 500, DELTA, 0.99)
+    assert vec[0] == pytest.approx(lb.value)
+
+
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
+def test_whitebox_route_detects_less_noise_and_costs_little():
+    # a small DP-SGD mechanism: the route (one-run + Clopper-Pearson + noise test) catches σ × f for f a
+    # little below 1, and the ε of that mechanism (a stand-in accountant, monotone in σ) is what is stated
+    out = P.whitebox_detectable(m=200, n_in=100, steps=60, sigma=1.2, q=0.05, clip=1.0, delta=DELTA,
+                                confidence=0.99, claim=1.0, n_sims=100, epsilon_of_sigma=lambda s: 1.2 / s)
+    f = out["detectable_noise_factor"]
+    assert 0.8 < f < 1.0 and out["detectable_epsilon"] == pytest.approx(1.2 / (1.2 * f))
+    # checked against the real analysis: observations at σ × (f - 0.03) are nonconformant or bounded above the
+    # claim in most seeded runs (80% at f itself, a little more just beyond)
+    from dpaudit.training.whitebox import analyse, synthetic_observations
+
+    hits = 0
+    for seed in range(10):
+        w = synthetic_observations(200, 60, 20, 1.2, 0.05, seed=seed, noise_factor=f - 0.03, claimed_epsilon=1.0)
+        r = analyse(w, confidence=0.99, seed=seed, empirical=False)
+        hits += (not r.conformant) or max(r.epsilon_lb_one_run, r.epsilon_lb_cp) > 1.0
+    assert hits >= 7
+
+
+def _signals(rng, mu, m=600, n_pool=800, refs=2):
+    mem = np.zeros((refs + 1, n_pool), bool)
+    for i in range(refs + 1):
+        mem[i, rng.permutation(n_pool)[: n_pool // 2]] = True
+    z = 3.0 + rng.standard_normal((refs + 1, n_pool)) + mu * mem
+    cin = rng.random(m) < 0.5
+    return {"logits": np.stack([z, np.zeros_like(z)], -1).astype(np.float32), "labels": np.zeros(n_pool, np.int64),
+            "membership": mem.astype(np.uint8), "canary_scores": rng.standard_normal(m) + mu * cin,
+            "canary_in": cin.astype(np.uint8)}
+
+
+def _audit(tmp_path, arrays, claim):
+    from dpaudit.pipeline import AuditConfig
+    from dpaudit.sources.external import audit_signals, signals_npz
+
+    path = tmp_path / "s.npz"
+    path.write_bytes(signals_npz(arrays))
+    cfg = replace(AuditConfig(), attacks=("loss",), delta=DELTA, n_boot=100)
+    return audit_signals(path, cfg, claim)[0]
+
+
+@pytest.fixture(scope="module")
+def null_reports(tmp_path_factory):
+    """--from-signals reports of one null signals file (no leak), at claims 1 and 3: computed once."""
+    tmp = tmp_path_factory.mktemp("signals")
+    arrays = _signals(np.random.default_rng(0), 0.0)
+    return {claim: _audit(tmp, arrays, claim) for claim in (1.0, 3.0)}
+
+
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
+def test_from_signals_verdicts_follow_measured_power(tmp_path, null_reports):
+    from dpaudit.schema import Report, evidence
+
+    # no leak: not refuted, but the audit cannot see 2x the claim, so inconclusive with the detectable ε stated
+    rep = json.loads(json.dumps(null_reports[1.0]))
+    v = rep["models"][0]["verdict"]
+    assert v["status"] == "inconclusive" and v["detectable_epsilon"] > 2.0
+    assert f"{v['detectable_epsilon']:.2f}" in v["text"] and "perfect" not in v["text"]
+    det = min(float(rep["models"][0]["attacks"][0]["detectable_epsilon"]),
+              float(rep["models"][0]["canary"]["detectable_epsilon"]))
+    assert v["detectable_epsilon"] == pytest.approx(det)
+    # a looser claim is harder to refute near this audit's ceiling: its detectable ε grows faster than the claim,
+    # so black-box evidence of this size never reads consistent (white-box canaries can: test_bounds, README)
+    rep2 = null_reports[3.0]
+    v2 = rep2["models"][0]["verdict"]
+    assert v2["status"] == "inconclusive" and v2["detectable_epsilon"] > 2 * v["detectable_epsilon"]
+    # a strong leak is a violation
+    rep3 = _audit(tmp_path, _signals(np.random.default_rng(0), 3.0), 1.0)
+    assert rep3["models"][0]["verdict"]["status"] == "violation"
+    # the recomputed status agrees, and an edited detectable ε cannot make a verdict consistent alone:
+    # the stored status "inconclusive" is never softened
+    r = Report.from_json(rep)
+    assert evidence(r.models[0]).status == "inconclusive"
+    rep["models"][0]["canary"]["detectable_epsilon"] = 1.5
+    r = Report.from_json(rep)
+    from dpaudit.schema import effective_status
+
+    assert evidence(r.models[0]).status == "consistent" and effective_status(r.models[0]) == "inconclusive"
+    # the coin rule's record is in the canary block
+    assert rep2["models"][0]["canary"]["coin_check"]["rule"].startswith("balanced")
+
+
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
+def test_texts_state_the_numbers_they_rest_on(null_reports):
+    from dpaudit.report import render_markdown, wording
+    from dpaudit.schema import Report
+
+    for claim, edit in ((1.0, None), (3.0, None), (1.0, 1.9)):
+        doc = json.loads(json.dumps(null_reports[claim]))
+        if edit is not None:  # the consistent wording, on numbers that support it
+            doc["models"][0]["canary"]["detectable_epsilon"] = edit
+            doc["models"][0]["verdict"].update(status="consistent", detectable_epsilon=edit)
+        r = Report.from_json(doc)
+        m = r.models[0]
+        det = m.verdict.detectable_epsilon
+        row = wording.first_screen_rows(r)[0]
+        assert row["detectable"].startswith(wording.fmt(det, 2)) and row["status"] == m.verdict.status
+        assert (row["status"] == "consistent") == (det <= 2 * claim)
+        sentence = wording.detectable_sentence(m)
+        assert wording.fmt(det, 2) in sentence
+        assert ("within 2× the claim" in sentence) == (det <= 2 * claim)
+        assert ("could pass unseen" in sentence) == (det > 2 * claim)
+        reading = " ".join(wording.reading(r))
+        assert sentence in reading and "could have been detected" not in reading
+        banner = wording.banner(r)
+        if m.verdict.status == "inconclusive":
+            assert f"detects ε ≥ {wording.fmt(det, 2)}" in banner
+        md = render_markdown(r)
+        assert md.index(row["step"]) < md.index("## Privacy verdicts")  # the first screen comes first
+        cc = r.alpha_spending["combined_confidence"]
+        assert f"{cc:.4g}" in wording.combined_confidence_note(r)
+
+
+@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
+def test_check_recomputes_the_combined_confidence(null_reports):
+    from dpaudit.check import Policy, evaluate_policy
+    from dpaudit.schema import Report
+
+    rep = null_reports[1.0]
+    rules = {x.name: x for x in evaluate_policy(Report.from_json(rep), Policy())}
+    assert rules["confidence_recomputed"].passed and "0.975" in rules["confidence_recomputed"].observed
+    bad = json.loads(json.dumps(rep))
+    bad["alpha_spending"]["combined_confidence"] = 0.99  # claims more than was spent allows
+    rules = {x.name: x for x in evaluate_policy(Report.from_json(bad), Policy())}
+    assert not rules["confidence_recomputed"].passed
+    bad = json.loads(json.dumps(rep))
+    bad["models"][0]["verdict"]["confidence"] = 0.96  # a verdict held at more α than this run's share
+    rules = {x.name: x for x in evaluate_policy(Report.from_json(bad), Policy())}
+    assert not rules["confidence_recomputed"].passed
+
+
+def test_alpha_ledger_records_every_run(tmp_path):
+    from dpaudit.pipeline import AuditConfig, alpha_spending, ledger_runs, record_run
+
+    cfg = AuditConfig()
+    record_run(tmp_path, "k", alpha_spending(cfg, 0), "a")
+    record_run(tmp_path, "k", alpha_spending(cfg, 1), "b")
+    runs = ledger_runs(tmp_path, "k")
+    assert [r["rerun"] for r in runs] == [0, 1] and runs[1]["alpha_spent_total"] == pytest.approx(0.0375)
+    assert ledger_runs(tmp_path, "other") == []
+    sp = alpha_spending(cfg, 5)
+    assert sp["combined_confidence"] == pytest.approx(B.combined_confidence(0.95, 5)) and sp["combined_confidence"] > 0.95
+
+
+def test_schema_and_bounds_agree_on_the_multiple():
+    from dpaudit.schema import POWER_MULTIPLE
+
+    assert POWER_MULTIPLE == B.POWER_MULTIPLE
+
+
+def test_whitebox_power_text_states_its_factor():
+    from dpaudit.report.wording import whitebox_power
+
+    t = whitebox_power({"detectable_noise_factor": 0.9, "detectable_epsilon": 1.23})
+    assert "σ × 0.900" in t and "10.0% less" in t and "1.23" in t
+    assert whitebox_power({"detectable_noise_factor": None, "detectable_epsilon": math.inf}).startswith("no noise")
+    assert whitebox_power({}) == "power not measured"
