@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 from _common import git_commit, print_json_line
 
+from dpaudit.config import AuditConfig
 from dpaudit.core.bounds import alpha_spent, combined_confidence, one_run_audit
+from dpaudit.core.plan import run_confidence
 from dpaudit.core.power import gdp_epsilon, gdp_mu
 from dpaudit.core.scores import epsilon_from_scores
-from dpaudit.pipeline import AuditConfig, run_confidence
 from dpaudit.sources.external import audit_signals, signals_npz
 
 DELTA = 1e-5

@@ -212,7 +212,9 @@ def test_check_recomputes_the_combined_confidence(null_reports):
 
 
 def test_alpha_ledger_records_every_run(tmp_path):
-    from dpaudit.pipeline import AuditConfig, alpha_spending, ledger_runs, record_run
+    from dpaudit.config import AuditConfig
+    from dpaudit.core.plan import alpha_spending
+    from dpaudit.pipeline import ledger_runs, record_run
 
     cfg = AuditConfig()
     record_run(tmp_path, "k", alpha_spending(cfg, 0), "a")

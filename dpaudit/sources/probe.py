@@ -577,7 +577,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         max_advantage,
         max_balanced_accuracy,
     )
-    from dpaudit.pipeline import report_document
+    from dpaudit.core.plan import report_document
     from dpaudit.training.accounting import cross_check
     from dpaudit.training.whitebox import analyse
 
