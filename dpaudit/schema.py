@@ -27,6 +27,7 @@ import numbers
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Union
 
 from dpaudit.errors import DPAuditError
@@ -35,7 +36,21 @@ SCHEMA = "dpaudit.report/2"
 SCHEMA_V1 = "dpaudit.report/1"
 SCHEMAS = {SCHEMA_V1: 1, SCHEMA: 2}
 
-STATUSES = ("violation", "consistent", "inconclusive", "nonconformant", "no DP claim")
+class Status(str, Enum):
+    """A verdict's status: the one closed set, spelled once. A ``str`` enum, so that a status read from JSON
+    compares equal to its member and a member writes as its plain string."""
+
+    VIOLATION = "violation"
+    CONSISTENT = "consistent"
+    INCONCLUSIVE = "inconclusive"
+    NONCONFORMANT = "nonconformant"
+    NO_CLAIM = "no DP claim"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATUSES = tuple(s.value for s in Status)
 TPR_LEVELS = ("0.001", "0.01", "0.1")
 
 
@@ -626,8 +641,31 @@ def _post_check(obj: Any, path: str) -> None:
 
 # ------------------------------------------------------------------------------------ verdict from numbers
 
+# "consistent" needs the measured detectable ε at most this multiple of the claim (one constant: the stage
+# that decides a verdict and every recomputation read it from here).
+POWER_MULTIPLE = 2.0
+
 # How bad a status is, for "the worse of two": a stored status can make a verdict worse, never better.
-SEVERITY = {"no DP claim": 0, "consistent": 1, "inconclusive": 2, "nonconformant": 3, "violation": 4}
+SEVERITY = {Status.NO_CLAIM: 0, Status.CONSISTENT: 1, Status.INCONCLUSIVE: 2, Status.NONCONFORMANT: 3,
+            Status.VIOLATION: 4}
+
+
+def verdict_status(*, claimed: float | None, best: float | None, detectable: float | None, nonconformant: bool,
+                   power_multiple: float = POWER_MULTIPLE) -> Status:
+    """The one verdict rule, read by the stage that decides a verdict (``dpaudit.core.bounds.decide_verdict``)
+    and by everything that recomputes one from a saved report (``evidence``, ``dpaudit check``). First match:
+    no claim; nonconformant (the training did not do what its accounting assumes); violation (a lower bound
+    above the claim); consistent (not refuted, and the measured detectable ε is at most ``power_multiple`` x the
+    claim); else inconclusive."""
+    if claimed is None:
+        return Status.NO_CLAIM
+    if nonconformant:
+        return Status.NONCONFORMANT
+    if best is not None and best > claimed:
+        return Status.VIOLATION
+    if detectable is not None and detectable <= power_multiple * claimed:
+        return Status.CONSISTENT
+    return Status.INCONCLUSIVE
 
 
 @dataclass(frozen=True)
@@ -641,11 +679,6 @@ class Evidence:
     status: str  # "violation", "inconclusive", "consistent" or "no DP claim"
     detectable: float | None = None  # smallest detectable ε over the evidence (measured power); None: not measured
     detectable_source: str | None = None
-
-
-# "consistent" needs the detectable ε at most this multiple of the claim (the same as dpaudit.core.bounds.POWER_MULTIPLE,
-# which this module cannot import: it imports no numpy).
-POWER_MULTIPLE = 2.0
 
 
 def evidence(m: ModelAudit) -> Evidence:
@@ -684,20 +717,15 @@ def evidence(m: ModelAudit) -> Evidence:
         det_v = None if det_v is None or math.isnan(det_v) else det_v
         det_src = m.verdict.detectable_source if det_v is not None else None
     if not m.dp:
-        return Evidence(None, best, best_src, missing, ceiling, "no DP claim", det_v, det_src)
+        return Evidence(None, best, best_src, missing, ceiling, Status.NO_CLAIM, det_v, det_src)
     claimed = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
     if claimed is None or math.isnan(claimed):
         claimed = None
     wb = m.whitebox or {}
     tests_failed = any(isinstance(t, dict) and t.get("passed") is False for t in wb.get("tests") or [])
-    if wb.get("conformant") is False or tests_failed or m.verdict.rejected_conformance:
-        status = "nonconformant"
-    elif best is not None and claimed is not None and best > claimed:
-        status = "violation"
-    elif claimed is not None and det_v is not None and det_v <= POWER_MULTIPLE * claimed:
-        status = "consistent"
-    else:
-        status = "inconclusive"
+    status = verdict_status(claimed=claimed, best=best, detectable=det_v,
+                            nonconformant=bool(wb.get("conformant") is False or tests_failed
+                                               or m.verdict.rejected_conformance))
     return Evidence(claimed, best, best_src, missing, ceiling, status, det_v, det_src)
 
 

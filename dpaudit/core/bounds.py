@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from dpaudit.schema import POWER_MULTIPLE, Status, verdict_status
+
 __all__ = [
     "ALPHA_SCHEDULE",
     "EpsilonLB",
@@ -805,11 +807,8 @@ def family_confidence(confidence: float, n_models: int) -> float:
     return 1.0 - (1.0 - c) / int(n_models)
 
 
-NO_CLAIM = "no DP claim"
-NONCONFORMANT = "nonconformant"
-VIOLATION_STATUS = "violation"
-INCONCLUSIVE = "inconclusive"
-CONSISTENT_STATUS = "consistent"
+NO_CLAIM, NONCONFORMANT, VIOLATION_STATUS = Status.NO_CLAIM, Status.NONCONFORMANT, Status.VIOLATION
+INCONCLUSIVE, CONSISTENT_STATUS = Status.INCONCLUSIVE, Status.CONSISTENT
 
 
 def evidence_confidences(confidence: float, n_attacks: int, canary_routes: int) -> tuple[float, float]:
@@ -834,7 +833,6 @@ def evidence_confidences(confidence: float, n_attacks: int, canary_routes: int) 
 # A verdict reads "consistent" only when the audit would have refuted, with probability >= POWER, a true ε of
 # POWER_MULTIPLE times the claim: a leak at twice the guarantee must not pass unseen. Fixed before any data.
 POWER = 0.8
-POWER_MULTIPLE = 2.0
 
 ALPHA_SCHEDULE = ("α-spending fixed in advance: the original audit spends α/2, the r-th `dpaudit attack` re-run on "
                   "the same models α/2^(r+1); any number of re-runs spends α(1 − 2^-(R+1)) < α in all")
@@ -950,25 +948,22 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejec
     best_txt = f"best ε ≥ {best:.2f} from {source}" if best > 0 else "no bound above 0"
     step = _next_step([e["source"] for e in evidence], whitebox_possible, n_canaries)
 
-    if claimed is None:
-        status = NO_CLAIM
+    status = verdict_status(claimed=claimed, best=best, detectable=detectable, nonconformant=bool(rejected),
+                            power_multiple=power_multiple)
+    if status is NO_CLAIM:
         text = f"No DP claim: trained without DP, so there is no guarantee to check ({best_txt})."
-    elif rejected:
-        status = NONCONFORMANT
+    elif status is NONCONFORMANT:
         text = (f"Nonconformant: the conformance test(s) {', '.join(rejected)} rejected the training's "
                 f"implementation, so the claimed ε = {claimed:g} is not supported whatever the attacks show "
                 f"({best_txt}).")
-    elif best > claimed:
-        status = VIOLATION_STATUS
+    elif status is VIOLATION_STATUS:
         text = (f"Violation: the lower bound ε ≥ {best:.2f} from {source} exceeds the claimed ε = {claimed:g}, "
                 "so the model leaks more than its guarantee allows.")
-    elif detectable is not None and detectable <= power_multiple * claimed:
-        status = CONSISTENT_STATUS
+    elif status is CONSISTENT_STATUS:
         text = (f"Consistent: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), and this audit had the "
                 f"power to see a leak: it refutes a true ε of {detectable:.2f} or more with probability ≥ "
                 f"{POWER:.0%} (simulated, {det_source}), within {power_multiple:g}× the claim.")
     else:
-        status = INCONCLUSIVE
         if not evidence:
             text = (f"Inconclusive: no evidence was collected, so nothing could have shown the claimed "
                     f"ε = {claimed:g} violated. {step}")
