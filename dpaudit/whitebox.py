@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .bounds import ceiling_one_run, one_run_audit
+from .bounds import one_run_audit
 from .errors import DPAuditError
 from .whitebox_stats import (
     BROKEN,
+    bound_routes,
     canary_cp_route,
     coordinate_independence_test,
     draw_dispersion_test,
@@ -45,9 +46,7 @@ from .whitebox_stats import (
     noise_step_independence_test,
     noise_tails_test,
     omnibus_test,
-    per_step_witness_route,
     random_half,
-    route_canaries_needed,
 )
 
 DIRAC_TIMES_CLIP = 10.0  # canary gradient norm D = 10 C: clipping must act on every canary draw
@@ -450,34 +449,6 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def _routes(obs: np.ndarray, scores: np.ndarray, coins: np.ndarray, q: float, clip: float, delta: float,
-            confidence: float, seed: int, one_run: dict, independent: bool, claimed: float) -> list[dict]:
-    """The three bound routes with their ceilings, confidences and canaries needed (see ``analyse``)."""
-    m, n_in = coins.size, int(coins.sum())
-    t = obs.shape[0]
-    half_conf = 1.0 - (1.0 - confidence) / 2
-    one = {"route": "one_run", "label": "one run (Steinke, Nasr & Jagielski 2023)", "confidence": confidence,
-           "assumption": "none beyond fair-coin inclusion", "epsilon_lb": float(one_run["epsilon_lb"]),
-           "ceiling": ceiling_one_run(m, delta, confidence, n_in=n_in), "valid": True}
-    if 0 < n_in < m:
-        half = random_half(m, seed)
-        cp = canary_cp_route(scores, coins, half, delta, half_conf)
-        ps = per_step_witness_route(obs / clip, coins, half, delta, half_conf, q)
-    else:
-        cp = {"route": "clopper_pearson", "label": "Clopper-Pearson over canaries", "confidence": half_conf,
-              "epsilon_lb": 0.0, "ceiling": 0.0, "assumption": "canaries independent given the coins"}
-        ps = {"route": "per_step", "label": "per-step witness composition", "confidence": half_conf,
-              "epsilon_lb": 0.0, "ceiling": 0.0, "assumption": "observations independent across steps and canaries"}
-    cp["valid"] = True
-    ps["valid"] = bool(independent)
-    if not independent:
-        ps["why_not_counted"] = "an independence test rejected, so the per-step argument does not hold"
-    out = [one, cp, ps]
-    for r in out:
-        r["canaries_needed"] = route_canaries_needed(r["route"], claimed, t, q, delta, r["confidence"])
-    return out
-
-
 def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, empirical: bool = True) -> WhiteBoxResult:
     """The white-box audit of one DP training run's canary observations.
 
@@ -535,7 +506,8 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
     scores = llr_scores(obs, sigma, q, clip)
     one = one_run_audit(scores, coins, w.delta, confidence, seed=seed)
     claimed = float(w.claimed_epsilon)
-    routes = _routes(obs, scores, coins, q, clip, w.delta, confidence, seed, one.to_dict(), independent, claimed)
+    routes = bound_routes(obs / clip, scores, coins, w.delta, confidence, seed, q=q, independent=independent,
+                          claimed=claimed, one_run=one.to_dict())
     bounds = {"one_run": one.to_dict(), "one_run_epsilon_lb": one.epsilon_lb, "cp": routes[1],
               "cp_epsilon_lb": routes[1]["epsilon_lb"], "per_step": routes[2], "routes": routes}
     best = max((r for r in routes if r["valid"]), key=lambda r: r["epsilon_lb"])

@@ -36,12 +36,15 @@ from scipy import stats
 
 __all__ = [
     "BROKEN",
+    "MECHANISMS",
+    "bound_routes",
     "canary_cp_route",
     "ceiling_per_step",
     "coordinate_independence_test",
     "cp_rate_bounds",
     "draw_dispersion_test",
     "epoch_repeat_test",
+    "exact_epsilon",
     "noise_gaussian_test",
     "noise_step_independence_test",
     "noise_tails_test",
@@ -49,6 +52,7 @@ __all__ = [
     "per_step_witness_route",
     "random_half",
     "route_canaries_needed",
+    "simulate_mechanism",
     "witness_epsilon",
 ]
 
@@ -475,4 +479,103 @@ def route_canaries_needed(route: str, claimed: float, steps: int, q: float, delt
     while hi - lo > max(1, hi // 50):
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def bound_routes(x: np.ndarray, scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float,
+                 seed: int = 0, *, q: float, independent: bool = True, claimed: float = float("nan"),
+                 one_run: dict | None = None) -> list[dict]:
+    """The three bound routes on per-step observations ``x`` [T, m] (units of C) and per-canary ``scores``:
+    one run at ``confidence`` (one share of alpha), and Clopper-Pearson over canaries and per-step witness
+    composition at 1 - (1 - confidence) / 2 each (the other share, split). Each has its ceiling at its own
+    confidence, ``valid`` (the per-step route only when ``independent``: every independence test accepted) and
+    ``canaries_needed`` to pass ``claimed``. ``q``: the claimed sampling rate (the per-step ceiling's)."""
+    from .bounds import ceiling_one_run, one_run_audit
+
+    y = np.asarray(coins, bool)
+    m, n_in = y.size, int(y.sum())
+    steps = np.asarray(x).shape[0]
+    if one_run is None:
+        one_run = one_run_audit(scores, y, delta, confidence, seed=seed).to_dict()
+    half_conf = 1.0 - (1.0 - confidence) / 2
+    one = {"route": "one_run", "label": "one run (Steinke, Nasr & Jagielski 2023)", "confidence": confidence,
+           "assumption": "none beyond fair-coin inclusion", "epsilon_lb": float(one_run["epsilon_lb"]),
+           "ceiling": ceiling_one_run(m, delta, confidence, n_in=n_in), "valid": True}
+    half = random_half(m, seed)
+    cp = canary_cp_route(scores, y, half, delta, half_conf)
+    ps = per_step_witness_route(x, y, half, delta, half_conf, q)
+    cp["valid"] = True
+    ps["valid"] = bool(independent)
+    if not independent:
+        ps["why_not_counted"] = "an independence test rejected, so the per-step argument does not hold"
+    out = [one, cp, ps]
+    for r in out:
+        r["canaries_needed"] = route_canaries_needed(r["route"], claimed, steps, q, delta, r["confidence"])
+    return out
+
+
+# --------------------------------------------------------------------------- mechanisms with exact epsilon
+
+MECHANISMS = ("randomized_response", "gaussian", "laplace", "subsampled_gaussian")
+
+
+def simulate_mechanism(name: str, m: int, steps: int, seed: int, param: float, q: float = 1.0) -> tuple:
+    """Per-step observations [steps, m] of m fair-coin canaries through a mechanism whose epsilon is known exactly,
+    for soundness checks: (x, coins). An included canary's step is drawn from P, an excluded one's from Q:
+
+    * randomized_response: P = Bern(p), Q = Bern(1 - p), p = ``param``;
+    * gaussian: P = N(1, s^2), Q = N(0, s^2), s = ``param``;
+    * laplace: P = Laplace(1, b), Q = Laplace(0, b), b = ``param``;
+    * subsampled_gaussian: P = (1 - q) N(0, s^2) + q N(1, s^2), Q = N(0, s^2) (DP-SGD's view of one record)."""
+    rng = np.random.default_rng([int(seed), 0x50D])
+    coins = rng.random(m) < 0.5
+    c = coins[None, :]
+    if name == "randomized_response":
+        u = rng.random((steps, m))
+        x = np.where(c, u < param, u >= param).astype(np.float64)
+    elif name == "gaussian":
+        x = c * 1.0 + param * rng.standard_normal((steps, m))
+    elif name == "laplace":
+        x = c * 1.0 + rng.laplace(0.0, param, (steps, m))
+    elif name == "subsampled_gaussian":
+        x = (c & (rng.random((steps, m)) < q)) * 1.0 + param * rng.standard_normal((steps, m))
+    else:
+        raise ValueError(f"unknown mechanism {name!r}; choose one of {MECHANISMS}")
+    return x, coins
+
+
+def exact_epsilon(name: str, steps: int, delta: float, param: float, q: float = 1.0) -> float:
+    """The epsilon at ``delta`` of ``steps``-fold composition of ``simulate_mechanism(name)`` (both directions):
+    exact for randomized response (binomial hockey-stick, computed directly) and the Gaussian (Balle & Wang 2018,
+    mu = sqrt(T) / s); dp_accounting's PLD (a tight upper estimate, so a sound bound must stay below it) for the
+    Laplace and the Poisson-subsampled Gaussian."""
+    if name == "randomized_response":
+        k = np.arange(steps + 1)
+        pa, pb = stats.binom.pmf(k, steps, param), stats.binom.pmf(k, steps, 1 - param)
+
+        def d(e):
+            return float(np.sum(np.maximum(0.0, pa - math.exp(e) * pb)))
+    elif name == "gaussian":
+        mu = math.sqrt(steps) / param
+
+        def d(e):
+            return float(stats.norm.cdf(-e / mu + mu / 2) - math.exp(e) * stats.norm.cdf(-e / mu - mu / 2))
+    elif name in ("laplace", "subsampled_gaussian"):
+        import dp_accounting
+
+        ev = (dp_accounting.LaplaceDpEvent(param) if name == "laplace" else
+              dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(param)))
+        acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
+        acc.compose(dp_accounting.SelfComposedDpEvent(ev, steps))
+        return float(acc.get_epsilon(delta))
+    else:
+        raise ValueError(f"unknown mechanism {name!r}; choose one of {MECHANISMS}")
+    if d(0.0) <= delta:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while d(hi) > delta:
+        lo, hi = hi, 2 * hi
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if d(mid) > delta else (lo, mid)
     return hi
