@@ -710,3 +710,68 @@ class SamplerRateTimes:
                                                 sample_rate=min(1.0, self.factor * old.sample_rate),
                                                 generator=gen, steps=len(old))
         ctx.loader = torch.utils.data.DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn)
+
+
+@dataclass(frozen=True)
+class SameBatchesEachEpoch:
+    """DP bug: a Poisson sampler re-seeded at the start of every epoch, so the same batches repeat in every
+    epoch (each batch is still a Poisson draw at rate q, as the accountant assumes of one epoch)."""
+
+    seed: int = 97
+
+    def __call__(self, optimizer, ctx: TamperContext | None = None) -> None:
+        import torch
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+        if ctx is None:
+            raise DPAuditError("SameBatchesEachEpoch needs the data loader: call it with ctx")
+        loader, seed = ctx.loader, int(getattr(ctx.config, "seed", 0)) + int(self.seed)
+        old = loader.batch_sampler
+
+        class Reseeded(UniformWithReplacementSampler):
+            def __iter__(self):
+                self.generator = torch.Generator().manual_seed(seed)  # the bug: the same stream every epoch
+                return super().__iter__()
+
+        sampler = Reseeded(num_samples=old.num_samples, sample_rate=old.sample_rate, steps=len(old))
+        ctx.loader = torch.utils.data.DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn)
+
+
+@dataclass(frozen=True)
+class NoiseBug:
+    """DP bug in the noise, each keeping its standard deviation sigma C per coordinate: ``kind`` "uniform" or
+    "rademacher" (not Gaussian), "reused" (one noise vector drawn once and added at every step), "shared" (one
+    noise value added to every coordinate of a tensor)."""
+
+    kind: str
+
+    def __call__(self, optimizer, ctx: TamperContext | None = None) -> None:
+        import types
+
+        import torch
+        from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+        kind = str(self.kind)
+        if kind not in ("uniform", "rademacher", "reused", "shared"):
+            raise DPAuditError(f"unknown noise bug {kind!r}; choose uniform, rademacher, reused or shared")
+        cache: dict[int, torch.Tensor] = {}
+
+        def add_noise(self):
+            std = float(self.noise_multiplier * self.max_grad_norm)
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                ref = p.summed_grad
+                g = self.generator
+                if kind == "uniform":
+                    noise = (torch.rand(ref.shape, generator=g, dtype=ref.dtype) * 2 - 1) * (math.sqrt(3.0) * std)
+                elif kind == "rademacher":
+                    noise = (torch.randint(0, 2, ref.shape, generator=g).to(ref.dtype) * 2 - 1) * std
+                elif kind == "shared":
+                    noise = torch.normal(0.0, std, (1,), generator=g).to(ref.dtype).expand(ref.shape)
+                else:
+                    if id(p) not in cache:
+                        cache[id(p)] = torch.normal(0.0, std, ref.shape, generator=g).to(ref.dtype)
+                    noise = cache[id(p)]
+                p.grad = (p.summed_grad + noise.to(ref.device)).view_as(p)
+                _mark_as_processed(p.summed_grad)
+        optimizer.add_noise = types.MethodType(add_noise, optimizer)
