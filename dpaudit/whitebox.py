@@ -47,6 +47,7 @@ from .whitebox_stats import (
     noise_tails_test,
     omnibus_test,
     random_half,
+    routes_text,
 )
 
 DIRAC_TIMES_CLIP = 10.0  # canary gradient norm D = 10 C: clipping must act on every canary draw
@@ -420,6 +421,7 @@ class WhiteBoxResult:
     epsilon_lb_best: float = 0.0
     epsilon_lb_per_step: float = 0.0
     broken: list = field(default_factory=list)
+    routes_text: str = ""
 
     @property
     def epsilon_lb(self) -> float:
@@ -549,7 +551,8 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
         sigma_hat=s_hat, sigma_ci=(s_lo, s_hi), q_hat=q_hat, q_ci=(q_lo, q_hi),
         empirical_epsilon=emp, empirical_epsilon_ci=emp_ci, accountant=w.accountant, notes=notes,
         routes=routes, best_route=best_route, epsilon_lb_best=float(best["epsilon_lb"]),
-        epsilon_lb_per_step=float(routes[2]["epsilon_lb"]), broken=broken)
+        epsilon_lb_per_step=float(routes[2]["epsilon_lb"]), broken=broken,
+        routes_text=routes_text(routes, claimed, m, w.delta))
 
 
 def synthetic_observations(m: int, steps: int, steps_per_epoch: int, sigma: float, q: float, clip: float = 1.0,

@@ -52,6 +52,7 @@ __all__ = [
     "per_step_witness_route",
     "random_half",
     "route_canaries_needed",
+    "routes_text",
     "simulate_mechanism",
     "witness_epsilon",
 ]
@@ -413,9 +414,10 @@ def per_step_witness_route(x: np.ndarray, coins: np.ndarray, half: np.ndarray, d
     Bin(T, b)(k)) (the count k is sufficient). If that exceeds delta the run is not (eps, delta)-DP:
     ``witness_epsilon`` is the largest such eps.
 
-    The estimation. ``half`` (random, independent of the coins) chooses tau: over quantiles of its per-step
-    values, the tau whose bound computed on its own counts is largest. The other half's
-    n_pos = (its included canaries) x T and n_neg = (its excluded canaries) x T per-step values are then counted
+    The estimation. ``half`` (a random part of the canaries, independent of the coins; ``bound_routes`` uses a
+    quarter) chooses tau: over quantiles of its per-step values, the tau whose bound computed on its own counts is
+    largest. The other canaries'
+    n_pos = (their included canaries) x T and n_neg = (their excluded canaries) x T per-step values are then counted
     once at tau; under the assumptions they are independent Bernoulli(TPR) and Bernoulli(FPR) trials, and the
     Clopper-Pearson TPR lower and FPR upper bounds (``cp_rate_bounds``, both together at ``confidence``) give a
     and b. So the bound holds at ``confidence`` provided the observations are independent across steps and
@@ -583,3 +585,33 @@ def exact_epsilon(name: str, steps: int, delta: float, param: float, q: float = 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if d(mid) > delta else (lo, mid)
     return hi
+
+
+def routes_text(routes: list[dict], claimed: float, m: int, delta: float) -> str:
+    """What each white-box route shows against ``claimed``, and how many gradient canaries would lift its ceiling
+    above it, in one sentence built only from the routes' numbers.
+
+    >>> r = [{"route": "one_run", "label": "one run", "epsilon_lb": 1.9, "ceiling": 4.6, "canaries_needed": None, "valid": True},
+    ...      {"route": "per_step", "label": "per-step witness composition", "epsilon_lb": 3.4, "ceiling": 160.0, "canaries_needed": 9,
+    ...       "valid": True}]
+    >>> print(routes_text(r, 8.0, 1000, 1e-5))
+    White-box routes against the claimed ε = 8 (1,000 gradient canaries): one run ε ≥ 1.90 (ceiling 4.60; no number of canaries lifts it above 8 at δ = 1e-05: its 2mδ term); per-step witness composition ε ≥ 3.40 (ceiling 160.00, already above the claim from about 9 canaries).
+    """
+    if not math.isfinite(claimed):
+        return ""
+    parts = []
+    for r in routes:
+        need = r.get("canaries_needed")
+        lb = f"{r['label']} ε ≥ {r['epsilon_lb']:.2f}" + ("" if r.get("valid", True) else
+                                                          " (not counted: an independence test rejected)")
+        if r["ceiling"] > claimed:
+            more = f"ceiling {r['ceiling']:.2f}, already above the claim" + (
+                f" from about {need:,} canaries" if need is not None else "")
+        elif need is None:
+            more = (f"ceiling {r['ceiling']:.2f}; no number of canaries lifts it above {claimed:g} at δ = {delta:g}"
+                    + (": its 2mδ term" if r.get("route") == "one_run" else ""))
+        else:
+            more = f"ceiling {r['ceiling']:.2f}; about {need:,} canaries would lift it above {claimed:g}"
+        parts.append(f"{lb} ({more})")
+    return (f"White-box routes against the claimed ε = {claimed:g} ({m:,} gradient canaries): " + "; ".join(parts)
+            + ".")

@@ -273,3 +273,20 @@ def test_bounds_hold_under_the_exact_mechanism():
     # Clopper-Pearson counts 250 against 250 canaries (the other half chose its threshold): ~0.25 here; the
     # per-step route sees 40 x as many trials
     assert np.median(cps) > 0.1 and np.median(best) > 1.0, (np.median(cps), np.median(best), eps)
+
+
+def test_routes_text_states_only_its_numbers():
+    """The white-box "what would decide" sentence quotes each route's own bound, ceiling and canaries needed, and
+    says "no number of canaries" only of the route whose ceiling is capped (one run, by its 2 m delta term)."""
+    w = synthetic_observations(m=1000, steps=120, steps_per_epoch=10, sigma=0.98, q=0.1, seed=0, claimed_epsilon=8.0)
+    r = analyse(w, empirical=False)
+    text = r.routes_text
+    for x in r.routes:
+        assert f"{x['label']} ε ≥ {x['epsilon_lb']:.2f}" in text and f"ceiling {x['ceiling']:.2f}" in text
+    cp = r.routes[1]
+    assert f"about {cp['canaries_needed']:,} canaries would lift it above 8" in text
+    assert text.count("no number of canaries") == 1 and "white-box gradient ones included" not in text
+    bad = analyse(synthetic_observations(m=1000, steps=60, steps_per_epoch=10, sigma=0.9, q=0.1, seed=0,
+                                         repeat_epochs=True, claimed_epsilon=8.0), empirical=False)
+    assert "not counted: an independence test rejected" in bad.routes_text
+    assert "the same batches repeat across epochs" in bad.broken
