@@ -423,7 +423,8 @@ def per_step_witness_route(x: np.ndarray, coins: np.ndarray, half: np.ndarray, d
     and b. So the bound holds at ``confidence`` provided the observations are independent across steps and
     canaries and identically distributed across steps: the noise-independence, draw-independence, epoch-repeat
     and dispersion tests check this, and the route counts only when all of them accept. Ceiling: the bound of a
-    noise-free run at the claimed q (``ceiling_per_step``)."""
+    noise-free run at the claimed q, or at the observed draw rate if higher (``ceiling_per_step``); never below
+    the bound itself, which a run far from the claim (bounded-support noise, say) can exceed it by."""
     v = np.asarray(x, np.float64)
     y = np.asarray(coins, bool)
     h = np.asarray(half, bool)
@@ -449,7 +450,12 @@ def per_step_witness_route(x: np.ndarray, coins: np.ndarray, half: np.ndarray, d
     tp, fp = int(np.sum(b_in >= thr)), int(np.sum(b_out >= thr))
     lo, hi = cp_rate_bounds(tp, n_pos, fp, n_neg, confidence)
     eps = float(witness_epsilon(steps, lo, hi, delta)[0])
-    return {**out, "epsilon_lb": eps, "ceiling": ceiling_per_step(n_pos, n_neg, steps, q, delta, confidence),
+    # the ceiling at the claimed q, or at the rate the canaries were seen drawn if that is higher (a run that
+    # samples more than it claims can show more than a noise-free run at the claimed q)
+    q_seen = min(max(float(np.mean(v[:, y])) if y.any() else 0.0, 0.0), 1.0)
+    ceiling = max(ceiling_per_step(n_pos, n_neg, steps, q, delta, confidence),
+                  ceiling_per_step(n_pos, n_neg, steps, q_seen, delta, confidence), eps)
+    return {**out, "epsilon_lb": eps, "ceiling": ceiling,
             "threshold": thr, "tp": tp, "fp": fp, "tpr_lb": float(lo), "fpr_ub": float(hi)}
 
 
