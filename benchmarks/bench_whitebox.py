@@ -231,7 +231,8 @@ def part_train(scale: str, seeds: int, eps_list: tuple, out: dict) -> None:
                     failed[x] = failed.get(x, 0) + 1
             cases.append({"epsilon": eps, "bug": name, "seeds": seeds, "detected": det, "failed_tests": failed,
                           "train_s_median": float(np.median(secs))})
-            rows.append([f"{eps:g}", name, f"{det}/{seeds}", ", ".join(f"{k} {v}" for k, v in failed.items()) or "—",
+            top = sorted(failed.items(), key=lambda kv: -kv[1])[:3]
+            rows.append([f"{eps:g}", name, f"{det}/{seeds}", ", ".join(f"{k} {v}" for k, v in top) or "—",
                          f"{np.median(secs):.0f}"])
             print(rows[-1], flush=True)
     print(table(["claimed eps", "bug (real Opacus training)", "verdict not 'consistent'", "tests that rejected",
