@@ -246,43 +246,77 @@ def _epoch_llr(x: np.ndarray, sigma: float, q: float) -> np.ndarray:
 
 
 def independence_statistic(o_in: np.ndarray, epoch_of_step: np.ndarray, sigma: float, q: float, clip: float,
-                           seed: int = 0, n_sim: int = 200_000) -> tuple[float, float]:
+                           seed: int = 0, n_sim: int = 200_000, n_sigma: int = 0) -> tuple[float, float]:
     """z-statistic for shuffled fixed-size batches against Poisson sampling, and the z expected under shuffling.
 
     Poisson sampling draws a record independently at every step; shuffled fixed-size batches draw it exactly once
     an epoch. For each included canary and epoch the statistic is the log-likelihood ratio of the two
     (``_epoch_llr``); their sum is compared with its mean and variance under Poisson sampling, simulated (seeded)
-    at sigma and q (pass the estimates sigma-hat and q-hat so that this test targets dependence across steps
-    only, not the noise or the rate). The simulation's own error enters the variance. Its power grows with the
-    number of included canary-epochs and falls fast with sigma: a draw of size C must stand out of noise of std
-    sigma C; the second value says what z to expect under shuffling, so a pass at an expected z above -4 or so
-    (claimed epsilon around 1, sigma of 4 or more) is weak evidence.
+    at sigma and q. Pass the estimates sigma-hat and q-hat so that this test targets dependence across steps
+    only, not the noise or the rate: then q-hat must be the mean of these same ``o_in`` / C and ``n_sigma`` the
+    number of (independent, excluded-canary) values sigma-hat came from. Plugging estimates in moves the null
+    mean by about n mu'(q) (q-hat - q), an error that does not shrink relative to the statistic's spread as m
+    grows; it is accounted for by the delta method, with mu'(q) and mu'(sigma) from common-random-number
+    simulations and the covariance of each unit's LLR with its mean observation (q-hat is the mean of those).
+    The simulation's own error enters the variance too. Its power grows with the number of included
+    canary-epochs and falls fast with sigma: a draw of size C must stand out of noise of std sigma C; the second
+    value says what z to expect under shuffling, so a pass at an expected z above -4 or so (claimed epsilon
+    around 1, sigma of 4 or more) is weak evidence.
     """
     x = np.asarray(o_in, np.float64) / clip
     epoch_of_step = np.asarray(epoch_of_step)
     q = min(max(float(q), 1e-6), 0.5)
     rng = np.random.default_rng([int(seed), 0x1D])
-    total, mean, var, shift = 0.0, 0.0, 0.0, 0.0
-    sims: dict[int, tuple[float, float, float]] = {}
     n_units = x.shape[1]
+    hq, hs = 0.02 * q, 0.02 * sigma  # finite-difference steps for the plug-in derivatives
+    sims: dict[int, dict] = {}
+    blocks = []
+    sizes = [int(np.sum(epoch_of_step == e)) for e in np.unique(epoch_of_step)]
     for e in np.unique(epoch_of_step):
         block = x[epoch_of_step == e]
         k = block.shape[0]
         if k < 2 or n_units == 0:
             continue
         if k not in sims:
-            n = max(1000, n_sim // k)
-            null = (rng.random((k, n)) < q) + sigma * rng.standard_normal((k, n))
+            # every epoch of k steps shares this simulation, so its error in the mean is common to all of them:
+            # simulate several times as many units as the data hold (within a memory cap)
+            units_k = n_units * sum(1 for kk in sizes if kk == k)
+            n = int(min(max(1000, n_sim // k, 8 * units_k), max(1000, 4_000_000 // k)))
+            u, z = rng.random((k, n)), rng.standard_normal((k, n))
+            null = (u < q) + sigma * z
+            ln = _epoch_llr(null, sigma, q)
+            # common random numbers: the same u, z at q +- h and sigma +- h, each scored at its own parameters
+            dq = (_epoch_llr((u < q + hq) + sigma * z, sigma, q + hq).mean()
+                  - _epoch_llr((u < q - hq) + sigma * z, sigma, q - hq).mean()) / (2 * hq)
+            ds = (_epoch_llr((u < q) + (sigma + hs) * z, sigma + hs, q).mean()
+                  - _epoch_llr((u < q) + (sigma - hs) * z, sigma - hs, q).mean()) / (2 * hs)
             once = np.zeros((k, n))
             once[rng.integers(0, k, n), np.arange(n)] = 1.0
             once += sigma * rng.standard_normal((k, n))
-            ln, ls = _epoch_llr(null, sigma, q), _epoch_llr(once, sigma, q)
-            sims[k] = (float(ln.mean()), float(ln.var()), float(ls.mean() - ln.mean()), n)
-        mu, v, d, n = sims[k]
+            ls = _epoch_llr(once, sigma, q)
+            sims[k] = {"n": n, "mu": float(ln.mean()), "l": ln, "xbar": null.mean(axis=0), "dq": float(dq),
+                       "ds": float(ds), "shift": float(ls.mean() - ln.mean())}
+        blocks.append((k, block))
+    if not blocks:
+        return 0.0, 0.0
+    n_obs = sum(k for k, _ in blocks) * n_units  # q-hat's sample: every observation of these blocks
+    d_q = sum(n_units * sims[k]["dq"] for k, _ in blocks)
+    d_s = sum(n_units * sims[k]["ds"] for k, _ in blocks)
+    total = mean = var = shift = 0.0
+    for k, block in blocks:
+        sm = sims[k]
         total += float(_epoch_llr(block, sigma, q).sum())
-        mean += n_units * mu
-        var += n_units * v + (n_units ** 2) * v / n  # sampling variance plus the simulated mean's error
-        shift += n_units * d
+        mean += n_units * sm["mu"]
+        # S - d_q q-hat is a sum over independent units of l_u - c x-bar_u (q-hat = sum_u k x-bar_u / n_obs)
+        c = d_q * k / n_obs if n_obs else 0.0
+        resid = sm["l"] - c * sm["xbar"]
+        var += n_units * float(resid.var())
+        shift += n_units * sm["shift"]
+    for k, sm in sims.items():  # the simulated mean's error, common to every epoch of k steps
+        units_k = n_units * sum(1 for kk, _ in blocks if kk == k)
+        var += units_k ** 2 * float(sm["l"].var()) / sm["n"]
+    if n_sigma:
+        var += d_s ** 2 * sigma ** 2 / (2.0 * n_sigma)  # Var(sigma-hat) of a Gaussian scale from n_sigma values
     if var <= 0:
         return 0.0, 0.0
     return (total - mean) / math.sqrt(var), shift / math.sqrt(var)
@@ -336,7 +370,8 @@ def conformance_tests(obs: np.ndarray, coins: np.ndarray, epoch_of_step: np.ndar
     if o_in.size and o_out.size:
         sig_hat = math.sqrt(float(np.mean(o_out ** 2))) / clip
         q_hat = float(o_in.mean()) / clip
-        z, expected = independence_statistic(o_in, np.asarray(epoch_of_step), sig_hat, q_hat, clip, seed=seed)
+        z, expected = independence_statistic(o_in, np.asarray(epoch_of_step), sig_hat, q_hat, clip, seed=seed,
+                                             n_sigma=o_out.size)
         rows.append(("sampling_independence", z, _two_sided_normal(z),
                      "likelihood ratio of 'each included canary drawn exactly once an epoch' (shuffled "
                      "fixed-size batches) against independent Poisson draws, as a z-score against Poisson; "
