@@ -1,116 +1,293 @@
-"""Does the white-box gradient-canary audit catch DP-SGD that adds less noise than its accountant claims?
+"""White-box gradient canaries: does the audit catch DP-SGD that breaks what its accountant assumes, and how close
+do its rigorous bounds come to the claim?
 
-Trains the default DP recipe (dpaudit.config.recipes.DP_RECIPE: 12 epochs, Poisson batches of 256, lr 0.75) on 1,750
-members of the embedded digits (mnist-5k) with M = 1000 gradient canaries, at claimed epsilon 1 and 8, with the
-optimizer's noise scaled by 1.0 (correct DP), 0.9 and 0.5 (bugs: the accountant still claims the original epsilon),
-over several seeds. A case counts as detected when the conformance tests reject (verdict nonconformant).
-Prints one row per (epsilon, noise) case, the detection rate at x0.9 and x0.5 and the false-alarm rate at x1.0,
-then ONE JSON line.
+Parts (each prints a table; the run ends with ONE JSON line):
 
-    python benchmarks/bench_whitebox.py                 # 10 seeds per case (60 trainings)
-    python benchmarks/bench_whitebox.py --seeds 20
-    python benchmarks/bench_whitebox.py --quick         # 300 members, 2 epochs, M = 200, 1 seed: a smoke run
+* ``detection`` (synthetic observations of the default recipe's run: 12 epochs of 9 Poisson steps, q = 1/9,
+  sigma calibrated by the PRV accountant to the claimed epsilon at delta 1e-5, M gradient canaries): for each
+  DP bug, the share of seeds in which the verdict is not "consistent with the claim" (nonconformant, or a bound
+  above the claim), at claimed epsilon 1 and 8, beside the true epsilon of what ran; false alarms over the
+  correct runs; for the repeated-batches bug at epsilon 1, the smallest M that reaches 95%;
+* ``bounds``: the best rigorous white-box bound at M = 1,000 and 10,000 against the claim, per route;
+* ``monotone``: the median best bound as the noise goes x1.0 -> x0.9 -> x0.5 (it must not fall);
+* ``soundness``: each bound route on mechanisms with exact epsilon (randomized response, Gaussian, Laplace,
+  subsampled Gaussian over T steps): the share of seeds in which it exceeds the truth (target <= 5%);
+* ``train`` (only with --train): the same bugs injected into real Opacus training (``after_make_private`` hooks in
+  dpaudit.training.whitebox), default recipe on 1,750 digits (``--train-scale default``) or the tests' small run (300
+  records, 6 epochs, batches of 64, M = 500; ``--train-scale small``).
+
+    python benchmarks/bench_whitebox.py                       # synthetic parts, 10 seeds (40 correct runs)
+    python benchmarks/bench_whitebox.py --quick               # smoke: 3 seeds, fewer soundness seeds
+    python benchmarks/bench_whitebox.py --parts soundness --soundness-seeds 200
+    python benchmarks/bench_whitebox.py --parts train --train --train-scale small --train-seeds 3
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import warnings
 
 import numpy as np
 from _common import fmt_duration, git_commit, print_json_line, quiet, set_threads, table
+from scipy import stats
 
-from dpaudit.config.recipes import DP_RECIPE
-from dpaudit.training.accounting import dp_accounting_epsilon
-from dpaudit.training.data import load_dataset
-from dpaudit.training.train import TrainConfig, train_model
-from dpaudit.training.whitebox import GradientCanaries, ScaleNoise, analyse
+from dpaudit.core.whitebox_stats import bound_routes, exact_epsilon, simulate_mechanism
+from dpaudit.training.accounting import dp_accounting_epsilon, opacus_epsilon
+from dpaudit.training.whitebox import (
+    GradientCanaries,
+    NoClipping,
+    NoiseBug,
+    SameBatchesEachEpoch,
+    SamplerRateTimes,
+    ScaleNoise,
+    ShuffledBatches,
+    analyse,
+    conformance_tests,
+    llr_scores,
+    synthetic_observations,
+)
 
-FACTORS = (1.0, 0.9, 0.5)
+DELTA = 1e-5
+EPOCHS, SPE = 12, 9  # the default recipe: 12 epochs, 1/q = 9 Poisson steps an epoch
+Q = 1.0 / SPE
+T = EPOCHS * SPE
+
+# name: (synthetic_observations kwargs, training hook, true epsilon of what ran as a function of (q, sigma))
+BUGS = {
+    "same batches every epoch": ({"repeat_epochs": True}, SameBatchesEachEpoch(),
+                                 lambda q, s: dp_accounting_epsilon(q, s / math.sqrt(EPOCHS), SPE, DELTA)),
+    "uniform noise (right variance)": ({"noise": "uniform"}, NoiseBug("uniform"), lambda q, s: math.inf),
+    "Rademacher noise (right variance)": ({"noise": "rademacher"}, NoiseBug("rademacher"), lambda q, s: math.inf),
+    "one noise vector reused each step": ({"reuse_noise": True}, NoiseBug("reused"), lambda q, s: math.inf),
+    "one noise value per tensor": ({"shared_noise": True}, NoiseBug("shared"), lambda q, s: math.inf),
+    "noise x0.9": ({"noise_factor": 0.9}, ScaleNoise(0.9), lambda q, s: dp_accounting_epsilon(q, 0.9 * s, T, DELTA)),
+    "no clipping (D = 10 C)": ({"contribution": 10.0}, NoClipping(), lambda q, s: math.inf),
+    "shuffled batches": ({"shuffled": True}, ShuffledBatches(), lambda q, s: float("nan")),
+    "q told 1/2": ({"true_q": 2 * Q}, SamplerRateTimes(2.0), lambda q, s: dp_accounting_epsilon(2 * q, s, T, DELTA)),
+}
 
 
-def run_one(ds, eps: float, factor: float, seed: int, members: int, m: int, epochs: int, n_test: int) -> dict:
-    """One training at claimed ``eps`` whose optimizer adds ``factor`` x the claimed noise, and its analysis."""
-    idx = np.random.default_rng([seed, 17]).permutation(len(ds))
-    tr, te = idx[:members], idx[members:members + n_test]
-    cfg = TrainConfig(epsilon=eps, delta=1e-5, **{**DP_RECIPE, "epochs": epochs}, seed=seed)
-    t0 = time.perf_counter()
-    tm = train_model(cfg, ds.images[tr], ds.labels[tr], test_images=ds.images[te], test_labels=ds.labels[te],
-                     progress=False, gradient_canaries=GradientCanaries(m, seed=seed),
-                     after_make_private=None if factor == 1.0 else ScaleNoise(factor))
-    train_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    r = analyse(tm.whitebox, confidence=0.95, seed=seed)
-    rec = tm.record
-    true_eps = dp_accounting_epsilon(rec.sample_rate, rec.noise_multiplier * factor, rec.steps, rec.delta, "pld")
-    return {"epsilon": eps, "factor": factor, "seed": seed, "claimed_epsilon": rec.epsilon, "true_epsilon": true_eps,
-            "detected": not r.conformant, "failed": r.failed, "sigma": rec.noise_multiplier, "sigma_hat": r.sigma_hat,
-            "q": rec.sample_rate, "q_hat": r.q_hat, "empirical_epsilon": r.empirical_epsilon,
-            "empirical_epsilon_ci": r.empirical_epsilon_ci, "eps_lb_one_run": r.epsilon_lb_one_run,
-            "eps_lb_cp": r.epsilon_lb_cp, "final_eps_lb_one_run": r.final_model_epsilon_lb_one_run,
-            "final_eps_lb_cp": r.final_model_epsilon_lb_cp, "test_accuracy": rec.test_accuracy,
-            "train_s": train_s, "analyse_s": time.perf_counter() - t1}
+def calibrate_sigma(eps: float, q: float = Q, steps: int = T) -> float:
+    lo, hi = 0.3, 50.0
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if opacus_epsilon(q, mid, steps, DELTA, "prv") > eps else (lo, mid)
+    return hi
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Clopper-Pearson interval of a rate."""
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(0.025, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(0.975, k + 1, n - k))
+    return lo, hi
+
+
+def verdict_flags(w, seed: int, claimed: float) -> tuple[bool, list, float, str]:
+    r = analyse(w, seed=seed, empirical=False)
+    return (not r.conformant) or r.epsilon_lb > claimed, r.failed, r.epsilon_lb, r.best_route
+
+
+def part_detection(sigmas: dict, m: int, seeds: int, correct_seeds: int, out: dict) -> None:
+    rows, cases = [], []
+    for eps, sigma in sigmas.items():
+        for name, (kw, _hook, true_fn) in [("correct DP", ({}, None, lambda q, s, e=eps: e)), *BUGS.items()]:
+            n = correct_seeds if name == "correct DP" else seeds
+            det, failed = 0, {}
+            for s in range(n):
+                w = synthetic_observations(m, T, SPE, sigma, Q, seed=s, claimed_epsilon=eps, **kw)
+                d, f, _, _ = verdict_flags(w, s, eps)
+                det += d
+                for x in f:
+                    failed[x] = failed.get(x, 0) + 1
+            true_eps = true_fn(Q, sigma)
+            lo, hi = wilson(det, n)
+            top = sorted(failed.items(), key=lambda kv: -kv[1])[:3]
+            cases.append({"epsilon": eps, "bug": name, "seeds": n, "detected": det, "rate": det / n,
+                          "rate_ci": [lo, hi], "true_epsilon": true_eps, "failed_tests": failed})
+            rows.append([f"{eps:g}", name, f"{true_eps:.3g}",
+                         f"{'false alarms' if name == 'correct DP' else 'detected'} {det}/{n} ({100 * det / n:.0f}%, "
+                         f"CI {100 * lo:.0f}-{100 * hi:.0f}%)", ", ".join(f"{k} {v}" for k, v in top) or "—"])
+            print(rows[-1], flush=True)
+    print()
+    print(table(["claimed eps", "bug", "true eps of what ran", "verdict not 'consistent'", "tests that rejected"],
+                rows))
+    out["detection"] = cases
+
+
+def part_min_m(sigma: float, eps: float, seeds: int, grid: tuple, out: dict) -> None:
+    """Smallest M at which the repeated-batches bug is detected in >= 95% of seeds at this claim."""
+    found, rows = None, []
+    for m in grid:
+        det = 0
+        for s in range(seeds):
+            w = synthetic_observations(m, T, SPE, sigma, Q, seed=s, repeat_epochs=True)
+            tests = conformance_tests(w.obs, w.coins, w.epoch_of_step, sigma, Q, 1.0, T, T, 0.95, s, n_simulated=0)
+            det += any(not t["passed"] for t in tests)
+        rows.append([f"{m:,}", f"{det}/{seeds}"])
+        print(f"same batches every epoch, eps {eps:g}, M = {m:,}: detected {det}/{seeds}", flush=True)
+        if det >= math.ceil(0.95 * seeds):
+            found = m
+            break
+    print(table(["M", f"detected (same batches every epoch, claimed eps {eps:g})"], rows))
+    out["repeat_min_m"] = {"epsilon": eps, "seeds": seeds, "m": found, "grid": list(grid),
+                           "note": "omnibus off (n_simulated=0) to keep it fast; the other 12 tests share alpha"}
+
+
+def part_bounds(sigmas: dict, ms: tuple, seeds: dict, out: dict) -> None:
+    rows, cases = [], []
+    for eps, sigma in sigmas.items():
+        for m in ms:
+            per = {"one_run": [], "clopper_pearson": [], "per_step": []}
+            best = []
+            t0 = time.perf_counter()
+            for s in range(seeds[m]):
+                r = analyse(synthetic_observations(m, T, SPE, sigma, Q, seed=s, claimed_epsilon=eps), seed=s,
+                            empirical=False)
+                for x in r.routes:
+                    per[x["route"]].append(x["epsilon_lb"])
+                best.append(r.epsilon_lb)
+            med = {k: float(np.median(v)) for k, v in per.items()}
+            b = float(np.median(best))
+            cases.append({"epsilon": eps, "m": m, "seeds": seeds[m], "median": med, "best_median": b,
+                          "best_share_of_claim": b / eps, "s_per_analysis": (time.perf_counter() - t0) / seeds[m]})
+            rows.append([f"{eps:g}", f"{m:,}", f"{seeds[m]}", f"{med['one_run']:.2f}", f"{med['clopper_pearson']:.2f}",
+                         f"{med['per_step']:.2f}", f"{b:.2f} ({100 * b / eps:.0f}%)"])
+            print(rows[-1], flush=True)
+    print()
+    print(table(["claimed eps", "M", "seeds", "one run", "CP over canaries", "per-step witness",
+                 "best (share of claim)"], rows))
+    out["bounds"] = cases
+
+
+def part_monotone(sigmas: dict, m: int, seeds: int, out: dict) -> None:
+    rows, cases = [], []
+    for eps, sigma in sigmas.items():
+        per: dict[str, list] = {"best": [], "one_run": [], "clopper_pearson": [], "per_step": []}
+        for f in (1.0, 0.9, 0.5):
+            rs = [analyse(synthetic_observations(m, T, SPE, sigma, Q, seed=s, noise_factor=f), seed=s,
+                          empirical=False) for s in range(seeds)]
+            per["best"].append(float(np.median([r.epsilon_lb for r in rs])))
+            for i, k in enumerate(("one_run", "clopper_pearson", "per_step")):
+                per[k].append(float(np.median([r.routes[i]["epsilon_lb"] for r in rs])))
+        for k, meds in per.items():
+            ok = meds[0] <= meds[1] <= meds[2]
+            cases.append({"epsilon": eps, "m": m, "seeds": seeds, "route": k, "medians": meds, "non_decreasing": ok})
+            rows.append([f"{eps:g}", f"{m:,}", k, *(f"{x:.2f}" for x in meds), "yes" if ok else "NO"])
+    print(table(["claimed eps", "M", "route (median bound)", "x1.0", "x0.9", "x0.5", "non-decreasing"], rows))
+    out["monotone"] = cases
+
+
+SOUND = [("randomized_response", 10, 0.75, 1.0), ("gaussian", 16, 2.0, 1.0), ("laplace", 5, 1.0, 1.0),
+         ("subsampled_gaussian", 120, 0.98, 0.1)]
+
+
+def part_soundness(seeds: int, m: int, out: dict) -> None:
+    rows, cases = [], []
+    for name, steps, param, q in SOUND:
+        true_eps = exact_epsilon(name, steps, DELTA, param, q)
+        over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0}
+        med = {k: [] for k in over}
+        for s in range(seeds):
+            x, coins = simulate_mechanism(name, m, steps, 10_000 + s, param, q)
+            scores = llr_scores(x, param, q, 1.0) if name == "subsampled_gaussian" else x.sum(axis=0)
+            for r in bound_routes(x, scores, coins, DELTA, 0.95, s, q=q):
+                over[r["route"]] += r["epsilon_lb"] > true_eps
+                med[r["route"]].append(r["epsilon_lb"])
+        for k, v in over.items():
+            lo, hi = wilson(v, seeds)
+            cases.append({"mechanism": name, "steps": steps, "param": param, "q": q, "true_epsilon": true_eps,
+                          "route": k, "seeds": seeds, "exceeded": v, "rate": v / seeds, "rate_ci": [lo, hi],
+                          "median_bound": float(np.median(med[k]))})
+            rows.append([name, f"{true_eps:.3f}", k, f"{float(np.median(med[k])):.2f}",
+                         f"{v}/{seeds} ({100 * v / seeds:.1f}%, CI {100 * lo:.1f}-{100 * hi:.1f}%)"])
+        print(rows[-3:], flush=True)
+    print(table(["mechanism", "exact eps", "route", "median bound", "bound > exact eps (target <= 5%)"], rows))
+    out["soundness"] = cases
+
+
+def part_train(scale: str, seeds: int, eps_list: tuple, out: dict) -> None:
+    from dpaudit.config.recipes import DP_RECIPE
+    from dpaudit.training.data import load_dataset
+    from dpaudit.training.train import TrainConfig, train_model
+
+    ds = load_dataset("mnist-5k")
+    if scale == "default":
+        members, m, n_test, kw = 1750, 1000, 1000, {**DP_RECIPE}
+    else:
+        members, m, n_test, kw = 300, 500, 200, {"epochs": 6, "batch_size": 64, "lr": 0.5, "momentum": 0.0}
+    rows, cases = [], []
+    for eps in eps_list:
+        for name, (_kw, hook, _t) in [("correct DP", ({}, None, None)), *BUGS.items()]:
+            det, failed, secs = 0, {}, []
+            for s in range(seeds):
+                idx = np.random.default_rng([s, 17]).permutation(len(ds))
+                tr, te = idx[:members], idx[members:members + n_test]
+                cfg = TrainConfig(epsilon=eps, delta=DELTA, **kw, seed=s)
+                t0 = time.perf_counter()
+                tm = train_model(cfg, ds.images[tr], ds.labels[tr], test_images=ds.images[te],
+                                 test_labels=ds.labels[te], progress=False,
+                                 gradient_canaries=GradientCanaries(m, seed=s), after_make_private=hook)
+                secs.append(time.perf_counter() - t0)
+                d, f, _, _ = verdict_flags(tm.whitebox, s, tm.record.epsilon)
+                det += d
+                for x in f:
+                    failed[x] = failed.get(x, 0) + 1
+            cases.append({"epsilon": eps, "bug": name, "seeds": seeds, "detected": det, "failed_tests": failed,
+                          "train_s_median": float(np.median(secs))})
+            top = sorted(failed.items(), key=lambda kv: -kv[1])[:3]
+            rows.append([f"{eps:g}", name, f"{det}/{seeds}", ", ".join(f"{k} {v}" for k, v in top) or "—",
+                         f"{np.median(secs):.0f}"])
+            print(rows[-1], flush=True)
+    print(table(["claimed eps", "bug (real Opacus training)", "verdict not 'consistent'", "tests that rejected",
+                 "train s"], rows))
+    out["train"] = {"scale": scale, "members": members, "m": m, "cases": cases}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=10, help="seeds per (epsilon, noise) case (default 10)")
-    ap.add_argument("--quick", action="store_true", help="300 members, 2 epochs, M = 200, 1 seed: a smoke run")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--parts", default="detection,bounds,monotone,soundness",
+                    help="comma-separated: detection, bounds, monotone, soundness, train")
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per bug and claim (default 10)")
+    ap.add_argument("--correct-seeds", type=int, default=40, help="correct runs per claim for false alarms")
+    ap.add_argument("--m", type=int, default=1000, help="gradient canaries in the detection part (default 1000)")
+    ap.add_argument("--soundness-seeds", type=int, default=200)
+    ap.add_argument("--big-m-seeds", type=int, default=10, help="seeds at M = 10,000 in the bounds part")
+    ap.add_argument("--train", action="store_true", help="allow the real-training part (slow)")
+    ap.add_argument("--train-scale", choices=("small", "default"), default="small")
+    ap.add_argument("--train-seeds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 10 correct runs, 40 soundness seeds")
+    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     quiet()
     warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
     threads = set_threads(args.threads)
-    members, m, epochs, n_test, seeds = 1750, 1000, DP_RECIPE["epochs"], 1000, args.seeds
     if args.quick:
-        members, m, epochs, n_test, seeds = 300, 200, 2, 300, 1
-    ds = load_dataset("mnist-5k")
+        args.seeds, args.correct_seeds, args.soundness_seeds, args.big_m_seeds = 3, 10, 40, 3
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    sigmas = {1.0: calibrate_sigma(1.0), 8.0: calibrate_sigma(8.0)}
+    print(f"T = {T} steps ({EPOCHS} epochs x {SPE}), q = {Q:.4f}, delta = {DELTA:g}; sigma (PRV) "
+          + ", ".join(f"{s:.3f} at eps {e:g}" for e, s in sigmas.items()), flush=True)
+    out: dict = {"sigmas": {str(k): v for k, v in sigmas.items()}}
     t0 = time.perf_counter()
-    runs = []
-    for eps in (1.0, 8.0):
-        for factor in FACTORS:
-            for seed in range(seeds):
-                r = run_one(ds, eps, factor, seed, members, m, epochs, n_test)
-                runs.append(r)
-                print(f"eps {eps:g} noise x{factor:g} seed {seed}: {'DETECTED' if r['detected'] else 'passed'} "
-                      f"{r['failed']} sigma_hat/sigma {r['sigma_hat'] / r['sigma']:.3f} "
-                      f"emp eps {r['empirical_epsilon']:.3g} lb {r['eps_lb_one_run']:.2f}/{r['eps_lb_cp']:.2f} "
-                      f"({r['train_s']:.0f}s + {r['analyse_s']:.1f}s)", flush=True)
-    rows, cases = [], []
-    for eps in (1.0, 8.0):
-        for factor in FACTORS:
-            rs = [r for r in runs if r["epsilon"] == eps and r["factor"] == factor]
-            det = sum(r["detected"] for r in rs) / len(rs)
-
-            def med(k, rs=rs):
-                return float(np.median([r[k] for r in rs]))
-            case = {"epsilon": eps, "factor": factor, "seeds": len(rs), "detection_rate": det,
-                    "claimed_epsilon": med("claimed_epsilon"), "true_epsilon": med("true_epsilon"),
-                    "empirical_epsilon": med("empirical_epsilon"), "sigma_ratio": med("sigma_hat") / med("sigma"),
-                    "eps_lb_one_run": med("eps_lb_one_run"), "eps_lb_cp": med("eps_lb_cp"),
-                    "final_eps_lb_cp": med("final_eps_lb_cp"), "test_accuracy": med("test_accuracy"),
-                    "failed_tests": sorted({n for r in rs for n in r["failed"]})}
-            cases.append(case)
-            label = "false alarms" if factor == 1.0 else "detected"
-            rows.append([f"{eps:g}", f"x{factor:g}", f"{case['claimed_epsilon']:.2f}", f"{case['true_epsilon']:.3g}",
-                         f"{case['empirical_epsilon']:.3g}", f"{case['sigma_ratio']:.3f}",
-                         f"{case['eps_lb_one_run']:.2f} / {case['eps_lb_cp']:.2f}",
-                         f"{label} {sum(r['detected'] for r in rs)}/{len(rs)} ({100 * det:.0f}%)",
-                         ", ".join(case["failed_tests"]) or "—"])
+    if "detection" in parts:
+        part_detection(sigmas, args.m, args.seeds, args.correct_seeds, out)
+        part_min_m(sigmas[1.0], 1.0, args.seeds, (2000, 4000, 8000, 16000, 32000), out)
+    if "bounds" in parts:
+        part_bounds(sigmas, (1000, 10000), {1000: args.seeds, 10000: args.big_m_seeds}, out)
+    if "monotone" in parts:
+        part_monotone(sigmas, 1000, args.seeds, out)
+    if "soundness" in parts:
+        part_soundness(args.soundness_seeds, 1000, out)
+    if "train" in parts:
+        if not args.train:
+            ap.error("the train part trains many models: pass --train as well")
+        part_train(args.train_scale, args.train_seeds, (1.0, 8.0), out)
     wall = time.perf_counter() - t0
-    print()
-    print(table(["claimed eps", "noise", "eps (accountant)", "true eps (PLD)", "empirical eps", "sigma_hat/sigma",
-                 "eps lb one-run / CP", "verdict nonconformant", "tests failed"], rows))
-    fa = [r for r in runs if r["factor"] == 1.0]
-    bug = [r for r in runs if r["factor"] != 1.0]
-    false_alarm = sum(r["detected"] for r in fa) / len(fa)
-    detection = sum(r["detected"] for r in bug) / len(bug)
-    print(f"\nfalse-alarm rate at x1.0: {100 * false_alarm:.1f}% of {len(fa)} (target <= 5%); detection at x0.9 and "
-          f"x0.5: {100 * detection:.1f}% of {len(bug)} (target >= 95%); {fmt_duration(wall)} on {threads} threads")
-    print_json_line({"benchmark": "whitebox", "commit": git_commit(), "quick": args.quick, "members": members,
-                     "gradient_canaries": m, "epochs": epochs, "seeds": seeds, "threads": threads,
-                     "false_alarm_rate": false_alarm, "detection_rate": detection, "cases": cases,
-                     "wall_s": round(wall, 1), "runs": runs if args.quick else len(runs)})
+    print(f"\n{fmt_duration(wall)} on {threads} threads")
+    print_json_line({"benchmark": "whitebox", "commit": git_commit(), "quick": args.quick, "parts": parts,
+                     "seeds": args.seeds, "correct_seeds": args.correct_seeds, "m": args.m, "T": T, "q": Q,
+                     "delta": DELTA, "threads": threads, "wall_s": round(wall, 1), **out})
 
 
 if __name__ == "__main__":

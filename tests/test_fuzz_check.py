@@ -7,7 +7,8 @@ few that must pass. No row may print a traceback or leave a file behind (nor cha
 The rows are mutations of a real report: ``reports/reference/report.json``, the committed output of a real audit
 (non-DP, ε = 8 and ε = 1 models, five attacks, black-box canaries, white-box gradient canaries; see
 reports/README.md). It is read once per session, so this stays in the fast tier. Models: [0] non-dp, [1] dp-eps8
-(genuinely inconclusive: its ceiling 5.57 is below 8), [2] dp-eps1 (consistent). Keep this as the regression list of
+(consistent on the white-box canaries' power alone: detectable ε 8.35 ≤ 2 × 8, while its attacks' and canaries'
+ceiling 5.47 is below 8, so their detectable ε is inf), [2] dp-eps1 (consistent, detectable ε 1.02). Keep this as the regression list of
 every probe found so far: the rows marked "issue 25" are that issue's `check trusts what it should recompute` list.
 """
 from __future__ import annotations
@@ -117,6 +118,23 @@ def _reject_consistently(doc):
     doc["models"][2]["verdict"]["rejected_conformance"] = ["noise_std"]
 
 
+def _powerless(doc):
+    """dp-eps8 made genuinely inconclusive, every field that follows updated: its white-box canaries' detectable ε
+    (the only route with power below 2 × 8) raised to 20, so that no route could see a leak of twice the claim."""
+    from dpaudit.core.bounds import decide_verdict
+
+    m = doc["models"][1]
+    wb, c = m["whitebox"], m["canary"]
+    wb["detectable_epsilon"] = 20.0
+    bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in m["attacks"]]
+    bounds += [("canaries (one run)", c["epsilon_lb"], c["ceiling"]),
+               ("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]),
+               ("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"])]
+    got = decide_verdict(m["training"]["epsilon"], bounds, [], n_canaries=c["m"],
+                         detectable=[("white-box canaries", 20.0)])
+    m["verdict"].update(status="inconclusive", detectable_epsilon=20.0, next_step=got["next_step"], text=got["text"])
+
+
 def _swap_models(doc):
     doc["models"][1], doc["models"][2] = doc["models"][2], doc["models"][1]
 
@@ -214,7 +232,7 @@ ROWS = [
     Row("report is a directory", 2, args=lambda d: [], report="DIR", expect="is a folder"),
     Row("key given twice", 2, report=BASE.replace('"threshold_policy":', '"command": "x", "threshold_policy":', 1),
         expect="appears twice"),
-    Row("NaN literal", 2, report=BASE.replace('"auc": 0.5133459591836734', '"auc": NaN', 1), expect="NaN is not JSON"),
+    Row("NaN literal", 2, report=BASE.replace('"auc": 0.5133084081632653', '"auc": NaN', 1), expect="NaN is not JSON"),
     Row("Infinity literal", 2, report=BASE.replace('"epsilon_lb": 0.0', '"epsilon_lb": Infinity', 1),
         expect="Infinity is not JSON"),
     # ---- issue 25, `check` trusts what it should recompute: each of these exited 0 before; now bad input
@@ -309,7 +327,7 @@ ROWS = [
     Row("wb cp on other sample sizes", 2, report=_json(_doc((f"{WB}/bounds/cp/n_pos", 999))),
         expect="models[2].whitebox.bounds.cp bounds ε on 999 members"),
     Row("wb one-run correct guesses raised", 2, report=_json(_doc(_add(f"{M1}/whitebox/bounds/one_run/v", 20))),
-        expect="models[1].whitebox.bounds.one_run.epsilon_lb is 1.00377 but the one-run test"),
+        expect="models[1].whitebox.bounds.one_run.epsilon_lb is 0.639227 but the one-run test"),
     Row("wb one-run more correct than guesses", 2, report=_json(_doc(_add(f"{WB}/bounds/one_run/v", 10_000))),
         expect="correct guesses"),
     Row("wb one-run candidates edited", 2, report=_json(_doc((f"{WB}/bounds/one_run/candidates_tried", [200]))),
@@ -382,8 +400,8 @@ ROWS = [
     # ---- canaries (exit 2)
     Row("canary bound raised", 2, report=_json(_doc((f"{M2}/canary/epsilon_lb", 1.5))),
         expect="models[2].canary.epsilon_lb is 1.5 but the one-run test"),
-    Row("canary correct guesses raised", 2, report=_json(_doc(("models/0/canary/v", 100))),
-        expect="models[0].canary.epsilon_lb is 2.52286 but the one-run test"),
+    Row("canary correct guesses raised", 2, report=_json(_doc(("models/0/canary/v", 250))),
+        expect="models[0].canary.epsilon_lb is 2.97989 but the one-run test"),
     Row("canary guesses at a candidate not tried", 2, report=_json(_doc((f"{M2}/canary/r", 11))),
         expect="r = 11 guesses is not one of its candidates"),
     Row("canary ceiling edited", 2, report=_json(_doc((f"{M2}/canary/ceiling", 0.5))),
@@ -406,7 +424,8 @@ ROWS = [
     Row("best bound edited", 2, report=_json(_doc((f"{M2}/verdict/empirical_epsilon_lb", 0.1))),
         expect="models[2].verdict.empirical_epsilon_lb is 0.1"),
     Row("ratio edited", 2, report=_json(_doc((f"{M2}/verdict/ratio", 0.01))), expect="models[2].verdict.ratio"),
-    Row("inconclusive softened to consistent", 2, report=_json(_doc((f"{M1}/verdict/status", "consistent"))),
+    Row("inconclusive softened to consistent", 2, report=_json(_doc(_powerless, (f"{M1}/verdict/status",
+                                                                                 "consistent"))),
         expect="models[1].verdict.status is 'consistent' but its recomputed evidence says 'inconclusive'"),
     Row("claim edited", 2, report=_json(_doc((f"{M2}/verdict/claimed_epsilon", 0.5))),
         expect="models[2].verdict.claimed_epsilon is 0.5"),
@@ -418,6 +437,71 @@ ROWS = [
         expect="models[2].verdict.per_bound_confidence is 0.95"),
     Row("evidence source edited", 2, report=_json(_doc((f"{M2}/verdict/source", "loss attack"))),
         expect="models[2].verdict: source"),
+    # ---- issue 24 (power branch): balanced canary guesses, measured power, α-spending (exit 2)
+    Row("canary guesses top-k only", 2, report=_json(_doc((f"{M2}/canary/k_minus", 0), (f"{M2}/canary/r", 5))),
+        expect="with as many guesses out as in"),
+    Row("canary correction text edited", 2, report=_json(_doc((f"{M2}/canary/correction", "fixed k"))),
+        expect="models[2].canary.correction is 'fixed k'"),
+    Row("canary more correct than balanced guesses allow", 2, report=_json(_doc((f"{M2}/canary/v", 11))),
+        expect="v = 11 correct guesses of 10 is impossible"),
+    Row("canary ceiling of top-k guesses", 2, report=_json(_doc((f"{M2}/canary/ceiling", 2.19642800372))),
+        expect="models[2].canary.ceiling is 2.19643 but a perfect attack on 500 canaries (balanced guesses)"),
+    Row("coin check says biased", 2, report=_json(_doc((f"{M2}/canary/coin_check/biased", True))),
+        expect="models[2].canary.coin_check.biased is 'True'"),
+    Row("coin check p-value edited", 2, report=_json(_doc((f"{M2}/canary/coin_check/p_value", 0.5))),
+        expect="models[2].canary.coin_check.p_value is 0.5 but the binomial test"),
+    Row("coin check deleted", 2, report=_json(_doc((f"{M2}/canary/coin_check", None))),
+        expect="models[2].canary.coin_check is missing"),
+    Row("attack detectable ε lowered", 2, report=_json(_doc((f"{A0}/detectable_epsilon", 1.5))),
+        expect="models[2].attacks[0].detectable_epsilon is 1.5 but the power simulation"),
+    Row("attack detectable ε on a non-DP model", 2, report=_json(_doc(("models/0/attacks/0/detectable_epsilon", 3.0))),
+        expect="models[0].attacks[0].detectable_epsilon is 3 but a model without a claim"),
+    Row("canary detectable ε lowered", 2, report=_json(_doc((f"{M1}/canary/detectable_epsilon", 9.0))),
+        expect="models[1].canary.detectable_epsilon is 9 but the power simulation"),
+    Row("wb detectable ε below the claim", 2, report=_json(_doc((f"{WB}/detectable_epsilon", 0.5))),
+        expect="models[2].whitebox.detectable_epsilon is 0.5, but a detectable ε is a true ε above the claimed"),
+    Row("wb detectable ε a string", 2, report=_json(_doc((f"{WB}/detectable_epsilon", "1.0"))),
+        expect="models[2].whitebox.detectable_epsilon must be a number"),
+    Row("wb noise factor above 1", 2, report=_json(_doc((f"{WB}/detectable_noise_factor", 2.0))),
+        expect="models[2].whitebox.detectable_noise_factor is 2"),
+    Row("wb powerless, verdict still consistent", 2, report=_json(_doc((f"{M1}/whitebox/detectable_epsilon", 20.0),
+                                                                          (f"{M1}/verdict/detectable_epsilon", 20.0))),
+        expect="models[1].verdict.status is 'consistent' but its recomputed evidence says 'inconclusive'"),
+    Row("verdict detectable ε edited", 2, report=_json(_doc((f"{M2}/verdict/detectable_epsilon", 1.5))),
+        expect="models[2].verdict.detectable_epsilon is 1.5 but the smallest"),
+    Row("verdict detectable source edited", 2, report=_json(_doc((f"{M2}/verdict/detectable_source", "lira attack"))),
+        expect="models[2].verdict.detectable_source is 'lira attack'"),
+    Row("power multiple edited", 2, report=_json(_doc((f"{M2}/verdict/power_multiple", 10.0))),
+        expect="models[2].verdict.power_multiple is 10"),
+    Row("power method edited", 2, report=_json(_doc((f"{M2}/verdict/power_method", "trust me"))),
+        expect="models[2].verdict.power_method is 'trust me'"),
+    Row("verdict text says consistent, status inconclusive", 2,
+        report=_json(_doc(_powerless, _copy(f"{M2}/verdict/text", f"{M1}/verdict/text"))),
+        expect="models[1].verdict.text is 'Consistent: no bound exceeds the claimed"),
+    Row("verdict text edited", 2, report=_json(_doc((f"{M2}/verdict/text", "Consistent: all fine."))),
+        expect="models[2].verdict.text is 'Consistent: all fine.'"),
+    Row("next step of an inconclusive verdict edited", 2,
+        report=_json(_doc(_powerless, (f"{M1}/verdict/next_step", "nothing to do"))),
+        expect="models[1].verdict.next_step is 'nothing to do'"),
+    Row("alpha spending deleted", 2, report=_json(_doc(("alpha_spending", None))), expect="alpha_spending is missing"),
+    Row("alpha spending: more confidence claimed", 2, report=_json(_doc(("alpha_spending/combined_confidence", 0.99))),
+        expect="alpha_spending.combined_confidence is 0.99 but 1 − alpha_spent_total"),
+    Row("alpha spending: all of α this run", 2, report=_json(_doc(("alpha_spending/alpha_this_run", 0.05))),
+        expect="alpha_spending.alpha_this_run is 0.05"),
+    Row("alpha spending: rerun as a string", 2, report=_json(_doc(("alpha_spending/rerun", "0"))),
+        expect="alpha_spending.rerun must be an integer"),
+    Row("alpha spending: a re-run with less spent before", 2,
+        report=_json(_doc(("alpha_spending/rerun", 1), ("alpha_spending/alpha_this_run", 0.0125),
+                          ("alpha_spending/alpha_spent_total", 0.0125), ("alpha_spending/combined_confidence", 0.9875))),
+        expect="alpha_spending.alpha_spent_before is 0 but the 1 run(s) before this one spent at least 0.025"),
+    Row("alpha spending: original audit spent before", 2, report=_json(_doc(("alpha_spending/alpha_spent_before", 0.01))),
+        expect="alpha_spending.alpha_spent_before is 0.01"),
+    Row("alpha spending: unknown key", 2, report=_json(_doc(("alpha_spending/bonus", 1))),
+        expect="not a key dpaudit writes"),
+    Row("alpha spending: schedule edited", 2, report=_json(_doc(("alpha_spending/schedule", "spend it all"))),
+        expect="alpha_spending.schedule is 'spend it all'"),
+    Row("verdicts held at all of α", 2, report=_json(_doc((f"{M2}/verdict/family_confidence", 0.95))),
+        expect="models[2].verdict.family_confidence is 0.95 but this run's share"),
     # ---- models against the configuration (exit 2)
     Row("config lists another epsilon", 2, report=_json(_doc(("config/epsilons", ["inf", 8.0, 1.0, 4.0]))),
         expect="config.epsilons lists 4"),
@@ -517,7 +601,7 @@ ROWS = [
         expect="is also the --junit-xml"),
     # ---- per-record scores stored beside the report (--save-scores): counts, AUC and canaries recomputed (exit 2)
     Row("scores disagree with the counts", 2, files=_scores("dp-eps1__loss", edit=_flip_first_score),
-        expect="models[2].attacks[0].metrics.auc is 0.507897 but the scores in scores/dp-eps1__loss.csv"),
+        expect="models[2].attacks[0].metrics.auc is 0.507613 but the scores in scores/dp-eps1__loss.csv"),
     Row("canary scores disagree", 2, files=_scores("dp-eps1__canary", edit=_flip_first_canary),
         expect="scores/dp-eps1__canary.csv holds 500 canaries, 231 in"),
     Row("another audit's scores beside", 2, files={"scores/dp-eps3__loss.csv": (SCORES / "dp-eps1__loss.csv")
@@ -525,13 +609,14 @@ ROWS = [
     Row("scores file malformed", 2, files={"scores/dp-eps1__loss.csv": "is_member,score\n1,abc\n"},
         expect="score 'abc' is not a number"),
     Row("consistent count edit, exposed by the scores", 2, report=_json(_doc(_consistent_bound)),
-        files=_scores("dp-eps1__loss"), expect="models[2].attacks[0].epsilon_lb: tp 1366"),
+        files=_scores("dp-eps1__loss"), expect="models[2].attacks[0].epsilon_lb: tp 1346"),
     Row("consistent count edit, no scores to expose it", 0, report=_json(_doc(_consistent_bound))),
     Row("stored scores agree", 0, files=_scores("dp-eps1__loss", "dp-eps1__rmia", "dp-eps1__canary",
                                                  "dp-eps8__lira", "non-dp__canary")),
     # ---- reports the gate must fail: exit 1, naming the rule (each a verifiable report)
     Row("no models", 2, report=_json(_doc(("models", []), ("config/epsilons", []))), expect="config.epsilons is empty"),
-    Row("inconclusive forbidden", 1, files=_pol("forbid_inconclusive = true\n"), args=_p,
+    Row("inconclusive forbidden", 1, report=_json(_doc(_powerless)), files=_pol("forbid_inconclusive = true\n"),
+        args=_p,
         expect="forbid_inconclusive"),
     Row("auc above the limit", 1, args=lambda d: ["--max-auc", "0.52"], expect="max_auc_dp"),
     Row("tpr above the limit", 1, args=lambda d: ["--max-tpr-at-1pct-fpr", "0.015"], expect="max_tpr_at_1pct_fpr_dp"),
@@ -620,7 +705,9 @@ def test_base_is_the_reference_audit():
     """The table's base is the committed real audit, and it passes the gate as it stands."""
     doc = json.loads(BASE)
     assert [m["name"] for m in doc["models"]] == ["non-dp", "dp-eps8", "dp-eps1"]
-    assert doc["models"][1]["verdict"]["status"] == "inconclusive" and doc["models"][2]["whitebox"]["conformant"]
+    assert [m["verdict"]["status"] for m in doc["models"]] == ["no DP claim", "consistent", "consistent"]
+    assert doc["models"][2]["whitebox"]["conformant"]
+    assert _doc(_powerless)()["models"][1]["verdict"]["status"] == "inconclusive"
 
 
 @pytest.mark.slow

@@ -41,17 +41,26 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from dpaudit.core import bounds as _b
 from dpaudit.core.bounds import (
+    ALPHA_SCHEDULE,
+    POWER_MULTIPLE,
+    alpha_share,
+    alpha_spent,
+    balanced_candidates,
     decide_verdict,
     evidence_confidences,
+    fair_coin_check,
     family_confidence,
     max_advantage,
     max_balanced_accuracy,
 )
+from dpaudit.core.power import POWER_METHOD, detectable_epsilon_cp, detectable_epsilon_one_run
 from dpaudit.errors import DPAuditError
 from dpaudit.schema import SCHEMA, SEVERITY, ModelAudit, Report
 
@@ -65,6 +74,17 @@ epsilon_lb_one_run = lru_cache(maxsize=4096)(_b.epsilon_lb_one_run)
 @lru_cache(maxsize=4096)
 def ceiling_one_run(m: int, delta: float, confidence: float, n_in: int) -> float:
     return _b.ceiling_one_run(m, delta, confidence, n_in=n_in)
+
+
+@lru_cache(maxsize=4096)
+def ceiling_one_run_balanced(m: int, delta: float, confidence: float, n_in: int) -> float:
+    return _b.ceiling_one_run_balanced(m, delta, confidence, n_in=n_in)
+
+
+@lru_cache(maxsize=256)
+def _coin_check(m: int, members: int) -> dict:
+    # fair_coin_check reads only the number of canaries and of members among them
+    return fair_coin_check([True] * members + [False] * (m - members))
 
 __all__ = ["verify_report", "verify_scores", "auc_bracket", "plan_confidences", "WHITEBOX_TESTS"]
 
@@ -137,24 +157,72 @@ def _eps(where, v, **kw):
 # ------------------------------------------------------------------------------------- plan of confidences
 
 
-def plan_confidences(config, dp: bool) -> dict:
-    """The confidence of each bound of one model, as :func:`dpaudit.pipeline.bound_confidence` plans it from the
-    configuration alone (before any data): per_model (the verdict's), attack (each attack's bound and ceiling),
-    canary (each canary route's), n_bounds and n_attacks.
+def run_confidence(config, rerun: int = 0) -> float:
+    """The confidence one run's verdicts hold together at, on the fixed α-spending schedule: 1 − α · 2^-(rerun+1)
+    (the original audit α/2, the r-th `dpaudit attack` re-run α/2^(r+1); :func:`~dpaudit.core.bounds.alpha_share`).
+
+    >>> from types import SimpleNamespace as NS
+    >>> round(run_confidence(NS(confidence=0.95)), 6), round(run_confidence(NS(confidence=0.95), 1), 6)
+    (0.975, 0.9875)
+    """
+    return 1.0 - (1.0 - config.confidence) * alpha_share(rerun)
+
+
+def plan_confidences(config, dp: bool, rerun: int = 0) -> dict:
+    """The confidence of each bound of one model, as :func:`dpaudit.core.plan.bound_confidence` plans it from the
+    configuration and the run's place on the α-spending schedule alone (before any data): run (all of this run's
+    verdicts together), per_model (the verdict's), attack (each attack's bound and ceiling), canary (each canary
+    route's), n_bounds and n_attacks. White-box canaries take one route per bound of :data:`WHITEBOX_ROUTES` and
+    one for their conformance tests.
 
     >>> from types import SimpleNamespace as NS
     >>> p = plan_confidences(NS(canaries=500, gradient_canaries=1000, attacks=("a",) * 5,
     ...                         epsilons=(math.inf, 8.0, 1.0), confidence=0.95), dp=True)
-    >>> round(p["per_model"], 6), round(p["attack"], 6), round(p["canary"], 6), p["n_bounds"]
-    (0.975, 0.9975, 0.996875, 9)
+    >>> round(p["run"], 6), round(p["per_model"], 6), round(p["attack"], 6), round(p["canary"], 7), p["n_bounds"]
+    (0.975, 0.9875, 0.99875, 0.9984375, 9)
     """
-    routes = (1 if config.canaries > 0 else 0) + (3 if dp and config.gradient_canaries > 0 else 0)
+    routes = (1 if config.canaries > 0 else 0) + (WHITEBOX_ROUTE_COUNT if dp and config.gradient_canaries > 0 else 0)
     n_attacks = len(config.attacks)
     d = max(sum(1 for e in config.epsilons if e != math.inf), 1)
-    per_model = family_confidence(config.confidence, d) if dp else config.confidence
+    run = run_confidence(config, rerun)
+    per_model = family_confidence(run, d) if dp else run
     attack, canary = evidence_confidences(per_model, n_attacks, routes)
-    return {"per_model": per_model, "attack": attack, "canary": canary, "n_bounds": max(n_attacks + routes, 1),
-            "n_attacks": n_attacks}
+    return {"run": run, "per_model": per_model, "attack": attack, "canary": canary,
+            "n_bounds": max(n_attacks + routes, 1), "n_attacks": n_attacks}
+
+
+# The α-spending record every report carries (dpaudit.core.plan.alpha_spending), key by key.
+_ALPHA_KEYS = {"schedule": "str", "rerun": "int", "alpha": "num", "alpha_this_run": "num", "alpha_spent_before": "num",
+               "alpha_spent_total": "num", "combined_confidence": "num"}
+
+
+def check_alpha_spending(rep: Report) -> int:
+    """Strict types of ``alpha_spending`` and every number in it recomputed from config.confidence and the re-run
+    index on the fixed schedule; returns the re-run index (which sets every bound's confidence). Earlier runs
+    cannot have spent less than the schedule gave them (``alpha_spent_before`` >= α(1 − 2^-rerun))."""
+    sp = rep.alpha_spending
+    if sp is None:
+        raise _bad("alpha_spending is missing (every report of this dpaudit records the α it spent)")
+    d = _typed_block("alpha_spending", sp, _ALPHA_KEYS)
+    if d["schedule"] != ALPHA_SCHEDULE:
+        raise _bad(f"alpha_spending.schedule is {d['schedule'][:60]!r}, not the fixed schedule dpaudit spends α on")
+    rerun = d["rerun"]
+    alpha = 1.0 - rep.config.confidence
+    _agree("alpha_spending.alpha", d["alpha"], alpha, "1 − config.confidence")
+    _agree("alpha_spending.alpha_this_run", d["alpha_this_run"], alpha * alpha_share(rerun),
+           f"the schedule's share of run {rerun} (α/2^{rerun + 1})")
+    before = d["alpha_spent_before"]
+    least = alpha_spent(alpha, rerun - 1) if rerun > 0 else 0.0
+    if rerun == 0:
+        _agree("alpha_spending.alpha_spent_before", before, 0.0, "an original audit (rerun 0)")
+    elif not (least * (1 - REL) - ABS <= before <= 1.0):
+        raise _bad(f"alpha_spending.alpha_spent_before is {_num(before)} but the {rerun} run(s) before this one spent "
+                   f"at least {least:.6g} on the schedule")
+    _agree("alpha_spending.alpha_spent_total", d["alpha_spent_total"], before + alpha * alpha_share(rerun),
+           "alpha_spent_before + alpha_this_run")
+    _agree("alpha_spending.combined_confidence", d["combined_confidence"], 1.0 - (before + alpha * alpha_share(rerun)),
+           "1 − alpha_spent_total")
+    return rerun
 
 
 # ------------------------------------------------------------------------------------------------ AUC / ROC
@@ -281,24 +349,37 @@ def _default_candidates(m: int) -> list[int]:
     return out
 
 
-def _one_run_value(where: str, g, m: int, n_in: int, delta: float, confidence: float) -> float:
-    """Recompute a one-run bound from (m, r, v) at ``confidence`` over its candidates (Bonferroni)."""
+def _one_run_value(where: str, g, m: int, n_in: int, delta: float, confidence: float, *,
+                   balanced: bool = False) -> float:
+    """Recompute a one-run bound from (m, r, v) at ``confidence`` over its candidates (Bonferroni).
+
+    ``balanced``: the black-box canaries' rule (:func:`~dpaudit.core.bounds.one_run_audit_balanced`): k "in" and k
+    "out" guesses, r = 2k, at most min(k, n_in) + min(k, m − n_in) of them correct; otherwise the white-box
+    canaries' top-k guesses (:func:`~dpaudit.core.bounds.one_run_audit`, k_minus 0)."""
     if g("m") != m:
         raise _bad(f"{where}.m is {g('m')} but there are {m} canaries")
     cands = list(g("candidates_tried"))
-    if cands != _default_candidates(m) or g("k_minus") != 0:
-        raise _bad(f"{where} tried k_plus {cands} (k_minus {g('k_minus')}), not the audit's fixed candidates "
-                   f"{_default_candidates(m)}")
-    r, v, kp = g("r"), g("v"), g("k_plus")
-    if kp not in cands or r != kp + g("k_minus"):
-        raise _bad(f"{where}: r = {r} guesses is not one of its candidates {cands}")
-    if not 0 <= v <= min(kp, n_in):
+    want = balanced_candidates(m) if balanced else _default_candidates(m)
+    kp, km = g("k_plus"), g("k_minus")
+    if cands != want or (km != kp if balanced else km != 0):
+        raise _bad(f"{where} tried k_plus {cands} (k_minus {km}), not the audit's fixed candidates {want}"
+                   + (" with as many guesses out as in" if balanced else ""))
+    r, v = g("r"), g("v")
+    if kp not in cands or r != kp + km:
+        raise _bad(f"{where}: r = {r} guesses is not one of its candidates {cands}"
+                   + (" (k in and k out)" if balanced else ""))
+    most = min(kp, n_in) + (min(km, m - n_in) if balanced else 0)
+    if not 0 <= v <= most:
         raise _bad(f"{where}: v = {v} correct guesses of {r} is impossible with {n_in} of {m} canaries included")
     _agree(f"{where}.delta", g("delta"), delta, "the configuration")
     _agree(f"{where}.confidence", g("confidence"), confidence, "the configuration's Bonferroni plan")
-    expected = f"bonferroni over {len(cands)} candidates" if len(cands) > 1 else "fixed k"
+    if balanced:
+        expected = (f"balanced guesses (k in, k out); bonferroni over {len(cands)} candidates" if len(cands) > 1
+                    else "balanced guesses (k in, k out), fixed k")
+    else:
+        expected = f"bonferroni over {len(cands)} candidates" if len(cands) > 1 else "fixed k"
     if g("correction") != expected:
-        raise _bad(f"{where}.correction is {g('correction')!r}, not {expected!r}")
+        raise _bad(f"{where}.correction is {str(g('correction'))[:80]!r}, not {expected!r}")
     c_each = 1.0 - (1.0 - confidence) / len(cands)
     return epsilon_lb_one_run(m, r, v, delta, c_each)
 
@@ -334,28 +415,70 @@ _ONE_RUN_KEYS = {"epsilon_lb": "num", "m": "int", "r": "int", "v": "int", "k_plu
                  "candidates_tried": "list", "correction": "str", "delta": "num", "confidence": "num"}
 _CP_KEYS = {"value": "num", "method": "str", "threshold": "num", "threshold_selection": "str", "tp": "int",
             "n_pos": "int", "fp": "int", "n_neg": "int", "direction": "str", "delta": "num", "confidence": "num"}
+
+
+@dataclass(frozen=True)
+class WhiteBoxRoute:
+    """One bound of the white-box block that reaches the verdict: its evidence name, the block's keys of its bound
+    and ceiling, any further keys it writes (with their types), and how both are recomputed:
+    ``recompute(where, block, views, ctx) -> (bound, ceiling)``, ``block`` the strictly typed block, ``views`` the
+    recomputed bounds sub-blocks ({"bounds": {...}, "final_model_bounds": {...}}, each {"one_run": ε, "cp": ε}),
+    ``ctx`` {m, n_in, delta, confidence, claimed}. A new route is one more entry of :data:`WHITEBOX_ROUTES`: the
+    keys, the verdict's evidence and the confidence plan (one route each, plus the conformance tests) follow."""
+    source: str
+    bound_key: str
+    ceiling_key: str
+    recompute: Callable[[str, dict, dict, dict], tuple[float, float]]
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def _route_one_run(where: str, d: dict, views: dict, ctx: dict) -> tuple[float, float]:
+    return views["bounds"]["one_run"], ceiling_one_run(ctx["m"], ctx["delta"], ctx["confidence"], n_in=ctx["n_in"])
+
+
+def _route_cp(where: str, d: dict, views: dict, ctx: dict) -> tuple[float, float]:
+    m, n_in = ctx["m"], ctx["n_in"]
+    ceil = ceiling_clopper_pearson(n_in, m - n_in, ctx["delta"], ctx["confidence"]) if 0 < n_in < m else 0.0
+    return views["bounds"]["cp"], ceil
+
+
+# The white-box bounds a verdict reads, in the order the pipeline lists them (dpaudit.pipeline._verdict).
+WHITEBOX_ROUTES: tuple[WhiteBoxRoute, ...] = (
+    WhiteBoxRoute("white-box canaries (one run)", "epsilon_lb_one_run", "ceiling_one_run", _route_one_run),
+    WhiteBoxRoute("white-box canaries (Clopper-Pearson)", "epsilon_lb_cp", "ceiling_cp", _route_cp),
+)
+# Confidence routes white-box canaries take in the plan: one per bound, one for the conformance family.
+WHITEBOX_ROUTE_COUNT = len(WHITEBOX_ROUTES) + 1
+# The white-box route's measured power, one figure for all its bounds and tests (as dpaudit.pipeline._verdict).
+WHITEBOX_POWER_SOURCE = "white-box canaries"
+
 _WB_KEYS = {"m": "int", "included": "int", "steps": "int", "confidence": "num", "delta": "num",
             "claimed_epsilon": "num", "claimed_sigma": "num", "claimed_q": "num", "max_grad_norm": "num",
-            "dirac_norm": "num", "epsilon_lb_one_run": "num", "epsilon_lb_cp": "num", "bounds": "dict",
+            "dirac_norm": "num", "bounds": "dict",
             "final_model_epsilon_lb_one_run": "num", "final_model_epsilon_lb_cp": "num", "final_model_bounds": "dict",
             "tests": "list", "conformant": "bool", "failed": "list", "sigma_hat": "num?", "sigma_ci": "list",
             "q_hat": "num?", "q_ci": "list", "empirical_epsilon": "num?", "empirical_epsilon_ci": "list?",
-            "accountant": "str", "notes": "list", "ceiling_one_run": "num", "ceiling_cp": "num", "epsilon_lb": "num",
-            "ceiling": "num"}
+            "accountant": "str", "notes": "list", "epsilon_lb": "num", "ceiling": "num",
+            **{k: "num" for r in WHITEBOX_ROUTES for k in (r.bound_key, r.ceiling_key)},
+            **{k: t for r in WHITEBOX_ROUTES for k, t in r.keys.items()}}
+# Written by an audit that measured the route's power (dpaudit.core.power.whitebox_detectable); a probe report
+# (dpaudit whitebox) leaves them out: its power is not measured.
+_WB_OPTIONAL = {"detectable_epsilon": "num?", "detectable_noise_factor": "num?"}
 
 
-def _typed_block(where: str, d: Any, spec: dict[str, str]) -> dict:
+def _typed_block(where: str, d: Any, spec: dict[str, str], optional: dict[str, str] | None = None) -> dict:
+    optional = optional or {}
     _typed(where, d, "dict")
-    _keys(where, d, set(spec))
+    _keys(where, d, set(spec), set(optional))
     out = {}
-    for k, kind in spec.items():
+    for k, kind in {**spec, **{k: t for k, t in optional.items() if k in d}}.items():
         out[k] = _typed(f"{where}.{k}", d[k], kind.rstrip("?"), nullable=kind.endswith("?"))
     return out
 
 
-def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: float) -> tuple[float, float]:
-    """One view's bounds block ({one_run, one_run_epsilon_lb, cp_epsilon_lb, cp}): its (one-run,
-    Clopper-Pearson) bounds, recomputed."""
+def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: float) -> dict[str, float]:
+    """One view's bounds block ({one_run, one_run_epsilon_lb, cp_epsilon_lb, cp}): its {"one_run": ε, "cp": ε}
+    bounds, recomputed."""
     _typed(where, b, "dict")
     _keys(where, b, {"one_run", "one_run_epsilon_lb", "cp_epsilon_lb", "cp"})
     one = _typed_block(f"{where}.one_run", b["one_run"], _ONE_RUN_KEYS)
@@ -374,14 +497,28 @@ def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: 
         cp_v = 0.0
     _agree(f"{where}.cp_epsilon_lb", _typed(f"{where}.cp_epsilon_lb", b["cp_epsilon_lb"], "num"), cp_v,
            "its cp block")
-    return one_v, cp_v
+    return {"one_run": one_v, "cp": cp_v}
+
+
+def _check_detectable(where: str, det, claimed: float | None) -> None:
+    """A stored detectable ε that is not re-simulated here: null (not measured), "inf" (not detectable), or the
+    smallest true ε refuted with probability >= 80%, which the bisection only ever finds above the claim."""
+    if det is None:
+        return
+    det = float(det)
+    if claimed is None:
+        raise _bad(f"{where} is {_num(det)} on a model that claims no ε (there is no claim to refute)")
+    if math.isnan(det) or not (math.isinf(det) or det >= claimed * (1 - REL) - ABS) or det <= 0:
+        raise _bad(f"{where} is {_num(det)}, but a detectable ε is a true ε above the claimed {claimed:.6g} "
+                   f"(or inf: not detectable)")
 
 
 def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: float, claimed: float | None,
-                    training_gc: Any) -> tuple[float, float, float, float, list[str]]:
+                    training_gc: Any) -> tuple[list[tuple[str, float, float]], list[str], float | None]:
     """Strict types of the white-box block, its bounds and ceilings recomputed, conformance recomputed from the
-    p-values. Returns (one-run bound, its ceiling, Clopper-Pearson bound, its ceiling, failed tests)."""
-    d = _typed_block(where, wb, _WB_KEYS)
+    p-values, its measured power validated. Returns ([(evidence, bound, ceiling)] for each of
+    :data:`WHITEBOX_ROUTES`, failed tests, detectable ε or None)."""
+    d = _typed_block(where, wb, _WB_KEYS, _WB_OPTIONAL)
     m, n_in = d["m"], d["included"]
     if m != m_cfg:
         raise _bad(f"{where}.m is {m} but config.gradient_canaries is {m_cfg}")
@@ -397,18 +534,31 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
     _agree(f"{where}.confidence", d["confidence"], confidence, "the configuration's Bonferroni plan")
     _agree(f"{where}.claimed_epsilon", d["claimed_epsilon"], claimed, "the training record's ε")
     _conf(f"{where}.confidence", d["confidence"])
-    one_v, cp_v = _wb_bounds(f"{where}.bounds", wb["bounds"], m, n_in, delta, confidence)
-    _agree(f"{where}.epsilon_lb_one_run", d["epsilon_lb_one_run"], one_v, "its bounds block")
-    _agree(f"{where}.epsilon_lb_cp", d["epsilon_lb_cp"], cp_v, "its bounds block")
-    fone, fcp = _wb_bounds(f"{where}.final_model_bounds", wb["final_model_bounds"], m, n_in, delta, confidence)
-    _agree(f"{where}.final_model_epsilon_lb_one_run", d["final_model_epsilon_lb_one_run"], fone, "its bounds block")
-    _agree(f"{where}.final_model_epsilon_lb_cp", d["final_model_epsilon_lb_cp"], fcp, "its bounds block")
-    c_one = ceiling_one_run(m, delta, confidence, n_in=n_in)
-    c_cp = ceiling_clopper_pearson(n_in, m - n_in, delta, confidence) if 0 < n_in < m else 0.0
-    _agree(f"{where}.ceiling_one_run", d["ceiling_one_run"], c_one, f"a perfect attack on {m} canaries")
-    _agree(f"{where}.ceiling_cp", d["ceiling_cp"], c_cp, f"a perfect attack on {n_in} in and {m - n_in} out")
-    _agree(f"{where}.epsilon_lb", d["epsilon_lb"], max(one_v, cp_v), "the larger of its two bounds")
-    _agree(f"{where}.ceiling", d["ceiling"], max(c_one, c_cp), "the larger of its two ceilings")
+    views = {k: _wb_bounds(f"{where}.{k}", wb[k], m, n_in, delta, confidence)
+             for k in ("bounds", "final_model_bounds")}
+    for k in ("one_run", "cp"):
+        _agree(f"{where}.final_model_epsilon_lb_{k}", d[f"final_model_epsilon_lb_{k}"], views["final_model_bounds"][k],
+               "its bounds block")
+    ctx = {"m": m, "n_in": n_in, "delta": delta, "confidence": confidence, "claimed": claimed}
+    routes = []
+    for r in WHITEBOX_ROUTES:
+        value, ceil = r.recompute(where, d, views, ctx)
+        _agree(f"{where}.{r.bound_key}", d[r.bound_key], value, "its bounds block")
+        _agree(f"{where}.{r.ceiling_key}", d[r.ceiling_key], ceil, f"a perfect attack on {m} canaries ({n_in} in)")
+        routes.append((r.source, value, ceil))
+    _agree(f"{where}.epsilon_lb", d["epsilon_lb"], max(v for _, v, _ in routes), "the larger of its two bounds"
+           if len(routes) == 2 else "the largest of its bounds")
+    _agree(f"{where}.ceiling", d["ceiling"], max(c for _, _, c in routes), "the larger of its two ceilings"
+           if len(routes) == 2 else "the largest of its ceilings")
+    # measured power: re-simulating it needs the accountant (Opacus), so its type, range and form are checked
+    det = d.get("detectable_epsilon")
+    _check_detectable(f"{where}.detectable_epsilon", det, claimed)
+    f = d.get("detectable_noise_factor")
+    if (det is None or math.isinf(det)) and f is not None:
+        raise _bad(f"{where}.detectable_noise_factor is {_num(f)} but its detectable ε is {_num(det)}")
+    if det is not None and math.isfinite(det) and not (f is not None and 0 < f < 1):
+        raise _bad(f"{where}.detectable_noise_factor is {_num(f)}; a detectable ε of {_num(det)} comes from the "
+                   f"claimed noise scaled by a factor in (0, 1)")
     # conformance, from the p-values
     alpha_each = (1.0 - confidence) / 5
     names = []
@@ -453,7 +603,7 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
     for k in ("claimed_sigma", "claimed_q", "max_grad_norm", "dirac_norm", "epsilon_lb", "ceiling"):
         _in(f"{where}.{k}", d[k], 0.0, math.inf)
     _prob(f"{where}.claimed_q", d["claimed_q"])
-    return one_v, c_one, cp_v, c_cp, failed
+    return routes, failed, det
 
 
 # -------------------------------------------------------------------------------------------------- a model
@@ -524,7 +674,7 @@ def _check_training(where: str, m: ModelAudit, cfg, observed_report: bool) -> No
                    abs(ac.opacus - ref) / ref if ref else math.inf, f"opacus against dp_accounting {ac.reference}")
 
 
-def _check_model(i: int, m: ModelAudit, eps: float, rep: Report) -> None:
+def _check_model(i: int, m: ModelAudit, eps: float, rep: Report, rerun: int = 0) -> None:
     cfg, split = rep.config, rep.split
     where = f"models[{i}]"
     dp = math.isfinite(eps)
@@ -539,7 +689,12 @@ def _check_model(i: int, m: ModelAudit, eps: float, rep: Report) -> None:
         raise _bad(f"{where}.training.target_epsilon is {_num(m.training.target_epsilon)} but config.epsilons[{i}] "
                    f"is {_num(eps)}")
     _check_training(where, m, cfg, rep.observed_training)
-    plan = plan_confidences(cfg, dp)
+    plan = plan_confidences(cfg, dp, rerun)
+    # what the claim allows (the power simulations refute this claim)
+    claimed = m.training.epsilon if dp else None
+    if dp and (claimed is None or not (claimed > 0 and math.isfinite(claimed))):
+        raise _bad(f"{where}.training.epsilon is {_num(claimed)}, not the finite ε > 0 of a DP training")
+    power: list[tuple[str, float | None]] = []
     delta = cfg.delta
     n_pos, n_neg = split.members, split.pool_size - split.members
     if (cfg.attacks or m.canary is not None) and (n_pos < 1 or n_neg < 1):  # a probe report has neither
@@ -567,7 +722,12 @@ def _check_model(i: int, m: ModelAudit, eps: float, rep: Report) -> None:
         value = _cp_value(f"{aw}.epsilon_lb", a.epsilon_lb, delta, plan["attack"], n_pos, n_neg)
         ceil = ceiling_clopper_pearson(n_pos, n_neg, delta, plan["attack"])
         _agree(f"{aw}.ceiling", a.ceiling, ceil, f"a perfect attack on {n_pos} members and {n_neg} non-members")
+        det = detectable_epsilon_cp(claimed, n_pos, n_neg, delta, plan["attack"], cfg.seed) if dp else None
+        _agree(f"{aw}.detectable_epsilon", a.detectable_epsilon, det,
+               f"the power simulation at its sample sizes and confidence (seed {cfg.seed})" if dp else
+               "a model without a claim (nothing to refute)")
         bounds.append((f"{a.attack} attack", value, ceil))
+        power.append((f"{a.attack} attack", det))
     # canaries
     if (m.canary is not None) != (cfg.canaries > 0):
         raise _bad(f"{where}.canary is {'present' if m.canary is not None else 'null'} but config.canaries is "
@@ -578,13 +738,21 @@ def _check_model(i: int, m: ModelAudit, eps: float, rep: Report) -> None:
         if c.m != cfg.canaries or split.canaries != cfg.canaries or c.included != split.canaries_in:
             raise _bad(f"{cw}: {c.included} of {c.m} canaries included, but the split drew {split.canaries_in} of "
                        f"{split.canaries} (config.canaries {cfg.canaries})")
-        value = _one_run_value(cw, lambda k: getattr(c, k), c.m, c.included, delta, plan["canary"])
+        if c.m < 2:
+            raise _bad(f"{cw}.m is {c.m}; balanced one-run guesses need at least 2 canaries")
+        value = _one_run_value(cw, lambda k: getattr(c, k), c.m, c.included, delta, plan["canary"], balanced=True)
         _agree(f"{cw}.epsilon_lb", c.epsilon_lb, value, f"the one-run test on its (m, r, v) = ({c.m}, {c.r}, {c.v})")
-        ceil = ceiling_one_run(c.m, delta, plan["canary"], n_in=c.included)
-        _agree(f"{cw}.ceiling", c.ceiling, ceil, f"a perfect attack on {c.m} canaries")
+        ceil = ceiling_one_run_balanced(c.m, delta, plan["canary"], n_in=c.included)
+        _agree(f"{cw}.ceiling", c.ceiling, ceil, f"a perfect attack on {c.m} canaries (balanced guesses)")
         for k in ("test_accuracy_with_canaries", "test_accuracy_without_canaries"):
             _prob(f"{cw}.{k}", getattr(c, k), allow_nan=True)
+        _check_coin(f"{cw}.coin_check", c.coin_check, c.m, c.included)
+        det = detectable_epsilon_one_run(claimed, c.m, c.included, delta, plan["canary"], cfg.seed) if dp else None
+        _agree(f"{cw}.detectable_epsilon", c.detectable_epsilon, det,
+               f"the power simulation at its m, canaries in and confidence (seed {cfg.seed})" if dp else
+               "a model without a claim (nothing to refute)")
         bounds.append(("canaries (one run)", value, ceil))
+        power.append(("canaries (one run)", det))
     # white-box gradient canaries
     rejected: list[str] | None = None
     want_wb = dp and cfg.gradient_canaries > 0
@@ -592,29 +760,43 @@ def _check_model(i: int, m: ModelAudit, eps: float, rep: Report) -> None:
         raise _bad(f"{where}.whitebox is {'present' if m.whitebox is not None else 'missing'} but config."
                    f"gradient_canaries is {cfg.gradient_canaries} on a {'DP' if dp else 'non-DP'} model")
     if m.whitebox is not None:
-        one, c_one, cp, c_cp, failed = _check_whitebox(f"{where}.whitebox", m.whitebox, cfg.gradient_canaries,
-                                                       delta, plan["canary"], m.training.epsilon,
-                                                       m.training.gradient_canaries)
-        bounds += [("white-box canaries (one run)", one, c_one), ("white-box canaries (Clopper-Pearson)", cp, c_cp)]
+        routes, failed, det = _check_whitebox(f"{where}.whitebox", m.whitebox, cfg.gradient_canaries, delta,
+                                              plan["canary"], m.training.epsilon, m.training.gradient_canaries)
+        bounds += routes
+        power.append((WHITEBOX_POWER_SOURCE, det))
         rejected = failed
     elif m.training.gradient_canaries is not None:
         raise _bad(f"{where}.training.gradient_canaries is set but the model has no white-box block")
-    # what the claim allows
-    claimed = m.training.epsilon if dp else None
-    if dp and (claimed is None or not (claimed > 0 and math.isfinite(claimed))):
-        raise _bad(f"{where}.training.epsilon is {_num(claimed)}, not the finite ε > 0 of a DP training")
     _agree(f"{where}.bounds.delta", m.bounds.delta, delta, "config.delta")
     _agree(f"{where}.bounds.max_balanced_accuracy", m.bounds.max_balanced_accuracy,
            max_balanced_accuracy(claimed, delta) if dp else 1.0, "the claimed (ε, δ)")
     _agree(f"{where}.bounds.max_advantage", m.bounds.max_advantage,
            max_advantage(claimed, delta) if dp else 1.0, "the claimed (ε, δ)")
-    _check_verdict(where, m, claimed, bounds, rejected, plan, cfg)
+    _check_verdict(where, m, claimed, bounds, rejected, plan, power, rep)
 
 
-def _check_verdict(where: str, m: ModelAudit, claimed, bounds, rejected, plan, cfg) -> None:
+def _check_coin(where: str, cc: Any, m: int, included: int) -> None:
+    """The canaries' membership record (:func:`~dpaudit.core.bounds.fair_coin_check`), recomputed from m and the
+    number included: every key, the rule, the binomial test's p-value and the ``biased`` flag."""
+    if cc is None:
+        raise _bad(f"{where} is missing (every canary bound states its membership rule and coin check)")
+    want = _coin_check(m, included)
+    spec = {k: ("bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "num"
+                if isinstance(v, float) else "str") for k, v in want.items()}
+    d = _typed_block(where, cc, spec)
+    for k, v in want.items():
+        if spec[k] == "num":
+            _agree(f"{where}.{k}", d[k], v, f"the binomial test of {included} members of {m} against 1/2")
+        elif d[k] != v:
+            raise _bad(f"{where}.{k} is {str(d[k])[:60]!r} but {included} members of {m} give {str(v)[:60]!r}")
+
+
+def _check_verdict(where: str, m: ModelAudit, claimed, bounds, rejected, plan, power, rep: Report) -> None:
     v = m.verdict
     vw = f"{where}.verdict"
-    got = decide_verdict(claimed, bounds, rejected)
+    got = decide_verdict(claimed, bounds, rejected, n_canaries=m.canary.m if m.canary is not None else None,
+                         whitebox_possible=bool(m.training.observed),
+                         detectable=[(s, d) for s, d in power if d is not None])
     _agree(f"{vw}.claimed_epsilon", v.claimed_epsilon, claimed, "the training record's ε")
     _agree(f"{vw}.empirical_epsilon_lb", v.empirical_epsilon_lb, got["empirical_epsilon_lb"],
            "the best of its recomputed bounds")
@@ -629,9 +811,27 @@ def _check_verdict(where: str, m: ModelAudit, claimed, bounds, rejected, plan, c
     if list(v.rejected_conformance) != got["rejected_conformance"]:
         raise _bad(f"{vw}.rejected_conformance is {list(v.rejected_conformance)!r:.80} but the white-box tests' "
                    f"p-values reject {got['rejected_conformance']!r}")
-    if SEVERITY[v.status] < SEVERITY[got["status"]]:
-        raise _bad(f"{vw}.status is {v.status!r} but its recomputed evidence says {got['status']!r}")
-    dp = claimed is not None
+    # measured power: the audit's detectable ε is the smallest over its routes, and "consistent" needs it at most
+    # POWER_MULTIPLE × the claim (dpaudit.core.bounds.decide_verdict)
+    _agree(f"{vw}.detectable_epsilon", v.detectable_epsilon, got["detectable_epsilon"],
+           "the smallest of its routes' detectable ε")
+    if v.detectable_source != got["detectable_source"]:
+        raise _bad(f"{vw}.detectable_source is {str(v.detectable_source)[:60]!r} but the smallest detectable ε is "
+                   f"{str(got['detectable_source'])[:60]!r}'s")
+    if v.power_multiple is not None or claimed is not None:
+        _agree(f"{vw}.power_multiple", v.power_multiple, POWER_MULTIPLE, "the fixed rule (consistent needs the "
+               "detectable ε at most this multiple of the claim)")
+    if got["detectable_epsilon"] is not None and v.power_method != POWER_METHOD:
+        raise _bad(f"{vw}.power_method is {str(v.power_method)[:60]!r}, not how dpaudit measures power")
+    status = str(getattr(got["status"], "value", got["status"]))  # a str enum in dpaudit.core.bounds
+    if SEVERITY[v.status] < SEVERITY[status]:
+        raise _bad(f"{vw}.status is {v.status!r} but its recomputed evidence says {status!r}")
+    # the sentence a reader sees follows from the same numbers; a harsher stored status (fail closed) has its own
+    if v.status == status and v.next_step != got["next_step"]:
+        raise _bad(f"{vw}.next_step is {str(v.next_step)[:60]!r} but its evidence gives "
+                   f"{str(got['next_step'])[:60]!r}")
+    if v.status == status and v.text != got["text"]:
+        raise _bad(f"{vw}.text is {str(v.text)[:60]!r}… but its recomputed evidence reads {str(got['text'])[:60]!r}…")
     _agree(f"{vw}.confidence", v.confidence, plan["per_model"], "the configuration's Bonferroni plan")
     _agree(f"{vw}.per_bound_confidence", v.per_bound_confidence,
            plan["attack"] if plan["n_attacks"] else plan["canary"], "the configuration's Bonferroni plan")
@@ -640,8 +840,8 @@ def _check_verdict(where: str, m: ModelAudit, claimed, bounds, rejected, plan, c
     want_cc = plan["canary"] if plan["n_bounds"] > plan["n_attacks"] else None
     if v.canary_confidence is not None or want_cc is None:
         _agree(f"{vw}.canary_confidence", v.canary_confidence, want_cc, "the configuration's Bonferroni plan")
-    _agree(f"{vw}.family_confidence", v.family_confidence, cfg.confidence, "config.confidence")
-    del dp
+    _agree(f"{vw}.family_confidence", v.family_confidence, plan["run"],
+           "this run's share of config.confidence (alpha_spending)")
 
 
 # ------------------------------------------------------------------------------------------------ the report
@@ -704,6 +904,7 @@ def verify_report(rep: Report, schema: str = SCHEMA) -> None:
                            f"ceilings and confidences it recomputes); re-run the audit with this dpaudit")
     _nonnegative_ints(rep, "")
     _check_config(rep)
+    rerun = check_alpha_spending(rep)
     eps = rep.config.epsilons
     if len(rep.models) != len(eps):
         raise _bad(f"the report has {len(rep.models)} model(s) but config.epsilons lists {len(eps)} "
@@ -712,7 +913,7 @@ def verify_report(rep: Report, schema: str = SCHEMA) -> None:
         raise _bad(f"split.n_models is {rep.split.n_models} but config.shadow_models is {rep.config.shadow_models} "
                    f"(plus the target)")
     for i, (m, e) in enumerate(zip(rep.models, eps)):
-        _check_model(i, m, e, rep)
+        _check_model(i, m, e, rep, rerun)
 
 
 # ------------------------------------------------------------------------------------- per-record scores
@@ -728,7 +929,7 @@ def verify_scores(rep: Report, scores: dict[tuple[str, str], tuple[Any, Any]]) -
     import numpy as np
 
     from dpaudit.attacks.metrics import auc, tpr_at_fpr
-    from dpaudit.core.bounds import one_run_audit
+    from dpaudit.core.bounds import one_run_audit_balanced
 
     models = {m.name: m for m in rep.models}
     for (name, what), (is_in, s) in scores.items():
@@ -744,8 +945,8 @@ def verify_scores(rep: Report, scores: dict[tuple[str, str], tuple[Any, Any]]) -
             if (y.size, int(y.sum())) != (c.m, c.included):
                 raise _bad(f"{where} holds {y.size} canaries, {int(y.sum())} in, but models[{i}].canary has {c.m}, "
                            f"{c.included} in")
-            res = one_run_audit(s, y, c.delta, c.confidence)
-            if (res.r, res.v, res.k_plus) != (c.r, c.v, c.k_plus):
+            res = one_run_audit_balanced(s, y, c.delta, c.confidence)
+            if (res.r, res.v, res.k_plus, res.k_minus) != (c.r, c.v, c.k_plus, c.k_minus):
                 raise _bad(f"models[{i}].canary guesses r = {c.r}, v = {c.v} but its stored scores give r = {res.r}, "
                            f"v = {res.v}")
             _agree(f"models[{i}].canary.epsilon_lb", c.epsilon_lb, res.epsilon_lb, f"the one-run audit of {where}")

@@ -33,11 +33,25 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dpaudit.core.bounds import fixed_threshold_epsilon_lb, one_run_audit
+from dpaudit.core.bounds import one_run_audit
+from dpaudit.core.whitebox_stats import (
+    BROKEN,
+    bound_routes,
+    canary_cp_route,
+    coordinate_independence_test,
+    draw_dispersion_test,
+    epoch_repeat_test,
+    noise_gaussian_test,
+    noise_step_independence_test,
+    noise_tails_test,
+    omnibus_test,
+    random_half,
+    routes_text,
+)
 from dpaudit.errors import DPAuditError
 
 DIRAC_TIMES_CLIP = 10.0  # canary gradient norm D = 10 C: clipping must act on every canary draw
-N_SIMULATED = 20000  # canaries per class simulated from the claimed mechanism to fix the CP threshold
+N_SIMULATED = 20000  # canaries per class simulated from the claimed mechanism for the omnibus test
 
 
 @dataclass(frozen=True)
@@ -182,8 +196,9 @@ def simulate_claimed(n: int, steps: int, sigma: float, q: float, clip: float, se
 def fixed_threshold(sim_in: np.ndarray, sim_out: np.ndarray, n_pos: int, n_neg: int, delta: float,
                     confidence: float, n_candidates: int = 400) -> float:
     """The threshold with the largest Clopper-Pearson epsilon bound that the claimed mechanism's EXPECTED counts
-    would give at the audit's sample sizes. It is computed from simulated canaries only, never from the observed
-    ones, so the bound at it needs no multiple-testing correction."""
+    would give at the audit's sample sizes, from simulated canaries only. The audit's own bounds no longer use it
+    (a threshold tuned to the claim made the bound fall as the run leaked more: issue 22); the power simulation
+    (dpaudit.core.power.whitebox_simulator) still does, as a stated model of what the routes detect."""
     from dpaudit.core.bounds import cp_eps_array
 
     cand = np.quantile(np.concatenate([sim_in, sim_out]), np.linspace(0.5, 0.9995, n_candidates))
@@ -194,19 +209,16 @@ def fixed_threshold(sim_in: np.ndarray, sim_out: np.ndarray, n_pos: int, n_neg: 
     return float(cand[int(np.argmax(eps))])
 
 
-def _bounds(scores: np.ndarray, coins: np.ndarray, sim: tuple[np.ndarray, np.ndarray], delta: float,
-            confidence: float, seed: int) -> dict:
+def _bounds(scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float, seed: int) -> dict:
+    """One-run bound at ``confidence`` and the split-threshold Clopper-Pearson bound at ``confidence`` (the
+    final-model view: one score per canary, so no per-step route)."""
     one = one_run_audit(scores, coins, delta, confidence, seed=seed)
-    m = coins.size
     out = {"one_run": one.to_dict(), "one_run_epsilon_lb": one.epsilon_lb}
     if coins.all() or not coins.any():
         out.update(cp_epsilon_lb=0.0, cp=None)
         return out
-    t = fixed_threshold(sim[0], sim[1], m // 2, m - m // 2, delta, confidence)
-    cp = fixed_threshold_epsilon_lb(scores, coins, t, delta, confidence)
-    d = cp.to_dict()
-    d["threshold_selection"] = "fixed in advance by simulating the claimed mechanism (seeded), not from the canaries"
-    out.update(cp_epsilon_lb=cp.value, cp=d)
+    cp = canary_cp_route(scores, coins, random_half(coins.size, seed), delta, confidence)
+    out.update(cp_epsilon_lb=cp["epsilon_lb"], cp=cp)
     return out
 
 
@@ -250,73 +262,114 @@ def _epoch_llr(x: np.ndarray, sigma: float, q: float) -> np.ndarray:
 
 
 def independence_statistic(o_in: np.ndarray, epoch_of_step: np.ndarray, sigma: float, q: float, clip: float,
-                           seed: int = 0, n_sim: int = 200_000) -> tuple[float, float]:
+                           seed: int = 0, n_sim: int = 200_000, n_sigma: int = 0) -> tuple[float, float]:
     """z-statistic for shuffled fixed-size batches against Poisson sampling, and the z expected under shuffling.
 
     Poisson sampling draws a record independently at every step; shuffled fixed-size batches draw it exactly once
     an epoch. For each included canary and epoch the statistic is the log-likelihood ratio of the two
     (``_epoch_llr``); their sum is compared with its mean and variance under Poisson sampling, simulated (seeded)
-    at sigma and q (pass the estimates sigma-hat and q-hat so that this test targets dependence across steps
-    only, not the noise or the rate). The simulation's own error enters the variance. Its power grows with the
-    number of included canary-epochs and falls fast with sigma: a draw of size C must stand out of noise of std
-    sigma C; the second value says what z to expect under shuffling, so a pass at an expected z above -4 or so
-    (claimed epsilon around 1, sigma of 4 or more) is weak evidence.
+    at sigma and q. Pass the estimates sigma-hat and q-hat so that this test targets dependence across steps
+    only, not the noise or the rate: then q-hat must be the mean of these same ``o_in`` / C and ``n_sigma`` the
+    number of (independent, excluded-canary) values sigma-hat came from. Plugging estimates in moves the null
+    mean by about n mu'(q) (q-hat - q), an error that does not shrink relative to the statistic's spread as m
+    grows; it is accounted for by the delta method, with mu'(q) and mu'(sigma) from common-random-number
+    simulations and the covariance of each unit's LLR with its mean observation (q-hat is the mean of those).
+    The simulation's own error enters the variance too. Its power grows with the number of included
+    canary-epochs and falls fast with sigma: a draw of size C must stand out of noise of std sigma C; the second
+    value says what z to expect under shuffling, so a pass at an expected z above -4 or so (claimed epsilon
+    around 1, sigma of 4 or more) is weak evidence.
     """
     x = np.asarray(o_in, np.float64) / clip
     epoch_of_step = np.asarray(epoch_of_step)
     q = min(max(float(q), 1e-6), 0.5)
     rng = np.random.default_rng([int(seed), 0x1D])
-    total, mean, var, shift = 0.0, 0.0, 0.0, 0.0
-    sims: dict[int, tuple[float, float, float]] = {}
     n_units = x.shape[1]
+    hq, hs = 0.02 * q, 0.02 * sigma  # finite-difference steps for the plug-in derivatives
+    sims: dict[int, dict] = {}
+    blocks = []
+    sizes = [int(np.sum(epoch_of_step == e)) for e in np.unique(epoch_of_step)]
     for e in np.unique(epoch_of_step):
         block = x[epoch_of_step == e]
         k = block.shape[0]
         if k < 2 or n_units == 0:
             continue
         if k not in sims:
-            n = max(1000, n_sim // k)
-            null = (rng.random((k, n)) < q) + sigma * rng.standard_normal((k, n))
+            # every epoch of k steps shares this simulation, so its error in the mean is common to all of them:
+            # simulate several times as many units as the data hold (within a memory cap)
+            units_k = n_units * sum(1 for kk in sizes if kk == k)
+            n = int(min(max(1000, n_sim // k, 8 * units_k), max(1000, 4_000_000 // k)))
+            u, z = rng.random((k, n)), rng.standard_normal((k, n))
+            null = (u < q) + sigma * z
+            ln = _epoch_llr(null, sigma, q)
+            # common random numbers: the same u, z at q +- h and sigma +- h, each scored at its own parameters
+            dq = (_epoch_llr((u < q + hq) + sigma * z, sigma, q + hq).mean()
+                  - _epoch_llr((u < q - hq) + sigma * z, sigma, q - hq).mean()) / (2 * hq)
+            ds = (_epoch_llr((u < q) + (sigma + hs) * z, sigma + hs, q).mean()
+                  - _epoch_llr((u < q) + (sigma - hs) * z, sigma - hs, q).mean()) / (2 * hs)
             once = np.zeros((k, n))
             once[rng.integers(0, k, n), np.arange(n)] = 1.0
             once += sigma * rng.standard_normal((k, n))
-            ln, ls = _epoch_llr(null, sigma, q), _epoch_llr(once, sigma, q)
-            sims[k] = (float(ln.mean()), float(ln.var()), float(ls.mean() - ln.mean()), n)
-        mu, v, d, n = sims[k]
+            ls = _epoch_llr(once, sigma, q)
+            sims[k] = {"n": n, "mu": float(ln.mean()), "l": ln, "xbar": null.mean(axis=0), "dq": float(dq),
+                       "ds": float(ds), "shift": float(ls.mean() - ln.mean())}
+        blocks.append((k, block))
+    if not blocks:
+        return 0.0, 0.0
+    n_obs = sum(k for k, _ in blocks) * n_units  # q-hat's sample: every observation of these blocks
+    d_q = sum(n_units * sims[k]["dq"] for k, _ in blocks)
+    d_s = sum(n_units * sims[k]["ds"] for k, _ in blocks)
+    total = mean = var = shift = 0.0
+    for k, block in blocks:
+        sm = sims[k]
         total += float(_epoch_llr(block, sigma, q).sum())
-        mean += n_units * mu
-        var += n_units * v + (n_units ** 2) * v / n  # sampling variance plus the simulated mean's error
-        shift += n_units * d
+        mean += n_units * sm["mu"]
+        # S - d_q q-hat is a sum over independent units of l_u - c x-bar_u (q-hat = sum_u k x-bar_u / n_obs)
+        c = d_q * k / n_obs if n_obs else 0.0
+        resid = sm["l"] - c * sm["xbar"]
+        var += n_units * float(resid.var())
+        shift += n_units * sm["shift"]
+    for k, sm in sims.items():  # the simulated mean's error, common to every epoch of k steps
+        units_k = n_units * sum(1 for kk, _ in blocks if kk == k)
+        var += units_k ** 2 * float(sm["l"].var()) / sm["n"]
+    if n_sigma:
+        var += d_s ** 2 * sigma ** 2 / (2.0 * n_sigma)  # Var(sigma-hat) of a Gaussian scale from n_sigma values
     if var <= 0:
         return 0.0, 0.0
     return (total - mean) / math.sqrt(var), shift / math.sqrt(var)
 
 
+INDEPENDENCE_TESTS = ("sampling_independence", "noise_step_independence", "noise_coordinate_independence",
+                      "draw_coordinate_independence", "epoch_repeat", "draw_dispersion")
+
+
 def conformance_tests(obs: np.ndarray, coins: np.ndarray, epoch_of_step: np.ndarray, sigma: float, q: float,
                       clip: float, steps_accounted: int, n_param_updates: int,
-                      confidence: float = 0.95, seed: int = 0) -> list[dict]:
-    """The five conformance tests, each at level (1 - confidence)/5 (Bonferroni: all pass together with
-    probability >= confidence when the training is what the accountant was told). See ``analyse``."""
-    alpha_each = (1.0 - confidence) / 5
+                      confidence: float = 0.95, seed: int = 0, *, n_simulated: int = N_SIMULATED) -> list[dict]:
+    """The conformance tests, each at level (1 - confidence) / n (Bonferroni over the n tests: all pass together
+    with probability >= confidence when the training is what the accountant was told). Each part of what the
+    accountant assumes has its own test; ``broken`` says in words what a rejection means. See ``analyse`` and
+    dpaudit/whitebox_stats.py for each null distribution."""
     o = np.asarray(obs, np.float64)
+    coins = np.asarray(coins, bool)
     o_in, o_out = o[:, coins], o[:, ~coins]
-    tests = []
+    x_in, x_out = o_in / clip, o_out / clip
+    rows: list[tuple] = []  # (name, statistic, p, what, extra)
     # 1. noise: excluded canaries see noise only
     if o_out.size:
         s, p, n = noise_test(o_out, sigma, clip)
         sig_hat = math.sqrt(s / n) * sigma
-        tests.append(_test("noise_std", sig_hat, p, alpha_each,
-                           f"noise std at excluded canaries' coordinates ({sig_hat:.4g} C from {n} values) against "
-                           f"the claimed sigma C = {sigma:.4g} C (chi-square, two-sided)", claimed=sigma))
+        rows.append(("noise_std", sig_hat, p,
+                     f"noise std at excluded canaries' coordinates ({sig_hat:.4g} C from {n} values) against "
+                     f"the claimed sigma C = {sigma:.4g} C (chi-square, two-sided)", {"claimed": sigma}))
     # 2. inclusion rate x clipped norm: E[o] = q C for an included canary
     if o_in.size:
         n = o_in.size
         mean = float(o_in.mean())
         sd = clip * math.sqrt(q * (1 - q) + sigma * sigma)
         z = (mean - q * clip) / (sd / math.sqrt(n))
-        tests.append(_test("draw_rate", mean / clip, _two_sided_normal(z), alpha_each,
-                           f"mean observation of included canaries / C = {mean / clip:.4g} against q = {q:.4g}: "
-                           "tests the sampling rate and the clipped norm together (their product)", claimed=q))
+        rows.append(("draw_rate", mean / clip, _two_sided_normal(z),
+                     f"mean observation of included canaries / C = {mean / clip:.4g} against q = {q:.4g}: "
+                     "tests the sampling rate and the clipped norm together (their product)", {"claimed": q}))
     # 3. clipped norm on its own: E[o^2 | in] - E[o^2 | out] = q c^2 and E[o | in] = q c, whatever q and sigma
     if o_in.size and o_out.size:
         a = o_in.ravel() ** 2 - clip * o_in.ravel()
@@ -325,27 +378,60 @@ def conformance_tests(obs: np.ndarray, coins: np.ndarray, epoch_of_step: np.ndar
         se = math.sqrt(a.var() / a.size + b.var() / b.size)
         mean = float(o_in.mean())
         c_hat = (float(np.mean(o_in ** 2)) - float(b.mean())) / mean if mean > 0 else float("inf")
-        tests.append(_test("clipped_norm", c_hat / clip, _two_sided_normal(diff / se) if se > 0 else 0.0,
-                           alpha_each,
-                           f"a drawn canary's contribution c = (E[o^2|in] - E[o^2|out]) / E[o|in] = {c_hat / clip:.4g} C "
-                           "against C; independent of q and sigma (no clipping gives c = D)", claimed=1.0))
+        rows.append(("clipped_norm", c_hat / clip, _two_sided_normal(diff / se) if se > 0 else 0.0,
+                     f"a drawn canary's contribution c = (E[o^2|in] - E[o^2|out]) / E[o|in] = {c_hat / clip:.4g} C "
+                     "against C; independent of q and sigma (no clipping gives c = D)", {"claimed": 1.0}))
     # 4. sampling independence across steps (Poisson against shuffled fixed-size batches), at the estimated
     # sigma and q so that a wrong noise or rate does not show up here as well
     if o_in.size and o_out.size:
         sig_hat = math.sqrt(float(np.mean(o_out ** 2))) / clip
         q_hat = float(o_in.mean()) / clip
-        z, expected = independence_statistic(o_in, np.asarray(epoch_of_step), sig_hat, q_hat, clip, seed=seed)
-        tests.append(_test("sampling_independence", z, _two_sided_normal(z), alpha_each,
-                           "likelihood ratio of 'each included canary drawn exactly once an epoch' (shuffled "
-                           "fixed-size batches) against independent Poisson draws, as a z-score against Poisson; "
-                           f"z expected under shuffled batches: {expected:.3g} (power is low when that is below 4)",
-                           expected_z_if_shuffled=expected))
+        z, expected = independence_statistic(o_in, np.asarray(epoch_of_step), sig_hat, q_hat, clip, seed=seed,
+                                             n_sigma=o_out.size)
+        rows.append(("sampling_independence", z, _two_sided_normal(z),
+                     "likelihood ratio of 'each included canary drawn exactly once an epoch' (shuffled "
+                     "fixed-size batches) against independent Poisson draws, as a z-score against Poisson; "
+                     f"z expected under shuffled batches: {expected:.3g} (power is low when that is below 4)",
+                     {"expected_z_if_shuffled": expected}))
     # 5. steps: the steps that changed the canary parameters against the steps the accountant composed
     ok = int(n_param_updates) == int(steps_accounted) == o.shape[0]
-    tests.append(_test("steps", n_param_updates, 1.0 if ok else 0.0, alpha_each,
-                       f"{n_param_updates} noisy steps changed the canary parameters, {o.shape[0]} were observed, "
-                       f"the accountant composed {steps_accounted}", claimed=int(steps_accounted)))
-    return tests
+    rows.append(("steps", n_param_updates, 1.0 if ok else 0.0,
+                 f"{n_param_updates} noisy steps changed the canary parameters, {o.shape[0]} were observed, "
+                 f"the accountant composed {steps_accounted}", {"claimed": int(steps_accounted)}))
+    # 6-9. the noise's shape and its independence across steps and coordinates (excluded canaries: noise only)
+    if o_out.size:
+        st, p = noise_gaussian_test(x_out)
+        rows.append(("noise_gaussian", st, p, "Kolmogorov-Smirnov distance of the excluded canaries' noise, "
+                     "standardised by its own scale, from N(0, 1) (the shape, whatever the scale)", {}))
+        st, p = noise_tails_test(x_out)
+        rows.append(("noise_tails", st, p, "kurtosis of the excluded canaries' noise against a Gaussian's 3 "
+                     "(z-score; below 0: lighter tails, e.g. bounded support)", {}))
+        st, p = noise_step_independence_test(x_out)
+        rows.append(("noise_step_independence", st, p, "lag-1 autocorrelation of each excluded canary's noise over "
+                     "steps, pooled (self-normalised z; 0 for fresh noise)", {}))
+        st, p = coordinate_independence_test(x_out)
+        rows.append(("noise_coordinate_independence", st, p, "F-test of a noise component common to all excluded "
+                     "canaries' coordinates at a step (1 for independent coordinates)", {}))
+    # 10-12. the draws' independence across canaries, epochs and steps (included canaries)
+    if o_in.size:
+        st, p = coordinate_independence_test(x_in, center=True)
+        rows.append(("draw_coordinate_independence", st, p, "F-test of a component common to all included "
+                     "canaries at a step: draws (or noise) correlated across records (1 if independent)", {}))
+        st, p = epoch_repeat_test(x_in, np.asarray(epoch_of_step))
+        rows.append(("epoch_repeat", st, p, "covariance of each included canary's observation at the s-th step of "
+                     "one epoch with the s-th step of every other epoch (z; 0 if batches are fresh each epoch)", {}))
+        st, p = draw_dispersion_test(x_in)
+        rows.append(("draw_dispersion", st, p, "dispersion of each included canary's total over the steps (its "
+                     "number of draws plus noise) against Binomial(T, q) plus noise (F, 1 under Poisson)", {}))
+    # 13. omnibus: score distributions against the claimed mechanism simulated
+    if o_in.size and o_out.size and n_simulated > 0:
+        sim_in, sim_out = simulate_claimed(n_simulated, o.shape[0], sigma, q, clip, seed + 7)
+        sc = llr_scores(o, sigma, q, clip)
+        st, p = omnibus_test(sc[coins], sc[~coins], sim_in, sim_out)
+        rows.append(("omnibus", st, p, "Kolmogorov-Smirnov distance of the included and the excluded canaries' "
+                     f"scores from {n_simulated:,} canaries each simulated from the claimed mechanism", {}))
+    alpha_each = (1.0 - confidence) / len(rows)
+    return [_test(name, st, p, alpha_each, what, broken=BROKEN[name], **extra) for name, st, p, what, extra in rows]
 
 
 # --------------------------------------------------------------------------- result
@@ -381,12 +467,18 @@ class WhiteBoxResult:
     empirical_epsilon_ci: tuple | None
     accountant: str
     notes: list = field(default_factory=list)
+    routes: list = field(default_factory=list)
+    best_route: str = "none"
+    epsilon_lb_best: float = 0.0
+    epsilon_lb_per_step: float = 0.0
+    broken: list = field(default_factory=list)
+    routes_text: str = ""
 
     @property
     def epsilon_lb(self) -> float:
-        """The larger of the two per-step bounds; each holds at ``confidence``, so the larger holds at
-        2 confidence - 1 by a union bound: use one of the two alone when that matters."""
-        return max(self.epsilon_lb_one_run, self.epsilon_lb_cp)
+        """The best bound of the routes that count (``best_route``); the routes split two shares of
+        1 - ``confidence``, so it holds at 2 confidence - 1 by a union bound (see ``analyse``)."""
+        return self.epsilon_lb_best
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -413,26 +505,40 @@ def _plain(x: Any) -> Any:
 def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, empirical: bool = True) -> WhiteBoxResult:
     """The white-box audit of one DP training run's canary observations.
 
-    (a) epsilon lower bounds. Each canary's score is its log-likelihood ratio under the claimed sigma and q
-    (``llr_scores``). The one-run bound (Steinke, Nasr & Jagielski 2023, ``one_run_audit``) holds for any
-    (epsilon, delta)-DP training whatever the dependence between canaries. The Clopper-Pearson bound treats the
-    canaries as independent trials of one mechanism, which holds for the training as built here: canary j's
-    observations depend only on (i) whether j is drawn at each step, which Poisson sampling decides for each
-    record independently, (ii) its own clipped gradient D e_j, clipped to C e_j whatever else is in the batch
-    (clipping is per example), and (iii) the noise on coordinate j, independent across coordinates. Real records
-    and other canaries add exactly 0 at coordinate j. Given the coins, the m scores are therefore independent, with
-    one distribution for the included and one for the excluded canaries; if the run is (epsilon, delta)-DP with
-    respect to one canary, TPR <= e^eps FPR + delta for any threshold, and the binomial counts give the CP bound.
-    Its threshold is fixed in advance by simulating the claimed mechanism (seeded), never from the observed
-    canaries. The independence it relies on is what tests 1, 2 and 4 check; the one-run bound does not rely on it.
-    The same two bounds are given for the final-model view (final w only: score -w, a monotone statistic).
+    (a) epsilon lower bounds, three routes. ``confidence`` is the confidence of each of TWO shares of alpha
+    (as before: a one-run share and a Clopper-Pearson share; a caller that gives the white-box bounds two
+    Bonferroni shares at ``confidence`` each keeps its correction). The one-run route takes the first share
+    whole; the second is split equally between the Clopper-Pearson and the per-step routes (each at
+    1 - (1 - confidence) / 2). Every route reports its ceiling at its own confidence, so the best of the three
+    holds at 2 confidence - 1 whatever their dependence.
 
-    (b) conformance tests (``conformance_tests``), Bonferroni over 5 at level 1 - confidence; ``failed`` names the
-    rejected ones, and ``conformant`` is False when any rejects.
+    * one run (Steinke, Nasr & Jagielski 2023, ``one_run_audit``) on the per-canary log-likelihood-ratio scores
+      under the claimed sigma and q (``llr_scores``): holds for any (epsilon, delta)-DP training whatever the
+      dependence between canaries;
+    * Clopper-Pearson over canaries (``whitebox_stats.canary_cp_route``): treats the canaries as independent
+      trials of one mechanism, which holds for the training as built here: canary j's observations depend only
+      on (i) whether j is drawn at each step, which Poisson sampling decides for each record independently, (ii)
+      its own clipped gradient D e_j, clipped to C e_j whatever else is in the batch (clipping is per example),
+      and (iii) the noise on coordinate j, independent across coordinates. Real records and other canaries add
+      exactly 0 at coordinate j. Its threshold is chosen on a random half of the canaries and counted once on
+      the other half, so a leakier run moves the threshold with it (it is not tuned to the claimed mechanism);
+    * per-step witness composition (``whitebox_stats.per_step_witness_route``, the argument in its docstring):
+      pools the per-step observations, so it sees m x T trials instead of m; valid when a canary's observations
+      are independent across steps and canaries, so it counts (``valid``) only when every independence test
+      (``INDEPENDENCE_TESTS``) accepts.
+
+    ``best_route`` names the largest valid bound, ``epsilon_lb_best`` is it. Each route also says how many
+    gradient canaries would lift its ceiling above the claimed epsilon (``canaries_needed``). The final-model
+    view (final w only: score -w, a monotone statistic) gets the one-run and Clopper-Pearson bounds.
+
+    (b) conformance tests (``conformance_tests``), Bonferroni over all of them at level 1 - confidence; ``failed``
+    names the rejected ones, ``broken`` says in words what each rejection means, and ``conformant`` is False when
+    any rejects.
 
     (c) empirical epsilon: the same accountant on sigma-hat (excluded canaries' noise) and q-hat (included canaries'
-    mean / C, which assumes the clipped norm is C: test 3 checks that), over the steps observed; the interval
-    combines each estimate's (1 - (1 - confidence)/2) interval (epsilon grows with q and falls with sigma).
+    mean / C, which assumes the clipped norm is C: the clipped_norm test checks that), over the steps observed;
+    the interval combines each estimate's (1 - (1 - confidence)/2) interval (epsilon grows with q and falls with
+    sigma).
     """
     coins = np.asarray(w.coins, bool)
     obs = np.asarray(w.obs, np.float64)
@@ -441,19 +547,25 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
         raise DPAuditError(f"{m} canary columns but {coins.size} coins; the observations are damaged")
     sigma, q, clip = float(w.noise_multiplier), float(w.sample_rate), float(w.max_grad_norm)
     notes = []
-    # (a) bounds at the claimed mechanism
     if t == 0 or m == 0:
         raise DPAuditError("no gradient-canary observations: train with gradient_canaries and at least one DP step")
-    scores = llr_scores(obs, sigma, q, clip)
-    sim = simulate_claimed(N_SIMULATED, t, sigma, q, clip, seed)
-    bounds = _bounds(scores, coins, sim, w.delta, confidence, seed)
-    weights = w.step_weights()
-    sim_f = simulate_claimed(N_SIMULATED, t, sigma, q, clip, seed + 1, weights=weights)
-    fbounds = _bounds(w.final_view_scores(), coins, sim_f, w.delta, confidence, seed)
-    # (b) conformance
+    # (b) conformance first: the per-step route counts only when the independence tests accept
     tests = conformance_tests(obs, coins, w.epoch_of_step, sigma, q, clip, w.steps_accounted, w.n_param_updates,
                               confidence, seed)
     failed = [x["name"] for x in tests if not x["passed"]]
+    broken = [x["broken"] for x in tests if not x["passed"]]
+    independent = not any(n in INDEPENDENCE_TESTS for n in failed)
+    # (a) bounds
+    scores = llr_scores(obs, sigma, q, clip)
+    one = one_run_audit(scores, coins, w.delta, confidence, seed=seed)
+    claimed = float(w.claimed_epsilon)
+    routes = bound_routes(obs / clip, scores, coins, w.delta, confidence, seed, q=q, independent=independent,
+                          claimed=claimed, one_run=one.to_dict())
+    bounds = {"one_run": one.to_dict(), "one_run_epsilon_lb": one.epsilon_lb, "cp": routes[1],
+              "cp_epsilon_lb": routes[1]["epsilon_lb"], "per_step": routes[2], "routes": routes}
+    best = max((r for r in routes if r["valid"]), key=lambda r: r["epsilon_lb"])
+    best_route = best["route"] if best["epsilon_lb"] > 0 else "none"
+    fbounds = _bounds(w.final_view_scores(), coins, w.delta, confidence, seed)
     # (c) estimates
     alpha = 1.0 - confidence
     o_in, o_out = obs[:, coins], obs[:, ~coins]
@@ -482,22 +594,30 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
         notes.append("empirical epsilon: the claimed accountant on observed sigma-hat and q-hat")
     return WhiteBoxResult(
         m=m, included=int(coins.sum()), steps=t, confidence=confidence, delta=w.delta,
-        claimed_epsilon=float(w.claimed_epsilon), claimed_sigma=sigma, claimed_q=q, max_grad_norm=clip,
+        claimed_epsilon=claimed, claimed_sigma=sigma, claimed_q=q, max_grad_norm=clip,
         dirac_norm=float(w.dirac_norm),
-        epsilon_lb_one_run=bounds["one_run_epsilon_lb"], epsilon_lb_cp=bounds["cp_epsilon_lb"], bounds=bounds,
+        epsilon_lb_one_run=routes[0]["epsilon_lb"], epsilon_lb_cp=routes[1]["epsilon_lb"], bounds=bounds,
         final_model_epsilon_lb_one_run=fbounds["one_run_epsilon_lb"], final_model_epsilon_lb_cp=fbounds["cp_epsilon_lb"],
         final_model_bounds=fbounds, tests=tests, conformant=not failed, failed=failed,
         sigma_hat=s_hat, sigma_ci=(s_lo, s_hi), q_hat=q_hat, q_ci=(q_lo, q_hi),
-        empirical_epsilon=emp, empirical_epsilon_ci=emp_ci, accountant=w.accountant, notes=notes)
+        empirical_epsilon=emp, empirical_epsilon_ci=emp_ci, accountant=w.accountant, notes=notes,
+        routes=routes, best_route=best_route, epsilon_lb_best=float(best["epsilon_lb"]),
+        epsilon_lb_per_step=float(routes[2]["epsilon_lb"]), broken=broken,
+        routes_text=routes_text(routes, claimed, m, w.delta))
 
 
 def synthetic_observations(m: int, steps: int, steps_per_epoch: int, sigma: float, q: float, clip: float = 1.0,
                            seed: int = 0, *, noise_factor: float = 1.0, true_q: float | None = None,
                            contribution: float | None = None, shuffled: bool = False, delta: float = 1e-5,
-                           claimed_epsilon: float = float("nan"), accountant: str = "prv") -> WhiteBoxObservations:
+                           claimed_epsilon: float = float("nan"), accountant: str = "prv",
+                           repeat_epochs: bool = False, noise: str = "gaussian", reuse_noise: bool = False,
+                           shared_noise: bool = False) -> WhiteBoxObservations:
     """Observations drawn from the exact mechanism (or a bugged one), without training: for tests and planning.
     ``noise_factor`` scales the noise actually added, ``true_q`` the rate actually sampled, ``contribution`` a
-    drawn canary's actual contribution (default C), ``shuffled`` draws each included canary exactly once an epoch."""
+    drawn canary's actual contribution (default C), ``shuffled`` draws each included canary exactly once an epoch,
+    ``repeat_epochs`` repeats the first epoch's Poisson batches in every epoch, ``noise`` "uniform" or
+    "rademacher" adds noise of the right variance but not Gaussian, ``reuse_noise`` adds one noise vector at every
+    step, ``shared_noise`` one noise value to every coordinate at a step."""
     rng = np.random.default_rng([int(seed), 0xB0C])
     coins = rng.random(m) < 0.5
     qq = q if true_q is None else true_q
@@ -507,10 +627,22 @@ def synthetic_observations(m: int, steps: int, steps_per_epoch: int, sigma: floa
         for start in range(0, steps, steps_per_epoch):
             k = min(steps_per_epoch, steps - start)
             drawn[start + rng.integers(0, k, m), np.arange(m)] = True
+    elif repeat_epochs:
+        first = rng.random((steps_per_epoch, m)) < qq
+        drawn = first[np.arange(steps) % steps_per_epoch]
     else:
         drawn = rng.random((steps, m)) < qq
     drawn &= coins
-    obs = c * drawn + rng.standard_normal((steps, m)) * sigma * clip * noise_factor
+    shape = (1 if reuse_noise else steps, 1 if shared_noise else m)
+    if noise == "gaussian":
+        z = rng.standard_normal(shape)
+    elif noise == "uniform":
+        z = rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), shape)
+    elif noise == "rademacher":
+        z = rng.choice([-1.0, 1.0], shape)
+    else:
+        raise DPAuditError(f"unknown noise {noise!r}; choose gaussian, uniform or rademacher")
+    obs = c * drawn + np.broadcast_to(z, (steps, m)) * sigma * clip * noise_factor
     return WhiteBoxObservations(
         obs=obs, epoch_of_step=np.arange(steps) // steps_per_epoch, coins=coins, final_w=-obs.sum(0) / 100.0,
         max_grad_norm=clip, dirac_norm=10 * clip, noise_multiplier=sigma, sample_rate=q, steps_accounted=steps,
@@ -632,3 +764,68 @@ class SamplerRateTimes:
                                                 sample_rate=min(1.0, self.factor * old.sample_rate),
                                                 generator=gen, steps=len(old))
         ctx.loader = torch.utils.data.DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn)
+
+
+@dataclass(frozen=True)
+class SameBatchesEachEpoch:
+    """DP bug: a Poisson sampler re-seeded at the start of every epoch, so the same batches repeat in every
+    epoch (each batch is still a Poisson draw at rate q, as the accountant assumes of one epoch)."""
+
+    seed: int = 97
+
+    def __call__(self, optimizer, ctx: TamperContext | None = None) -> None:
+        import torch
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+        if ctx is None:
+            raise DPAuditError("SameBatchesEachEpoch needs the data loader: call it with ctx")
+        loader, seed = ctx.loader, int(getattr(ctx.config, "seed", 0)) + int(self.seed)
+        old = loader.batch_sampler
+
+        class Reseeded(UniformWithReplacementSampler):
+            def __iter__(self):
+                self.generator = torch.Generator().manual_seed(seed)  # the bug: the same stream every epoch
+                return super().__iter__()
+
+        sampler = Reseeded(num_samples=old.num_samples, sample_rate=old.sample_rate, steps=len(old))
+        ctx.loader = torch.utils.data.DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn)
+
+
+@dataclass(frozen=True)
+class NoiseBug:
+    """DP bug in the noise, each keeping its standard deviation sigma C per coordinate: ``kind`` "uniform" or
+    "rademacher" (not Gaussian), "reused" (one noise vector drawn once and added at every step), "shared" (one
+    noise value added to every coordinate of a tensor)."""
+
+    kind: str
+
+    def __call__(self, optimizer, ctx: TamperContext | None = None) -> None:
+        import types
+
+        import torch
+        from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+        kind = str(self.kind)
+        if kind not in ("uniform", "rademacher", "reused", "shared"):
+            raise DPAuditError(f"unknown noise bug {kind!r}; choose uniform, rademacher, reused or shared")
+        cache: dict[int, torch.Tensor] = {}
+
+        def add_noise(self):
+            std = float(self.noise_multiplier * self.max_grad_norm)
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                ref = p.summed_grad
+                g = self.generator
+                if kind == "uniform":
+                    noise = (torch.rand(ref.shape, generator=g, dtype=ref.dtype) * 2 - 1) * (math.sqrt(3.0) * std)
+                elif kind == "rademacher":
+                    noise = (torch.randint(0, 2, ref.shape, generator=g).to(ref.dtype) * 2 - 1) * std
+                elif kind == "shared":
+                    noise = torch.normal(0.0, std, (1,), generator=g).to(ref.dtype).expand(ref.shape)
+                else:
+                    if id(p) not in cache:
+                        cache[id(p)] = torch.normal(0.0, std, ref.shape, generator=g).to(ref.dtype)
+                    noise = cache[id(p)]
+                p.grad = (p.summed_grad + noise.to(ref.device)).view_as(p)
+                _mark_as_processed(p.summed_grad)
+        optimizer.add_noise = types.MethodType(add_noise, optimizer)
