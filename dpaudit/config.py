@@ -16,7 +16,7 @@ from .recipes import DP_RECIPE, NON_DP_RECIPE
 
 # Closed sets owned here (the CLI's choices read them); open sets are registries in their own modules.
 ACCOUNTANTS = ("prv", "rdp")
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost", "fast")
 DEVICES = ("cpu", "cuda", "auto")
 SHADOW_CLASSIFIERS = ("gbm", "logreg", "mlp")
 DEFAULT_ATTACKS = ("loss", "shadow", "rmia", "rmia-online", "lira")
@@ -117,7 +117,7 @@ class AuditConfig:
         if self.gradient_canaries and not any(math.isfinite(e) for e in self.epsilons):
             raise DPAuditError("--gradient-canaries audit DP-SGD: give at least one finite epsilon, or drop them")
         if self.gradient_canaries and self.grad_sample_mode == "ghost":
-            raise DPAuditError("--gradient-canaries need --grad-sample-mode hooks or functorch (ghost clipping never "
+            raise DPAuditError("--gradient-canaries need --grad-sample-mode hooks, functorch or fast (ghost clipping never "
                                "materialises the per-example gradients they are observed through)")
         _check_int("--bootstrap", self.n_boot, 100)
         _check_int("--jobs", self.jobs, 0)

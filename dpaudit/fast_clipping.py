@@ -1,0 +1,385 @@
+"""Opacus grad-sample mode ``fast``: per-example gradient norms without per-example gradients where they are large,
+and the clipped sum from the same single backward pass.
+
+DP-SGD needs two things from each batch: every example's gradient norm (to clip it) and the sum of the clipped
+gradients. Opacus's ``hooks`` mode materialises every example's gradient of every layer (6.7 million values a step
+for SimpleCNN at batch 256), and its ``ghost`` mode runs a second backward pass for the clipped sum. This mode does
+neither where it does not pay:
+
+- *ghost norms* (Goodfellow 2015; Li et al. 2022) for a Linear or Conv2d weight whose per-example gradient is large
+  against its activations: for a layer with input patches A_i [T, D] and output gradients B_i [T, P] at T positions,
+  ||B_i^T A_i||_F^2 = <A_i A_i^T, B_i B_i^T>, at cost T^2 (D + P) instead of T D P and no [P, D] tensor per example;
+  with T = 1 (a Linear layer on vectors) it is |a_i|^2 |b_i|^2;
+- *per-example gradients* where they are small (mixed ghost clipping, Bu, Mao & Xu, NeurIPS 2022, whose rule
+  ``2 T^2 < P D`` picks ghost norms); biases always (P values an example);
+- *book-keeping* (Bu et al., ICML 2023): the backward hooks keep each layer's activations and output gradients, and
+  the optimizer step forms the clipped sum from them directly: sum_i c_i B_i^T A_i is one matrix product with
+  the output gradients scaled by the clip factors c_i. There is no second backward pass.
+
+Every other layer type (GroupNorm, an RNN cell, a user layer) falls back to Opacus's own per-example grad sampler,
+exactly as ``hooks`` does, and so does a Linear or Conv2d layer called more than once in a forward pass.
+
+It plugs into Opacus rather than forking it: ``GradSampleModuleFastClipping`` subclasses Opacus's
+``GradSampleModule`` (its forward/backward hooks, activation capture and loss-reduction scaling are Opacus's own),
+``DPOptimizerFastClipping`` subclasses ``DPOptimizer`` (noise, scaling, skipped steps of ``BatchMemoryManager`` and
+the accountant's step hook are Opacus's own; only the clipping is replaced), and ``register()`` adds the mode to
+the two look-ups Opacus's ``PrivacyEngine`` chooses them by (``get_gsm_class``, ``get_optimizer_class``). Noise is
+drawn by the parent's ``add_noise``, parameter by parameter in the same order and shapes, so a seeded noise
+generator gives the same noise as in ``hooks`` mode; the clip factors are Opacus's formula C / (norm + 1e-6) capped
+at 1, and the clipping norm is read from the optimizer at each step (as ``hooks`` does; Opacus issue #664 was ghost
+clipping reading a stale copy). tests/test_fast_clipping.py checks each privatised gradient against ``hooks``.
+
+The backward pass itself computes no parameter gradients when dpaudit's ``without_discarded_param_grads`` is on
+(train.py turns it on for this mode as for ``hooks``): the optimizer replaces ``p.grad`` anyway.
+"""
+from __future__ import annotations
+
+import torch
+from opacus.grad_sample.grad_sample_module import GradSampleModule
+from opacus.optimizers.optimizer import DPOptimizer
+from torch import nn
+
+MODE = "fast"
+# Bu, Mao & Xu (2022): a ghost norm costs about 2 T^2 per example against P D for the per-example gradient.
+GHOST_RULE = "2 T^2 < P D"
+
+
+def use_ghost_norm(positions: int, out_features: int, in_features: int) -> bool:
+    """Whether the weight of a layer with ``positions`` output positions T, ``out_features`` P and ``in_features`` D
+    (input channels x kernel size for a convolution) takes a ghost norm rather than per-example gradients.
+
+    >>> use_ghost_norm(196, 16, 1 * 8 * 8)   # SimpleCNN's first convolution: per-example gradients
+    False
+    >>> use_ghost_norm(25, 32, 16 * 4 * 4)   # its second convolution: a ghost norm
+    True
+    >>> use_ghost_norm(1, 32, 512)           # a Linear layer on vectors
+    True
+    """
+    return 2 * positions * positions < out_features * in_features
+
+
+# ---- what each parameter carries from the backward pass to the optimizer step ------------------------------------
+
+class PerExample:
+    """A parameter's per-example gradients g [n, *shape]: materialised because they are small (biases, layers with
+    many positions), or because the layer has no ghost norm (the fallback to Opacus's grad samplers)."""
+
+    __slots__ = ("g", "processed")
+
+    def __init__(self, g: torch.Tensor):
+        self.g = g
+        self.processed = False
+
+    @property
+    def n(self) -> int:
+        return int(self.g.shape[0])
+
+    def norm2(self) -> torch.Tensor:
+        flat = self.g.reshape(self.n, -1)
+        return torch.einsum("ni,ni->n", flat, flat)
+
+    def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
+
+
+class GhostWeight:
+    """A Linear or Conv2d weight's book-keeping: patches A [n, T, D] (or, for a convolution, the unfolded input
+    [n, D, T] with ``unfolded``), output gradients B [n, T, P] (or [n, P, T]), and the per-example squared norms,
+    computed without the per-example gradients."""
+
+    __slots__ = ("a", "b", "shape", "unfolded", "_norm2", "processed")
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size, unfolded: bool):
+        self.a, self.b, self.shape, self.unfolded = a, b, shape, unfolded
+        self.processed = False
+        if unfolded:  # a [n, D, T], b [n, P, T]
+            if a.shape[2] == 1:
+                self._norm2 = _sq(a) * _sq(b)
+            else:
+                gram_a = torch.bmm(a.transpose(1, 2), a)
+                gram_b = torch.bmm(b.transpose(1, 2), b)
+                self._norm2 = torch.einsum("nts,nts->n", gram_a, gram_b).clamp(min=0)
+        elif a.shape[1] == 1:  # a [n, 1, D], b [n, 1, P]: |a|^2 |b|^2
+            self._norm2 = _sq(a) * _sq(b)
+        else:
+            gram_a = torch.bmm(a, a.transpose(1, 2))
+            gram_b = torch.bmm(b, b.transpose(1, 2))
+            self._norm2 = torch.einsum("nts,nts->n", gram_a, gram_b).clamp(min=0)
+
+    @property
+    def n(self) -> int:
+        return int(self.a.shape[0])
+
+    def norm2(self) -> torch.Tensor:
+        return self._norm2
+
+    def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
+        """sum_i c_i B_i^T A_i as one matrix product: the output gradients scaled by the clip factors."""
+        n = self.n
+        if self.unfolded:  # [P, n T] @ [n T, D]
+            cb = (self.b * c.view(n, 1, 1)).transpose(0, 1).reshape(self.b.shape[1], -1)
+            ga = self.a.transpose(1, 2).reshape(-1, self.a.shape[1])
+        else:
+            cb = (self.b * c.view(n, 1, 1)).reshape(-1, self.b.shape[2]).t()
+            ga = self.a.reshape(-1, self.a.shape[2])
+        return torch.mm(cb, ga).view(self.shape)
+
+
+def _sq(t: torch.Tensor) -> torch.Tensor:
+    flat = t.reshape(t.shape[0], -1)
+    return torch.einsum("ni,ni->n", flat, flat)
+
+
+def _fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor) -> dict | None:
+    """Per-parameter book-keeping of one call of an exact nn.Linear or nn.Conv2d (x: its input, b: the gradient of
+    its output, already multiplied by the batch size under loss_reduction="mean"), or None when this mode has no
+    fast path for the layer (then Opacus's grad sampler runs, as in hooks mode)."""
+    kind = type(module)
+    if kind not in (nn.Linear, nn.Conv2d):
+        return None
+    if x.shape[0] == 0:  # an empty Poisson batch: nothing to clip
+        return {p: PerExample(p.new_zeros((0,) + tuple(p.shape))) for p in module.parameters(recurse=False)
+                if p.requires_grad}
+    if kind is nn.Linear:
+        n, p_out, d_in = x.shape[0], module.out_features, module.in_features
+        a = x.to(b.dtype).reshape(n, -1, d_in)
+        bb = b.reshape(n, -1, p_out)
+        t = a.shape[1]
+        out = {}
+        if module.weight.requires_grad:
+            if use_ghost_norm(t, p_out, d_in):
+                out[module.weight] = GhostWeight(a, bb, module.weight.shape, unfolded=False)
+            else:
+                out[module.weight] = PerExample(torch.einsum("ntp,ntd->npd", bb, a))
+        if module.bias is not None and module.bias.requires_grad:
+            out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0])
+        return out
+    if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros":
+        from opacus.utils.tensor_utils import unfold2d
+
+        n, p_out = x.shape[0], module.out_channels
+        bb = b.reshape(n, p_out, -1)
+        t = bb.shape[2]
+        d_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        out = {}
+        if module.weight.requires_grad:
+            a = unfold2d(x.to(b.dtype), kernel_size=module.kernel_size, padding=module.padding,
+                         stride=module.stride, dilation=module.dilation)  # [n, D, T]
+            if use_ghost_norm(t, p_out, d_in):
+                out[module.weight] = GhostWeight(a, bb, module.weight.shape, unfolded=True)
+            else:
+                out[module.weight] = PerExample(torch.bmm(bb, a.transpose(1, 2)).view(n, *module.weight.shape))
+        if module.bias is not None and module.bias.requires_grad:
+            out[module.bias] = PerExample(bb.sum(2))
+        return out
+    return None
+
+
+# ---- the grad-sample module --------------------------------------------------------------------------------------
+
+ACCUMULATION_ERROR = ("Poisson sampling is not compatible with grad accumulation. You need to call optimizer.step() "
+                      "after every forward/backward pass or consider using BatchMemoryManager")
+
+
+class GradSampleModuleFastClipping(GradSampleModule):
+    """Opacus's GradSampleModule whose backward hooks keep, for each parameter and backward pass, what the optimizer
+    needs to clip (``p._fast_entries``: a ``GhostWeight`` or ``PerExample``) instead of ``p.grad_sample``."""
+
+    def __init__(self, m: nn.Module, *, batch_first=True, loss_reduction="mean", strict: bool = True,
+                 force_functorch=False):
+        super().__init__(m, batch_first=batch_first, loss_reduction=loss_reduction, strict=strict,
+                         force_functorch=force_functorch)
+        self._pending: dict = {}  # module -> {param: per-example gradient} while a layer called twice is in backward
+        owners: dict[int, str] = {}
+        from opacus.utils.module_utils import trainable_modules, trainable_parameters
+
+        for name, module in trainable_modules(self._module):
+            for _, p in trainable_parameters(module):
+                if id(p) in owners and owners[id(p)] != name:
+                    self._close()
+                    raise NotImplementedError(f"grad_sample_mode {MODE!r} does not support a parameter shared by two "
+                                              f"layers ({owners[id(p)]} and {name}); use grad_sample_mode 'hooks'")
+                owners[id(p)] = name
+                p._fast_entries = []
+
+    def capture_backprops_hook(self, module: nn.Module, _forward_input, forward_output, loss_reduction: str,
+                               batch_first: bool):
+        if not self.hooks_enabled:
+            return
+        from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
+        from opacus.utils.module_utils import trainable_parameters
+
+        backprops = forward_output[0].detach()
+        activations, backprops = self.rearrange_grad_samples(module=module, backprops=backprops,
+                                                             loss_reduction=loss_reduction, batch_first=batch_first)
+        params = [p for _, p in trainable_parameters(module)]
+        pending = self._pending.get(module)
+        entries = None
+        # A layer called once in this forward pass (each of its parameters counted once) on a whole batch.
+        if (pending is None and not self.force_functorch and all(p._forward_counter == 1 for p in params)
+                and len(activations) == 1 and activations[0].shape[0] == module.max_batch_len):
+            entries = _fast_entries(module, activations[0], backprops)
+        if entries is None:
+            if not self.force_functorch and type(module) in self.GRAD_SAMPLERS:
+                grads = self.GRAD_SAMPLERS[type(module)](module, activations, backprops)
+            else:
+                grads = ft_compute_per_sample_gradient(module, activations, backprops)
+            pending = _accumulate(pending, grads, module.max_batch_len)
+        for p in params:
+            p._forward_counter -= 1
+        if all(p._forward_counter == 0 for p in params):
+            if entries is None:
+                self._pending.pop(module, None)
+                entries = {p: PerExample(g) for p, g in pending.items()}
+            for p in params:
+                if p in entries:
+                    p._fast_entries.append(entries[p])
+                    if not self.grad_accumulation_allowed and len(p._fast_entries) > 1:
+                        raise ValueError(ACCUMULATION_ERROR)
+        else:
+            self._pending[module] = pending
+        if len(module.activations) == 0 and hasattr(module, "max_batch_len"):
+            del module.max_batch_len
+
+    def set_grad_sample_to_none(self):
+        super().set_grad_sample_to_none()
+        for p in self._module.parameters():
+            if hasattr(p, "_fast_entries"):
+                p._fast_entries = []
+
+    def cleanup(self):
+        super().cleanup()
+        for p in self._module.parameters():
+            if hasattr(p, "_fast_entries"):
+                del p._fast_entries
+
+
+def _accumulate(pending: dict | None, grads: dict, max_batch_len: int) -> dict:
+    """Per-example gradients of several calls of one layer, summed out of place (autograd's buffers are never
+    written); a call on fewer than ``max_batch_len`` examples (packed sequences) fills the first rows, as Opacus's
+    create_or_accumulate_grad_sample does."""
+    pending = {} if pending is None else pending
+    for p, g in grads.items():
+        if not p.requires_grad:
+            continue
+        if g.shape[0] != max_batch_len:
+            full = g.new_zeros((max_batch_len,) + tuple(g.shape[1:]))
+            full[: g.shape[0]] = g
+            g = full
+        pending[p] = g if p not in pending else pending[p] + g
+    return pending
+
+
+# ---- the optimizer -----------------------------------------------------------------------------------------------
+
+class DPOptimizerFastClipping(DPOptimizer):
+    """Opacus's DPOptimizer with clipping from the book-keeping of ``GradSampleModuleFastClipping``: per-example
+    norms from ghost norms or per-example gradients, clip factors as Opacus computes them, clipped sums as one matrix
+    product per layer. Noise, scaling, skipped steps and the accountant's hook are the parent's."""
+
+    def _entries(self, p) -> list:
+        entries = getattr(p, "_fast_entries", None)
+        if entries is None:
+            raise ValueError(f"Per sample gradient norms not found: is the model wrapped for grad_sample_mode "
+                             f"{MODE!r} (GradSampleModuleFastClipping)?")
+        return entries
+
+    @property
+    def accumulated_iterations(self) -> int:
+        vals = {len(self._entries(p)) for p in self.params}
+        if len(vals) > 1:
+            raise ValueError("Number of accumulated steps is inconsistent across parameters")
+        v = vals.pop() if vals else 1
+        if v == 0:
+            raise ValueError("Per sample gradient is not initialized. Not updated in backward pass?")
+        return v
+
+    @property
+    def grad_samples(self):
+        raise NotImplementedError(f"grad_sample_mode {MODE!r} does not materialise per-example gradients; use "
+                                  f"'hooks' to read them")
+
+    def clip_and_accumulate(self):
+        passes = self.accumulated_iterations
+        entries = [self._entries(p) for p in self.params]
+        for es in entries:
+            if any(e.processed for e in es):
+                raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
+                                 "privacy guarantees you must call optimizer.zero_grad()on each step")
+        sums = [None] * len(self.params)
+        for k in range(passes):  # each backward pass holds its own examples
+            per_pass = [es[k] for es in entries]
+            n = {e.n for e in per_pass}
+            if len(n) != 1:
+                raise ValueError(f"per-example book-keeping of one backward pass covers different batch sizes {n}")
+            if n.pop() == 0:
+                c = torch.zeros((0,), device=self.params[0].device)
+            else:
+                norms = torch.stack([e.norm2() for e in per_pass], dim=1).sum(dim=1).sqrt()
+                c = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+            for i, (p, e) in enumerate(zip(self.params, per_pass)):
+                g = e.clipped_sum(c.to(device=p.device, dtype=p.dtype)) if e.n else torch.zeros_like(p)
+                sums[i] = g if sums[i] is None else sums[i] + g
+        for p, g, es in zip(self.params, sums, entries):
+            g = g.view_as(p)
+            p.summed_grad = g if p.summed_grad is None else p.summed_grad + g
+            for e in es:
+                e.processed = True
+
+    def zero_grad(self, set_to_none: bool = False):
+        for p in self.params:
+            if hasattr(p, "_fast_entries"):
+                p._fast_entries = []
+        super().zero_grad(set_to_none)
+
+    def pre_step(self, closure=None):
+        if not self.params:
+            return True
+        self.clip_and_accumulate()
+        if self._check_skip_next_step():
+            self._is_last_step_skipped = True
+            return False
+        self.add_noise()
+        self.scale_grad()
+        if self.step_hook:
+            self.step_hook(self)
+        self._is_last_step_skipped = False
+        return True
+
+
+# ---- registration ------------------------------------------------------------------------------------------------
+
+def register() -> None:
+    """Make ``grad_sample_mode="fast"`` known to Opacus's PrivacyEngine (idempotent; other modes unchanged).
+
+    Opacus picks a mode's classes with two functions, ``opacus.grad_sample.utils.get_gsm_class`` and
+    ``opacus.optimizers.get_optimizer_class``, which ``opacus.privacy_engine`` imports by name; each is wrapped to
+    answer for this mode and to ask the original for every other."""
+    import opacus.grad_sample.utils as gs_utils
+    import opacus.optimizers as optimizers
+    import opacus.privacy_engine as engine
+
+    if getattr(gs_utils.get_gsm_class, "_dpaudit_fast", False):
+        return
+    original_gsm, original_opt = gs_utils.get_gsm_class, optimizers.get_optimizer_class
+
+    def get_gsm_class(grad_sample_mode: str):
+        if grad_sample_mode == MODE:
+            return GradSampleModuleFastClipping
+        return original_gsm(grad_sample_mode)
+
+    def get_optimizer_class(clipping: str, distributed: bool, grad_sample_mode: str = None):
+        if grad_sample_mode == MODE:
+            if clipping == "flat" and not distributed:
+                return DPOptimizerFastClipping
+            raise ValueError(f"grad_sample_mode {MODE!r} supports flat clipping without distribution only, got "
+                             f"clipping {clipping!r}, distributed {distributed}")
+        return original_opt(clipping=clipping, distributed=distributed, grad_sample_mode=grad_sample_mode)
+
+    get_gsm_class._dpaudit_fast = True
+    get_optimizer_class._dpaudit_fast = True
+    gs_utils.get_gsm_class = get_gsm_class
+    optimizers.get_optimizer_class = get_optimizer_class
+    for name, fn in (("get_gsm_class", get_gsm_class), ("get_optimizer_class", get_optimizer_class)):
+        if hasattr(engine, name):
+            setattr(engine, name, fn)
