@@ -99,7 +99,7 @@ def grad_sampler_times(model_name: str, batch: int, repeats: int) -> dict[str, f
     gradients), and the fast mode's book-keeping (ghost norm or per-example gradients) plus its clipped sum."""
     from opacus.grad_sample.utils import GradSampleModule
 
-    from dpaudit.fast_clipping import GhostWeight, _fast_entries
+    from dpaudit.fast_clipping import PerExample, fast_entries
 
     model = build_model(model_name, 10)
     acts: dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]] = {}
@@ -120,12 +120,12 @@ def grad_sampler_times(model_name: str, batch: int, repeats: int) -> dict[str, f
         label = f"{name}({type(mod).__name__})"
         times[f"grad_sample:{label}"] = round(
             _clock(lambda sampler=sampler, mod=mod, a=a, g=g: sampler(mod, [a], g), repeats), 2)
-        entries = _fast_entries(mod, a, g)
+        entries = fast_entries(mod, a, g)
         if entries is None:
             continue
-        how = "ghost norm" if isinstance(entries.get(mod.weight), GhostWeight) else "per-example"
+        how = "per-example" if isinstance(entries.get(mod.weight), PerExample) else "ghost norm"
         times[f"fast norms ({how}):{label}"] = round(
-            _clock(lambda mod=mod, a=a, g=g: [e.norm2() for e in _fast_entries(mod, a, g).values()], repeats), 2)
+            _clock(lambda mod=mod, a=a, g=g: [e.norm() for e in fast_entries(mod, a, g).values()], repeats), 2)
         times[f"fast clipped sum:{label}"] = round(
             _clock(lambda entries=entries: [e.clipped_sum(c) for e in entries.values()], repeats), 2)
     pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]

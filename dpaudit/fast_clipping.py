@@ -74,105 +74,126 @@ class PerExample:
     def n(self) -> int:
         return int(self.g.shape[0])
 
-    def norm2(self) -> torch.Tensor:
-        flat = self.g.reshape(self.n, -1)
-        return torch.einsum("ni,ni->n", flat, flat)
+    def norm(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.g.reshape(self.n, -1), dim=1)
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
         return torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
 
 
-class GhostWeight:
-    """A Linear or Conv2d weight's book-keeping: patches A [n, T, D] (or, for a convolution, the unfolded input
-    [n, D, T] with ``unfolded``), output gradients B [n, T, P] (or [n, P, T]), and the per-example squared norms,
-    computed without the per-example gradients."""
+def _gram_norm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||B_i^T A_i||_F for A [n, T, D], B [n, T, P], as sqrt(<A_i A_i^T, B_i B_i^T>) (rounding can make the inner
+    product of two Gram matrices slightly negative where the norm is 0)."""
+    if a.shape[1] == 1:
+        return torch.linalg.vector_norm(a[:, 0], dim=1) * torch.linalg.vector_norm(b[:, 0], dim=1)
+    gram_a = torch.bmm(a, a.transpose(1, 2))
+    gram_b = torch.bmm(b, b.transpose(1, 2))
+    return (gram_a * gram_b).sum(dim=(1, 2)).clamp(min=0).sqrt()
 
-    __slots__ = ("a", "b", "shape", "unfolded", "_norm2", "processed")
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size, unfolded: bool):
-        self.a, self.b, self.shape, self.unfolded = a, b, shape, unfolded
+class GhostLinear:
+    """A Linear weight's book-keeping: inputs A [n, T, D] and output gradients B [n, T, P] (T = 1 on vectors); the
+    per-example norms come from them without the [P, D] gradient of each example."""
+
+    __slots__ = ("a", "b", "shape", "_norm", "processed")
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size):
+        self.a, self.b, self.shape = a, b, shape
+        self._norm = _gram_norm(a, b)
         self.processed = False
-        if unfolded:  # a [n, D, T], b [n, P, T]
-            if a.shape[2] == 1:
-                self._norm2 = _sq(a) * _sq(b)
-            else:
-                gram_a = torch.bmm(a.transpose(1, 2), a)
-                gram_b = torch.bmm(b.transpose(1, 2), b)
-                self._norm2 = torch.einsum("nts,nts->n", gram_a, gram_b).clamp(min=0)
-        elif a.shape[1] == 1:  # a [n, 1, D], b [n, 1, P]: |a|^2 |b|^2
-            self._norm2 = _sq(a) * _sq(b)
-        else:
-            gram_a = torch.bmm(a, a.transpose(1, 2))
-            gram_b = torch.bmm(b, b.transpose(1, 2))
-            self._norm2 = torch.einsum("nts,nts->n", gram_a, gram_b).clamp(min=0)
 
     @property
     def n(self) -> int:
         return int(self.a.shape[0])
 
-    def norm2(self) -> torch.Tensor:
-        return self._norm2
+    def norm(self) -> torch.Tensor:
+        return self._norm
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
-        """sum_i c_i B_i^T A_i as one matrix product: the output gradients scaled by the clip factors."""
-        n = self.n
-        if self.unfolded:  # [P, n T] @ [n T, D]
-            cb = (self.b * c.view(n, 1, 1)).transpose(0, 1).reshape(self.b.shape[1], -1)
-            ga = self.a.transpose(1, 2).reshape(-1, self.a.shape[1])
-        else:
-            cb = (self.b * c.view(n, 1, 1)).reshape(-1, self.b.shape[2]).t()
-            ga = self.a.reshape(-1, self.a.shape[2])
-        return torch.mm(cb, ga).view(self.shape)
+        """sum_i c_i B_i^T A_i = (c B)^T A over all examples and positions: one matrix product."""
+        cb = (self.b * c.view(-1, 1, 1)).reshape(-1, self.b.shape[2])
+        return torch.mm(cb.t(), self.a.reshape(-1, self.a.shape[2])).view(self.shape)
 
 
-def _sq(t: torch.Tensor) -> torch.Tensor:
-    flat = t.reshape(t.shape[0], -1)
-    return torch.einsum("ni,ni->n", flat, flat)
+class GhostConv2d:
+    """A Conv2d weight's book-keeping: the layer's input x and output gradient b; the per-example norms come from
+    the Gram matrices of the unfolded input and of b (freed once the norms are known); the clipped sum is torch's
+    own weight gradient of the convolution with b scaled by the clip factors."""
+
+    __slots__ = ("x", "b", "weight", "conf", "_norm", "processed")
+
+    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, unfolded: torch.Tensor):
+        self.x, self.b, self.weight = x, b, module.weight.detach()
+        self.conf = (module.stride, _int_padding(module), module.dilation)
+        n, p_out = b.shape[0], b.shape[1]
+        self._norm = _gram_norm(unfolded.transpose(1, 2), b.reshape(n, p_out, -1).transpose(1, 2))
+        self.processed = False
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    def norm(self) -> torch.Tensor:
+        return self._norm
+
+    def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
+        stride, padding, dilation = self.conf
+        return torch.ops.aten.convolution_backward(
+            self.b * c.view(-1, 1, 1, 1), self.x, self.weight, None, stride, padding, dilation, False, (0, 0), 1,
+            (False, True, False))[1]
 
 
-def _fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor) -> dict | None:
+def _int_padding(module: nn.Conv2d) -> tuple[int, int] | None:
+    """The convolution's zero padding as two integers, or None when it has none such ("same" with an odd total)."""
+    pad = module.padding
+    if pad == "valid":
+        return (0, 0)
+    if pad == "same":
+        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+        return None if any(t % 2 for t in totals) else tuple(t // 2 for t in totals)
+    return tuple(pad)
+
+
+def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor) -> dict | None:
     """Per-parameter book-keeping of one call of an exact nn.Linear or nn.Conv2d (x: its input, b: the gradient of
     its output, already multiplied by the batch size under loss_reduction="mean"), or None when this mode has no
     fast path for the layer (then Opacus's grad sampler runs, as in hooks mode)."""
     kind = type(module)
+    if kind is nn.Conv2d and (module.groups != 1 or module.padding_mode != "zeros" or _int_padding(module) is None):
+        return None
     if kind not in (nn.Linear, nn.Conv2d):
         return None
     if x.shape[0] == 0:  # an empty Poisson batch: nothing to clip
         return {p: PerExample(p.new_zeros((0,) + tuple(p.shape))) for p in module.parameters(recurse=False)
                 if p.requires_grad}
+    x = x.to(b.dtype)
+    out = {}
     if kind is nn.Linear:
         n, p_out, d_in = x.shape[0], module.out_features, module.in_features
-        a = x.to(b.dtype).reshape(n, -1, d_in)
-        bb = b.reshape(n, -1, p_out)
+        a, bb = x.reshape(n, -1, d_in), b.reshape(n, -1, p_out)
         t = a.shape[1]
-        out = {}
         if module.weight.requires_grad:
             if use_ghost_norm(t, p_out, d_in):
-                out[module.weight] = GhostWeight(a, bb, module.weight.shape, unfolded=False)
+                out[module.weight] = GhostLinear(a, bb, module.weight.shape)
             else:
                 out[module.weight] = PerExample(torch.einsum("ntp,ntd->npd", bb, a))
         if module.bias is not None and module.bias.requires_grad:
             out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0])
         return out
-    if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros":
-        from opacus.utils.tensor_utils import unfold2d
+    from opacus.utils.tensor_utils import unfold2d
 
-        n, p_out = x.shape[0], module.out_channels
-        bb = b.reshape(n, p_out, -1)
-        t = bb.shape[2]
-        d_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-        out = {}
-        if module.weight.requires_grad:
-            a = unfold2d(x.to(b.dtype), kernel_size=module.kernel_size, padding=module.padding,
-                         stride=module.stride, dilation=module.dilation)  # [n, D, T]
-            if use_ghost_norm(t, p_out, d_in):
-                out[module.weight] = GhostWeight(a, bb, module.weight.shape, unfolded=True)
-            else:
-                out[module.weight] = PerExample(torch.bmm(bb, a.transpose(1, 2)).view(n, *module.weight.shape))
-        if module.bias is not None and module.bias.requires_grad:
-            out[module.bias] = PerExample(bb.sum(2))
-        return out
-    return None
+    n, p_out = x.shape[0], module.out_channels
+    bb = b.reshape(n, p_out, -1)
+    if module.weight.requires_grad:
+        a = unfold2d(x, kernel_size=module.kernel_size, padding=_int_padding(module), stride=module.stride,
+                     dilation=module.dilation)  # [n, D, T]
+        if use_ghost_norm(bb.shape[2], p_out, a.shape[1]):
+            out[module.weight] = GhostConv2d(module, x, b, a)
+        else:
+            out[module.weight] = PerExample(torch.bmm(bb, a.transpose(1, 2)).view(n, *module.weight.shape))
+    if module.bias is not None and module.bias.requires_grad:
+        out[module.bias] = PerExample(bb.sum(2))
+    return out
 
 
 # ---- the grad-sample module --------------------------------------------------------------------------------------
@@ -183,7 +204,7 @@ ACCUMULATION_ERROR = ("Poisson sampling is not compatible with grad accumulation
 
 class GradSampleModuleFastClipping(GradSampleModule):
     """Opacus's GradSampleModule whose backward hooks keep, for each parameter and backward pass, what the optimizer
-    needs to clip (``p._fast_entries``: a ``GhostWeight`` or ``PerExample``) instead of ``p.grad_sample``."""
+    needs to clip (``p._fast_entries``: ``GhostLinear``, ``GhostConv2d`` or ``PerExample``), not ``p.grad_sample``."""
 
     def __init__(self, m: nn.Module, *, batch_first=True, loss_reduction="mean", strict: bool = True,
                  force_functorch=False):
@@ -218,7 +239,7 @@ class GradSampleModuleFastClipping(GradSampleModule):
         # A layer called once in this forward pass (each of its parameters counted once) on a whole batch.
         if (pending is None and not self.force_functorch and all(p._forward_counter == 1 for p in params)
                 and len(activations) == 1 and activations[0].shape[0] == module.max_batch_len):
-            entries = _fast_entries(module, activations[0], backprops)
+            entries = fast_entries(module, activations[0], backprops)
         if entries is None:
             if not self.force_functorch and type(module) in self.GRAD_SAMPLERS:
                 grads = self.GRAD_SAMPLERS[type(module)](module, activations, backprops)
@@ -299,6 +320,7 @@ class DPOptimizerFastClipping(DPOptimizer):
         raise NotImplementedError(f"grad_sample_mode {MODE!r} does not materialise per-example gradients; use "
                                   f"'hooks' to read them")
 
+    @torch.no_grad()
     def clip_and_accumulate(self):
         passes = self.accumulated_iterations
         entries = [self._entries(p) for p in self.params]
@@ -315,7 +337,7 @@ class DPOptimizerFastClipping(DPOptimizer):
             if n.pop() == 0:
                 c = torch.zeros((0,), device=self.params[0].device)
             else:
-                norms = torch.stack([e.norm2() for e in per_pass], dim=1).sum(dim=1).sqrt()
+                norms = torch.stack([e.norm() for e in per_pass], dim=1).norm(2, dim=1)  # as Opacus combines them
                 c = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
             for i, (p, e) in enumerate(zip(self.params, per_pass)):
                 g = e.clipped_sum(c.to(device=p.device, dtype=p.dtype)) if e.n else torch.zeros_like(p)

@@ -72,9 +72,9 @@ def test_layer_choice_follows_the_cost_rule():
     nn.functional.cross_entropy(model(x), y).backward()
     kinds = {name: type(p._fast_entries[0]).__name__ for name, p in model._module.named_parameters()}
     assert kinds == {"net.0.weight": "PerExample", "net.0.bias": "PerExample",
-                     "net.3.weight": "GhostWeight", "net.3.bias": "PerExample",
-                     "net.7.weight": "GhostWeight", "net.7.bias": "PerExample",
-                     "net.9.weight": "GhostWeight", "net.9.bias": "PerExample"}
+                     "net.3.weight": "GhostConv2d", "net.3.bias": "PerExample",
+                     "net.7.weight": "GhostLinear", "net.7.bias": "PerExample",
+                     "net.9.weight": "GhostLinear", "net.9.bias": "PerExample"}
 
 
 # ---- exactness of the clipped sums ---------------------------------------------------------------------------------
