@@ -10,6 +10,7 @@ then ONE JSON line.
     python benchmarks/bench_whitebox.py                 # 10 seeds per case (60 trainings)
     python benchmarks/bench_whitebox.py --seeds 20
     python benchmarks/bench_whitebox.py --quick         # 300 members, 2 epochs, M = 200, 1 seed: a smoke run
+    python benchmarks/bench_whitebox.py --grad-sample-mode fast   # the same audit of dpaudit's fast mode
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ from dpaudit.whitebox import GradientCanaries, ScaleNoise, analyse
 FACTORS = (1.0, 0.9, 0.5)
 
 
-def run_one(ds, eps: float, factor: float, seed: int, members: int, m: int, epochs: int, n_test: int) -> dict:
+def run_one(ds, eps: float, factor: float, seed: int, members: int, m: int, epochs: int, n_test: int,
+            mode: str = "hooks") -> dict:
     """One training at claimed ``eps`` whose optimizer adds ``factor`` x the claimed noise, and its analysis."""
     idx = np.random.default_rng([seed, 17]).permutation(len(ds))
     tr, te = idx[:members], idx[members:members + n_test]
-    cfg = TrainConfig(epsilon=eps, delta=1e-5, **{**DP_RECIPE, "epochs": epochs}, seed=seed)
+    cfg = TrainConfig(epsilon=eps, delta=1e-5, **{**DP_RECIPE, "epochs": epochs}, seed=seed, grad_sample_mode=mode)
     t0 = time.perf_counter()
     tm = train_model(cfg, ds.images[tr], ds.labels[tr], test_images=ds.images[te], test_labels=ds.labels[te],
                      progress=False, gradient_canaries=GradientCanaries(m, seed=seed),
@@ -57,6 +59,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10, help="seeds per (epsilon, noise) case (default 10)")
     ap.add_argument("--quick", action="store_true", help="300 members, 2 epochs, M = 200, 1 seed: a smoke run")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--grad-sample-mode", default="hooks", help="the DP-SGD mode audited (hooks, functorch, fast)")
     args = ap.parse_args()
     quiet()
     warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
@@ -70,7 +73,7 @@ def main() -> None:
     for eps in (1.0, 8.0):
         for factor in FACTORS:
             for seed in range(seeds):
-                r = run_one(ds, eps, factor, seed, members, m, epochs, n_test)
+                r = run_one(ds, eps, factor, seed, members, m, epochs, n_test, args.grad_sample_mode)
                 runs.append(r)
                 print(f"eps {eps:g} noise x{factor:g} seed {seed}: {'DETECTED' if r['detected'] else 'passed'} "
                       f"{r['failed']} sigma_hat/sigma {r['sigma_hat'] / r['sigma']:.3f} "
@@ -107,7 +110,8 @@ def main() -> None:
     detection = sum(r["detected"] for r in bug) / len(bug)
     print(f"\nfalse-alarm rate at x1.0: {100 * false_alarm:.1f}% of {len(fa)} (target <= 5%); detection at x0.9 and "
           f"x0.5: {100 * detection:.1f}% of {len(bug)} (target >= 95%); {fmt_duration(wall)} on {threads} threads")
-    print_json_line({"benchmark": "whitebox", "commit": git_commit(), "quick": args.quick, "members": members,
+    print_json_line({"benchmark": "whitebox", "commit": git_commit(), "quick": args.quick,
+                     "grad_sample_mode": args.grad_sample_mode, "members": members,
                      "gradient_canaries": m, "epochs": epochs, "seeds": seeds, "threads": threads,
                      "false_alarm_rate": false_alarm, "detection_rate": detection, "cases": cases,
                      "wall_s": round(wall, 1), "runs": runs if args.quick else len(runs)})
