@@ -26,6 +26,7 @@ import torch
 from _common import git_commit, print_json_line, quiet, set_threads, table
 from torch import nn
 
+from dpaudit import fast_clipping
 from dpaudit.fast_clipping import register
 from dpaudit.models import build_model
 from dpaudit.train import GRAD_SAMPLE_MODES, TrainConfig, _dp_speedups
@@ -34,24 +35,27 @@ OPACUS_ALONE = "hooks, Opacus alone"
 PHASES = ("forward", "backward", "step")
 
 
-def _clock(fn, repeats: int) -> float:
+def _clock(fn, repeats: int, clock=time.perf_counter) -> float:
+    """Median milliseconds of one call, after 3 untimed calls."""
     for _ in range(3):
         fn()
-    t = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        t = clock()
         fn()
-    return (time.perf_counter() - t) / repeats * 1000
+        times.append(clock() - t)
+    return statistics.median(times) * 1000
 
 
 class Runner:
     """One mode's model, optimizer and loss on the shared batches; ``block`` times ``steps`` steps of it."""
 
     def __init__(self, mode: str, model_name: str, x: torch.Tensor, y: torch.Tensor, batch: int,
-                 speedups: bool = True):
+                 speedups: bool = True, ghost_factor: float | None = None):
         from opacus import PrivacyEngine
 
         torch.manual_seed(0)
-        self.mode, self.x, self.y, self.batch = mode, x, y, batch
+        self.mode, self.x, self.y, self.batch, self.ghost_factor = mode, x, y, batch, ghost_factor
         self.model = build_model(model_name, 10)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
         self.crit = nn.CrossEntropyLoss()
@@ -69,23 +73,26 @@ class Runner:
         self.speedups = mode != "non-dp" and speedups
         self.cfg = TrainConfig(model=model_name, epsilon=1.0, grad_sample_mode=mode if mode != OPACUS_ALONE else "hooks")
 
-    def block(self, steps: int) -> dict[str, float]:
+    def block(self, steps: int, clock=time.perf_counter) -> dict[str, float]:
         acc = dict.fromkeys(PHASES, 0.0)
         n_batches = len(self.y) // self.batch
         ctx = _dp_speedups(self.model, self.cfg) if self.speedups else contextlib.nullcontext()
-        with ctx:
+        factor = fast_clipping.MEMORY_PASS_MACS
+        if self.ghost_factor is not None:
+            fast_clipping.MEMORY_PASS_MACS = self.ghost_factor
+        with ctx, _restore_factor(factor):
             for _ in range(steps):
                 j = self.i % n_batches
                 self.i += 1
                 xb, yb = self.x[j * self.batch:(j + 1) * self.batch], self.y[j * self.batch:(j + 1) * self.batch]
-                t0 = time.perf_counter()
+                t0 = clock()
                 self.opt.zero_grad(set_to_none=True)
                 loss = self.crit(self.model(xb), yb)
-                t1 = time.perf_counter()
+                t1 = clock()
                 loss.backward()
-                t2 = time.perf_counter()
+                t2 = clock()
                 self.opt.step()
-                t3 = time.perf_counter()
+                t3 = clock()
                 acc["forward"] += t1 - t0
                 acc["backward"] += t2 - t1
                 acc["step"] += t3 - t2
@@ -94,7 +101,15 @@ class Runner:
         return out
 
 
-def grad_sampler_times(model_name: str, batch: int, repeats: int) -> dict[str, float]:
+@contextlib.contextmanager
+def _restore_factor(factor: float):
+    try:
+        yield
+    finally:
+        fast_clipping.MEMORY_PASS_MACS = factor
+
+
+def grad_sampler_times(model_name: str, batch: int, repeats: int, clock=time.perf_counter) -> dict[str, float]:
     """Per layer, on the activation shapes of a real forward pass: Opacus's hooks-mode grad sampler (per-example
     gradients), and the fast mode's book-keeping (ghost norm or per-example gradients) plus its clipped sum."""
     from opacus.grad_sample.utils import GradSampleModule
@@ -119,19 +134,19 @@ def grad_sampler_times(model_name: str, batch: int, repeats: int) -> dict[str, f
         sampler = GradSampleModule.GRAD_SAMPLERS[type(mod)]
         label = f"{name}({type(mod).__name__})"
         times[f"grad_sample:{label}"] = round(
-            _clock(lambda sampler=sampler, mod=mod, a=a, g=g: sampler(mod, [a], g), repeats), 2)
+            _clock(lambda sampler=sampler, mod=mod, a=a, g=g: sampler(mod, [a], g), repeats, clock), 2)
         entries = fast_entries(mod, a, g)
         if entries is None:
             continue
         how = "per-example" if isinstance(entries.get(mod.weight), PerExample) else "ghost norm"
         times[f"fast norms ({how}):{label}"] = round(
-            _clock(lambda mod=mod, a=a, g=g: [e.norm() for e in fast_entries(mod, a, g).values()], repeats), 2)
+            _clock(lambda mod=mod, a=a, g=g: [e.norm() for e in fast_entries(mod, a, g).values()], repeats, clock), 2)
         times[f"fast clipped sum:{label}"] = round(
-            _clock(lambda entries=entries: [e.clipped_sum(c) for e in entries.values()], repeats), 2)
+            _clock(lambda entries=entries: [e.clipped_sum(c) for e in entries.values()], repeats, clock), 2)
     pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
     if pools:
         h = torch.randn(batch, 16, 14, 14)
-        times["max_pool2d forward (16x14x14), for scale"] = round(_clock(lambda: pools[0](h), repeats), 2)
+        times["max_pool2d forward (16x14x14), for scale"] = round(_clock(lambda: pools[0](h), repeats, clock), 2)
     return times
 
 
@@ -145,6 +160,13 @@ def main(argv=None) -> int:
     p.add_argument("--keep", choices=("median", "fastest"), default="median",
                    help="summarise the rounds by their median, or keep the fastest round")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--ghost-factors", default="",
+                   help="comma list: also time the fast mode with these values of MEMORY_PASS_MACS (the factor of "
+                        "dpaudit.fast_clipping.use_ghost_norm), e.g. 8,30 to time SimpleCNN's conv2 with per-example "
+                        "gradients and with a ghost norm")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time (what a user waits); cpu: this process's CPU time, which a neighbour's "
+                        "load on a shared machine disturbs far less (use it with --threads 1)")
     args = p.parse_args(argv)
     quiet()
     warnings.filterwarnings("ignore")
@@ -152,8 +174,8 @@ def main(argv=None) -> int:
     threads = set_threads(args.threads)
     commit = git_commit()
     print(f"profile_dp_step: commit {commit}, model {args.model}, batch {args.batch_size}, {args.rounds} rounds of "
-          f"{args.steps} steps per mode (rotating order), {args.keep} of the rounds, torch threads {threads}",
-          flush=True)
+          f"{args.steps} steps per mode (rotating order), {args.keep} of the rounds, {args.clock} clock, torch threads "
+          f"{threads}", flush=True)
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * 20
     x = torch.randn(n, 1, 28, 28, generator=g)
@@ -162,13 +184,16 @@ def main(argv=None) -> int:
     modes = ("non-dp",) + GRAD_SAMPLE_MODES
     runners = {m: Runner(m, args.model, x, y, args.batch_size) for m in modes}
     runners[OPACUS_ALONE] = Runner("hooks", args.model, x, y, args.batch_size, speedups=False)
+    for factor in [float(v) for v in args.ghost_factors.split(",") if v.strip()]:
+        runners[f"fast, factor {factor:g}"] = Runner("fast", args.model, x, y, args.batch_size, ghost_factor=factor)
     names = list(runners)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     for r in runners.values():  # untimed: first-call setup of torch's kernels and of each mode's hooks
         r.block(3)
     rounds: list[dict[str, dict[str, float]]] = []
     for k in range(args.rounds):
         order = names[k % len(names):] + names[:k % len(names)]
-        rounds.append({m: runners[m].block(args.steps) for m in order})
+        rounds.append({m: runners[m].block(args.steps, clock) for m in order})
     base_name = "non-dp"
 
     def summary(m: str) -> dict[str, float]:
@@ -191,12 +216,12 @@ def main(argv=None) -> int:
     rows = [[m, f"{v['forward']:.1f}", f"{v['backward']:.1f}", f"{v['step']:.1f}", f"{v['total']:.1f}",
              f"{v['non_dp_same_round']:.1f}", f"{v['overhead_ms']:+.1f}", f"{v['ratio']:.2f}x",
              f"{v['ratio_range'][0]:.2f}-{v['ratio_range'][1]:.2f}"] for m, v in phases.items()]
-    print(f"\nms per step (fixed batches, no data loading; {args.keep} of {args.rounds} rounds)")
+    print(f"\nms per step ({args.clock} clock; fixed batches, no data loading; {args.keep} of {args.rounds} rounds)")
     print(table(["mode", "forward", "backward", "step", "total", "non-DP (same rounds)", "DP overhead ms",
                  "vs non-DP", "ratio range"], rows))
 
-    samplers = grad_sampler_times(args.model, args.batch_size, repeats=max(10, 2 * args.steps))
-    print("\nms per call, alone")
+    samplers = grad_sampler_times(args.model, args.batch_size, repeats=max(10, 2 * args.steps), clock=clock)
+    print(f"\nms per call, alone ({args.clock} clock, median)")
     print(table(["operation", "ms"], [[k, f"{v:.2f}"] for k, v in samplers.items()]))
     extra = phases[OPACUS_ALONE]["overhead_ms"]
     in_samplers = sum(v for k, v in samplers.items() if k.startswith("grad_sample:"))
@@ -206,7 +231,7 @@ def main(argv=None) -> int:
           f"adds {phases['fast']['overhead_ms']:.1f} ms, its per-layer norms and clipped sums alone take "
           f"{in_fast:.1f} ms (the clipped sums replace the weight gradients a non-DP backward computes).")
     print_json_line({"commit": commit, "model": args.model, "batch_size": args.batch_size, "threads": threads,
-                     "rounds": args.rounds, "steps_per_round": args.steps, "keep": args.keep,
+                     "rounds": args.rounds, "steps_per_round": args.steps, "keep": args.keep, "clock": args.clock,
                      "phases_ms": phases, "ratios": {m: v["ratio"] for m, v in phases.items()},
                      "overhead_ms": {m: v["overhead_ms"] for m, v in phases.items()},
                      "non_dp_ms": phases["non-dp"]["total"], "grad_samplers_ms": samplers})

@@ -40,22 +40,32 @@ from opacus.optimizers.optimizer import DPOptimizer
 from torch import nn
 
 MODE = "fast"
-# Bu, Mao & Xu (2022): a ghost norm costs about 2 T^2 per example against P D for the per-example gradient.
-GHOST_RULE = "2 T^2 < P D"
+# A memory pass over one value of a per-example gradient, in multiply-adds of a matrix product: what a ghost norm
+# saves per value (see use_ghost_norm).
+MEMORY_PASS_MACS = 8.0
 
 
-def use_ghost_norm(positions: int, out_features: int, in_features: int) -> bool:
+def use_ghost_norm(positions: int, out_features: int, in_features: int, factor: float | None = None) -> bool:
     """Whether the weight of a layer with ``positions`` output positions T, ``out_features`` P and ``in_features`` D
     (input channels x kernel size for a convolution) takes a ghost norm rather than per-example gradients.
 
+    Both ways cost the same matrix product of T D P multiply-adds an example, in the ghost way for the clipped sum
+    (the weight gradient with scaled output gradients), in the other for the per-example gradients themselves. On
+    top, a ghost norm costs the two Gram matrices, T^2 (D + P), and per-example gradients cost passes over their
+    P D values (write, norm, weighted sum), ``factor`` multiply-adds each (MEMORY_PASS_MACS when None). So: ghost
+    iff T^2 (D + P) < factor P D. Bu, Mao & Xu (2022) compare 2 T^2 with P D, the norms alone (their clipped sums
+    come from a second backward pass); on two CPU cores SimpleCNN's second convolution (T 25, P 32, D 256), ghost
+    by their rule, is faster with per-example gradients (benchmarks/profile_dp_step.py --ghost-factors 8,30).
+
     >>> use_ghost_norm(196, 16, 1 * 8 * 8)   # SimpleCNN's first convolution: per-example gradients
     False
-    >>> use_ghost_norm(25, 32, 16 * 4 * 4)   # its second convolution: a ghost norm
-    True
-    >>> use_ghost_norm(1, 32, 512)           # a Linear layer on vectors
+    >>> use_ghost_norm(25, 32, 16 * 4 * 4)   # its second convolution: per-example gradients too
+    False
+    >>> use_ghost_norm(1, 32, 512)           # a Linear layer on vectors: |a_i| |b_i|
     True
     """
-    return 2 * positions * positions < out_features * in_features
+    factor = MEMORY_PASS_MACS if factor is None else factor
+    return positions * positions * (in_features + out_features) < factor * out_features * in_features
 
 
 # ---- what each parameter carries from the backward pass to the optimizer step ------------------------------------
@@ -64,10 +74,11 @@ class PerExample:
     """A parameter's per-example gradients g [n, *shape]: materialised because they are small (biases, layers with
     many positions), or because the layer has no ghost norm (the fallback to Opacus's grad samplers)."""
 
-    __slots__ = ("g", "processed")
+    __slots__ = ("g", "finish", "processed")
 
-    def __init__(self, g: torch.Tensor):
+    def __init__(self, g: torch.Tensor, finish=None):
         self.g = g
+        self.finish = finish  # maps the clipped sum to the parameter's layout when g is stored in another order
         self.processed = False
 
     @property
@@ -78,7 +89,8 @@ class PerExample:
         return torch.linalg.vector_norm(self.g.reshape(self.n, -1), dim=1)
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
+        out = torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
+        return out if self.finish is None else self.finish(out)
 
 
 def _gram_norm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -117,16 +129,16 @@ class GhostLinear:
 
 class GhostConv2d:
     """A Conv2d weight's book-keeping: the layer's input x and output gradient b; the per-example norms come from
-    the Gram matrices of the unfolded input and of b (freed once the norms are known); the clipped sum is torch's
-    own weight gradient of the convolution with b scaled by the clip factors."""
+    the Gram matrices of the input's patches and of b (the patches are freed once the norms are known); the
+    clipped sum is torch's own weight gradient of the convolution with b scaled by the clip factors."""
 
     __slots__ = ("x", "b", "weight", "conf", "_norm", "processed")
 
-    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, unfolded: torch.Tensor):
+    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor):
         self.x, self.b, self.weight = x, b, module.weight.detach()
         self.conf = (module.stride, _int_padding(module), module.dilation)
         n, p_out = b.shape[0], b.shape[1]
-        self._norm = _gram_norm(unfolded.transpose(1, 2), b.reshape(n, p_out, -1).transpose(1, 2))
+        self._norm = _gram_norm(_patches(module, x), b.reshape(n, p_out, -1).transpose(1, 2))
         self.processed = False
 
     @property
@@ -152,6 +164,43 @@ def _int_padding(module: nn.Conv2d) -> tuple[int, int] | None:
         totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
         return None if any(t % 2 for t in totals) else tuple(t // 2 for t in totals)
     return tuple(pad)
+
+
+def _patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The input's patches [n, T, kh kw C], channels last: each patch row is kw C contiguous values, which copies
+    about twice as fast as Opacus's unfold2d ([n, C kh kw, T]); the order within a patch does not change a Gram
+    matrix over positions."""
+    ph, pw = _int_padding(module)
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (pw, pw, ph, ph))
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    xl = x.permute(0, 2, 3, 1).contiguous()
+    view = xl.as_strided((n, ho, wo, kh, kw, c), (h * w * c, sh * w * c, sw * c, dh * w * c, dw * c, 1))
+    return view.reshape(n, ho * wo, kh * kw * c)
+
+
+def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor) -> PerExample:
+    """Per-example weight gradients of a Conv2d (groups 1) from its input x and output gradient bb [n, P, T]."""
+    n, c = x.shape[0], x.shape[1]
+    if c == 1:
+        # One input channel: the per-example gradients are one grouped convolution of the input with the output
+        # gradients (groups = batch; Opacus's convolution2d_backward_as_a_convolution), which beats unfold + bmm.
+        ho, wo = _out_size(module, x)
+        g = torch.nn.functional.conv2d(x.transpose(0, 1), bb.reshape(n * bb.shape[1], 1, ho, wo),
+                                       padding=_int_padding(module), dilation=module.stride, stride=module.dilation,
+                                       groups=n)
+        return PerExample(g[:, :, : module.kernel_size[0], : module.kernel_size[1]].reshape(n, *module.weight.shape))
+    # [n, P, kh kw C] from the channels-last patches; only the clipped sum is put back in the weight's order
+    p_out, (kh, kw) = module.out_channels, module.kernel_size
+    g = torch.bmm(bb, _patches(module, x))
+    return PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous())
+
+
+def _out_size(module: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
+    (ph, pw), (kh, kw), (sh, sw), (dh, dw) = _int_padding(module), module.kernel_size, module.stride, module.dilation
+    return ((x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
 def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor) -> dict | None:
@@ -180,17 +229,14 @@ def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor) -> dict | 
         if module.bias is not None and module.bias.requires_grad:
             out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0])
         return out
-    from opacus.utils.tensor_utils import unfold2d
-
     n, p_out = x.shape[0], module.out_channels
     bb = b.reshape(n, p_out, -1)
     if module.weight.requires_grad:
-        a = unfold2d(x, kernel_size=module.kernel_size, padding=_int_padding(module), stride=module.stride,
-                     dilation=module.dilation)  # [n, D, T]
-        if use_ghost_norm(bb.shape[2], p_out, a.shape[1]):
-            out[module.weight] = GhostConv2d(module, x, b, a)
+        d_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        if use_ghost_norm(bb.shape[2], p_out, d_in):
+            out[module.weight] = GhostConv2d(module, x, b)
         else:
-            out[module.weight] = PerExample(torch.bmm(bb, a.transpose(1, 2)).view(n, *module.weight.shape))
+            out[module.weight] = _conv_per_example(module, x, bb)
     if module.bias is not None and module.bias.requires_grad:
         out[module.bias] = PerExample(bb.sum(2))
     return out
@@ -343,7 +389,7 @@ class DPOptimizerFastClipping(DPOptimizer):
                 g = e.clipped_sum(c.to(device=p.device, dtype=p.dtype)) if e.n else torch.zeros_like(p)
                 sums[i] = g if sums[i] is None else sums[i] + g
         for p, g, es in zip(self.params, sums, entries):
-            g = g.view_as(p)
+            g = g.reshape_as(p)
             p.summed_grad = g if p.summed_grad is None else p.summed_grad + g
             for e in es:
                 e.processed = True

@@ -65,14 +65,14 @@ def test_registered_beside_opacus_modes():
 
 
 def test_layer_choice_follows_the_cost_rule():
-    """SimpleCNN's conv1 (1,024 weights over 196 positions) keeps per-example gradients; conv2 (8,192 weights over
-    25 positions) and the Linear layers take ghost norms; biases are always per-example."""
+    """SimpleCNN's convolutions (1,024 weights over 196 positions, 8,192 over 25) keep per-example gradients, its
+    Linear layers take ghost norms; biases are always per-example."""
     model = fc.GradSampleModuleFastClipping(build_model("simple-cnn"))
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     nn.functional.cross_entropy(model(x), y).backward()
     kinds = {name: type(p._fast_entries[0]).__name__ for name, p in model._module.named_parameters()}
     assert kinds == {"net.0.weight": "PerExample", "net.0.bias": "PerExample",
-                     "net.3.weight": "GhostConv2d", "net.3.bias": "PerExample",
+                     "net.3.weight": "PerExample", "net.3.bias": "PerExample",
                      "net.7.weight": "GhostLinear", "net.7.bias": "PerExample",
                      "net.9.weight": "GhostLinear", "net.9.bias": "PerExample"}
 
@@ -81,7 +81,7 @@ def test_layer_choice_follows_the_cost_rule():
 
 class Sequence(nn.Module):
     """Layers and calls beyond the built-in models: a Conv2d with string padding, dilation and no bias
-    (per-example), GroupNorm (Opacus's own grad sampler), a Conv2d at 4 positions (ghost norm by Gram matrices) and
+    (per-example), one on one input channel with dilation (per-example by a grouped convolution), GroupNorm (Opacus's own grad sampler), a Conv2d at 4 positions (ghost norm by Gram matrices) and
     at 1, a Linear layer over positions (Gram matrices), one over few features (per-example), and a Linear layer
     called twice in one forward (per-example, summed over the calls)."""
 
@@ -91,6 +91,7 @@ class Sequence(nn.Module):
         self.norm = nn.GroupNorm(2, 6)
         self.conv2 = nn.Conv2d(6, 16, 3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(16, 8, 2)
+        self.mono = nn.Conv2d(1, 3, 2, dilation=2, padding=1)  # one input channel: the grouped-convolution path
         self.seq = nn.Linear(8, 12)
         self.narrow = nn.Linear(12, 2)
         self.twice = nn.Linear(8, 8)
@@ -98,6 +99,7 @@ class Sequence(nn.Module):
 
     def forward(self, x):  # x [n, 2, 4, 4]
         h = self.conv3(torch.tanh(self.conv2(torch.tanh(self.norm(self.conv(x)))))).flatten(1)  # [n, 8]
+        h = h + self.mono(x[:, :1]).mean((2, 3)).repeat(1, 3)[:, :8]
         s = self.narrow(torch.tanh(self.seq(x.reshape(x.shape[0], 4, 8)))).flatten(1)  # [n, 8]
         t = self.twice(torch.tanh(self.twice(h)))
         return self.head(torch.cat([s, t], dim=1))
@@ -134,9 +136,11 @@ def _rel(a, b) -> float:
 
 @pytest.mark.parametrize("name", MODELS + ["sequence"])
 @pytest.mark.parametrize("clip", [0.05, 3.0, 1e4])  # every example clipped / some / none
-def test_clipped_sum_exact_in_float64(name, clip):
+@pytest.mark.parametrize("factor", [fc.MEMORY_PASS_MACS, 1e6])  # the default choice / a ghost norm wherever one is
+def test_clipped_sum_exact_in_float64(name, clip, factor, monkeypatch):
     """In float64 the fast mode's clipped sum is the hooks mode's to rounding: the ghost norms and the clipped sums
     by matrix products are exact identities, not approximations."""
+    monkeypatch.setattr(fc, "MEMORY_PASS_MACS", factor)
     torch.manual_seed(0)
     if name == "sequence":
         base, x = Sequence(), torch.randn(20, 2, 4, 4)
