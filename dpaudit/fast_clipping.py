@@ -34,6 +34,9 @@ The backward pass itself computes no parameter gradients when dpaudit's ``withou
 """
 from __future__ import annotations
 
+import math
+import weakref
+
 import torch
 from opacus.grad_sample.grad_sample_module import GradSampleModule
 from opacus.optimizers.optimizer import DPOptimizer
@@ -70,11 +73,42 @@ def use_ghost_norm(positions: int, out_features: int, in_features: int, factor: 
 
 # ---- what each parameter carries from the backward pass to the optimizer step ------------------------------------
 
+class Scratch:
+    """Buffers kept from step to step. Allocating and freeing a few MB at every step costs as much as computing in
+    them: glibc hands such blocks back to the system on free and the next step faults them in again (freeing
+    SimpleCNN's conv2 per-example gradients took 1.5 ms of a step). A buffer still held by a live entry (a second
+    backward pass before the step) is never handed out again: that call gets a fresh tensor."""
+
+    HEADROOM = 1.25  # Poisson batches vary in size: room for a larger one without reallocating
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, key, shape: tuple, like: torch.Tensor, holder=None) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf, held = self._bufs.get(key, (None, None))
+        if held is not None and held() is not None:
+            return like.new_empty(shape)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = like.new_empty(int(numel * self.HEADROOM) + 1)
+        self._bufs[key] = (buf, None)
+        return buf[:numel].view(shape)
+
+    def hold(self, key, holder) -> None:
+        """Mark the buffer behind ``key`` as read by ``holder`` until that object is gone."""
+        if key in self._bufs:
+            self._bufs[key] = (self._bufs[key][0], weakref.ref(holder))
+
+
+def _buffer(scratch: Scratch | None, key, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(shape) if scratch is None else scratch.get(key, shape, like)
+
+
 class PerExample:
     """A parameter's per-example gradients g [n, *shape]: materialised because they are small (biases, layers with
     many positions), or because the layer has no ghost norm (the fallback to Opacus's grad samplers)."""
 
-    __slots__ = ("g", "finish", "processed")
+    __slots__ = ("g", "finish", "processed", "__weakref__")
 
     def __init__(self, g: torch.Tensor, finish=None):
         self.g = g
@@ -134,11 +168,11 @@ class GhostConv2d:
 
     __slots__ = ("x", "b", "weight", "conf", "_norm", "processed")
 
-    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor):
+    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None):
         self.x, self.b, self.weight = x, b, module.weight.detach()
         self.conf = (module.stride, _int_padding(module), module.dilation)
         n, p_out = b.shape[0], b.shape[1]
-        self._norm = _gram_norm(_patches(module, x), b.reshape(n, p_out, -1).transpose(1, 2))
+        self._norm = _gram_norm(_patches(module, x, scratch), b.reshape(n, p_out, -1).transpose(1, 2))
         self.processed = False
 
     @property
@@ -166,22 +200,26 @@ def _int_padding(module: nn.Conv2d) -> tuple[int, int] | None:
     return tuple(pad)
 
 
-def _patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def _patches(module: nn.Conv2d, x: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
     """The input's patches [n, T, kh kw C], channels last: each patch row is kw C contiguous values, which copies
     about twice as fast as Opacus's unfold2d ([n, C kh kw, T]); the order within a patch does not change a Gram
-    matrix over positions."""
+    matrix over positions. Written into ``scratch`` buffers (read only until the caller returns)."""
     ph, pw = _int_padding(module)
-    if ph or pw:
-        x = torch.nn.functional.pad(x, (pw, pw, ph, ph))
-    n, c, h, w = x.shape
+    n, c, h0, w0 = x.shape
+    h, w = h0 + 2 * ph, w0 + 2 * pw
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
     ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    xl = x.permute(0, 2, 3, 1).contiguous()
+    xl = _buffer(scratch, (id(module), "nhwc"), (n, h, w, c), x)  # zero-padded, channels last
+    if ph or pw:
+        xl.zero_()
+    xl[:, ph:ph + h0, pw:pw + w0].copy_(x.permute(0, 2, 3, 1))
     view = xl.as_strided((n, ho, wo, kh, kw, c), (h * w * c, sh * w * c, sw * c, dh * w * c, dw * c, 1))
-    return view.reshape(n, ho * wo, kh * kw * c)
+    out = _buffer(scratch, (id(module), "patches"), (n, ho * wo, kh * kw * c), x)
+    return out.view(n, ho, wo, kh, kw, c).copy_(view).view(n, ho * wo, kh * kw * c)
 
 
-def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor) -> PerExample:
+def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None
+                      ) -> PerExample:
     """Per-example weight gradients of a Conv2d (groups 1) from its input x and output gradient bb [n, P, T]."""
     n, c = x.shape[0], x.shape[1]
     if c == 1:
@@ -194,8 +232,13 @@ def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor) -> P
         return PerExample(g[:, :, : module.kernel_size[0], : module.kernel_size[1]].reshape(n, *module.weight.shape))
     # [n, P, kh kw C] from the channels-last patches; only the clipped sum is put back in the weight's order
     p_out, (kh, kw) = module.out_channels, module.kernel_size
-    g = torch.bmm(bb, _patches(module, x))
-    return PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous())
+    a = _patches(module, x, scratch)
+    key = (id(module), "per-example")
+    g = torch.bmm(bb, a, out=_buffer(scratch, key, (n, p_out, a.shape[2]), x))
+    entry = PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous())
+    if scratch is not None:
+        scratch.hold(key, entry)
+    return entry
 
 
 def _out_size(module: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
@@ -203,10 +246,10 @@ def _out_size(module: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
     return ((x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
-def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor) -> dict | None:
+def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None) -> dict | None:
     """Per-parameter book-keeping of one call of an exact nn.Linear or nn.Conv2d (x: its input, b: the gradient of
     its output, already multiplied by the batch size under loss_reduction="mean"), or None when this mode has no
-    fast path for the layer (then Opacus's grad sampler runs, as in hooks mode)."""
+    fast path for the layer (then Opacus's grad sampler runs, as in hooks mode). ``scratch``: buffers to reuse."""
     kind = type(module)
     if kind is nn.Conv2d and (module.groups != 1 or module.padding_mode != "zeros" or _int_padding(module) is None):
         return None
@@ -234,9 +277,9 @@ def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor) -> dict | 
     if module.weight.requires_grad:
         d_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
         if use_ghost_norm(bb.shape[2], p_out, d_in):
-            out[module.weight] = GhostConv2d(module, x, b)
+            out[module.weight] = GhostConv2d(module, x, b, scratch)
         else:
-            out[module.weight] = _conv_per_example(module, x, bb)
+            out[module.weight] = _conv_per_example(module, x, bb, scratch)
     if module.bias is not None and module.bias.requires_grad:
         out[module.bias] = PerExample(bb.sum(2))
     return out
@@ -257,6 +300,7 @@ class GradSampleModuleFastClipping(GradSampleModule):
         super().__init__(m, batch_first=batch_first, loss_reduction=loss_reduction, strict=strict,
                          force_functorch=force_functorch)
         self._pending: dict = {}  # module -> {param: per-example gradient} while a layer called twice is in backward
+        self._scratch = Scratch()
         owners: dict[int, str] = {}
         from opacus.utils.module_utils import trainable_modules, trainable_parameters
 
@@ -285,7 +329,7 @@ class GradSampleModuleFastClipping(GradSampleModule):
         # A layer called once in this forward pass (each of its parameters counted once) on a whole batch.
         if (pending is None and not self.force_functorch and all(p._forward_counter == 1 for p in params)
                 and len(activations) == 1 and activations[0].shape[0] == module.max_batch_len):
-            entries = fast_entries(module, activations[0], backprops)
+            entries = fast_entries(module, activations[0], backprops, self._scratch)
         if entries is None:
             if not self.force_functorch and type(module) in self.GRAD_SAMPLERS:
                 grads = self.GRAD_SAMPLERS[type(module)](module, activations, backprops)
@@ -393,6 +437,13 @@ class DPOptimizerFastClipping(DPOptimizer):
             p.summed_grad = g if p.summed_grad is None else p.summed_grad + g
             for e in es:
                 e.processed = True
+
+    def scale_grad(self):
+        """Opacus's scale_grad, with the number of accumulated passes counted once rather than once a parameter."""
+        if self.loss_reduction == "mean":
+            passes = self.accumulated_iterations
+            for p in self.params:
+                p.grad /= self.expected_batch_size * passes
 
     def zero_grad(self, set_to_none: bool = False):
         for p in self.params:

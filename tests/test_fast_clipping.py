@@ -170,6 +170,34 @@ def test_physical_batches_and_empty_batch():
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in opt.params)
 
 
+@pytest.mark.parametrize("name", ["simple-cnn", "sequence"])
+def test_two_backward_passes_before_a_step(name):
+    """Without Poisson sampling Opacus allows accumulating several backward passes before one step; each pass holds
+    its own examples (norms per example, as Opacus concatenates them), and a pass's per-example gradients are never
+    overwritten by the next pass's (the reused scratch buffers)."""
+    torch.manual_seed(4)
+    if name == "sequence":
+        base, x, y = Sequence().double(), torch.randn(12, 2, 4, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    else:
+        base, x, y = build_model(name).double(), torch.randn(12, 1, 28, 28, dtype=torch.float64), \
+            torch.randint(0, 10, (12,))
+    grads = {}
+    for mode in ("hooks", "fast"):
+        model = copy.deepcopy(base)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=6)
+        model, opt, _ = PrivacyEngine().make_private(module=model, optimizer=opt, data_loader=loader,
+                                                     noise_multiplier=0.0, max_grad_norm=0.5, poisson_sampling=False,
+                                                     grad_sample_mode=mode)
+        opt.zero_grad()
+        for part in (slice(0, 7), slice(7, 12)):
+            nn.functional.cross_entropy(model(x[part]), y[part]).backward()
+        opt.step()
+        assert opt.accumulated_iterations == 2
+        grads[mode] = torch.cat([p.grad.flatten() for p in opt.params])
+    assert _rel(grads["fast"], grads["hooks"]) < 1e-12
+
+
 def test_misuse_is_refused_as_opacus_refuses_it():
     torch.manual_seed(2)
     model = fc.GradSampleModuleFastClipping(build_model("simple-cnn"))
