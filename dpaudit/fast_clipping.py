@@ -108,19 +108,21 @@ class PerExample:
     """A parameter's per-example gradients g [n, *shape]: materialised because they are small (biases, layers with
     many positions), or because the layer has no ghost norm (the fallback to Opacus's grad samplers)."""
 
-    __slots__ = ("g", "finish", "processed", "__weakref__")
+    __slots__ = ("g", "finish", "_norm", "processed", "__weakref__")
 
     def __init__(self, g: torch.Tensor, finish=None):
         self.g = g
         self.finish = finish  # maps the clipped sum to the parameter's layout when g is stored in another order
         self.processed = False
+        # the norms now, while g is still in cache from the product that wrote it
+        self._norm = torch.linalg.vector_norm(g.reshape(len(g), math.prod(g.shape[1:])), dim=1)
 
     @property
     def n(self) -> int:
         return int(self.g.shape[0])
 
     def norm(self) -> torch.Tensor:
-        return torch.linalg.vector_norm(self.g.reshape(self.n, -1), dim=1)
+        return self._norm
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
         out = torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
