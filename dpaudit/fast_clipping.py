@@ -10,8 +10,9 @@ neither where it does not pay:
   against its activations: for a layer with input patches A_i [T, D] and output gradients B_i [T, P] at T positions,
   ||B_i^T A_i||_F^2 = <A_i A_i^T, B_i B_i^T>, at cost T^2 (D + P) instead of T D P and no [P, D] tensor per example;
   with T = 1 (a Linear layer on vectors) it is |a_i|^2 |b_i|^2;
-- *per-example gradients* where they are small (mixed ghost clipping, Bu, Mao & Xu, NeurIPS 2022, whose rule
-  ``2 T^2 < P D`` picks ghost norms); biases always (P values an example);
+- *per-example gradients* where they are small (mixed ghost clipping, Bu, Mao & Xu, NeurIPS 2022), each layer
+  choosing by the cost of the two ways (``use_ghost_norm``); biases always (P values an example). For SimpleCNN at
+  batch 256: per-example for both convolutions, ghost norms for both Linear layers (16,384 + 320 weights);
 - *book-keeping* (Bu et al., ICML 2023): the backward hooks keep each layer's activations and output gradients, and
   the optimizer step forms the clipped sum from them directly: sum_i c_i B_i^T A_i is one matrix product with
   the output gradients scaled by the clip factors c_i. There is no second backward pass.
@@ -30,7 +31,8 @@ at 1, and the clipping norm is read from the optimizer at each step (as ``hooks`
 clipping reading a stale copy). tests/test_fast_clipping.py checks each privatised gradient against ``hooks``.
 
 The backward pass itself computes no parameter gradients when dpaudit's ``without_discarded_param_grads`` is on
-(train.py turns it on for this mode as for ``hooks``): the optimizer replaces ``p.grad`` anyway.
+(train.py turns it on for this mode as for ``hooks``): the optimizer replaces ``p.grad`` anyway. The few-MB tensors a
+step writes (patches, per-example convolution gradients) live in buffers kept from step to step (``Scratch``).
 """
 from __future__ import annotations
 
