@@ -206,7 +206,7 @@ def part_soundness(seeds: int, m: int, out: dict) -> None:
     out["soundness"] = cases
 
 
-def part_train(scale: str, seeds: int, eps_list: tuple, out: dict) -> None:
+def part_train(scale: str, seeds: int, eps_list: tuple, out: dict, mode: str = "hooks") -> None:
     from dpaudit.config.recipes import DP_RECIPE
     from dpaudit.training.data import load_dataset
     from dpaudit.training.train import TrainConfig, train_model
@@ -223,7 +223,7 @@ def part_train(scale: str, seeds: int, eps_list: tuple, out: dict) -> None:
             for s in range(seeds):
                 idx = np.random.default_rng([s, 17]).permutation(len(ds))
                 tr, te = idx[:members], idx[members:members + n_test]
-                cfg = TrainConfig(epsilon=eps, delta=DELTA, **kw, seed=s)
+                cfg = TrainConfig(epsilon=eps, delta=DELTA, **kw, seed=s, grad_sample_mode=mode)
                 t0 = time.perf_counter()
                 tm = train_model(cfg, ds.images[tr], ds.labels[tr], test_images=ds.images[te],
                                  test_labels=ds.labels[te], progress=False,
@@ -256,6 +256,8 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="allow the real-training part (slow)")
     ap.add_argument("--train-scale", choices=("small", "default"), default="small")
     ap.add_argument("--train-seeds", type=int, default=3)
+    ap.add_argument("--grad-sample-mode", default="hooks",
+                    help="the DP-SGD mode the train part audits (hooks, functorch, fast); default hooks")
     ap.add_argument("--quick", action="store_true", help="3 seeds, 10 correct runs, 40 soundness seeds")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -282,7 +284,7 @@ def main() -> None:
     if "train" in parts:
         if not args.train:
             ap.error("the train part trains many models: pass --train as well")
-        part_train(args.train_scale, args.train_seeds, (1.0, 8.0), out)
+        part_train(args.train_scale, args.train_seeds, (1.0, 8.0), out, args.grad_sample_mode)
     wall = time.perf_counter() - t0
     print(f"\n{fmt_duration(wall)} on {threads} threads")
     print_json_line({"benchmark": "whitebox", "commit": git_commit(), "quick": args.quick, "parts": parts,

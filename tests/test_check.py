@@ -282,3 +282,54 @@ def test_junit_escapes_special_characters():
     xml = rules_junit_xml([Rule("r", 'quote " & <tag>', "m<1>", "metric", 0.5, 0.7, False)])
     root = ET.fromstring(xml.split("\n", 1)[1])
     assert root.find("testcase/failure").get("message").startswith('quote " & <tag>')
+
+
+@pytest.mark.parametrize("rerun", [0, 1, 3])
+@pytest.mark.parametrize("canaries, gradient_canaries, attacks", [(500, 1000, ("loss", "lira")), (0, 1000, ()),
+                                                                  (50, 0, ("loss",)), (0, 0, ("loss", "rmia"))])
+def test_recomputed_plan_is_the_pipelines(rerun, canaries, gradient_canaries, attacks):
+    """The gate's own plan of confidences (dpaudit.check.recompute.plan_confidences, written apart so that it checks
+    rather than repeats) agrees with the one the audit computes its bounds at (dpaudit.core.plan.bound_confidence),
+    for every mix of evidence and each place on the α-spending schedule; and the white-box routes it counts are
+    those of its route table (one confidence share per bound, one for the conformance tests)."""
+    from dataclasses import replace
+
+    from dpaudit.check.recompute import WHITEBOX_ROUTE_COUNT, WHITEBOX_ROUTES, plan_confidences, run_confidence
+    from dpaudit.config import AuditConfig
+    from dpaudit.core.plan import bound_confidence
+    from dpaudit.core.plan import run_confidence as pipeline_run_confidence
+
+    assert WHITEBOX_ROUTE_COUNT == len(WHITEBOX_ROUTES) + 1 == 3
+    cfg = replace(AuditConfig(), epsilons=(math.inf, 8.0, 1.0), canaries=canaries,
+                  gradient_canaries=gradient_canaries, attacks=attacks)
+    assert run_confidence(cfg, rerun) == pytest.approx(pipeline_run_confidence(cfg, rerun), rel=1e-12)
+    for dp in (True, False):
+        mine, theirs = plan_confidences(cfg, dp, rerun), bound_confidence(cfg, dp=dp, rerun=rerun)
+        assert mine["per_model"] == pytest.approx(theirs.per_model, rel=1e-12)
+        assert mine["attack"] == pytest.approx(theirs.attack, rel=1e-12)
+        assert mine["canary"] == pytest.approx(theirs.canary, rel=1e-12)
+        assert (mine["n_bounds"], mine["n_attacks"]) == (theirs.n_bounds, theirs.n_attacks)
+
+
+def test_alpha_spending_of_a_rerun_verifies_and_an_understated_one_does_not():
+    """The α-spending record is recomputed from the schedule (dpaudit.core.plan.alpha_spending writes it): a
+    re-run's record as the audit writes it passes; one that says the earlier runs spent less than the schedule
+    gave them, or that claims a larger combined confidence, is refused."""
+    from types import SimpleNamespace as NS
+
+    from dpaudit.check.recompute import check_alpha_spending
+    from dpaudit.config import AuditConfig
+    from dpaudit.core.plan import alpha_spending
+
+    cfg = AuditConfig()
+    for rerun in (0, 1, 4):
+        sp = alpha_spending(cfg, rerun)
+        assert check_alpha_spending(NS(alpha_spending=sp, config=cfg)) == rerun
+    sp = alpha_spending(cfg, 2, spent_before=0.05)  # re-run of a report written before the schedule: all of α spent
+    assert check_alpha_spending(NS(alpha_spending=sp, config=cfg)) == 2
+    low = alpha_spending(cfg, 2, spent_before=0.01)
+    with pytest.raises(DPAuditError, match="alpha_spent_before is 0.01 but the 2 run"):
+        check_alpha_spending(NS(alpha_spending=low, config=cfg))
+    high = {**alpha_spending(cfg, 1), "combined_confidence": 0.99}
+    with pytest.raises(DPAuditError, match="alpha_spending.combined_confidence is 0.99"):
+        check_alpha_spending(NS(alpha_spending=high, config=cfg))

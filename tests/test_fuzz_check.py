@@ -116,22 +116,29 @@ def _reject_consistently(doc):
     wb["tests"][0].update(p_value=1e-6, passed=False)
     wb.update(conformant=False, failed=["noise_std"])
     doc["models"][2]["verdict"]["rejected_conformance"] = ["noise_std"]
+    # the sentence of a nonconformant verdict (the status itself is left to each row)
+    doc["models"][2]["verdict"]["text"] = _recomputed_verdict(doc["models"][2], ["noise_std"],
+                                                              [("white-box canaries", wb["detectable_epsilon"])])["text"]
+
+
+def _recomputed_verdict(m: dict, rejected: list[str], detectable: list[tuple[str, float]]) -> dict:
+    """What dpaudit.core.bounds.decide_verdict says of a DP model's stored bounds (as dpaudit.pipeline lists them)."""
+    from dpaudit.core.bounds import decide_verdict
+
+    wb, c = m["whitebox"], m["canary"]
+    bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in m["attacks"]]
+    bounds += [("canaries (one run)", c["epsilon_lb"], c["ceiling"]),
+               ("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]),
+               ("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"])]
+    return decide_verdict(m["training"]["epsilon"], bounds, rejected, n_canaries=c["m"], detectable=detectable)
 
 
 def _powerless(doc):
     """dp-eps8 made genuinely inconclusive, every field that follows updated: its white-box canaries' detectable ε
     (the only route with power below 2 × 8) raised to 20, so that no route could see a leak of twice the claim."""
-    from dpaudit.core.bounds import decide_verdict
-
     m = doc["models"][1]
-    wb, c = m["whitebox"], m["canary"]
-    wb["detectable_epsilon"] = 20.0
-    bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in m["attacks"]]
-    bounds += [("canaries (one run)", c["epsilon_lb"], c["ceiling"]),
-               ("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]),
-               ("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"])]
-    got = decide_verdict(m["training"]["epsilon"], bounds, [], n_canaries=c["m"],
-                         detectable=[("white-box canaries", 20.0)])
+    m["whitebox"]["detectable_epsilon"] = 20.0
+    got = _recomputed_verdict(m, [], [("white-box canaries", 20.0)])
     m["verdict"].update(status="inconclusive", detectable_epsilon=20.0, next_step=got["next_step"], text=got["text"])
 
 

@@ -10,15 +10,17 @@ verdicts fail; :func:`evaluate_policy` turns it, and optionally a baseline repor
 * ``claim_consistent``: the claim is the accountant's: verdict.claimed_epsilon = training.epsilon, dp flags
   agree, a DP model's ε is finite and > 0, a non-DP model claims nothing.
 * ``verdict_recomputed``: the stored status is not softer than the one recomputed from the bounds, the
-  ceiling and the claim (a stored "consistent" with a bound above the claim fails).
+  measured power (detectable ε) and the claim (a stored "consistent" with a bound above the claim, or with no
+  route that could see a leak of twice the claim, fails).
 * ``accountant_check``: each DP model's accountant cross-check is present, not flagged, and checks the ε claimed.
 * ``confidence_recomputed``: the α-spending record (this run's share, the total with earlier runs on the same
   models, the combined confidence) matches the fixed schedule, and no verdict is held at more than its share.
 
 Before any rule, the report (and a baseline) must prove its numbers: :func:`dpaudit.check.recompute.verify_report`
-checks types and ranges, that the models match the configuration, and recomputes every bound from its counts,
-every ceiling from its sample size, conformance from its p-values, each AUC against its stored ROC curve and the
-verdict from all of them; where per-record scores were stored beside it, :func:`dpaudit.check.recompute.verify_scores`
+checks types and ranges, that the models match the configuration, and recomputes the α-spending record, every
+bound from its counts (the black-box canaries' under balanced guesses), every ceiling from its sample size, the
+attacks' and canaries' detectable ε by their seeded power simulation, conformance from its p-values, each AUC
+against its stored ROC curve and the verdict from all of them; where per-record scores were stored beside it, :func:`dpaudit.check.recompute.verify_scores`
 recomputes its counts and AUCs from them. A report whose numbers disagree with their evidence is bad input (exit
 2), never a pass: an edited report cannot make the gate read a violation, a missing model or a hidden
 nonconformance as fine.

@@ -11,31 +11,45 @@ exit 2 in the CLI) unless
   claiming the ε it lists; each with the configured attacks, canaries, references, and a white-box block on every DP
   model when gradient canaries were asked for; a report that says dpaudit observed the training has every model's
   training observed (and an unobserved record holds none of the numbers only an observed training has);
+* **the α-spending record is recomputed** from config.confidence and the re-run index on the fixed schedule
+  (:func:`check_alpha_spending`: this run spends α/2^(rerun+1), earlier runs at least the schedule's share), and
+  it sets the confidence every bound below is recomputed at;
 * **every bound is recomputed from its counts**: each attack's Clopper-Pearson bound from tp/n_pos/fp/n_neg, the
-  canaries' and the white-box canaries' one-run bounds from (m, r, v), the white-box Clopper-Pearson bound from its
-  counts, each at the confidence the configuration gives it (the Bonferroni plan of :func:`dpaudit.pipeline.
-  bound_confidence`, recomputed here);
+  black-box canaries' one-run bound from (m, r, v) under balanced guesses (k in and k out over
+  :func:`~dpaudit.core.bounds.balanced_candidates`, its correction text, and its coin check from m and the number
+  included), the white-box canaries' one-run bound (top-k guesses) and Clopper-Pearson bound from theirs, each at
+  the confidence the configuration gives it (the Bonferroni plan of :func:`dpaudit.core.plan.bound_confidence`,
+  recomputed here by :func:`plan_confidences`); the white-box bounds that reach the verdict are the entries of
+  :data:`WHITEBOX_ROUTES`, so a new route is added in one place;
 * **every ceiling is recomputed from its sample size** (:func:`~dpaudit.core.bounds.ceiling_clopper_pearson`,
-  :func:`~dpaudit.core.bounds.ceiling_one_run`);
+  :func:`~dpaudit.core.bounds.ceiling_one_run_balanced` for the black-box canaries,
+  :func:`~dpaudit.core.bounds.ceiling_one_run` for the white-box ones);
+* **measured power is recomputed where it is cheap**: each attack's and the black-box canaries' detectable ε are
+  re-simulated (:mod:`dpaudit.core.power`, seeded by config.seed, memoised; tens of milliseconds); the white-box
+  route's needs the accountant (Opacus), so its type, its range (null, "inf", or above the claim) and its noise
+  factor (in (0, 1) exactly when it is finite) are checked instead;
 * **conformance is recomputed from its p-values**: each test passes iff p > (1 − confidence)/5, ``conformant`` and
   ``failed`` follow, and the verdict's ``rejected_conformance`` names the failed tests;
 * **each AUC lies inside what its stored ROC curve allows**: the stored points are actual ROC points (a log-spaced
   subset), and the curve between two of them is monotone, so the area lies between the lower and the upper step sum
   over the stored points; the TPR at each FPR level likewise, and it equals its recorded counts;
-* **the verdict is recomputed** (:func:`~dpaudit.core.bounds.decide_verdict`) from the recomputed bounds and ceilings: its
-  claim, best bound, ratio, ceiling and ``could_detect`` must agree, and the stored status may be harsher than the
-  recomputed one (fail closed), never softer.
+* **the verdict is recomputed** (:func:`~dpaudit.core.bounds.decide_verdict`) from the recomputed bounds, ceilings and
+  detectable ε: its claim, best bound, ratio, ceiling, ``could_detect``, detectable ε and its source, the power
+  multiple (``consistent`` needs detectable ε <= POWER_MULTIPLE × claim) and the power method must agree, and the
+  stored status may be harsher than the recomputed one (fail closed), never softer; where they are the same, its
+  text and next step are the recomputed ones.
 
 Limits (what is *not* recomputed, because the report does not hold what it would take): the counts themselves (they
 come from per-record scores the report does not store; where ``--save-scores`` wrote them beside it,
 :func:`verify_scores` recomputes the counts, AUCs, TPRs and canary guesses from them), the white-box p-values (they
-come from the gradient observations in the model cache), the accountant's ε (that needs Opacus; the stored
+come from the gradient observations in the model cache), the white-box route's detectable ε (its simulation needs
+the accountant), the accountant's ε (that needs Opacus; the stored
 cross-check must agree with itself and is checked by the ``accountant_check`` rule), the AUC's bootstrap interval,
 and whether an "unobserved" report really came from ``--target`` / ``--from-signals`` (the
 ``require_observed_training`` policy fails it when that matters). So an edit that changes evidence *and* everything
 derived from it consistently is not caught: this makes a report agree with itself, it cannot sign it.
 
-Pure: numpy and scipy through :mod:`dpaudit.core.bounds`, no torch, no file access.
+Pure: numpy and scipy through :mod:`dpaudit.core.bounds` and :mod:`dpaudit.core.power`, no torch, no file access.
 """
 from __future__ import annotations
 
@@ -86,7 +100,8 @@ def _coin_check(m: int, members: int) -> dict:
     # fair_coin_check reads only the number of canaries and of members among them
     return fair_coin_check([True] * members + [False] * (m - members))
 
-__all__ = ["verify_report", "verify_scores", "auc_bracket", "plan_confidences", "WHITEBOX_TESTS"]
+__all__ = ["verify_report", "verify_scores", "auc_bracket", "plan_confidences", "run_confidence", "check_alpha_spending",
+           "WHITEBOX_TESTS", "WHITEBOX_ROUTES", "WHITEBOX_ROUTE_COUNT", "WhiteBoxRoute"]
 
 # Relative and absolute slack when comparing a stored number with its recomputation: the same code on another
 # machine or scipy build differs in the last digits, never by more.
@@ -94,6 +109,9 @@ REL, ABS = 1e-6, 1e-8
 # The five conformance tests of dpaudit.training.whitebox.conformance_tests, and the extra keys each may carry.
 WHITEBOX_TESTS = ("noise_std", "draw_rate", "clipped_norm", "sampling_independence", "steps")
 _TEST_EXTRAS = {"claimed", "expected_z_if_shuffled"}
+# Structural checks a probe report adds (dpaudit.sources.probe: facts read from the training's objects, no
+# statistics): p-value and statistic 1 when the fact holds, 0 when it does not; the claimed value they check.
+WHITEBOX_STRUCTURAL_TESTS = {"poisson_sampler": "claimed_q"}
 # Fields only an observed training fills (dpaudit.sources.external.unobserved_record leaves them null).
 _OBSERVED_ONLY = ("noise_multiplier", "sample_rate", "steps", "accountant", "grad_sample_mode", "epochs",
                   "batch_size", "lr", "momentum", "seed", "wall_s", "accounting_s", "max_grad_norm")
@@ -568,9 +586,9 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
         _typed(tw, t, "dict")
         _keys(tw, t, {"name", "statistic", "p_value", "passed", "what"}, _TEST_EXTRAS)
         name = _typed(f"{tw}.name", t["name"], "str")
-        if name not in WHITEBOX_TESTS or name in names:
+        if name not in WHITEBOX_TESTS + tuple(WHITEBOX_STRUCTURAL_TESTS) or name in names:
             raise _bad(f"{tw}.name {name[:40]!r} is not one of the conformance tests {', '.join(WHITEBOX_TESTS)} "
-                       f"(or repeats one)")
+                       f"or the structural checks {', '.join(WHITEBOX_STRUCTURAL_TESTS)} (or repeats one)")
         names.append(name)
         _typed(f"{tw}.statistic", t["statistic"], "num")
         _typed(f"{tw}.what", t["what"], "str")
@@ -579,6 +597,12 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
         p = _typed(f"{tw}.p_value", t["p_value"], "num")
         _prob(f"{tw}.p_value", p)
         passed = _typed(f"{tw}.passed", t["passed"], "bool")
+        if name in WHITEBOX_STRUCTURAL_TESTS:
+            key = WHITEBOX_STRUCTURAL_TESTS[name]
+            if p not in (0.0, 1.0) or float(t["statistic"]) != p or "claimed" not in t:
+                raise _bad(f"{tw}: a structural check has p-value and statistic 1 (holds) or 0 (fails) and names "
+                           f"what it checks, got p {_num(p)}, statistic {_num(t['statistic'])}")
+            _agree(f"{tw}.claimed", t["claimed"], d[key], f"the block's {key}")
         if passed != (p > alpha_each):
             raise _bad(f"{tw}.passed is {str(passed).lower()} but its p-value {_num(p)} "
                        f"{'exceeds' if p > alpha_each else 'is at most'} the level (1 − {confidence:.6g}) / 5 = "
@@ -897,7 +921,8 @@ def verify_report(rep: Report, schema: str = SCHEMA) -> None:
     the evidence it comes from; see the module docstring for what is recomputed. ``schema``: the version the
     file declared (only the current one, whose ceilings are always computed, can be verified).
 
-    Pure and quick (milliseconds per model): no training, no file access.
+    Pure and quick (a fraction of a second per DP model, most of it the memoised power re-simulations): no
+    training, no file access.
     """
     if schema != SCHEMA:
         raise DPAuditError(f"schema {schema!r}: dpaudit check verifies {SCHEMA} reports only (older ones lack the "
@@ -922,7 +947,7 @@ def verify_report(rep: Report, schema: str = SCHEMA) -> None:
 def verify_scores(rep: Report, scores: dict[tuple[str, str], tuple[Any, Any]]) -> None:
     """Where the per-record scores are stored beside a report (``--save-scores``: scores/<model>__<attack>.csv),
     recompute from them what :func:`verify_report` has to take as given: each attack's counts at its thresholds,
-    its AUC and its TPR at each FPR level, and the canaries' one-run guesses (r, v) and bound.
+    its AUC and its TPR at each FPR level, and the canaries' balanced one-run guesses (k in, k out; r, v) and bound.
 
     ``scores``: {(model name, attack name or "canary"): (is_member bool [n], score float [n])}; entries for a
     model or attack the report does not have are refused (the folder holds another audit's scores)."""

@@ -16,7 +16,7 @@ from dpaudit.errors import DPAuditError
 
 # Closed sets owned here (the CLI's choices read them); open sets are registries in their own modules.
 ACCOUNTANTS = ("prv", "rdp")
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost", "fast")
 DEVICES = ("cpu", "cuda", "auto")
 SHADOW_CLASSIFIERS = ("gbm", "logreg", "mlp")
 DEFAULT_ATTACKS = ("loss", "shadow", "rmia", "rmia-online", "lira")
@@ -152,7 +152,7 @@ class AuditConfig:
         _check_int("--gradient-canaries", self.gradient_canaries, 0, 1_000_000)
         # (with no finite epsilon there is no DP target to put them in: none run, as for the non-DP models)
         if self.gradient_canaries and self.grad_sample_mode == "ghost" and any(math.isfinite(e) for e in self.epsilons):
-            raise DPAuditError("--gradient-canaries need --grad-sample-mode hooks or functorch (ghost clipping never "
+            raise DPAuditError("--gradient-canaries need --grad-sample-mode hooks, functorch or fast (ghost clipping never "
                                "materialises the per-example gradients they are observed through); add "
                                "--gradient-canaries 0 to use ghost clipping")
         _check_int("--bootstrap", self.n_boot, 100)

@@ -240,7 +240,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
         if not cfg.dp:
             raise DPAuditError("gradient canaries audit DP-SGD; train with a finite epsilon or drop them")
         if cfg.grad_sample_mode == "ghost":
-            raise DPAuditError("gradient canaries need --grad-sample-mode hooks or functorch (ghost clipping "
+            raise DPAuditError("gradient canaries need --grad-sample-mode hooks, functorch or fast (ghost clipping "
                                "never materialises the per-example gradients they are observed through)")
     check_config(cfg, n + n_in)
     device = resolve_device(cfg.device)
@@ -272,6 +272,10 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
 
         validate_for_dp(model)
         engine = PrivacyEngine(accountant=cfg.accountant, secure_mode=False)
+        if cfg.grad_sample_mode == "fast":
+            from dpaudit.training.fast_clipping import register
+
+            register()  # adds the mode to Opacus's look-ups (dpaudit/fast_clipping.py)
         with _memoised_calibration():
             out = engine.make_private_with_epsilon(
                 module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
@@ -466,7 +470,7 @@ def _dp_speedups(model: nn.Module, cfg: TrainConfig) -> ExitStack:
     stack = ExitStack()
     if cfg.dp:
         stack.enter_context(grad_samples_without_copy())
-        if cfg.grad_sample_mode == "hooks":
+        if cfg.grad_sample_mode in ("hooks", "fast"):
             stack.enter_context(without_discarded_param_grads(model))
     return stack
 

@@ -1,0 +1,508 @@
+"""Opacus grad-sample mode ``fast``: per-example gradient norms without per-example gradients where they are large,
+and the clipped sum from the same single backward pass.
+
+DP-SGD needs two things from each batch: every example's gradient norm (to clip it) and the sum of the clipped
+gradients. Opacus's ``hooks`` mode materialises every example's gradient of every layer (6.7 million values a step
+for SimpleCNN at batch 256), and its ``ghost`` mode runs a second backward pass for the clipped sum. This mode does
+neither where it does not pay:
+
+- *ghost norms* (Goodfellow 2015; Li et al. 2022) for a Linear or Conv2d weight whose per-example gradient is large
+  against its activations: for a layer with input patches A_i [T, D] and output gradients B_i [T, P] at T positions,
+  ||B_i^T A_i||_F^2 = <A_i A_i^T, B_i B_i^T>, at cost T^2 (D + P) instead of T D P and no [P, D] tensor per example;
+  with T = 1 (a Linear layer on vectors) it is |a_i|^2 |b_i|^2;
+- *per-example gradients* where they are small (mixed ghost clipping, Bu, Mao & Xu, NeurIPS 2022), each layer
+  choosing by the cost of the two ways (``use_ghost_norm``); biases always (P values an example). For SimpleCNN at
+  batch 256: per-example for both convolutions, ghost norms for both Linear layers (16,384 + 320 weights);
+- *book-keeping* (Bu et al., ICML 2023): the backward hooks keep each layer's activations and output gradients, and
+  the optimizer step forms the clipped sum from them directly: sum_i c_i B_i^T A_i is one matrix product with
+  the output gradients scaled by the clip factors c_i. There is no second backward pass.
+
+Every other layer type (GroupNorm, an RNN cell, a user layer) falls back to Opacus's own per-example grad sampler,
+exactly as ``hooks`` does, and so does a Linear or Conv2d layer called more than once in a forward pass.
+
+It plugs into Opacus rather than forking it: ``GradSampleModuleFastClipping`` subclasses Opacus's
+``GradSampleModule`` (its forward/backward hooks, activation capture and loss-reduction scaling are Opacus's own),
+``DPOptimizerFastClipping`` subclasses ``DPOptimizer`` (noise, scaling, skipped steps of ``BatchMemoryManager`` and
+the accountant's step hook are Opacus's own; only the clipping is replaced), and ``register()`` adds the mode to
+the two look-ups Opacus's ``PrivacyEngine`` chooses them by (``get_gsm_class``, ``get_optimizer_class``). Noise is
+drawn by the parent's ``add_noise``, parameter by parameter in the same order and shapes, so a seeded noise
+generator gives the same noise as in ``hooks`` mode; the clip factors are Opacus's formula C / (norm + 1e-6) capped
+at 1, and the clipping norm is read from the optimizer at each step (as ``hooks`` does; Opacus issue #664 was ghost
+clipping reading a stale copy). tests/test_fast_clipping.py checks each privatised gradient against ``hooks``.
+
+The backward pass itself computes no parameter gradients when dpaudit's ``without_discarded_param_grads`` is on
+(train.py turns it on for this mode as for ``hooks``): the optimizer replaces ``p.grad`` anyway. The few-MB tensors a
+step writes (patches, per-example convolution gradients) live in buffers kept from step to step (``Scratch``).
+"""
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+from opacus.grad_sample.grad_sample_module import GradSampleModule
+from opacus.optimizers.optimizer import DPOptimizer
+from torch import nn
+
+MODE = "fast"
+# A memory pass over one value of a per-example gradient, in multiply-adds of a matrix product: what a ghost norm
+# saves per value (see use_ghost_norm).
+MEMORY_PASS_MACS = 8.0
+
+
+def use_ghost_norm(positions: int, out_features: int, in_features: int, factor: float | None = None) -> bool:
+    """Whether the weight of a layer with ``positions`` output positions T, ``out_features`` P and ``in_features`` D
+    (input channels x kernel size for a convolution) takes a ghost norm rather than per-example gradients.
+
+    Both ways cost the same matrix product of T D P multiply-adds an example, in the ghost way for the clipped sum
+    (the weight gradient with scaled output gradients), in the other for the per-example gradients themselves. On
+    top, a ghost norm costs the two Gram matrices, T^2 (D + P), and per-example gradients cost passes over their
+    P D values (write, norm, weighted sum), ``factor`` multiply-adds each (MEMORY_PASS_MACS when None). So: ghost
+    iff T^2 (D + P) < factor P D. Bu, Mao & Xu (2022) compare 2 T^2 with P D, the norms alone (their clipped sums
+    come from a second backward pass); on two CPU cores SimpleCNN's second convolution (T 25, P 32, D 256), ghost
+    by their rule, is faster with per-example gradients (benchmarks/profile_dp_step.py --ghost-factors 8,30).
+
+    >>> use_ghost_norm(196, 16, 1 * 8 * 8)   # SimpleCNN's first convolution: per-example gradients
+    False
+    >>> use_ghost_norm(25, 32, 16 * 4 * 4)   # its second convolution: per-example gradients too
+    False
+    >>> use_ghost_norm(1, 32, 512)           # a Linear layer on vectors: |a_i| |b_i|
+    True
+    """
+    factor = MEMORY_PASS_MACS if factor is None else factor
+    return positions * positions * (in_features + out_features) < factor * out_features * in_features
+
+
+# ---- what each parameter carries from the backward pass to the optimizer step ------------------------------------
+
+class Scratch:
+    """Buffers kept from step to step. Allocating and freeing a few MB at every step costs as much as computing in
+    them: glibc hands such blocks back to the system on free and the next step faults them in again (freeing
+    SimpleCNN's conv2 per-example gradients took 1.5 ms of a step). A buffer still held by a live entry (a second
+    backward pass before the step) is never handed out again: that call gets a fresh tensor."""
+
+    HEADROOM = 1.25  # Poisson batches vary in size: room for a larger one without reallocating
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, key, shape: tuple, like: torch.Tensor, holder=None) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf, held = self._bufs.get(key, (None, None))
+        if held is not None and held() is not None:
+            return like.new_empty(shape)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = like.new_empty(int(numel * self.HEADROOM) + 1)
+        self._bufs[key] = (buf, None)
+        return buf[:numel].view(shape)
+
+    def hold(self, key, holder) -> None:
+        """Mark the buffer behind ``key`` as read by ``holder`` until that object is gone."""
+        if key in self._bufs:
+            self._bufs[key] = (self._bufs[key][0], weakref.ref(holder))
+
+
+def _buffer(scratch: Scratch | None, key, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(shape) if scratch is None else scratch.get(key, shape, like)
+
+
+class PerExample:
+    """A parameter's per-example gradients g [n, *shape]: materialised because they are small (biases, layers with
+    many positions), or because the layer has no ghost norm (the fallback to Opacus's grad samplers)."""
+
+    __slots__ = ("g", "finish", "_norm", "processed", "__weakref__")
+
+    def __init__(self, g: torch.Tensor, finish=None):
+        self.g = g
+        self.finish = finish  # maps the clipped sum to the parameter's layout when g is stored in another order
+        self.processed = False
+        # the norms now, while g is still in cache from the product that wrote it
+        self._norm = torch.linalg.vector_norm(g.reshape(len(g), math.prod(g.shape[1:])), dim=1)
+
+    @property
+    def n(self) -> int:
+        return int(self.g.shape[0])
+
+    def norm(self) -> torch.Tensor:
+        return self._norm
+
+    def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
+        out = torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
+        return out if self.finish is None else self.finish(out)
+
+
+def _gram_norm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||B_i^T A_i||_F for A [n, T, D], B [n, T, P], as sqrt(<A_i A_i^T, B_i B_i^T>) (rounding can make the inner
+    product of two Gram matrices slightly negative where the norm is 0)."""
+    if a.shape[1] == 1:
+        return torch.linalg.vector_norm(a[:, 0], dim=1) * torch.linalg.vector_norm(b[:, 0], dim=1)
+    gram_a = torch.bmm(a, a.transpose(1, 2))
+    gram_b = torch.bmm(b, b.transpose(1, 2))
+    return (gram_a * gram_b).sum(dim=(1, 2)).clamp(min=0).sqrt()
+
+
+class GhostLinear:
+    """A Linear weight's book-keeping: inputs A [n, T, D] and output gradients B [n, T, P] (T = 1 on vectors); the
+    per-example norms come from them without the [P, D] gradient of each example."""
+
+    __slots__ = ("a", "b", "shape", "_norm", "processed")
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size):
+        self.a, self.b, self.shape = a, b, shape
+        self._norm = _gram_norm(a, b)
+        self.processed = False
+
+    @property
+    def n(self) -> int:
+        return int(self.a.shape[0])
+
+    def norm(self) -> torch.Tensor:
+        return self._norm
+
+    def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
+        """sum_i c_i B_i^T A_i = (c B)^T A over all examples and positions: one matrix product."""
+        cb = (self.b * c.view(-1, 1, 1)).reshape(-1, self.b.shape[2])
+        return torch.mm(cb.t(), self.a.reshape(-1, self.a.shape[2])).view(self.shape)
+
+
+class GhostConv2d:
+    """A Conv2d weight's book-keeping: the layer's input x and output gradient b; the per-example norms come from
+    the Gram matrices of the input's patches and of b (the patches are freed once the norms are known); the
+    clipped sum is torch's own weight gradient of the convolution with b scaled by the clip factors."""
+
+    __slots__ = ("x", "b", "weight", "conf", "_norm", "processed")
+
+    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None):
+        self.x, self.b, self.weight = x, b, module.weight.detach()
+        self.conf = (module.stride, _int_padding(module), module.dilation)
+        n, p_out = b.shape[0], b.shape[1]
+        self._norm = _gram_norm(_patches(module, x, scratch), b.reshape(n, p_out, -1).transpose(1, 2))
+        self.processed = False
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    def norm(self) -> torch.Tensor:
+        return self._norm
+
+    def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
+        stride, padding, dilation = self.conf
+        return torch.ops.aten.convolution_backward(
+            self.b * c.view(-1, 1, 1, 1), self.x, self.weight, None, stride, padding, dilation, False, (0, 0), 1,
+            (False, True, False))[1]
+
+
+def _int_padding(module: nn.Conv2d) -> tuple[int, int] | None:
+    """The convolution's zero padding as two integers, or None when it has none such ("same" with an odd total)."""
+    pad = module.padding
+    if pad == "valid":
+        return (0, 0)
+    if pad == "same":
+        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+        return None if any(t % 2 for t in totals) else tuple(t // 2 for t in totals)
+    return tuple(pad)
+
+
+def _patches(module: nn.Conv2d, x: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
+    """The input's patches [n, T, kh kw C], channels last: each patch row is kw C contiguous values, which copies
+    about twice as fast as Opacus's unfold2d ([n, C kh kw, T]); the order within a patch does not change a Gram
+    matrix over positions. Written into ``scratch`` buffers (read only until the caller returns)."""
+    ph, pw = _int_padding(module)
+    n, c, h0, w0 = x.shape
+    h, w = h0 + 2 * ph, w0 + 2 * pw
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    xl = _buffer(scratch, (id(module), "nhwc"), (n, h, w, c), x)  # zero-padded, channels last
+    if ph or pw:
+        xl.zero_()
+    xl[:, ph:ph + h0, pw:pw + w0].copy_(x.permute(0, 2, 3, 1))
+    view = xl.as_strided((n, ho, wo, kh, kw, c), (h * w * c, sh * w * c, sw * c, dh * w * c, dw * c, 1))
+    out = _buffer(scratch, (id(module), "patches"), (n, ho * wo, kh * kw * c), x)
+    return out.view(n, ho, wo, kh, kw, c).copy_(view).view(n, ho * wo, kh * kw * c)
+
+
+def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None
+                      ) -> PerExample:
+    """Per-example weight gradients of a Conv2d (groups 1) from its input x and output gradient bb [n, P, T]."""
+    n, c = x.shape[0], x.shape[1]
+    if c == 1:
+        # One input channel: the per-example gradients are one grouped convolution of the input with the output
+        # gradients (groups = batch; Opacus's convolution2d_backward_as_a_convolution), which beats unfold + bmm.
+        ho, wo = _out_size(module, x)
+        g = torch.nn.functional.conv2d(x.transpose(0, 1), bb.reshape(n * bb.shape[1], 1, ho, wo),
+                                       padding=_int_padding(module), dilation=module.stride, stride=module.dilation,
+                                       groups=n)
+        return PerExample(g[:, :, : module.kernel_size[0], : module.kernel_size[1]].reshape(n, *module.weight.shape))
+    # [n, P, kh kw C] from the channels-last patches; only the clipped sum is put back in the weight's order
+    p_out, (kh, kw) = module.out_channels, module.kernel_size
+    a = _patches(module, x, scratch)
+    key = (id(module), "per-example")
+    g = torch.bmm(bb, a, out=_buffer(scratch, key, (n, p_out, a.shape[2]), x))
+    entry = PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous())
+    if scratch is not None:
+        scratch.hold(key, entry)
+    return entry
+
+
+def _out_size(module: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
+    (ph, pw), (kh, kw), (sh, sw), (dh, dw) = _int_padding(module), module.kernel_size, module.stride, module.dilation
+    return ((x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
+def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None) -> dict | None:
+    """Per-parameter book-keeping of one call of an exact nn.Linear or nn.Conv2d (x: its input, b: the gradient of
+    its output, already multiplied by the batch size under loss_reduction="mean"), or None when this mode has no
+    fast path for the layer (then Opacus's grad sampler runs, as in hooks mode). ``scratch``: buffers to reuse."""
+    kind = type(module)
+    if kind is nn.Conv2d and (module.groups != 1 or module.padding_mode != "zeros" or _int_padding(module) is None):
+        return None
+    if kind not in (nn.Linear, nn.Conv2d):
+        return None
+    if x.shape[0] == 0:  # an empty Poisson batch: nothing to clip
+        return {p: PerExample(p.new_zeros((0,) + tuple(p.shape))) for p in module.parameters(recurse=False)
+                if p.requires_grad}
+    x = x.to(b.dtype)
+    out = {}
+    if kind is nn.Linear:
+        n, p_out, d_in = x.shape[0], module.out_features, module.in_features
+        a, bb = x.reshape(n, -1, d_in), b.reshape(n, -1, p_out)
+        t = a.shape[1]
+        if module.weight.requires_grad:
+            if use_ghost_norm(t, p_out, d_in):
+                out[module.weight] = GhostLinear(a, bb, module.weight.shape)
+            else:
+                out[module.weight] = PerExample(torch.einsum("ntp,ntd->npd", bb, a))
+        if module.bias is not None and module.bias.requires_grad:
+            out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0])
+        return out
+    n, p_out = x.shape[0], module.out_channels
+    bb = b.reshape(n, p_out, -1)
+    if module.weight.requires_grad:
+        d_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        if use_ghost_norm(bb.shape[2], p_out, d_in):
+            out[module.weight] = GhostConv2d(module, x, b, scratch)
+        else:
+            out[module.weight] = _conv_per_example(module, x, bb, scratch)
+    if module.bias is not None and module.bias.requires_grad:
+        out[module.bias] = PerExample(bb.sum(2))
+    return out
+
+
+# ---- the grad-sample module --------------------------------------------------------------------------------------
+
+ACCUMULATION_ERROR = ("Poisson sampling is not compatible with grad accumulation. You need to call optimizer.step() "
+                      "after every forward/backward pass or consider using BatchMemoryManager")
+
+
+class GradSampleModuleFastClipping(GradSampleModule):
+    """Opacus's GradSampleModule whose backward hooks keep, for each parameter and backward pass, what the optimizer
+    needs to clip (``p._fast_entries``: ``GhostLinear``, ``GhostConv2d`` or ``PerExample``), not ``p.grad_sample``."""
+
+    def __init__(self, m: nn.Module, *, batch_first=True, loss_reduction="mean", strict: bool = True,
+                 force_functorch=False):
+        super().__init__(m, batch_first=batch_first, loss_reduction=loss_reduction, strict=strict,
+                         force_functorch=force_functorch)
+        self._pending: dict = {}  # module -> {param: per-example gradient} while a layer called twice is in backward
+        self._scratch = Scratch()
+        owners: dict[int, str] = {}
+        from opacus.utils.module_utils import trainable_modules, trainable_parameters
+
+        for name, module in trainable_modules(self._module):
+            for _, p in trainable_parameters(module):
+                if id(p) in owners and owners[id(p)] != name:
+                    self._close()
+                    raise NotImplementedError(f"grad_sample_mode {MODE!r} does not support a parameter shared by two "
+                                              f"layers ({owners[id(p)]} and {name}); use grad_sample_mode 'hooks'")
+                owners[id(p)] = name
+                p._fast_entries = []
+
+    def capture_backprops_hook(self, module: nn.Module, _forward_input, forward_output, loss_reduction: str,
+                               batch_first: bool):
+        if not self.hooks_enabled:
+            return
+        from opacus.grad_sample.functorch import ft_compute_per_sample_gradient
+        from opacus.utils.module_utils import trainable_parameters
+
+        backprops = forward_output[0].detach()
+        activations, backprops = self.rearrange_grad_samples(module=module, backprops=backprops,
+                                                             loss_reduction=loss_reduction, batch_first=batch_first)
+        params = [p for _, p in trainable_parameters(module)]
+        pending = self._pending.get(module)
+        entries = None
+        # A layer called once in this forward pass (each of its parameters counted once) on a whole batch.
+        if (pending is None and not self.force_functorch and all(p._forward_counter == 1 for p in params)
+                and len(activations) == 1 and activations[0].shape[0] == module.max_batch_len):
+            entries = fast_entries(module, activations[0], backprops, self._scratch)
+        if entries is None:
+            if not self.force_functorch and type(module) in self.GRAD_SAMPLERS:
+                grads = self.GRAD_SAMPLERS[type(module)](module, activations, backprops)
+            else:
+                grads = ft_compute_per_sample_gradient(module, activations, backprops)
+            pending = _accumulate(pending, grads, module.max_batch_len)
+        for p in params:
+            p._forward_counter -= 1
+        if all(p._forward_counter == 0 for p in params):
+            if entries is None:
+                self._pending.pop(module, None)
+                entries = {p: PerExample(g) for p, g in pending.items()}
+            for p in params:
+                if p in entries:
+                    p._fast_entries.append(entries[p])
+                    if not self.grad_accumulation_allowed and len(p._fast_entries) > 1:
+                        raise ValueError(ACCUMULATION_ERROR)
+        else:
+            self._pending[module] = pending
+        if len(module.activations) == 0 and hasattr(module, "max_batch_len"):
+            del module.max_batch_len
+
+    def set_grad_sample_to_none(self):
+        super().set_grad_sample_to_none()
+        for p in self._module.parameters():
+            if hasattr(p, "_fast_entries"):
+                p._fast_entries = []
+
+    def cleanup(self):
+        super().cleanup()
+        for p in self._module.parameters():
+            if hasattr(p, "_fast_entries"):
+                del p._fast_entries
+
+
+def _accumulate(pending: dict | None, grads: dict, max_batch_len: int) -> dict:
+    """Per-example gradients of several calls of one layer, summed out of place (autograd's buffers are never
+    written); a call on fewer than ``max_batch_len`` examples (packed sequences) fills the first rows, as Opacus's
+    create_or_accumulate_grad_sample does."""
+    pending = {} if pending is None else pending
+    for p, g in grads.items():
+        if not p.requires_grad:
+            continue
+        if g.shape[0] != max_batch_len:
+            full = g.new_zeros((max_batch_len,) + tuple(g.shape[1:]))
+            full[: g.shape[0]] = g
+            g = full
+        pending[p] = g if p not in pending else pending[p] + g
+    return pending
+
+
+# ---- the optimizer -----------------------------------------------------------------------------------------------
+
+class DPOptimizerFastClipping(DPOptimizer):
+    """Opacus's DPOptimizer with clipping from the book-keeping of ``GradSampleModuleFastClipping``: per-example
+    norms from ghost norms or per-example gradients, clip factors as Opacus computes them, clipped sums as one matrix
+    product per layer. Noise, scaling, skipped steps and the accountant's hook are the parent's."""
+
+    def _entries(self, p) -> list:
+        entries = getattr(p, "_fast_entries", None)
+        if entries is None:
+            raise ValueError(f"Per sample gradient norms not found: is the model wrapped for grad_sample_mode "
+                             f"{MODE!r} (GradSampleModuleFastClipping)?")
+        return entries
+
+    @property
+    def accumulated_iterations(self) -> int:
+        vals = {len(self._entries(p)) for p in self.params}
+        if len(vals) > 1:
+            raise ValueError("Number of accumulated steps is inconsistent across parameters")
+        v = vals.pop() if vals else 1
+        if v == 0:
+            raise ValueError("Per sample gradient is not initialized. Not updated in backward pass?")
+        return v
+
+    @property
+    def grad_samples(self):
+        raise NotImplementedError(f"grad_sample_mode {MODE!r} does not materialise per-example gradients; use "
+                                  f"'hooks' to read them")
+
+    @torch.no_grad()
+    def clip_and_accumulate(self):
+        passes = self.accumulated_iterations
+        entries = [self._entries(p) for p in self.params]
+        for es in entries:
+            if any(e.processed for e in es):
+                raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
+                                 "privacy guarantees you must call optimizer.zero_grad()on each step")
+        sums = [None] * len(self.params)
+        for k in range(passes):  # each backward pass holds its own examples
+            per_pass = [es[k] for es in entries]
+            n = {e.n for e in per_pass}
+            if len(n) != 1:
+                raise ValueError(f"per-example book-keeping of one backward pass covers different batch sizes {n}")
+            if n.pop() == 0:
+                c = torch.zeros((0,), device=self.params[0].device)
+            else:
+                norms = torch.stack([e.norm() for e in per_pass], dim=1).norm(2, dim=1)  # as Opacus combines them
+                c = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+            for i, (p, e) in enumerate(zip(self.params, per_pass)):
+                g = e.clipped_sum(c.to(device=p.device, dtype=p.dtype)) if e.n else torch.zeros_like(p)
+                sums[i] = g if sums[i] is None else sums[i] + g
+        for p, g, es in zip(self.params, sums, entries):
+            g = g.reshape_as(p)
+            p.summed_grad = g if p.summed_grad is None else p.summed_grad + g
+            for e in es:
+                e.processed = True
+
+    def scale_grad(self):
+        """Opacus's scale_grad, with the number of accumulated passes counted once rather than once a parameter."""
+        if self.loss_reduction == "mean":
+            passes = self.accumulated_iterations
+            for p in self.params:
+                p.grad /= self.expected_batch_size * passes
+
+    def zero_grad(self, set_to_none: bool = False):
+        for p in self.params:
+            if hasattr(p, "_fast_entries"):
+                p._fast_entries = []
+        super().zero_grad(set_to_none)
+
+    def pre_step(self, closure=None):
+        if not self.params:
+            return True
+        self.clip_and_accumulate()
+        if self._check_skip_next_step():
+            self._is_last_step_skipped = True
+            return False
+        self.add_noise()
+        self.scale_grad()
+        if self.step_hook:
+            self.step_hook(self)
+        self._is_last_step_skipped = False
+        return True
+
+
+# ---- registration ------------------------------------------------------------------------------------------------
+
+def register() -> None:
+    """Make ``grad_sample_mode="fast"`` known to Opacus's PrivacyEngine (idempotent; other modes unchanged).
+
+    Opacus picks a mode's classes with two functions, ``opacus.grad_sample.utils.get_gsm_class`` and
+    ``opacus.optimizers.get_optimizer_class``, which ``opacus.privacy_engine`` imports by name; each is wrapped to
+    answer for this mode and to ask the original for every other."""
+    import opacus.grad_sample.utils as gs_utils
+    import opacus.optimizers as optimizers
+    import opacus.privacy_engine as engine
+
+    if getattr(gs_utils.get_gsm_class, "_dpaudit_fast", False):
+        return
+    original_gsm, original_opt = gs_utils.get_gsm_class, optimizers.get_optimizer_class
+
+    def get_gsm_class(grad_sample_mode: str):
+        if grad_sample_mode == MODE:
+            return GradSampleModuleFastClipping
+        return original_gsm(grad_sample_mode)
+
+    def get_optimizer_class(clipping: str, distributed: bool, grad_sample_mode: str = None):
+        if grad_sample_mode == MODE:
+            if clipping == "flat" and not distributed:
+                return DPOptimizerFastClipping
+            raise ValueError(f"grad_sample_mode {MODE!r} supports flat clipping without distribution only, got "
+                             f"clipping {clipping!r}, distributed {distributed}")
+        return original_opt(clipping=clipping, distributed=distributed, grad_sample_mode=grad_sample_mode)
+
+    get_gsm_class._dpaudit_fast = True
+    get_optimizer_class._dpaudit_fast = True
+    gs_utils.get_gsm_class = get_gsm_class
+    optimizers.get_optimizer_class = get_optimizer_class
+    for name, fn in (("get_gsm_class", get_gsm_class), ("get_optimizer_class", get_optimizer_class)):
+        if hasattr(engine, name):
+            setattr(engine, name, fn)
