@@ -74,6 +74,7 @@ def test_no_import_cycles():
 
 
 TORCH_FREE = ["dpaudit.core.bounds", "dpaudit.core.scores", "dpaudit.core.splits", "dpaudit.core.signals",
+              "dpaudit.core.whitebox", "dpaudit.core.whitebox_stats", "dpaudit.core.power", "dpaudit.core.plan",
               "dpaudit.core.attack_registry", "dpaudit.config", "dpaudit.schema", "dpaudit.report",
               "dpaudit.report.html", "dpaudit.check", "dpaudit.attacks.metrics"]
 

@@ -232,7 +232,7 @@ def whitebox_simulator(*, m: int, n_in: int, steps: int, sigma: float, q: float,
     the claimed mechanism exceeds ``claim``, or the noise conformance test (chi-square at level α/5) rejects.
     Canary scores are drawn from pools of ``n_pool`` simulated included and excluded canaries at each factor
     (resampled per audit): the log-likelihood ratios at the CLAIMED σ and q, as the audit scores them."""
-    from dpaudit.training.whitebox import fixed_threshold, llr_scores, simulate_claimed
+    from dpaudit.core.whitebox import fixed_threshold, llr_scores, simulate_claimed
 
     sim_in, sim_out = simulate_claimed(n_pool * 2, steps, sigma, q, clip, seed)
     thr = fixed_threshold(sim_in, sim_out, m // 2, m - m // 2, delta, confidence)

@@ -57,8 +57,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dpaudit.core.whitebox import GradientCanaries, WhiteBoxObservations
 from dpaudit.errors import DPAuditError
-from dpaudit.training.whitebox import GradientCanaries, WhiteBoxObservations
 
 __all__ = ["WhiteBoxProbe", "load_observations", "report_from_observations", "save_observations"]
 

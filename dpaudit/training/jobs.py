@@ -110,7 +110,7 @@ def plan_jobs(cfg: AuditConfig, data, splits, *, tamper=None, require_cached: bo
             extra += f"|model-source:{model_src}" if model_src else ""
             gc = None
             if cfg.gradient_canaries > 0 and tcfg.dp:
-                from dpaudit.training.whitebox import GradientCanaries
+                from dpaudit.core.whitebox import GradientCanaries
 
                 gc = GradientCanaries(cfg.gradient_canaries, seed=model_seed(cfg.seed, ei, 2000))
                 extra += f"|gradient-canaries:{gc.m}:{gc.seed}:{gc.dirac_norm}:{gc.relative}"
@@ -207,7 +207,7 @@ def _load_cached(path: Path, job: TrainingJob):
             raise DPAuditError("its training record is not this job's (DP, seed or target epsilon differ)")
         whitebox = None
         if job.gradient_canaries is not None:
-            from dpaudit.training.whitebox import WhiteBoxObservations
+            from dpaudit.core.whitebox import WhiteBoxObservations
 
             whitebox = WhiteBoxObservations.load(_whitebox_path(path))
         return module, record, whitebox

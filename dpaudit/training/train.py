@@ -25,7 +25,7 @@ from dpaudit.training.models import build_model, check_trainable, validate_for_d
 from dpaudit.version import __version__
 
 if TYPE_CHECKING:
-    from dpaudit.training.whitebox import GradientCanaries, WhiteBoxObservations
+    from dpaudit.core.whitebox import GradientCanaries, WhiteBoxObservations
 
 # Normalisation is applied on the way into the model, not stored in the data; MNIST's constants by default.
 _MNIST = Normalisation.mnist()
@@ -378,7 +378,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
             raise DPAuditError("the accountant recorded a different sample rate than the loader used")
     whitebox = None
     if gc is not None:
-        from dpaudit.training.whitebox import WhiteBoxObservations
+        from dpaudit.core.whitebox import WhiteBoxObservations
 
         t_obs = len(obs_rows)
         whitebox = WhiteBoxObservations(
