@@ -17,7 +17,6 @@ from dpaudit.config import AuditConfig, model_name
 from dpaudit.core.attack_registry import AttackInput, check_attacks, check_membership, run_attack
 from dpaudit.core.bounds import (
     ceiling_clopper_pearson,
-    ceiling_one_run,
     ceiling_one_run_balanced,
     decide_verdict,
     fair_coin_check,
@@ -140,13 +139,26 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, pl
         power.append(("canaries (one run)", canary.get("detectable_epsilon")))
     rejected = None
     if wb is not None:
-        bounds.append(("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]))
-        bounds.append(("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"]))
+        # every valid route (one run; Clopper-Pearson over canaries; per-step witness composition, valid only when
+        # every independence test accepts), each with its ceiling: the verdict takes the best and names it
+        bounds.extend((f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"])
+                      for r in wb["routes"] if r["valid"])
         # the white-box route's power is one figure for its bounds and conformance tests together
         power.append(("white-box canaries", wb.get("detectable_epsilon")))
         rejected = [] if wb["conformant"] else list(wb["failed"])
     v = decide_verdict(claimed, bounds, rejected, n_canaries=canary["m"] if canary is not None else None,
                        whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None])
+    if wb is not None and v["status"] == "inconclusive" and v.get("next_step"):
+        # The white-box routes say per route how many gradient canaries would lift its ceiling above the claim
+        # (dpaudit.core.whitebox_stats.routes_text); the cheapest one is the step that would decide.
+        need = [(r["canaries_needed"], r["label"]) for r in wb["routes"]
+                if r["valid"] and r.get("canaries_needed") and r["canaries_needed"] > int(wb["m"])]
+        if need:
+            n, label = min(need)
+            step = (f"To decide: about {n:,} gradient canaries (now {int(wb['m']):,}) would lift the {label} "
+                    f"ceiling above the claim; more white-box power also comes from more steps observed.")
+            v["text"] = v["text"].replace(v["next_step"], step)
+            v["next_step"] = step
     v["power_method"] = POWER_METHOD if claimed is not None else None
     v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
     v.update({"confidence": plan.per_model, "per_bound_confidence": plan.attack if plan.n_attacks else plan.canary,
@@ -255,13 +267,12 @@ def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: flo
     from dpaudit.training.whitebox import analyse
 
     res = analyse(obs, confidence=per_bound, seed=model_seed(cfg.seed, ei, 3000)).to_dict()
-    m, n_in = int(res["m"]), int(res["included"])
-    ceil_one = ceiling_one_run(m, delta, per_bound, n_in=n_in)
-    ceil_cp = ceiling_clopper_pearson(n_in, m - n_in, delta, per_bound) if 0 < n_in < m else 0.0
-    res["ceiling_one_run"], res["ceiling_cp"] = ceil_one, ceil_cp
-    # what the schema's evidence reads: the better bound and the larger ceiling
-    res["epsilon_lb"] = max(res["epsilon_lb_one_run"], res["epsilon_lb_cp"])
-    res["ceiling"] = max(ceil_one, ceil_cp)
+    # Each route states its own ceiling at its own confidence (dpaudit.core.whitebox_stats.bound_routes); what
+    # the schema's evidence reads is the best valid route and the largest valid ceiling.
+    routes = res["routes"]
+    res["ceiling_one_run"], res["ceiling_cp"] = routes[0]["ceiling"], routes[1]["ceiling"]
+    res["epsilon_lb"] = res["epsilon_lb_best"]
+    res["ceiling"] = max(r["ceiling"] for r in routes if r["valid"])
     res.update(_whitebox_power(res, obs, cfg, per_bound, delta))
     return res
 

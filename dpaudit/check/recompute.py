@@ -75,6 +75,7 @@ from dpaudit.core.bounds import (
     max_balanced_accuracy,
 )
 from dpaudit.core.power import POWER_METHOD, detectable_epsilon_cp, detectable_epsilon_one_run
+from dpaudit.core.whitebox_stats import BROKEN
 from dpaudit.errors import DPAuditError
 from dpaudit.schema import SCHEMA, SEVERITY, ModelAudit, Report
 
@@ -108,6 +109,10 @@ __all__ = ["verify_report", "verify_scores", "auc_bracket", "plan_confidences", 
 REL, ABS = 1e-6, 1e-8
 # The five conformance tests of dpaudit.training.whitebox.conformance_tests, and the extra keys each may carry.
 WHITEBOX_TESTS = ("noise_std", "draw_rate", "clipped_norm", "sampling_independence", "steps")
+# The conformance tests of the full analysis (dpaudit.core.whitebox.conformance_tests, one per assumption of the
+# accountant), each with the words it states beside a rejection; a block whose tests state them is of that analysis,
+# and must hold all of them.
+WHITEBOX_ALL_TESTS = tuple(BROKEN)
 _TEST_EXTRAS = {"claimed", "expected_z_if_shuffled"}
 # Structural checks a probe report adds (dpaudit.sources.probe: facts read from the training's objects, no
 # statistics): p-value and statistic 1 when the fact holds, 0 when it does not; the claimed value they check.
@@ -577,21 +582,30 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
     if det is not None and math.isfinite(det) and not (f is not None and 0 < f < 1):
         raise _bad(f"{where}.detectable_noise_factor is {_num(f)}; a detectable ε of {_num(det)} comes from the "
                    f"claimed noise scaled by a factor in (0, 1)")
-    # conformance, from the p-values
-    alpha_each = (1.0 - confidence) / 5
+    # conformance, from the p-values: Bonferroni over the statistical tests (the structural checks a probe adds
+    # hold or fail outright, p 1 or 0, and take no share)
+    for i, t in enumerate(d["tests"]):
+        _typed(f"{where}.tests[{i}]", t, "dict")
+    full = any("broken" in t for t in d["tests"])  # the full analysis states what each rejection means
+    n_stat = sum(1 for t in d["tests"] if t.get("name") not in WHITEBOX_STRUCTURAL_TESTS)
+    alpha_each = (1.0 - confidence) / max(n_stat, 1)
+    known = (WHITEBOX_ALL_TESTS if full else WHITEBOX_TESTS) + tuple(WHITEBOX_STRUCTURAL_TESTS)
     names = []
     failed = []
     for i, t in enumerate(d["tests"]):
         tw = f"{where}.tests[{i}]"
-        _typed(tw, t, "dict")
-        _keys(tw, t, {"name", "statistic", "p_value", "passed", "what"}, _TEST_EXTRAS)
+        _keys(tw, t, {"name", "statistic", "p_value", "passed", "what"} | ({"broken"} if full else set()),
+              _TEST_EXTRAS)
         name = _typed(f"{tw}.name", t["name"], "str")
-        if name not in WHITEBOX_TESTS + tuple(WHITEBOX_STRUCTURAL_TESTS) or name in names:
-            raise _bad(f"{tw}.name {name[:40]!r} is not one of the conformance tests {', '.join(WHITEBOX_TESTS)} "
-                       f"or the structural checks {', '.join(WHITEBOX_STRUCTURAL_TESTS)} (or repeats one)")
+        if name not in known or name in names:
+            raise _bad(f"{tw}.name {name[:40]!r} is not one of the conformance tests "
+                       f"{', '.join(WHITEBOX_ALL_TESTS if full else WHITEBOX_TESTS)} or the structural checks "
+                       f"{', '.join(WHITEBOX_STRUCTURAL_TESTS)} (or repeats one)")
         names.append(name)
         _typed(f"{tw}.statistic", t["statistic"], "num")
         _typed(f"{tw}.what", t["what"], "str")
+        if full and name in BROKEN and t["broken"] != BROKEN[name]:
+            raise _bad(f"{tw}.broken is {str(t['broken'])[:60]!r}, not what a rejection of {name} means")
         for k in _TEST_EXTRAS & set(t):
             _typed(f"{tw}.{k}", t[k], "num")
         p = _typed(f"{tw}.p_value", t["p_value"], "num")
@@ -605,11 +619,11 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
             _agree(f"{tw}.claimed", t["claimed"], d[key], f"the block's {key}")
         if passed != (p > alpha_each):
             raise _bad(f"{tw}.passed is {str(passed).lower()} but its p-value {_num(p)} "
-                       f"{'exceeds' if p > alpha_each else 'is at most'} the level (1 − {confidence:.6g}) / 5 = "
-                       f"{alpha_each:.3g}")
+                       f"{'exceeds' if p > alpha_each else 'is at most'} the level (1 − {confidence:.6g}) / "
+                       f"{n_stat} = {alpha_each:.3g}")
         if not passed:
             failed.append(name)
-    expected = set(WHITEBOX_TESTS) if 0 < n_in < m else {"steps"}
+    expected = set(WHITEBOX_ALL_TESTS if full else WHITEBOX_TESTS) if 0 < n_in < m else {"steps"}
     if not expected <= set(names):
         raise _bad(f"{where}.tests lacks {', '.join(sorted(expected - set(names)))}")
     if d["conformant"] != (not failed):
