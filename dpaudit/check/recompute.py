@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from dpaudit.core import bounds as _b
 from dpaudit.core.bounds import (
     ALPHA_SCHEDULE,
@@ -75,7 +77,14 @@ from dpaudit.core.bounds import (
     max_balanced_accuracy,
 )
 from dpaudit.core.power import POWER_METHOD, detectable_epsilon_cp, detectable_epsilon_one_run
-from dpaudit.core.whitebox_stats import BROKEN
+from dpaudit.core.whitebox_stats import (
+    BROKEN,
+    PER_STEP_SELECTION,
+    ceiling_per_step,
+    cp_rate_bounds,
+    routes_text,
+    witness_epsilon,
+)
 from dpaudit.errors import DPAuditError
 from dpaudit.schema import SCHEMA, SEVERITY, ModelAudit, Report
 
@@ -486,7 +495,10 @@ _WB_KEYS = {"m": "int", "included": "int", "steps": "int", "confidence": "num", 
             **{k: t for r in WHITEBOX_ROUTES for k, t in r.keys.items()}}
 # Written by an audit that measured the route's power (dpaudit.core.power.whitebox_detectable); a probe report
 # (dpaudit whitebox) leaves them out: its power is not measured.
-_WB_OPTIONAL = {"detectable_epsilon": "num?", "detectable_noise_factor": "num?"}
+_WB_OPTIONAL = {"detectable_epsilon": "num?", "detectable_noise_factor": "num?",
+                # the full analysis's route list and what follows from it (checked by _check_route_list)
+                "best_route": "str", "epsilon_lb_best": "num", "epsilon_lb_per_step": "num", "broken": "list",
+                "routes": "list", "routes_text": "str"}
 
 
 def _typed_block(where: str, d: Any, spec: dict[str, str], optional: dict[str, str] | None = None) -> dict:
@@ -503,7 +515,7 @@ def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: 
     """One view's bounds block ({one_run, one_run_epsilon_lb, cp_epsilon_lb, cp}): its {"one_run": ε, "cp": ε}
     bounds, recomputed."""
     _typed(where, b, "dict")
-    _keys(where, b, {"one_run", "one_run_epsilon_lb", "cp_epsilon_lb", "cp"})
+    _keys(where, b, {"one_run", "one_run_epsilon_lb", "cp_epsilon_lb", "cp"}, {"per_step", "routes"})
     one = _typed_block(f"{where}.one_run", b["one_run"], _ONE_RUN_KEYS)
     for i, k in enumerate(one["candidates_tried"]):
         _typed(f"{where}.one_run.candidates_tried[{i}]", k, "int")
@@ -511,7 +523,13 @@ def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: 
     _agree(f"{where}.one_run.epsilon_lb", one["epsilon_lb"], one_v, "the one-run test on its (m, r, v)")
     _agree(f"{where}.one_run_epsilon_lb", _typed(f"{where}.one_run_epsilon_lb", b["one_run_epsilon_lb"], "num"),
            one_v, "its one_run block")
-    if 0 < n_in < m:
+    if 0 < n_in < m and isinstance(b["cp"], dict) and "route" in b["cp"]:
+        # the split-threshold route (dpaudit.core.whitebox_stats.canary_cp_route), at this view's confidence
+        # (the block's own view lists it among its routes, at half of the second share: bounds.routes checks it)
+        listed = "valid" in b["cp"]
+        cp_v, _ = _split_cp_route(f"{where}.cp", b["cp"], m, delta,
+                                  1.0 - (1.0 - confidence) / 2 if listed else confidence, listed=listed)
+    elif 0 < n_in < m:
         cp = _typed_block(f"{where}.cp", b["cp"], _CP_KEYS)
         cp_v = _cp_value(f"{where}.cp", cp, delta, confidence, n_in, m - n_in)
     else:
@@ -521,6 +539,145 @@ def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: 
     _agree(f"{where}.cp_epsilon_lb", _typed(f"{where}.cp_epsilon_lb", b["cp_epsilon_lb"], "num"), cp_v,
            "its cp block")
     return {"one_run": one_v, "cp": cp_v}
+
+
+# The split-threshold routes of the full analysis (dpaudit.core.whitebox_stats): the share of canaries that choose
+# each threshold, and the tests whose acceptance the per-step route needs (its independence argument).
+_CP_SELECTION, _PER_STEP_SELECTION = 0.5, PER_STEP_SELECTION
+_INDEPENDENCE_TESTS = ("sampling_independence", "noise_step_independence", "noise_coordinate_independence",
+                       "draw_coordinate_independence", "epoch_repeat", "draw_dispersion")
+_ROUTE_KEYS = {"route": "str", "label": "str", "confidence": "num", "assumption": "str", "epsilon_lb": "num",
+               "ceiling": "num"}
+_SPLIT_KEYS = {**_ROUTE_KEYS, "threshold_selection": "str", "n_pos": "int", "n_neg": "int", "threshold": "num?",
+               "tp": "int", "fp": "int"}
+_LISTED = {"valid": "bool", "canaries_needed": "int?"}
+
+
+def cp_eps_of_rates(tpr_lb, fpr_ub, delta: float) -> np.ndarray:
+    """ε of a (TPR lower, FPR upper) pair, both DP inequalities, floored at 0 (whitebox_stats' Clopper-Pearson ε,
+    written here from its formula so that the gate recomputes rather than repeats it).
+
+    >>> round(float(cp_eps_of_rates(np.array([0.5]), np.array([0.1]), 0.0)[0]), 4) == round(math.log(5), 4)
+    True
+    """
+    a_ok = (tpr_lb - delta > 0) & (fpr_ub > 0)
+    b_ok = (1 - fpr_ub - delta > 0) & (1 - tpr_lb > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(a_ok, np.log(np.maximum(tpr_lb - delta, 1e-300)) - np.log(np.maximum(fpr_ub, 1e-300)), 0.0)
+        b = np.where(b_ok, np.log(np.maximum(1 - fpr_ub - delta, 1e-300)) - np.log(np.maximum(1 - tpr_lb, 1e-300)),
+                     0.0)
+    return np.maximum(np.maximum(a, b), 0.0)
+
+
+def _cp_counts_eps(tp: int, n_pos: int, fp: int, n_neg: int, delta: float, confidence: float, steps: int = 0) -> float:
+    lo, hi = cp_rate_bounds(tp, n_pos, fp, n_neg, confidence)
+    lo, hi = np.atleast_1d(lo), np.atleast_1d(hi)
+    return float((witness_epsilon(steps, lo, hi, delta) if steps else cp_eps_of_rates(lo, hi, delta))[0])
+
+
+def _split_counts(where: str, r: dict, n_counted: int) -> None:
+    if r["n_pos"] + r["n_neg"] != n_counted or not (0 <= r["tp"] <= r["n_pos"] and 0 <= r["fp"] <= r["n_neg"]):
+        raise _bad(f"{where}: tp {r['tp']} of {r['n_pos']} and fp {r['fp']} of {r['n_neg']} are not counts of the "
+                   f"{n_counted} values its threshold was not chosen on")
+
+
+def _split_cp_route(where: str, r: Any, m: int, delta: float, confidence: float, *, listed: bool
+                    ) -> tuple[float, float]:
+    """The Clopper-Pearson route over canaries, threshold chosen on a random half and counted on the other:
+    its bound and ceiling recomputed from its counts at ``confidence``. Returns (bound, ceiling)."""
+    d = _typed_block(where, r, {**_SPLIT_KEYS, **(_LISTED if listed else {})})
+    if d["route"] != "clopper_pearson":
+        raise _bad(f"{where}.route is {d['route'][:40]!r}, not 'clopper_pearson'")
+    _agree(f"{where}.confidence", d["confidence"], confidence, "the route's share of the plan")
+    _split_counts(where, d, m - int(m * _CP_SELECTION))
+    n_pos, n_neg = d["n_pos"], d["n_neg"]
+    if n_pos and n_neg and d["threshold"] is not None:
+        value = _cp_counts_eps(d["tp"], n_pos, d["fp"], n_neg, delta, confidence)
+        ceil = _cp_counts_eps(n_pos, n_pos, 0, n_neg, delta, confidence)
+    else:
+        value = ceil = 0.0
+    _agree(f"{where}.epsilon_lb", d["epsilon_lb"], value, f"Clopper-Pearson on its counts at {confidence:.6g}")
+    _agree(f"{where}.ceiling", d["ceiling"], ceil, f"a perfect separation of its {n_pos} + {n_neg} canaries")
+    return value, ceil
+
+
+def _per_step_route(where: str, r: Any, m: int, steps: int, q: float, delta: float, confidence: float
+                    ) -> tuple[float, float]:
+    """The per-step witness route: bound recomputed from its counts (witness composition over ``steps``), its
+    ceiling at least the noise-free run's at the claimed q and at most that at q = 1 (its observed draw rate, which
+    may lift it, is not in the report)."""
+    d = _typed_block(where, r, {**_SPLIT_KEYS, **_LISTED, "steps": "int", "tpr_lb": "num", "fpr_ub": "num"},
+                     {"why_not_counted": "str"})
+    if d["route"] != "per_step":
+        raise _bad(f"{where}.route is {d['route'][:40]!r}, not 'per_step'")
+    _agree(f"{where}.confidence", d["confidence"], confidence, "the route's share of the plan")
+    if d["steps"] != steps:
+        raise _bad(f"{where}.steps is {d['steps']} but the canaries were observed over {steps} steps")
+    _split_counts(where, d, (m - int(m * _PER_STEP_SELECTION)) * steps)
+    n_pos, n_neg = d["n_pos"], d["n_neg"]
+    if not (n_pos and n_neg and d["threshold"] is not None):
+        _agree(f"{where}.epsilon_lb", d["epsilon_lb"], 0.0, "a route with nothing to count")
+        return 0.0, float(d["ceiling"])
+    lo, hi = cp_rate_bounds(d["tp"], n_pos, d["fp"], n_neg, confidence)
+    _agree(f"{where}.tpr_lb", d["tpr_lb"], float(lo), "Clopper-Pearson on its counts")
+    _agree(f"{where}.fpr_ub", d["fpr_ub"], float(hi), "Clopper-Pearson on its counts")
+    value = _cp_counts_eps(d["tp"], n_pos, d["fp"], n_neg, delta, confidence, steps=steps)
+    _agree(f"{where}.epsilon_lb", d["epsilon_lb"], value, f"witness composition of its counts over {steps} steps")
+    least = max(ceiling_per_step(n_pos, n_neg, steps, q, delta, confidence), value)
+    most = max(ceiling_per_step(n_pos, n_neg, steps, 1.0, delta, confidence), value)
+    if not (least * (1 - REL) - ABS <= d["ceiling"] <= most * (1 + REL) + ABS):
+        raise _bad(f"{where}.ceiling is {_num(d['ceiling'])} but a noise-free run on its counts allows only "
+                   f"[{least:.6g}, {most:.6g}]")
+    return value, float(d["ceiling"])
+
+
+def _check_route_list(where: str, wb: dict, d: dict, one_v: float, failed: list[str]) -> None:
+    """The full analysis's route list (bounds.routes: one run, Clopper-Pearson over canaries, per-step witness),
+    each recomputed at its share (one run the block's confidence, the other two half of the other share each),
+    the per-step route counted only when every independence test accepted, and the best counted route, the
+    per-step bound, the rejections' words and the routes' sentence that follow."""
+    b = wb["bounds"]
+    rw = f"{where}.bounds.routes"
+    routes = _typed(rw, b.get("routes"), "list")
+    if [r.get("route") if isinstance(r, dict) else None for r in routes] != ["one_run", "clopper_pearson", "per_step"]:
+        raise _bad(f"{rw} must list the routes one_run, clopper_pearson and per_step, in that order")
+    m, n_in, conf, delta = d["m"], d["included"], d["confidence"], d["delta"]
+    half = 1.0 - (1.0 - conf) / 2
+    one = _typed_block(f"{rw}[0]", routes[0], {**_ROUTE_KEYS, **_LISTED})
+    _agree(f"{rw}[0].confidence", one["confidence"], conf, "the block's confidence")
+    _agree(f"{rw}[0].epsilon_lb", one["epsilon_lb"], one_v, "its one_run block")
+    _agree(f"{rw}[0].ceiling", one["ceiling"], ceiling_one_run(m, delta, conf, n_in=n_in), f"a perfect attack on {m}")
+    if not one["valid"]:
+        raise _bad(f"{rw}[0].valid is false; the one-run route assumes nothing and always counts")
+    cp_v, _ = _split_cp_route(f"{rw}[1]", routes[1], m, delta, half, listed=True)
+    if not routes[1]["valid"]:
+        raise _bad(f"{rw}[1].valid is false; the Clopper-Pearson route always counts")
+    ps_v, _ = _per_step_route(f"{rw}[2]", routes[2], m, d["steps"], d["claimed_q"], delta, half)
+    independent = not any(n in _INDEPENDENCE_TESTS for n in failed)
+    if routes[2]["valid"] != independent:
+        raise _bad(f"{rw}[2].valid is {str(routes[2]['valid']).lower()} but the independence tests "
+                   f"{'accept' if independent else 'reject'}: the per-step route counts exactly when they all accept")
+    for k, i in (("cp", 1), ("per_step", 2)):
+        if b.get(k) != routes[i]:
+            raise _bad(f"{where}.bounds.{k} is not its route's entry bounds.routes[{i}]")
+    for k in ("best_route", "epsilon_lb_best", "epsilon_lb_per_step", "broken", "routes", "routes_text"):
+        if k not in wb:
+            raise _bad(f"{where}.{k} missing")
+    if wb["routes"] != routes:
+        raise _bad(f"{where}.routes is not bounds.routes")
+    best = max((r for r in routes if r["valid"]), key=lambda r: r["epsilon_lb"])
+    want = best["route"] if best["epsilon_lb"] > 0 else "none"
+    if wb["best_route"] != want:
+        raise _bad(f"{where}.best_route is {str(wb['best_route'])[:40]!r} but the largest counted bound is {want!r}")
+    _agree(f"{where}.epsilon_lb_best", _typed(f"{where}.epsilon_lb_best", wb["epsilon_lb_best"], "num"),
+           best["epsilon_lb"], "the largest counted route")
+    _agree(f"{where}.epsilon_lb_per_step", _typed(f"{where}.epsilon_lb_per_step", wb["epsilon_lb_per_step"], "num"),
+           ps_v, "its per-step route")
+    if wb["broken"] != [BROKEN[n] for n in failed if n in BROKEN]:
+        raise _bad(f"{where}.broken does not say what its rejected tests {failed!r} mean")
+    text = routes_text(routes, float(d["claimed_epsilon"]), m, delta)
+    if wb["routes_text"] != text:
+        raise _bad(f"{where}.routes_text is {str(wb['routes_text'])[:60]!r}… but its routes read {text[:60]!r}…")
 
 
 def _check_detectable(where: str, det, claimed: float | None) -> None:
@@ -641,6 +798,8 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
     for k in ("claimed_sigma", "claimed_q", "max_grad_norm", "dirac_norm", "epsilon_lb", "ceiling"):
         _in(f"{where}.{k}", d[k], 0.0, math.inf)
     _prob(f"{where}.claimed_q", d["claimed_q"])
+    if "routes" in wb or "routes" in wb["bounds"]:
+        _check_route_list(where, wb, d, views["bounds"]["one_run"], failed)
     return routes, failed, det
 
 

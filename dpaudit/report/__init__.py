@@ -212,9 +212,12 @@ def whitebox_markdown(w: dict, figures) -> list[str]:
     if not is_whitebox_analysis(w):
         return [_table(["key", "value"], [[k, _kv_value(v)] for k, v in w.items()])]
     failed = [t["name"] for t in w["tests"] if not t["passed"]]
+    # each rejection in words a user understands ("the noise is not Gaussian"), where the test states them
+    broken = [t.get("broken") or t["name"] for t in w["tests"] if not t["passed"]]
     head = ("**Conformant**: every test accepts that the training did what its accountant was told."
             if not failed else
-            f"**Nonconformant**: {', '.join(failed)} rejected; the training did not do what its accountant assumes.")
+            f"**Nonconformant**: {', '.join(failed)} rejected ({'; '.join(broken)}); the training did not do what its "
+            f"accountant assumes.")
     lines = [head, "",
              f"{w['m']} canaries ({w['included']} included by fair coins), observed over {w['steps']} noisy steps; "
              f"tests Bonferroni-corrected over {len(w['tests'])} at confidence {w['confidence']:.4g}.", "",
@@ -231,6 +234,18 @@ def whitebox_markdown(w: dict, figures) -> list[str]:
              f"(shown for users who see only the released model; not part of the verdict, so not corrected for): "
              f"one-run {fmt(w.get('final_model_epsilon_lb_one_run'), 3)}, Clopper-Pearson "
              f"{fmt(w.get('final_model_epsilon_lb_cp'), 3)}."]
+    routes = w.get("routes") or []
+    if routes:
+        best = w.get("best_route")
+        lines += ["", _table(["bound route", "ε lower bound", "ceiling", "confidence", "counted", "canaries for ceiling > claim",
+                              "assumption"],
+                             [[("**" + r["label"] + "** (best)") if r["route"] == best else r["label"],
+                               fmt(r["epsilon_lb"], 3), fmt(r["ceiling"], 2), f"{r['confidence']:.4g}",
+                               "yes" if r["valid"] else "no: an independence test rejected",
+                               "—" if r.get("canaries_needed") is None else f"{r['canaries_needed']:,}",
+                               r.get("assumption", "")] for r in routes])]
+        if w.get("routes_text"):
+            lines += ["", w["routes_text"]]
     if FIGURES["whitebox"] in figures:
         lines += ["", f"![observed against claimed noise and sampling]({FIGURES['whitebox']})"]
     return lines

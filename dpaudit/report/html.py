@@ -248,10 +248,11 @@ def _whitebox(report: Report) -> str:
             out.append(f"<h3>{_e(m.name)}</h3>" + _kv(w, f"whitebox-{m.name}"))
             continue
         failed = [t["name"] for t in w["tests"] if not t["passed"]]
+        broken = [t.get("broken") or t["name"] for t in w["tests"] if not t["passed"]]
         verdict = ('<p class="consistent"><b>Conformant</b>: every test accepts that the training did what its '
                    'accountant was told.</p>' if not failed else
-                   f'<p class="violation"><b>Nonconformant</b>: {_e(", ".join(failed))} rejected; the training did '
-                   f'not do what its accountant assumes.</p>')
+                   f'<p class="violation"><b>Nonconformant</b>: {_e(", ".join(failed))} rejected '
+                   f'({_e("; ".join(broken))}); the training did not do what its accountant assumes.</p>')
         rows = "".join(f"<tr><td>{_e(t['name'])}</td><td>{_e(t['what'])}</td><td>{_e(fmt(t['statistic'], 4))}</td>"
                        f"<td>{t['p_value']:.3g}</td><td>{'pass' if t['passed'] else '<b>REJECTED</b>'}</td></tr>"
                        for t in w["tests"])
@@ -261,7 +262,8 @@ def _whitebox(report: Report) -> str:
                    f"q̂ = {_e(fmt(w['q_hat'], 5))} (claimed {_e(fmt(w['claimed_q'], 5))}), empirical ε "
                    f"{_e(fmt(w['empirical_epsilon'], 3))} {_e(fmt_ci(w['empirical_epsilon_ci'], 3))} against the claimed "
                    f"{_e(fmt(w['claimed_epsilon'], 3))}; ε lower bounds: one-run {_e(fmt(w.get('epsilon_lb_one_run'), 3))}, "
-                   f"Clopper-Pearson {_e(fmt(w.get('epsilon_lb_cp'), 3))}; {_e(wording.whitebox_power(w))}.</p>")
+                   f"Clopper-Pearson {_e(fmt(w.get('epsilon_lb_cp'), 3))}; {_e(wording.whitebox_power(w))}.</p>"
+                   + (f"<p>{_e(w['routes_text'])}</p>" if w.get("routes_text") else ""))
     fig = whitebox_figure(report)
     if fig is not None:
         out.append(_img(fig, "White-box canaries: observed against claimed",
