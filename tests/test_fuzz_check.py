@@ -732,6 +732,31 @@ def test_fresh_audit_with_every_kind_of_evidence_verifies():
                        epsilons=(float("inf"), 8.0), canaries=50, gradient_canaries=50)
     doc = json.loads(json.dumps(run_audit(cfg, progress=False)[0]))
     verify_report(Report.from_json(doc))
-    doc["models"][1]["attacks"][0]["epsilon_lb"]["value"] += 0.5
+    bad = json.loads(json.dumps(doc))
+    bad["models"][1]["attacks"][0]["epsilon_lb"]["value"] += 0.5
     with pytest.raises(DPAuditError, match=r"models\[1\].attacks\[0\].epsilon_lb.value"):
-        verify_report(Report.from_json(doc))
+        verify_report(Report.from_json(bad))
+    # the white-box block of the full analysis (its route list: one run, split-threshold Clopper-Pearson, per-step
+    # witness composition): each route is recomputed from its counts, and what follows from them with it
+    wb = doc["models"][1]["whitebox"]
+    if "routes" not in wb:
+        return
+    W = r"models\[1\].whitebox"
+
+    def refused(edit, match):
+        bad = json.loads(json.dumps(doc))
+        edit(bad["models"][1]["whitebox"])
+        with pytest.raises(DPAuditError, match=match):
+            verify_report(Report.from_json(bad))
+
+    def more_tp(w):
+        for r in (w["bounds"]["routes"][2], w["bounds"]["per_step"], w["routes"][2]):
+            r["tp"] = min(r["tp"] + 10, r["n_pos"])
+    refused(more_tp, W + r".bounds.routes\[2\].tpr_lb")
+    refused(lambda w: w.update(best_route="per_step"), W + r".best_route is 'per_step'")
+    refused(lambda w: w.update(routes_text="All routes fine."), W + r".routes_text")
+    refused(lambda w: [r.update(valid=False) for r in (w["bounds"]["routes"][2], w["bounds"]["per_step"],
+                                                       w["routes"][2])], W + r".bounds.routes\[2\].valid is false")
+    refused(lambda w: w["bounds"]["routes"][1].update(confidence=w["confidence"]), W + r".bounds.routes\[1\].confidence")
+    refused(lambda w: w.update(epsilon_lb_per_step=3.0), W + r".epsilon_lb_per_step is 3")
+    refused(lambda w: w["tests"][-1].update(broken="nothing"), W + r".tests\[\d+\].broken")

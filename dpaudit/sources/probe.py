@@ -570,8 +570,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     (Bonferroni), as in ``dpaudit audit --gradient-canaries`` without attacks."""
     from dpaudit.config import AuditConfig
     from dpaudit.core.bounds import (
-        ceiling_clopper_pearson,
-        ceiling_one_run,
+        alpha_share,
         decide_verdict,
         evidence_confidences,
         max_advantage,
@@ -585,7 +584,10 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     if not 0.5 <= confidence < 1:
         raise DPAuditError(f"confidence must be in [0.5, 1), got {confidence}")
     routes = 3
-    _, per_route = evidence_confidences(confidence, 0, routes)
+    # The verdict holds at this run's share of α (the original audit spends α/2: dpaudit.core.plan.run_confidence),
+    # as an audit's does, so that its alpha_spending record is true.
+    confidence_run = 1.0 - (1.0 - confidence) * alpha_share(0)
+    _, per_route = evidence_confidences(confidence_run, 0, routes)
     seed = int(meta.get("seed", 0) or 0)
     t0 = time.perf_counter()
     res = analyse(obs, confidence=per_route, seed=seed).to_dict()
@@ -596,25 +598,23 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         res["failed"] = list(res["failed"]) + [t["name"] for t in structural if not t["passed"]]
         res["conformant"] = not res["failed"]
     m, n_in = int(res["m"]), int(res["included"])
-    ceil_one = ceiling_one_run(m, delta, per_route, n_in=n_in)
-    ceil_cp = ceiling_clopper_pearson(n_in, m - n_in, delta, per_route) if 0 < n_in < m else 0.0
-    res.update(ceiling_one_run=ceil_one, ceiling_cp=ceil_cp, epsilon_lb=max(res["epsilon_lb_one_run"],
-               res["epsilon_lb_cp"]), ceiling=max(ceil_one, ceil_cp))
+    wr = res["routes"]  # each route's ceiling at its own confidence, as the pipeline reads them
+    res.update(ceiling_one_run=wr[0]["ceiling"], ceiling_cp=wr[1]["ceiling"], epsilon_lb=res["epsilon_lb_best"],
+               ceiling=max(r["ceiling"] for r in wr if r["valid"]))
     if meta.get("clip_changed"):
         res["notes"] = list(res.get("notes", [])) + [
             "the clipping norm changed during training; observations are in units of the first step's C"]
     claimed = float(obs.claimed_epsilon)
     if not (claimed > 0 and math.isfinite(claimed)):
         raise DPAuditError(f"the accountant's ε is {claimed}; the probe audits a finite ε > 0")
-    bounds = [("white-box canaries (one run)", res["epsilon_lb_one_run"], ceil_one),
-              ("white-box canaries (Clopper-Pearson)", res["epsilon_lb_cp"], ceil_cp)]
+    bounds = [(f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"]) for r in wr if r["valid"]]
     v = decide_verdict(claimed, bounds, [] if res["conformant"] else list(res["failed"]), delta=delta,
                        confidence=per_route, n_canaries=m, canary_confidence=per_route)
     v.pop("evidence", None)
-    v.update({"confidence": confidence, "per_bound_confidence": per_route, "canary_confidence": None,
-              "n_bounds": routes, "family_confidence": confidence,
+    v.update({"confidence": confidence_run, "per_bound_confidence": per_route, "canary_confidence": None,
+              "n_bounds": routes, "family_confidence": confidence_run,
               "correction": f"Bonferroni: each of {routes} white-box route(s) at {per_route:.4g}, so this verdict "
-                            f"holds at {confidence:.4g}"})
+                            f"holds at {confidence_run:.4g}"})
     steps = int(obs.steps_accounted)
     per_epoch = int(np.bincount(np.asarray(obs.epoch_of_step, np.int64)).max()) if obs.obs.shape[0] else steps
     epochs = int(np.asarray(obs.epoch_of_step).max()) + 1 if obs.obs.shape[0] else 0
