@@ -38,7 +38,8 @@ from dpaudit.core.bounds import alpha_spent, combined_confidence, one_run_audit
 from dpaudit.core.plan import run_confidence
 from dpaudit.core.power import gdp_epsilon, gdp_mu
 from dpaudit.core.scores import epsilon_from_scores
-from dpaudit.sources.external import audit_signals, signals_npz
+from dpaudit.pipeline import audit_signals
+from dpaudit.sources.external import signals_npz
 
 DELTA = 1e-5
 CLAIM = 1.0

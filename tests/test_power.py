@@ -113,7 +113,8 @@ def _signals(rng, mu, m=600, n_pool=800, refs=2):
 
 def _audit(tmp_path, arrays, claim):
     from dpaudit.pipeline import AuditConfig
-    from dpaudit.sources.external import audit_signals, signals_npz
+    from dpaudit.pipeline import audit_signals
+    from dpaudit.sources.external import signals_npz
 
     path = tmp_path / "s.npz"
     path.write_bytes(signals_npz(arrays))
@@ -199,16 +200,19 @@ def test_check_recomputes_the_combined_confidence(null_reports):
     from dpaudit.schema import Report
 
     rep = null_reports[1.0]
+    from dpaudit.errors import DPAuditError
+
     rules = {x.name: x for x in evaluate_policy(Report.from_json(rep), Policy())}
     assert rules["confidence_recomputed"].passed and "0.975" in rules["confidence_recomputed"].observed
-    bad = json.loads(json.dumps(rep))
-    bad["alpha_spending"]["combined_confidence"] = 0.99  # claims more than was spent allows
-    rules = {x.name: x for x in evaluate_policy(Report.from_json(bad), Policy())}
-    assert not rules["confidence_recomputed"].passed
-    bad = json.loads(json.dumps(rep))
-    bad["models"][0]["verdict"]["confidence"] = 0.96  # a verdict held at more α than this run's share
-    rules = {x.name: x for x in evaluate_policy(Report.from_json(bad), Policy())}
-    assert not rules["confidence_recomputed"].passed
+    for edit in (lambda d: d["alpha_spending"].update(combined_confidence=0.99),  # more than was spent allows
+                 lambda d: d["models"][0]["verdict"].update(confidence=0.96)):  # more α than this run's share
+        bad = json.loads(json.dumps(rep))
+        edit(bad)
+        # the rule fails on the document alone, and the gate's verification refuses the report as bad input first
+        rules = {x.name: x for x in evaluate_policy(Report.from_json(bad), Policy(), verify=False)}
+        assert not rules["confidence_recomputed"].passed
+        with pytest.raises(DPAuditError):
+            evaluate_policy(Report.from_json(bad), Policy())
 
 
 def test_alpha_ledger_records_every_run(tmp_path):
