@@ -215,7 +215,6 @@ ROWS = [
     ("audit", ["--gradient-canaries", "-1"], "--gradient-canaries"),
     ("audit", ["--canaries", "1"], "at least 2"),
     ("audit", ["--gradient-canaries", "10", "--epsilons", "inf"], "finite epsilon"),
-    ("audit", ["--gradient-canaries", "10", "--grad-sample-mode", "ghost"], "ghost"),
     ("audit", ["--format", "json,pdf"], "--format"),
     ("audit", ["--executor", "nope"], "--executor"),
     ("audit", ["--out", "{tmp}/a_file"], "is a file"),

@@ -150,11 +150,6 @@ class AuditConfig:
         if self.canaries == 1:  # the one-run test guesses one "in" and one "out": it needs two
             raise DPAuditError("--canaries must be 0 (off) or at least 2, got 1")
         _check_int("--gradient-canaries", self.gradient_canaries, 0, 1_000_000)
-        # (with no finite epsilon there is no DP target to put them in: none run, as for the non-DP models)
-        if self.gradient_canaries and self.grad_sample_mode == "ghost" and any(math.isfinite(e) for e in self.epsilons):
-            raise DPAuditError("--gradient-canaries need --grad-sample-mode hooks, functorch or fast (ghost clipping never "
-                               "materialises the per-example gradients they are observed through); add "
-                               "--gradient-canaries 0 to use ghost clipping")
         _check_int("--bootstrap", self.n_boot, 100)
         _check_int("--jobs", self.jobs, 0)
         for name in ("epochs", "batch_size"):

@@ -202,6 +202,27 @@ def canary_loss(logits: torch.Tensor, canary_out: torch.Tensor, y: torch.Tensor,
     return torch.where(cid >= 0, canary_out, ce).mean()
 
 
+class CanaryLoss(nn.Module):
+    """:func:`canary_loss` as a criterion ``(logits, canary_out, y, cid)`` with a ``reduction`` ("mean", "sum" or
+    "none": each record's loss), which is what Opacus's ghost clipping needs: ``make_private(criterion=...)`` wraps
+    it in ``DPLossFastGradientClipping``, which sets reduction "none" to get each record's loss (the canary's is
+    z @ w), then runs the two-pass backward (per-example norms, then the clipped sum) on it."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, canary_out: torch.Tensor, y: torch.Tensor,
+                cid: torch.Tensor) -> torch.Tensor:
+        ce = nn.functional.cross_entropy(logits, y, reduction="none")
+        per = torch.where(cid >= 0, canary_out, ce)
+        if self.reduction == "mean":
+            return per.mean()
+        if self.reduction == "sum":
+            return per.sum()
+        return per
+
+
 def canary_inputs(cid: torch.Tensor, m: int, norm: float) -> torch.Tensor:
     """z: D e_j for canary j's rows, 0 for real rows ([B, m])."""
     z = torch.zeros(len(cid), m, device=cid.device)
@@ -239,9 +260,6 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     if gc is not None:
         if not cfg.dp:
             raise DPAuditError("gradient canaries audit DP-SGD; train with a finite epsilon or drop them")
-        if cfg.grad_sample_mode == "ghost":
-            raise DPAuditError("gradient canaries need --grad-sample-mode hooks, functorch or fast (ghost clipping "
-                               "never materialises the per-example gradients they are observed through)")
     check_config(cfg, n + n_in)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -265,7 +283,10 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    criterion = nn.CrossEntropyLoss()
+    # Ghost clipping runs its two backward passes from each record's loss, so with canaries its criterion is the
+    # canary loss itself (CanaryLoss), wrapped by make_private; the other modes ignore the criterion.
+    ghost = cfg.dp and cfg.grad_sample_mode == "ghost"
+    criterion = CanaryLoss() if gc is not None and ghost else nn.CrossEntropyLoss()
     engine = None
     if cfg.dp:
         from opacus import PrivacyEngine
@@ -282,7 +303,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                 target_epsilon=cfg.epsilon, target_delta=cfg.delta, epochs=cfg.epochs,
                 max_grad_norm=cfg.max_grad_norm, poisson_sampling=True, grad_sample_mode=cfg.grad_sample_mode,
                 noise_generator=torch.Generator(device=device).manual_seed(cfg.seed + 1))
-        if cfg.grad_sample_mode == "ghost":
+        if ghost:
             model, optimizer, criterion, loader = out
         else:
             model, optimizer, loader = out
@@ -293,7 +314,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
             from dpaudit.training.whitebox import TamperContext, call_tamper
 
             tctx = TamperContext(optimizer=optimizer, loader=loader, engine=engine, accountant=engine.accountant,
-                                 sample_rate=sample_rate, config=cfg)
+                                 sample_rate=sample_rate, config=cfg, module=model)
             call_tamper(after_make_private, optimizer, tctx)
             loader = tctx.loader
     else:
@@ -339,7 +360,10 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                         optimizer.zero_grad(set_to_none=True)
                         w_before = w_param.detach().clone()
                         logits, cout = model(xb, canary_inputs(cb, gc.m, d_norm))
-                        loss = canary_loss(logits, cout, yb, cb)
+                        if ghost:  # DPLossFastGradientClipping: backward() is the two-pass ghost backward
+                            loss = criterion(logits, cout, yb, cb)
+                        else:
+                            loss = canary_loss(logits, cout, yb, cb)
                         loss.backward()
                         optimizer.step()
                         # Steps are counted from w's values (independently of the optimizer's own flags) for the

@@ -48,6 +48,7 @@ class TamperContext:
     accountant: Any
     sample_rate: float
     config: Any
+    module: Any = None  # the module make_private returned (ghost clipping's norm lives on it)
 
 
 def call_tamper(fn, optimizer, ctx: TamperContext) -> None:
@@ -102,6 +103,11 @@ class NoClipping:
     def __call__(self, optimizer, ctx: TamperContext | None = None) -> None:
         c = float(optimizer.max_grad_norm)
         optimizer.max_grad_norm = float(self.huge)
+        # Ghost clipping clips in the module (GradSampleModuleFastGradientClipping.max_grad_norm) and the optimizer
+        # only scales the noise: raise the module's norm too, or the bug would clip as before.
+        module = None if ctx is None else ctx.module
+        if module is not None and hasattr(module, "max_grad_norm") and hasattr(module, "get_clipping_coef"):
+            module.max_grad_norm = float(self.huge)
         optimizer.noise_multiplier = float(optimizer.noise_multiplier) * c / float(self.huge)
         # the accountant reads noise_multiplier from the optimizer at each step: keep telling it sigma
         sigma = float(optimizer.noise_multiplier) * float(self.huge) / c
