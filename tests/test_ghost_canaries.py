@@ -39,11 +39,13 @@ def test_config_accepts_ghost_with_gradient_canaries():
     AuditConfig(grad_sample_mode="ghost", gradient_canaries=100, epsilons=(math.inf, 2.0)).validate()
 
 
-def test_ghost_observes_what_hooks_observes(digits):
+@pytest.mark.parametrize("physical", [None, 16])
+def test_ghost_observes_what_hooks_observes(digits, physical):
     """Same seed, same Poisson draws and the same noise stream (both DP optimizers draw N(0, sigma^2 C^2) from the
     same generator, parameter by parameter in the same order): ghost's privatised gradient at the canary
-    coordinates equals hooks' to float32 rounding, and so do the accountant's figures."""
-    cfg = replace(CFG, epochs=2)
+    coordinates equals hooks' to float32 rounding, and so do the accountant's figures; also with physical batches
+    of 16 under logical ones of 64 (BatchMemoryManager: ghost accumulates the clipped sums in summed_grad)."""
+    cfg = replace(CFG, epochs=2, max_physical_batch_size=physical or CFG.max_physical_batch_size)
     runs = {mode: _train(digits, replace(cfg, grad_sample_mode=mode)) for mode in ("hooks", "ghost")}
     h, g = runs["hooks"].whitebox, runs["ghost"].whitebox
     assert h.obs.shape == g.obs.shape and h.obs.shape[0] == runs["ghost"].record.steps > 0
