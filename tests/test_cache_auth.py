@@ -61,7 +61,7 @@ def test_forged_entry_is_refused_and_retrained(data, tmp_path, monkeypatch):
     pa.with_name("k1.pt.json").write_text(json.dumps(meta))
     forged, warned = _train(a, data)
     assert not forged.cache_hit and "keyed hash does not match" in warned
-    np.testing.assert_allclose(forged["pool_logits"], first["pool_logits"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forged.pool_logits, first.pool_logits, rtol=1e-5, atol=1e-5)
     # Written again with a valid tag: a hit. Under another key, the same entry proves nothing.
     assert _train(a, data)[0].cache_hit
     monkeypatch.setenv(KEY_ENV, "another-secret-of-enough-length")

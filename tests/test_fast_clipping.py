@@ -286,12 +286,21 @@ WB_CFG = TrainConfig(epsilon=8.0, delta=1e-4, epochs=6, batch_size=64, lr=0.5, m
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_fast_mode_is_conformant(digits, seed):
+def test_fast_mode_reads_what_hooks_reads(digits, seed):
+    """The white-box audit of fast mode is the audit of hooks mode: on the same seed every conformance test gives
+    the same p-value and decision (the observations agree to float tolerance). Whether a correct run reads
+    conformant is then the tests' own false-alarm rate (about 5%, measured in bench_whitebox.py over 40 runs),
+    which a fixed seed cannot assert: at seed 3 both modes reject noise_coordinate_independence at p = 0.003."""
+    from dataclasses import replace
+
     ds, tr, te = digits
     cfg = TrainConfig(**{**WB_CFG.__dict__, "seed": seed})
     tm = _train((ds, tr[:300], te), cfg, canaries=GradientCanaries(500, seed=seed))
-    r = analyse(tm.whitebox, seed=seed)
-    assert r.conformant, r.tests
+    ref = _train((ds, tr[:300], te), replace(cfg, grad_sample_mode="hooks"), canaries=GradientCanaries(500, seed=seed))
+    r, h = analyse(tm.whitebox, seed=seed), analyse(ref.whitebox, seed=seed)
+    assert [(t["name"], t["passed"]) for t in r.tests] == [(t["name"], t["passed"]) for t in h.tests]
+    np.testing.assert_allclose([t["p_value"] for t in r.tests], [t["p_value"] for t in h.tests], rtol=1e-4, atol=1e-9)
+    assert r.conformant == h.conformant
     assert tm.record.grad_sample_mode == "fast"
 
 
