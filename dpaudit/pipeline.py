@@ -24,6 +24,7 @@ from dpaudit.core.bounds import (
     max_balanced_accuracy,
     one_run_audit_balanced,
     reference_threshold_epsilon_lb,
+    whitebox_need,
 )
 from dpaudit.core.plan import BoundPlan, attack_options, bound_confidence, report_document, run_confidence
 from dpaudit.core.signals import Signals
@@ -147,18 +148,8 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, pl
         power.append(("white-box canaries", wb.get("detectable_epsilon")))
         rejected = [] if wb["conformant"] else list(wb["failed"])
     v = decide_verdict(claimed, bounds, rejected, n_canaries=canary["m"] if canary is not None else None,
-                       whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None])
-    if wb is not None and v["status"] == "inconclusive" and v.get("next_step"):
-        # The white-box routes say per route how many gradient canaries would lift its ceiling above the claim
-        # (dpaudit.core.whitebox_stats.routes_text); the cheapest one is the step that would decide.
-        need = [(r["canaries_needed"], r["label"]) for r in wb["routes"]
-                if r["valid"] and r.get("canaries_needed") and r["canaries_needed"] > int(wb["m"])]
-        if need:
-            n, label = min(need)
-            step = (f"To decide: about {n:,} gradient canaries (now {int(wb['m']):,}) would lift the {label} "
-                    f"ceiling above the claim; more white-box power also comes from more steps observed.")
-            v["text"] = v["text"].replace(v["next_step"], step)
-            v["next_step"] = step
+                       whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None],
+                       whitebox_need=whitebox_need(wb))
     v["power_method"] = POWER_METHOD if claimed is not None else None
     v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
     v.update({"confidence": plan.per_model, "per_bound_confidence": plan.attack if plan.n_attacks else plan.canary,

@@ -114,7 +114,7 @@ def _reject_consistently(doc):
     """A conformance test rejected, and every field that follows from it updated: a real nonconformance."""
     wb = doc["models"][2]["whitebox"]
     wb["tests"][0].update(p_value=1e-6, passed=False)
-    wb.update(conformant=False, failed=["noise_std"])
+    wb.update(conformant=False, failed=["noise_std"], broken=[wb["tests"][0]["broken"]])
     doc["models"][2]["verdict"]["rejected_conformance"] = ["noise_std"]
     # the sentence of a nonconformant verdict (the status itself is left to each row)
     doc["models"][2]["verdict"]["text"] = _recomputed_verdict(doc["models"][2], ["noise_std"],
@@ -127,10 +127,12 @@ def _recomputed_verdict(m: dict, rejected: list[str], detectable: list[tuple[str
 
     wb, c = m["whitebox"], m["canary"]
     bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in m["attacks"]]
-    bounds += [("canaries (one run)", c["epsilon_lb"], c["ceiling"]),
-               ("white-box canaries (one run)", wb["epsilon_lb_one_run"], wb["ceiling_one_run"]),
-               ("white-box canaries (Clopper-Pearson)", wb["epsilon_lb_cp"], wb["ceiling_cp"])]
-    return decide_verdict(m["training"]["epsilon"], bounds, rejected, n_canaries=c["m"], detectable=detectable)
+    bounds += [("canaries (one run)", c["epsilon_lb"], c["ceiling"])]
+    bounds += [(f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"]) for r in wb["routes"] if r["valid"]]
+    from dpaudit.core.bounds import whitebox_need
+
+    return decide_verdict(m["training"]["epsilon"], bounds, rejected, n_canaries=c["m"], detectable=detectable,
+                          whitebox_need=whitebox_need(wb))
 
 
 def _powerless(doc):
@@ -324,15 +326,15 @@ ROWS = [
                                                                         ["steps"]))),
         expect="models[2].verdict.rejected_conformance"),
     Row("wb epsilon_lb raised", 2, report=_json(_doc((f"{WB}/epsilon_lb", 3.0))),
-        expect="models[2].whitebox.epsilon_lb is 3 but the larger of its two bounds"),
+        expect="models[2].whitebox.epsilon_lb is 3 but its best counted route (epsilon_lb_best) gives 0"),
     Row("wb cp bound raised", 2, report=_json(_doc((f"{WB}/epsilon_lb_cp", 2.0))),
         expect="models[2].whitebox.epsilon_lb_cp is 2"),
     Row("wb cp counts raised", 2, report=_json(_doc(_add(f"{WB}/bounds/cp/tp", 60))),
-        expect="models[2].whitebox.bounds.cp.value"),
+        expect="are not counts of the 500 values its threshold was not chosen on"),
     Row("wb cp value raised", 2, report=_json(_doc(_add(f"{WB}/bounds/cp/epsilon_lb", 1.0))),
-        expect="models[2].whitebox.bounds.cp.value"),
+        expect="models[2].whitebox.bounds.cp.epsilon_lb is 1 but Clopper-Pearson on its counts"),
     Row("wb cp on other sample sizes", 2, report=_json(_doc((f"{WB}/bounds/cp/n_pos", 999))),
-        expect="models[2].whitebox.bounds.cp bounds ε on 999 members"),
+        expect="tp 253 of 999"),
     Row("wb one-run correct guesses raised", 2, report=_json(_doc(_add(f"{M1}/whitebox/bounds/one_run/v", 20))),
         expect="models[1].whitebox.bounds.one_run.epsilon_lb is 0.639227 but the one-run test"),
     Row("wb one-run more correct than guesses", 2, report=_json(_doc(_add(f"{WB}/bounds/one_run/v", 10_000))),
@@ -344,7 +346,7 @@ ROWS = [
     Row("wb ceiling null", 2, report=_json(_doc((f"{WB}/ceiling", None))),
         expect="models[2].whitebox.ceiling must be a number"),
     Row("wb one-run ceiling raised", 2, report=_json(_doc((f"{WB}/ceiling_one_run", 9.0))),
-        expect="models[2].whitebox.ceiling_one_run is 9 but a perfect attack"),
+        expect="models[2].whitebox.ceiling_one_run is 9 but its one_run route gives"),
     Row("wb confidence edited", 2, report=_json(_doc((f"{WB}/confidence", 0.5))),
         expect="models[2].whitebox.confidence is 0.5"),
     Row("wb fewer canaries than configured", 2, report=_json(_doc((f"{WB}/m", 10))),
@@ -426,8 +428,8 @@ ROWS = [
         expect="models[2].verdict.ceiling is null"),
     Row("verdict ceiling edited", 2, report=_json(_doc((f"{M1}/verdict/ceiling", 100.0))),
         expect="models[1].verdict.ceiling is 100"),
-    Row("could_detect flipped", 2, report=_json(_doc((f"{M1}/verdict/could_detect", True))),
-        expect="models[1].verdict.could_detect is True"),
+    Row("could_detect flipped", 2, report=_json(_doc((f"{M1}/verdict/could_detect", False))),
+        expect="models[1].verdict.could_detect is False"),
     Row("best bound edited", 2, report=_json(_doc((f"{M2}/verdict/empirical_epsilon_lb", 0.1))),
         expect="models[2].verdict.empirical_epsilon_lb is 0.1"),
     Row("ratio edited", 2, report=_json(_doc((f"{M2}/verdict/ratio", 0.01))), expect="models[2].verdict.ratio"),

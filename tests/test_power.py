@@ -112,8 +112,7 @@ def _signals(rng, mu, m=600, n_pool=800, refs=2):
 
 
 def _audit(tmp_path, arrays, claim):
-    from dpaudit.pipeline import AuditConfig
-    from dpaudit.pipeline import audit_signals
+    from dpaudit.pipeline import AuditConfig, audit_signals
     from dpaudit.sources.external import signals_npz
 
     path = tmp_path / "s.npz"

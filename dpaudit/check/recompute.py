@@ -75,6 +75,7 @@ from dpaudit.core.bounds import (
     family_confidence,
     max_advantage,
     max_balanced_accuracy,
+    whitebox_need,
 )
 from dpaudit.core.power import POWER_METHOD, detectable_epsilon_cp, detectable_epsilon_one_run
 from dpaudit.core.whitebox_stats import (
@@ -1044,20 +1045,9 @@ def _check_verdict(where: str, m: ModelAudit, claimed, bounds, rejected, plan, p
     vw = f"{where}.verdict"
     got = decide_verdict(claimed, bounds, rejected, n_canaries=m.canary.m if m.canary is not None else None,
                          whitebox_possible=bool(m.training.observed),
-                         detectable=[(s, d) for s, d in power if d is not None])
-    texts = [got["text"]]  # the sentences its evidence can read
-    wb = m.whitebox
-    if wb is not None and "routes" in wb and str(getattr(got["status"], "value", got["status"])) == "inconclusive" \
-            and got.get("next_step"):
-        # the cheapest counted white-box route's canaries decide (as dpaudit.pipeline._verdict words it)
-        need = [(r["canaries_needed"], r["label"]) for r in wb["routes"]
-                if r["valid"] and r.get("canaries_needed") and r["canaries_needed"] > int(wb["m"])]
-        if need:
-            n, label = min(need)
-            step = (f"To decide: about {n:,} gradient canaries (now {int(wb['m']):,}) would lift the {label} "
-                    f"ceiling above the claim; more white-box power also comes from more steps observed.")
-            # dpaudit.pipeline words it so; the probe (dpaudit.sources.probe) does not (yet): both are recomputed
-            texts.insert(0, got["text"].replace(got["next_step"], step))
+                         detectable=[(s, d) for s, d in power if d is not None],
+                         whitebox_need=whitebox_need(m.whitebox))
+    texts = [got["text"]]  # the sentence its evidence reads
     _agree(f"{vw}.claimed_epsilon", v.claimed_epsilon, claimed, "the training record's ε")
     _agree(f"{vw}.empirical_epsilon_lb", v.empirical_epsilon_lb, got["empirical_epsilon_lb"],
            "the best of its recomputed bounds")

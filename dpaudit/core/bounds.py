@@ -867,8 +867,29 @@ def combined_confidence(confidence: float, rerun: int) -> float:
     return 1.0 - alpha_spent(1.0 - c, rerun)
 
 
-def _next_step(sources: Sequence[str], whitebox_possible: bool, n_canaries: int | None) -> str:
+def whitebox_need(whitebox: dict | None) -> tuple[int, int, str] | None:
+    """(gradient canaries needed, canaries now, route label) of the cheapest counted white-box route whose ceiling
+    more canaries would lift above the claim (``canaries_needed`` of ``dpaudit.core.whitebox_stats.bound_routes``),
+    or None. The one reading of a white-box block's routes for "what would decide", by every stage that words a
+    verdict and every check that recomputes one."""
+    if not whitebox or "routes" not in whitebox:
+        return None
+    m = int(whitebox["m"])
+    need = [(int(r["canaries_needed"]), str(r["label"])) for r in whitebox["routes"]
+            if r.get("valid") and r.get("canaries_needed") and int(r["canaries_needed"]) > m]
+    if not need:
+        return None
+    n, label = min(need)
+    return n, m, label
+
+
+def _next_step(sources: Sequence[str], whitebox_possible: bool, n_canaries: int | None,
+               whitebox: tuple[int, int, str] | None = None) -> str:
     """The one step most likely to decide an inconclusive verdict, from the evidence there was."""
+    if whitebox is not None:
+        n, m, label = whitebox
+        return (f"To decide: about {n:,} gradient canaries (now {m:,}) would lift the {label} ceiling above the "
+                f"claim; more white-box power also comes from more steps observed.")
     if any("white-box" in s for s in sources):
         return ("To decide: more white-box gradient canaries (--gradient-canaries) or more steps observed; "
                 "their power grows with both.")
@@ -885,7 +906,8 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejec
                    n_records: tuple[int, int] | None = None, n_canaries: int | None = None,
                    canary_confidence: float | None = None, whitebox_possible: bool = True,
                    power_multiple: float = POWER_MULTIPLE,
-                   detectable: Sequence[tuple[str, float]] | None = None) -> dict[str, Any]:
+                   detectable: Sequence[tuple[str, float]] | None = None,
+                   whitebox_need: tuple[int, int, str] | None = None) -> dict[str, Any]:
     """A model's verdict from its claimed epsilon and its evidence, with a sentence built from the numbers.
 
     ``bounds``: one (source, epsilon lower bound, detection ceiling[, detectable epsilon]) per kind of evidence
@@ -946,7 +968,7 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejec
         dets = [(e["detectable_epsilon"], e["source"]) for e in evidence if e["detectable_epsilon"] is not None]
     detectable, det_source = min(dets) if dets else (None, None)
     best_txt = f"best ε ≥ {best:.2f} from {source}" if best > 0 else "no bound above 0"
-    step = _next_step([e["source"] for e in evidence], whitebox_possible, n_canaries)
+    step = _next_step([e["source"] for e in evidence], whitebox_possible, n_canaries, whitebox_need)
 
     status = verdict_status(claimed=claimed, best=best, detectable=detectable, nonconformant=bool(rejected),
                             power_multiple=power_multiple)

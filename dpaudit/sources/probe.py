@@ -575,6 +575,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         evidence_confidences,
         max_advantage,
         max_balanced_accuracy,
+        whitebox_need,
     )
     from dpaudit.core.plan import report_document
     from dpaudit.training.accounting import cross_check
@@ -609,7 +610,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         raise DPAuditError(f"the accountant's ε is {claimed}; the probe audits a finite ε > 0")
     bounds = [(f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"]) for r in wr if r["valid"]]
     v = decide_verdict(claimed, bounds, [] if res["conformant"] else list(res["failed"]), delta=delta,
-                       confidence=per_route, n_canaries=m, canary_confidence=per_route)
+                       confidence=per_route, n_canaries=m, canary_confidence=per_route, whitebox_need=whitebox_need(res))
     v.pop("evidence", None)
     v.update({"confidence": confidence_run, "per_bound_confidence": per_route, "canary_confidence": None,
               "n_bounds": routes, "family_confidence": confidence_run,
