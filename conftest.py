@@ -16,7 +16,7 @@ if "XDG_CONFIG_HOME" not in os.environ:
 
 try:
     from sybil import Sybil
-    from sybil.parsers.markdown import PythonCodeBlockParser
+    from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
     from sybil.parsers.rest import DocTestParser
 except ImportError:  # pragma: no cover - sybil is in the test extra
     Sybil = None
@@ -33,7 +33,7 @@ if Sybil is not None:
         namespace["_tmp"].cleanup()
 
     pytest_collect_file = (
-        Sybil(parsers=[PythonCodeBlockParser()], patterns=["README.md"], path=".", setup=_readme_setup,
+        Sybil(parsers=[PythonCodeBlockParser(), SkipParser()], patterns=["README.md"], path=".", setup=_readme_setup,
               teardown=_readme_teardown, name="readme")
         + Sybil(parsers=[DocTestParser()], patterns=["*.py"], path="dpaudit", name="docstrings",
                 excludes=["attacks/*"])
