@@ -875,8 +875,10 @@ def whitebox_need(whitebox: dict | None) -> tuple[int, int, str] | None:
     if not whitebox or "routes" not in whitebox:
         return None
     m = int(whitebox["m"])
-    need = [(int(r["canaries_needed"]), str(r["label"])) for r in whitebox["routes"]
-            if r.get("valid") and r.get("canaries_needed") and int(r["canaries_needed"]) > m]
+    valid = [r for r in whitebox["routes"] if r.get("valid")]
+    if any(r.get("canaries_needed") is not None and int(r["canaries_needed"]) <= m for r in valid):
+        return None  # a route's ceiling is already above the claim: its power, not the canary count, decides
+    need = [(int(r["canaries_needed"]), str(r["label"])) for r in valid if r.get("canaries_needed")]
     if not need:
         return None
     n, label = min(need)

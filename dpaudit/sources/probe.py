@@ -608,10 +608,24 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     claimed = float(obs.claimed_epsilon)
     if not (claimed > 0 and math.isfinite(claimed)):
         raise DPAuditError(f"the accountant's ε is {claimed}; the probe audits a finite ε > 0")
+    # Measured power, as for an audit's white-box canaries (dpaudit.core.power): the claimed run with less noise
+    from dpaudit.core.power import whitebox_detectable
+    from dpaudit.training.accounting import opacus_epsilon
+
+    steps_c, q_c, acc = int(res["steps"]), float(res["claimed_q"]), str(res["accountant"])
+    res.update(whitebox_detectable(
+        m=m, n_in=n_in, steps=steps_c, sigma=float(res["claimed_sigma"]), q=q_c, clip=float(res["max_grad_norm"]),
+        delta=delta, confidence=per_route, claim=claimed, seed=seed,
+        epsilon_of_sigma=lambda s_: opacus_epsilon(q_c, s_, steps_c, delta, acc)))
     bounds = [(f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"]) for r in wr if r["valid"]]
     v = decide_verdict(claimed, bounds, [] if res["conformant"] else list(res["failed"]), delta=delta,
-                       confidence=per_route, n_canaries=m, canary_confidence=per_route, whitebox_need=whitebox_need(res))
+                       confidence=per_route, n_canaries=m, canary_confidence=per_route, whitebox_need=whitebox_need(res),
+                       detectable=[("white-box canaries", res["detectable_epsilon"])]
+                       if res.get("detectable_epsilon") is not None else None)
     v.pop("evidence", None)
+    from dpaudit.core.power import POWER_METHOD
+
+    v["power_method"] = POWER_METHOD
     v.update({"confidence": confidence_run, "per_bound_confidence": per_route, "canary_confidence": None,
               "n_bounds": routes, "family_confidence": confidence_run,
               "correction": f"Bonferroni: each of {routes} white-box route(s) at {per_route:.4g}, so this verdict "
