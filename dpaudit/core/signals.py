@@ -1,4 +1,5 @@
-"""One inference pass per model: logits for every record, from which every attack's signal derives.
+"""Typed signals: the logit matrices every attack reads, from one inference pass per model
+(``dpaudit.training.inference``), and what derives from them (losses, probabilities).
 
 Signals are matrices indexed [model, record] so that an attack reads the reference models' rows and the
 target's row from the same arrays, and no attack runs inference of its own.
