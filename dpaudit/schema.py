@@ -287,7 +287,11 @@ class AttackMetrics:
 
 @dataclass(frozen=True)
 class EpsilonBound:
-    """A Clopper-Pearson ε lower bound at one threshold (``dpaudit.core.bounds.EpsilonLB``)."""
+    """A Clopper-Pearson ε lower bound and how its threshold was chosen: the one type, made by
+    ``dpaudit.core.bounds`` and read by the report. ``direction`` says which DP inequality gave the bound:
+    "tpr/fpr" (members too often guessed in), "tnr/fnr" (non-members too often guessed out), or "none" when the
+    bound is 0."""
+
     value: float
     method: str
     threshold: float
@@ -299,6 +303,9 @@ class EpsilonBound:
     direction: str
     delta: float
     confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

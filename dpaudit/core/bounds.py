@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dpaudit.schema import POWER_MULTIPLE, Status, verdict_status
+from dpaudit.schema import POWER_MULTIPLE, EpsilonBound, Status, verdict_status
 
 __all__ = [
     "ALPHA_SCHEDULE",
@@ -491,28 +491,8 @@ def fair_coin_check(is_in: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- thresholded attacks
 
-@dataclass(frozen=True)
-class EpsilonLB:
-    """A Clopper-Pearson epsilon lower bound and how its threshold was chosen.
-
-    ``direction`` says which DP inequality gave the bound: "tpr/fpr" (members too often guessed
-    in), "tnr/fnr" (non-members too often guessed out), or "none" when the bound is 0.
-    """
-
-    value: float
-    method: str
-    threshold: float
-    threshold_selection: str
-    tp: int
-    n_pos: int
-    fp: int
-    n_neg: int
-    direction: str
-    delta: float
-    confidence: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# The bound's type is the report model's own (one definition: dpaudit.schema.EpsilonBound).
+EpsilonLB = EpsilonBound
 
 
 def _counts(s: np.ndarray, y: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
