@@ -52,7 +52,6 @@ def test_target_membership_is_not_an_input(name, signals):
     """The target's row of the membership matrix is not in AttackInput; the threshold and bounds that the audit
     derives from the scores depend only on the references, so flipping the target's truth only swaps counts."""
     from conftest import small_config
-
     from dpaudit.pipeline import _evaluate_attack
 
     inp, target_in = signals

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import small_config
 
+from conftest import small_config
 from dpaudit.core.attack_registry import AttackInput, run_attack
 from dpaudit.core.signals import Signals
 from dpaudit.pipeline import _evaluate_attack, run_audit

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import small_config
 
 # Read when Ray is imported: keep the test cluster on loopback and quiet.
