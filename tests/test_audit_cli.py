@@ -64,6 +64,7 @@ def test_audit_end_to_end(tmp_path):
     (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),
     (["--dataset", "mnist"], "--download"),
 ])
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_audit_bad_input_one_line_no_output(tmp_path, args, msg):
     out = tmp_path / "out"
     base = ["--members", "300", "--n-test", "300", "--quiet", "--out", str(out)]

@@ -291,6 +291,7 @@ def _expected_target_bound():
     return expected
 
 
+@pytest.mark.slow  # over half a second on 2 cores: the fast tier stays under a minute
 def test_reference_threshold_keeps_power_as_references_grow():
     # Known eps = 2, m = 1,000 target records (500 in, 500 out), 50 seeds; the same target and the same first
     # K reference rows across K (common random numbers). The old pooled choice tunes the threshold for

@@ -69,6 +69,7 @@ def test_forged_entry_is_refused_and_retrained(data, tmp_path, monkeypatch):
     assert not other.cache_hit and "keyed hash does not match" in warned
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_entry_without_a_tag_is_refused(data, tmp_path, monkeypatch):
     """An entry written before keyed hashes existed (or with the tag stripped) is retrained, not trusted."""
     monkeypatch.setenv(KEY_ENV, "a-test-secret-of-enough-length")

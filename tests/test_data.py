@@ -310,6 +310,7 @@ def test_register_dataset():
         load_dataset("cifar-100")
 
 
+@pytest.mark.slow  # over half a second on 2 cores: the fast tier stays under a minute
 def test_attacks_install_as_dpaudit_attacks():
     """The repository's top-level attacks/ folder is the installed package dpaudit.attacks (a top-level
     `attacks` would collide with other installs); its modules import nothing from torch or dpaudit."""

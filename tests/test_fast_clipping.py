@@ -246,6 +246,7 @@ def _train(digits, cfg, store=None, canaries=None):
                        gradient_canaries=canaries)
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 @pytest.mark.parametrize("model,physical", [("simple-cnn", 512), ("tanh-cnn", 24), (USER_FACTORY, 512)])
 def test_privatised_gradients_match_hooks_over_an_epoch(digits, model, physical):
     """Same seed, one epoch of Poisson batches (about 64 of 512 records): at every step the privatised gradient (the
@@ -265,6 +266,7 @@ def test_privatised_gradients_match_hooks_over_an_epoch(digits, model, physical)
     assert not any("forward" in m.__dict__ for m in b.module.modules())  # the speed-up is undone
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_gradient_canary_observations_match_hooks(digits):
     """The canaries' dedicated parameter vector (a bias-free Linear on z = D e_j, a ghost norm here) is observed
     as in hooks mode: the same observations, the same final canary weights."""

@@ -39,6 +39,7 @@ def test_config_accepts_ghost_with_gradient_canaries():
     AuditConfig(grad_sample_mode="ghost", gradient_canaries=100, epsilons=(math.inf, 2.0)).validate()
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 @pytest.mark.parametrize("physical", [None, 16])
 def test_ghost_observes_what_hooks_observes(digits, physical):
     """Same seed, same Poisson draws and the same noise stream (both DP optimizers draw N(0, sigma^2 C^2) from the
@@ -66,6 +67,7 @@ def test_correct_ghost_dp_is_conformant(digits, seed):
     assert tm.whitebox.steps_accounted == tm.whitebox.obs.shape[0] > 0
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 @pytest.mark.parametrize("bug,name", [(ScaleNoise(0.5), "noise_std"), (NoClipping(), "clipped_norm")])
 def test_ghost_bugs_are_caught(digits, bug, name):
     """ScaleNoise replaces the DP optimizer's add_noise (ghost's optimizer adds noise to the clipped sum as hooks'

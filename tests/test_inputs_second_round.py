@@ -153,6 +153,7 @@ def test_ray_addresses_are_parsed_before_ray_starts():
 
 # ---- probes that must work ----------------------------------------------------------------------------
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_signals_without_population_run_and_non_dp_reports_render(tmp_path):
     """The README's optional arrays are optional: no population (RMIA dropped from the DEFAULT list, with one
     note), no --target-epsilon (a non-DP report), and `report --format md|html` renders it."""
@@ -173,6 +174,7 @@ def test_signals_without_population_run_and_non_dp_reports_render(tmp_path):
     assert res.exit_code == 2 and "population" in res.stderr
 
 
+@pytest.mark.slow  # over half a second on 2 cores: the fast tier stays under a minute
 def test_audit_outputs_readme_example_runs_and_refuses_nan_and_complex():
     import dpaudit
 

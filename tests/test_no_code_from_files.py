@@ -56,6 +56,7 @@ def test_attack_requires_model_on_the_command_line(evil_report, evil, tmp_path):
     assert not marker.exists() and not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_report_check_inspect_import_nothing(evil_report, evil, tmp_path):
     _, marker = evil
     res = _run("report", evil_report, "--format", "md", "--out", tmp_path / "md")

@@ -106,6 +106,7 @@ def verdict(pr, **kw):
 
 @pytest.mark.parametrize("mode", ["hooks", pytest.param("functorch", marks=pytest.mark.slow),
                                   pytest.param("ghost", marks=pytest.mark.slow)])
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_correct_loop_is_conformant(mode):
     """The tutorial's loop with make_private, each grad-sample mode: every conformance test passes."""
     pr, _, model, opt, crit, loader = setup(mode=mode, epochs=2)
@@ -300,6 +301,7 @@ def test_bug_accountant_told_the_physical_batch_rate():
     assert doc["models"][0]["training"]["sample_rate"] == pytest.approx(1 / len(loader))
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_poisson_sampling_false_reads_nonconformant():
     """poisson_sampling=False keeps the shuffled fixed-size batches, which the accountant does not assume."""
     pr, _, model, opt, crit, loader = setup(poisson=False, epochs=2)
@@ -475,6 +477,7 @@ def test_regression_on_integer_inputs_is_conformant_and_bugs_still_show():
         assert failed == expect, (poisson, failed)
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_whitebox_command_on_a_cached_models_observations(tmp_path):
     """`dpaudit whitebox OBS` also reads the .whitebox.npz dpaudit's own cache writes (no probe notes), here from
     the exact mechanism and from one with half the noise the accountant assumes; `dpaudit check` gates both."""

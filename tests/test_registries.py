@@ -22,6 +22,7 @@ def test_every_model_maps_records_to_logits_and_trains_under_dp(name, shape, cla
 AVAILABLE = [n for n in sorted(DATASETS) if n != "mnist" and (n != "fashion-mnist" or DEBIAN_FASHION_MNIST.is_dir())]
 
 
+@pytest.mark.slow  # over half a second on 2 cores: the fast tier stays under a minute
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_every_dataset_gives_checked_records(name):
     ds = load_dataset(name)

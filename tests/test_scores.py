@@ -40,6 +40,7 @@ def test_one_run_at_80_percent_members_stays_valid(tmp_path):
     assert out["epsilon_lower_bound"] == 0.0 and "random" in out["assumptions"]["membership"]
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 @pytest.mark.parametrize("share", [0.5, 0.55, 0.6, 0.8])
 def test_one_run_pure_noise_is_calibrated_at_any_member_share(share):
     # The files just under the old refusal threshold gave a bound > 0 on pure noise in up to 48% of

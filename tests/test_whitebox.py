@@ -180,6 +180,7 @@ def _conformance(w, seed):
                              w.steps_accounted, w.n_param_updates, 0.95, seed)
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_false_alarm_rate_of_the_combined_test():
     alarms = sum(any(not t["passed"] for t in _conformance(synthetic_observations(**SYN, seed=s), s))
                  for s in range(100))
@@ -193,6 +194,7 @@ def test_false_alarm_rate_of_the_combined_test():
                                       ({"noise": "rademacher"}, "noise_gaussian"),
                                       ({"reuse_noise": True}, "noise_step_independence"),
                                       ({"shared_noise": True}, "noise_coordinate_independence")])
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_bugs_detected_on_synthetic_observations(bug, name):
     hits = sum(name in [t["name"] for t in _conformance(synthetic_observations(**SYN, seed=s, **bug), s)
                         if not t["passed"]] for s in range(10))
@@ -217,6 +219,7 @@ def test_each_null_distribution_holds_by_simulation():
     assert ((ps < 0.01).mean(axis=0) <= 0.027).all(), (ps < 0.01).mean(axis=0)
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_per_step_route_needs_independence_and_grows_with_the_leak():
     """The per-step route is not counted when an independence test rejects; on the exact mechanism its bound, and
     the best route's, grow as the noise shrinks (median over seeds), because thresholds follow the observations."""
@@ -250,6 +253,7 @@ def test_canaries_needed_per_route():
     assert need["per_step"] is not None and need["per_step"] < 100
 
 
+@pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_bounds_hold_under_the_exact_mechanism():
     """Every route is a lower bound on the claimed epsilon when the mechanism is exactly the claimed one: over 20
     seeds at a claim the canaries can nearly reach (sigma 1.2, epsilon ~4.7 by RDP), each route exceeds it in at
@@ -273,6 +277,7 @@ def test_bounds_hold_under_the_exact_mechanism():
     assert np.median(cps) > 0.1 and np.median(best) > 1.0, (np.median(cps), np.median(best), eps)
 
 
+@pytest.mark.slow  # over half a second on 2 cores: the fast tier stays under a minute
 def test_routes_text_states_only_its_numbers():
     """The white-box "what would decide" sentence quotes each route's own bound, ceiling and canaries needed, and
     says "no number of canaries" only of the route whose ceiling is capped (one run, by its 2 m delta term)."""
