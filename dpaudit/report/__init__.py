@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from dpaudit.errors import DPAuditError
-from dpaudit.io import check_out_folder, default_mode, dumps  # noqa: F401  (re-exported)
+from dpaudit.io import default_mode, dumps
 from dpaudit.report import wording
 from dpaudit.report.html import render_html
 from dpaudit.report.wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, plain

@@ -453,7 +453,8 @@ class WhiteBoxProbe:
         folder written atomically and replaced as a whole. By default (``force`` None) ``out`` must be new,
         empty, or hold an earlier probe report only (a re-run of the same script replaces it); ``force=True``
         replaces any folder, ``force=False`` only a new or empty one. Returns the report document."""
-        from dpaudit.report import check_out_folder, render, write_outputs
+        from dpaudit.io import check_out_folder
+        from dpaudit.report import render, write_outputs
 
         if force is None:
             force = _holds_probe_report_only(Path(out))
