@@ -28,7 +28,14 @@ def _main_is_rerunnable() -> bool:
 
 
 def _died(procs, running: list[str], code=None) -> DPAuditError:
+    # The pool marks its futures broken *before* it terminates and reaps the other workers, so an exit code read
+    # at once can still be None (or lost to the pool's own waitpid): wait for each process to be reaped first.
+    for p in procs:
+        p.join(timeout=5)
     codes = sorted({p.exitcode for p in procs if p.exitcode not in (None, 0)}) or ([code] if code is not None else [])
+    # The pool sends SIGTERM to the survivors of a broken pool; the cause is any other code.
+    causes = [c for c in codes if c != -signal.SIGTERM] or codes
+    codes = causes + [c for c in codes if c not in causes]
     killed = any(c is not None and c < 0 for c in codes)
     sig = ""
     if killed:
