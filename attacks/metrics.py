@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as _skm
 
 __all__ = [
     "AttackMetrics",
+    "Bootstrap",
     "Counts",
+    "RateCount",
     "auc",
     "best_balanced_threshold",
     "bootstrap_ci",
@@ -61,8 +62,11 @@ def _validate(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _roc(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # drop_intermediate=False keeps every distinct threshold, so low-FPR steps are never lost
-    return _skm.roc_curve(y, s, drop_intermediate=False)
+    # scikit-learn loads here, not at import: the report model (dpaudit.schema) imports these types, and a
+    # report renders without it. drop_intermediate=False keeps every distinct threshold, so low-FPR steps stay.
+    from sklearn.metrics import roc_curve
+
+    return roc_curve(y, s, drop_intermediate=False)
 
 
 def _auc_rank(s: np.ndarray, y: np.ndarray) -> float:
@@ -95,14 +99,24 @@ def _tpr_at_fpr_from_roc(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> fl
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def _counts_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float, n_pos: int, n_neg: int) -> dict[str, int]:
+@dataclass(frozen=True)
+class RateCount:
+    """The counts behind one TPR at a fixed FPR: tp of n_pos members found, fp of n_neg non-members accused."""
+
+    tp: int
+    n_pos: int
+    fp: int
+    n_neg: int
+
+
+def _counts_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float, n_pos: int, n_neg: int) -> RateCount:
     """The counts behind ``tpr_at_fpr``: members and non-members guessed "member" at the ROC point it reports.
     A rate at 0.1% FPR rests on a handful of records; the counts say how many."""
     ok = np.flatnonzero(fpr <= max_fpr)
     if ok.size == 0:
-        return {"tp": 0, "n_pos": n_pos, "fp": 0, "n_neg": n_neg}
+        return RateCount(tp=0, n_pos=n_pos, fp=0, n_neg=n_neg)
     i = ok[np.argmax(tpr[ok])]
-    return {"tp": int(round(tpr[i] * n_pos)), "n_pos": n_pos, "fp": int(round(fpr[i] * n_neg)), "n_neg": n_neg}
+    return RateCount(tp=int(round(tpr[i] * n_pos)), n_pos=n_pos, fp=int(round(fpr[i] * n_neg)), n_neg=n_neg)
 
 
 def tpr_at_fpr(scores: Any, is_member: Any, max_fpr: float) -> float:
@@ -123,45 +137,35 @@ def _nan_div(a: float, b: float) -> float:
 
 @dataclass(frozen=True)
 class Counts:
-    """Confusion counts of the rule "member if score >= threshold"."""
+    """Confusion counts of the rule "member if score >= threshold", with the rates they give. The rates are
+    derived fields (``init=False``): made from the four counts, never given, so a report cannot state rates its
+    counts do not give."""
 
     tp: int
     fn: int
     fp: int
     tn: int
+    # metadata "derived": how each is made, for the message that refuses a stored report whose rates disagree
+    n_pos: int = field(init=False, metadata={"derived": "tp + fn"})
+    n_neg: int = field(init=False, metadata={"derived": "fp + tn"})
+    tpr: float = field(init=False, metadata={"derived": "tp / n_pos"})
+    fpr: float = field(init=False, metadata={"derived": "fp / n_neg"})
+    # TPR - FPR (Yeom et al.'s membership advantage)
+    advantage: float = field(init=False, metadata={"derived": "tpr − fpr"})
+    # accuracy on a 50/50 member/non-member mix, whatever the class sizes
+    balanced_accuracy: float = field(init=False, metadata={"derived": "(tpr + 1 − fpr) / 2"})
 
-    @property
-    def n_pos(self) -> int:
-        return self.tp + self.fn
-
-    @property
-    def n_neg(self) -> int:
-        return self.fp + self.tn
-
-    @property
-    def tpr(self) -> float:
-        return _nan_div(self.tp, self.n_pos)
-
-    @property
-    def fpr(self) -> float:
-        return _nan_div(self.fp, self.n_neg)
-
-    @property
-    def advantage(self) -> float:
-        """TPR - FPR (Yeom et al.'s membership advantage)."""
-        return self.tpr - self.fpr
-
-    @property
-    def balanced_accuracy(self) -> float:
-        """Accuracy on a 50/50 member/non-member mix, whatever the actual class sizes."""
-        return (self.tpr + 1.0 - self.fpr) / 2.0
+    def __post_init__(self):
+        put = object.__setattr__  # frozen: the derived fields are set once, here
+        put(self, "n_pos", self.tp + self.fn)
+        put(self, "n_neg", self.fp + self.tn)
+        put(self, "tpr", _nan_div(self.tp, self.n_pos))
+        put(self, "fpr", _nan_div(self.fp, self.n_neg))
+        put(self, "advantage", self.tpr - self.fpr)
+        put(self, "balanced_accuracy", (self.tpr + 1.0 - self.fpr) / 2.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain({
-            "tp": self.tp, "fn": self.fn, "fp": self.fp, "tn": self.tn,
-            "n_pos": self.n_pos, "n_neg": self.n_neg, "tpr": self.tpr, "fpr": self.fpr,
-            "advantage": self.advantage, "balanced_accuracy": self.balanced_accuracy,
-        })
+        return _plain(asdict(self))
 
 
 def _counts(s: np.ndarray, y: np.ndarray, threshold: float) -> Counts:
@@ -284,8 +288,16 @@ def _plain(x: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    n_boot: int
+    level: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class AttackMetrics:
-    """Everything a report needs about one attack on one set of target records."""
+    """Everything a report needs about one attack on one set of target records: the one type, which the report
+    model (``dpaudit.schema``) carries as it is."""
 
     auc: float
     auc_ci: tuple[float, float]
@@ -296,33 +308,23 @@ class AttackMetrics:
     advantage_ci: tuple[float, float]
     balanced_accuracy: float
     balanced_accuracy_ci: tuple[float, float]
-    tpr_at_fpr: dict[str, float]
-    roc_fpr: list[float]
-    roc_tpr: list[float]
+    tpr_at_fpr: dict[str, float]  # keys "0.001", "0.01", "0.1": the FPR levels
+    roc_fpr: tuple[float, ...]
+    roc_tpr: tuple[float, ...]
     n_members: int
     n_nonmembers: int
-    bootstrap: dict[str, Any] = field(default_factory=dict)
-    tpr_at_fpr_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    bootstrap: Bootstrap
+    # The counts behind each tpr_at_fpr entry (optional in every report version: older ones lack them).
+    tpr_at_fpr_counts: dict[str, RateCount] | None = field(default=None, metadata={"optional": True})
+
+    def tpr(self, level: str) -> float:
+        return self.tpr_at_fpr[level]
+
+    def tpr_count(self, level: str) -> RateCount | None:
+        return (self.tpr_at_fpr_counts or {}).get(level)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain({
-            "tpr_at_fpr_counts": self.tpr_at_fpr_counts,
-            "auc": self.auc,
-            "auc_ci": self.auc_ci,
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "counts": self.counts.to_dict(),
-            "advantage": self.advantage,
-            "advantage_ci": self.advantage_ci,
-            "balanced_accuracy": self.balanced_accuracy,
-            "balanced_accuracy_ci": self.balanced_accuracy_ci,
-            "tpr_at_fpr": self.tpr_at_fpr,
-            "roc_fpr": self.roc_fpr,
-            "roc_tpr": self.roc_tpr,
-            "n_members": self.n_members,
-            "n_nonmembers": self.n_nonmembers,
-            "bootstrap": self.bootstrap,
-        })
+        return _plain(asdict(self))
 
 
 def evaluate(scores: Any, is_member: Any, *, threshold: float, threshold_source: str,
@@ -372,10 +374,10 @@ def evaluate(scores: Any, is_member: Any, *, threshold: float, threshold_source:
         balanced_accuracy=counts.balanced_accuracy,
         balanced_accuracy_ci=bal_ci,
         tpr_at_fpr={f"{lv:g}": _tpr_at_fpr_from_roc(fpr, tpr, lv) for lv in TPR_AT_FPR_LEVELS},
-        roc_fpr=[float(v) for v in roc_f],
-        roc_tpr=[float(v) for v in roc_t],
+        roc_fpr=tuple(float(v) for v in roc_f),
+        roc_tpr=tuple(float(v) for v in roc_t),
         n_members=n_pos,
         n_nonmembers=n_neg,
-        bootstrap={"n_boot": int(n_boot), "level": float(level), "seed": int(seed)},
+        bootstrap=Bootstrap(n_boot=int(n_boot), level=float(level), seed=int(seed)),
         tpr_at_fpr_counts={f"{lv:g}": _counts_at_fpr(fpr, tpr, lv, n_pos, n_neg) for lv in TPR_AT_FPR_LEVELS},
     )

@@ -26,8 +26,7 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
     """Run an audit and return the typed report (``dpaudit.schema.Report``). ``target``/``target_members``:
     audit your own trained target (weights file, member indices file) claiming ``target_epsilon``."""
     from dpaudit.config import DATASET_SETTINGS, AuditConfig, apply_dataset_settings
-    from dpaudit.pipeline import Target, run_audit
-    from dpaudit.schema import Report
+    from dpaudit.pipeline import Target, audit_report
 
     dataset = config.get("dataset", AuditConfig.dataset)
     # a built-in dataset's own settings where the caller passed none (as the CLI does for options left unset)
@@ -49,8 +48,8 @@ def audit(*, target: str | None = None, target_members: str | None = None, targe
         from dpaudit.errors import DPAuditError
 
         raise DPAuditError("target and target_members go together")
-    doc, _ = run_audit(cfg, progress=progress, command="dpaudit.audit(...)", target=tgt)
-    return Report.from_json(doc)
+    report, _ = audit_report(cfg, progress=progress, command="dpaudit.audit(...)", target=tgt)
+    return report
 
 
 def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray, *, epsilon: float | None = None,
@@ -61,8 +60,7 @@ def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray
     classes] (row 0 the target), ``labels`` [records], ``membership`` [models, records]; ``epsilon`` the
     target's claim (None: no DP claim)."""
     from dpaudit.config import AuditConfig
-    from dpaudit.pipeline import audit_signals
-    from dpaudit.schema import Report
+    from dpaudit.pipeline import signals_report
 
     arrays = {"logits": logits, "labels": labels, "membership": membership}
     for k, v in (("population_logits", population_logits), ("population_labels", population_labels),
@@ -76,8 +74,8 @@ def audit_outputs(logits: np.ndarray, labels: np.ndarray, membership: np.ndarray
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "signals.npz"
         np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
-        doc, _ = audit_signals(path, cfg, epsilon, command="dpaudit.audit_outputs(...)", drop_unusable=default)
-    return Report.from_json(doc)
+        report, _ = signals_report(path, cfg, epsilon, command="dpaudit.audit_outputs(...)", drop_unusable=default)
+    return report
 
 
 def write_report(report, out: str | Path, formats: tuple[str, ...] = ("json", "md", "html"), *,

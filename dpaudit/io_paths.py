@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dpaudit.errors import DPAuditError
 
-__all__ = ["inside", "refuse_out_over_inputs", "refuse_overwriting_inputs", "same_file"]
+__all__ = ["check_out_paths", "inside", "refuse_out_over_inputs", "refuse_overwriting_inputs", "same_file"]
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -58,6 +58,22 @@ def refuse_out_over_inputs(out: str | Path, inputs: list[tuple[str, str | Path |
         if p is not None and str(p) and inside(p, out):
             raise DPAuditError(f"{option} {out} holds the {what} {p} this command reads; choose another folder (an "
                                f"output never replaces an input)")
+
+
+def check_out_paths(out: str | Path, inputs: list[tuple[str, str | Path | None]] = (), *,
+                    cache_dir: str | Path | None = None, force: bool = False) -> None:
+    """Every check on an output folder, before any work: it is not (and does not hold) the folder dpaudit runs in,
+    it holds none of the command's ``inputs`` (``refuse_out_over_inputs``), and it shares no folder with the
+    model cache, which it could neither hold nor sit in (``--force`` replaces it as a whole)."""
+    cwd = Path.cwd().resolve()
+    o = Path(out).resolve()
+    if o == cwd or o in cwd.parents:
+        raise DPAuditError(f"--out {out} is the folder you run dpaudit in (or holds it); a report folder is replaced "
+                           f"as a whole, so choose a new subfolder such as --out reports/audit")
+    refuse_out_over_inputs(out, list(inputs))
+    if cache_dir is not None and (inside(cache_dir, out) or inside(out, cache_dir)):
+        raise DPAuditError(f"--out {out} and --cache-dir {cache_dir} overlap; the report folder is replaced as a "
+                           f"whole{' (--force)' if force else ''}, so keep the model cache in a folder of its own")
 
 
 def dataset_path(spec: str) -> str | None:

@@ -26,17 +26,36 @@ from dpaudit.core.bounds import (
     reference_threshold_epsilon_lb,
     whitebox_need,
 )
-from dpaudit.core.plan import BoundPlan, attack_options, bound_confidence, report_document, run_confidence
+from dpaudit.core.plan import (
+    BoundPlan,
+    attack_options,
+    bound_confidence,
+    make_verdict,
+    report_document,
+    run_confidence,
+)
 from dpaudit.core.signals import Signals
 from dpaudit.core.splits import Splits, make_splits
 from dpaudit.errors import DPAuditError
+from dpaudit.io import jsonable
+from dpaudit.schema import (
+    AttackResult,
+    Bounds,
+    CanaryResult,
+    ModelAudit,
+    ReferenceModels,
+    Report,
+    TrainingRecord,
+    Verdict,
+)
 from dpaudit.training.accounting import cross_check
 from dpaudit.training.data import Dataset, load_dataset
 from dpaudit.training.executors import get_executor
 from dpaudit.training.isolation import preserved_global_state
 from dpaudit.training.jobs import model_seed, plan_jobs, quiet_library_warnings
 
-__all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
+__all__ = ["AuditConfig", "audit_report", "run_audit", "signals_report", "audit_signals", "model_name",
+           "model_seed"]
 
 
 # ---- attacks and bounds --------------------------------------------------------------------------
@@ -45,10 +64,10 @@ __all__ = ["AuditConfig", "run_audit", "model_name", "model_seed"]
 LEDGER = "alpha_ledger.json"
 
 
-def ledger_key(report: dict) -> str:
+def ledger_key(report: Report) -> str:
     """Which models a report's verdicts are about: its dataset and split (the same cached models)."""
-    return ":".join(str(report[a][b]) for a, b in (("dataset", "sha256"), ("split", "pool_sha256"),
-                                                     ("split", "target_members_sha256"), ("split", "seed")))
+    return ":".join(str(x) for x in (report.dataset.sha256, report.split.pool_sha256,
+                                     report.split.target_members_sha256, report.split.seed))
 
 
 def ledger_runs(cache_dir: str | Path, key: str) -> list[dict]:
@@ -85,10 +104,16 @@ def record_run(cache_dir: str | Path, key: str, spend: dict, out: str) -> None:
     atomic_write_json(path, doc)
 
 
+def _num(x) -> float:
+    """A figure the report states as a number: NaN where it is unknown (the report writes null)."""
+    return math.nan if x is None else float(x)
+
+
 def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: AuditConfig, delta: float,
-                     seed: int, confidence: float, claimed: float | None = None) -> dict:
+                     seed: int, confidence: float, claimed: float | None = None) -> tuple[AttackResult, np.ndarray]:
     """Scores from the attack (which never sees ``target_in``), then thresholds from the reference
-    scores only; the target's membership is used once, to count outcomes."""
+    scores only; the target's membership is used once, to count outcomes. Returns the result and the target's
+    per-record scores (for --save-scores; too large for the report)."""
     from dpaudit.attacks.metrics import best_balanced_threshold, evaluate
 
     scored = run_attack(name, inp)
@@ -107,13 +132,13 @@ def _evaluate_attack(name: str, inp: AttackInput, target_in: np.ndarray, cfg: Au
 
         detectable = detectable_epsilon_cp(float(claimed), n_pos, int(target_in.size - n_pos), delta, confidence,
                                            seed=cfg.seed)
-    return {"attack": name, "description": scored.description, "details": scored.details, "metrics": metrics.to_dict(),
-            "epsilon_lb": eps_lb.to_dict(), "ceiling": ceiling, "detectable_epsilon": detectable,
-            "target_scores": scored.target}
+    res = AttackResult(attack=name, description=scored.description, metrics=metrics, epsilon_lb=eps_lb,
+                       ceiling=ceiling, details=jsonable(scored.details), detectable_epsilon=detectable)
+    return res, scored.target
 
 
 def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float,
-                  claimed: float | None = None, seed: int = 0) -> dict:
+                  claimed: float | None = None, seed: int = 0, test_accuracy: float | None = None) -> CanaryResult:
     """One-run audit of the canaries' scores (negative loss on each canary's wrong label), under the one
     membership rule (balanced guesses, valid at the observed member share: ``bounds.one_run_audit_balanced``)."""
     res = one_run_audit_balanced(scores, coins, delta=delta, confidence=confidence)
@@ -123,21 +148,30 @@ def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidenc
         from dpaudit.core.power import detectable_epsilon_one_run
 
         detectable = detectable_epsilon_one_run(float(claimed), m, included, delta, confidence, seed=seed)
-    return {"method": "one-run (Steinke, Nasr, Jagielski 2023), balanced guesses", "m": m,
-            "included": included, "score": "negative loss on the canary's wrong label",
-            **res.to_dict(), "ceiling": ceiling_one_run_balanced(m, delta, confidence, n_in=included),
-            "detectable_epsilon": detectable, "coin_check": fair_coin_check(coins), "scores": scores}
+    return CanaryResult(
+        method="one-run (Steinke, Nasr, Jagielski 2023), balanced guesses", m=m, included=included,
+        score="negative loss on the canary's wrong label", epsilon_lb=res.epsilon_lb, r=res.r, v=res.v,
+        k_plus=res.k_plus, k_minus=res.k_minus, candidates_tried=tuple(int(k) for k in res.candidates_tried),
+        correction=res.correction, delta=res.delta, confidence=res.confidence,
+        test_accuracy_with_canaries=_num(test_accuracy),
+        # The references train on canaries too (to match the target's training-set size), so no model here
+        # shows the accuracy without them; say so rather than compare with a model that also had them.
+        test_accuracy_without_canaries=None,
+        without_canaries_from=("not measured: the reference models train on as many canaries as the target, to "
+                               "match its training-set size"),
+        ceiling=ceiling_one_run_balanced(m, delta, confidence, n_in=included), detectable_epsilon=detectable,
+        coin_check=jsonable(fair_coin_check(coins)))
 
 
-def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, plan: BoundPlan, delta: float,
-             n_records: tuple[int, int], conf_all: float, wb: dict | None = None, observed: bool = True) -> dict:
+def _verdict(claimed: float | None, attacks: list[AttackResult], canary: CanaryResult | None, plan: BoundPlan,
+             conf_all: float, wb: dict | None = None, observed: bool = True) -> Verdict:
     from dpaudit.core.power import POWER_METHOD
 
-    bounds = [(f"{a['attack']} attack", a["epsilon_lb"]["value"], a["ceiling"]) for a in attacks]
-    power = [(f"{a['attack']} attack", a.get("detectable_epsilon")) for a in attacks]
+    bounds = [(f"{a.attack} attack", a.epsilon_lb.value, a.ceiling) for a in attacks]
+    power = [(f"{a.attack} attack", a.detectable_epsilon) for a in attacks]
     if canary is not None:
-        bounds.append(("canaries (one run)", canary["epsilon_lb"], canary["ceiling"]))
-        power.append(("canaries (one run)", canary.get("detectable_epsilon")))
+        bounds.append(("canaries (one run)", canary.epsilon_lb, canary.ceiling))
+        power.append(("canaries (one run)", canary.detectable_epsilon))
     rejected = None
     if wb is not None:
         # every valid route (one run; Clopper-Pearson over canaries; per-step witness composition, valid only when
@@ -147,19 +181,30 @@ def _verdict(claimed: float | None, attacks: list[dict], canary: dict | None, pl
         # the white-box route's power is one figure for its bounds and conformance tests together
         power.append(("white-box canaries", wb.get("detectable_epsilon")))
         rejected = [] if wb["conformant"] else list(wb["failed"])
-    v = decide_verdict(claimed, bounds, rejected, n_canaries=canary["m"] if canary is not None else None,
-                       whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None],
-                       whitebox_need=whitebox_need(wb))
-    v["power_method"] = POWER_METHOD if claimed is not None else None
-    v.pop("evidence", None)  # the same numbers stand in each attack's and the canaries' own block
-    v.update({"confidence": plan.per_model, "per_bound_confidence": plan.attack if plan.n_attacks else plan.canary,
-              "canary_confidence": plan.canary if plan.n_bounds > plan.n_attacks else None,
-              "n_bounds": plan.n_bounds, "family_confidence": conf_all, "correction": plan.correction})
-    return v
+    decision = decide_verdict(claimed, bounds, rejected, n_canaries=canary.m if canary is not None else None,
+                              whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None],
+                              whitebox_need=whitebox_need(wb))
+    return make_verdict(decision, confidence=plan.per_model,
+                        per_bound_confidence=plan.attack if plan.n_attacks else plan.canary,
+                        canary_confidence=plan.canary if plan.n_bounds > plan.n_attacks else None,
+                        n_bounds=plan.n_bounds, family_confidence=conf_all, correction=plan.correction,
+                        power_method=POWER_METHOD if claimed is not None else None)
 
 
-def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], data: Dataset, splits: Splits,
-                 extras: dict, phases: dict, rerun: int = 0) -> dict:
+@dataclass(frozen=True)
+class SettingOutcome:
+    """One privacy setting's audit: its typed report block, and what is too large for the report (per-record
+    scores for --save-scores, keyed (model, attack or "canary"); signal matrices for --save-signals), with the
+    seconds each phase took."""
+
+    model: ModelAudit
+    scores: dict
+    signals: dict
+    timing_s: dict
+
+
+def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list, data: Dataset, splits: Splits,
+                 rerun: int = 0) -> SettingOutcome:
     """One privacy setting's K + 1 trained models: gather their signal rows, then evaluate."""
     inp = AttackInput(
         pool=Signals(logits=np.stack([r.pool_logits for r in results]), labels=data.labels[splits.pool_idx]),
@@ -174,50 +219,59 @@ def _model_audit(cfg: AuditConfig, ei: int, eps: float, results: list[dict], dat
                   splits.canary_in, splits.canary_idx)
     return evaluate_setting(cfg, ei, model_name(eps), inp, splits.membership[0], splits.pool_idx,
                             results[0].record, [r.record for r in results[1:]],
-                            sum(r.cache_hit for r in results), canary, extras, phases,
-                            whitebox=results[0].whitebox, rerun=rerun)
+                            sum(r.cache_hit for r in results), canary, whitebox=results[0].whitebox, rerun=rerun)
+
+
+def _reference_models(records: list[TrainingRecord], cache_hits: int, k: int | None = None) -> ReferenceModels:
+    trained_like = bool(records) and all(r.n_train is not None and r.steps is not None for r in records)
+    return ReferenceModels(
+        k=len(records) if k is None else k,
+        test_accuracy=tuple(_num(r.test_accuracy) for r in records),
+        epsilon=tuple(r.epsilon for r in records),
+        seeds=tuple(r.seed for r in records),
+        cache_hits=cache_hits,
+        n_train=tuple(r.n_train for r in records) if trained_like else None,
+        sample_rate=tuple(r.sample_rate for r in records) if trained_like else None,
+        steps=tuple(r.steps for r in records) if trained_like else None)
 
 
 def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, target_in: np.ndarray,
-                     record_index: np.ndarray, rec: dict, ref_records: list[dict], cache_hits: int,
-                     canary: tuple | None, extras: dict, phases: dict, whitebox=None, rerun: int = 0) -> dict:
+                     record_index: np.ndarray, rec: TrainingRecord, ref_records: list[TrainingRecord],
+                     cache_hits: int, canary: tuple | None, whitebox=None, rerun: int = 0,
+                     n_references: int | None = None) -> SettingOutcome:
     """Attacks, canaries, accounting cross-check and verdict for one target and its references.
 
     ``rec`` is the target's training record; one with ``observed`` False (a target trained elsewhere, or
     only its outputs) has no accounting to cross-check, and the report says so rather than faking it.
-    ``canary``: (scores, coins, record indices) of the canaries, or None."""
-    plan = bound_confidence(cfg, dp=bool(rec["dp"]), rerun=rerun)
+    ``canary``: (scores, coins, record indices) of the canaries, or None. ``n_references``: the references'
+    count where their records are not known (outputs only)."""
+    plan = bound_confidence(cfg, dp=bool(rec.dp), rerun=rerun)
     delta = cfg.delta
-    rec = {**rec, "observed": rec.get("observed", True)}
-    claimed = rec["epsilon"] if rec["dp"] else None
+    claimed = rec.epsilon if rec.dp else None
+    timing: dict[str, float] = {}
+    scores: dict = {}
     t = time.perf_counter()
     attack_results = []
     for ai, a in enumerate(cfg.attacks):
-        res = _evaluate_attack(a, inp, target_in, cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai),
-                               confidence=plan.attack, claimed=claimed)
-        extras["scores"][(name, a)] = (record_index, target_in, res.pop("target_scores"))
+        res, target_scores = _evaluate_attack(a, inp, target_in, cfg, delta, seed=model_seed(cfg.seed, ei, 1000 + ai),
+                                              confidence=plan.attack, claimed=claimed)
+        scores[(name, a)] = (record_index, target_in, target_scores)
         attack_results.append(res)
-    phases[f"attacks:{name}"] = time.perf_counter() - t
+    timing[f"attacks:{name}"] = time.perf_counter() - t
     t = time.perf_counter()
     canary_res = None
     if canary is not None:
-        scores, coins, idx = canary
-        canary_res = _canary_audit(scores, coins, delta, plan.canary, claimed, seed=cfg.seed)
-        extras["scores"][(name, "canary")] = (idx, coins, canary_res.pop("scores"))
-        canary_res["test_accuracy_with_canaries"] = rec.get("test_accuracy")
-        # The references train on canaries too (to match the target's training-set size), so no model here
-        # shows the accuracy without them; say so rather than compare with a model that also had them.
-        canary_res["test_accuracy_without_canaries"] = None
-        canary_res["without_canaries_from"] = ("not measured: the reference models train on as many canaries as "
-                                               "the target, to match its training-set size")
+        c_scores, coins, idx = canary
+        canary_res = _canary_audit(c_scores, coins, delta, plan.canary, claimed, seed=cfg.seed,
+                                   test_accuracy=rec.test_accuracy)
+        scores[(name, "canary")] = (idx, coins, c_scores)
     check = None
-    observed = rec.get("observed", True)
-    if rec["dp"] and observed:
-        check = cross_check(rec["epsilon"], rec["accountant"], rec["sample_rate"], rec["noise_multiplier"],
-                            rec["steps"], rec["delta"]).to_dict()
+    if rec.dp and rec.observed:
+        check = cross_check(rec.epsilon, rec.accountant, rec.sample_rate, rec.noise_multiplier, rec.steps,
+                            rec.delta)
     wb = _whitebox_audit(whitebox, cfg, ei, plan.canary, delta) if whitebox is not None else None
-    phases[f"bounds:{name}"] = time.perf_counter() - t
-    extras.setdefault("signals", {})[name] = {
+    timing[f"bounds:{name}"] = time.perf_counter() - t
+    signals = {
         "logits": inp.pool.logits, "labels": inp.pool.labels, "membership": np.vstack([target_in[None], inp.ref_in]),
         "record_index": record_index,
         **({"ref_groups": inp.ref_groups} if inp.ref_groups is not None else {}),
@@ -226,30 +280,16 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
         **({"pool_query_logits": inp.pool_queries} if inp.pool_queries is not None else {}),
         **({"canary_scores": canary[0], "canary_in": canary[1]} if canary is not None else {}),
     }
-    return {
-        "name": name, "dp": rec["dp"], "target_epsilon": rec.get("target_epsilon") if rec["dp"] else None,
-        "training": rec,
-        "reference_models": {
-            "k": len(ref_records),
-            "test_accuracy": [r.get("test_accuracy") for r in ref_records],
-            "epsilon": [r.get("epsilon") for r in ref_records],
-            "seeds": [r.get("seed") for r in ref_records],
-            "cache_hits": cache_hits,
-            **({"n_train": [r["n_train"] for r in ref_records], "sample_rate": [r["sample_rate"] for r in ref_records],
-                "steps": [r["steps"] for r in ref_records]}
-               if ref_records and all("n_train" in r and "steps" in r for r in ref_records) else {}),
-        },
-        "accountant_check": check,
-        "bounds": {"max_balanced_accuracy": max_balanced_accuracy(claimed, delta) if claimed is not None else 1.0,
-                   "max_advantage": max_advantage(claimed, delta) if claimed is not None else 1.0,
-                   "delta": delta},
-        "attacks": attack_results,
-        "canary": canary_res,
-        "whitebox": wb,
-        "verdict": _verdict(claimed, attack_results, canary_res, plan, delta,
-                            (int(target_in.sum()), int((~target_in).sum())), run_confidence(cfg, rerun), wb,
-                            observed=bool(observed)),
-    }
+    model = ModelAudit(
+        name=name, dp=bool(rec.dp), target_epsilon=rec.target_epsilon if rec.dp else None, training=rec,
+        reference_models=_reference_models(ref_records, cache_hits, n_references),
+        accountant_check=check,
+        bounds=Bounds(max_balanced_accuracy=max_balanced_accuracy(claimed, delta) if claimed is not None else 1.0,
+                      max_advantage=max_advantage(claimed, delta) if claimed is not None else 1.0, delta=delta),
+        attacks=tuple(attack_results), canary=canary_res, whitebox=None if wb is None else jsonable(wb),
+        verdict=_verdict(claimed, attack_results, canary_res, plan, run_confidence(cfg, rerun), wb,
+                         observed=bool(rec.observed)))
+    return SettingOutcome(model=model, scores=scores, signals={name: signals}, timing_s=timing)
 
 
 def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: float) -> dict:
@@ -301,12 +341,18 @@ class Target:
     epsilon: float = math.inf
 
 
-def run_audit(cfg: AuditConfig, *, progress: bool = True, command: str | None = None,
-              dataset: Dataset | None = None, tamper=None, require_cached: bool = False,
-              executor=None, target: Target | None = None, rerun: int = 0,
-              spent_before: float | None = None) -> tuple[dict, dict]:
-    """Run the whole audit. Returns (report, extras): the report is the JSON-ready document;
-    extras holds per-record scores (for --save-scores), which are too large for the report.
+def run_audit(cfg: AuditConfig, **kw) -> tuple[dict, dict]:
+    """:func:`audit_report`, with the report as its JSON document (what report.json holds)."""
+    report, extras = audit_report(cfg, **kw)
+    return report.to_json(), extras
+
+
+def audit_report(cfg: AuditConfig, *, progress: bool = True, command: str | None = None,
+                 dataset: Dataset | None = None, tamper=None, require_cached: bool = False,
+                 executor=None, target: Target | None = None, rerun: int = 0,
+                 spent_before: float | None = None) -> tuple[Report, dict]:
+    """Run the whole audit. Returns (report, extras): the typed report; extras holds per-record scores (for
+    --save-scores) and the signal matrices (for --save-signals), which are too large for the report.
 
     ``tamper`` is for dpaudit's self-tests only: a picklable function applied to the DP targets'
     optimizer after ``make_private`` (e.g. one that switches the noise off), to prove the audit
@@ -383,7 +429,6 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     if target is not None:
         from dataclasses import replace
 
-        from dpaudit.sources.external import unobserved_record
         from dpaudit.training.jobs import JobResult, signal_rows
 
         # Reference models train like the target would have: its training-set size, this recipe.
@@ -392,7 +437,7 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
         first = replace(jobs[0], k=0, canary_eval_idx=None)
         rows = signal_rows(target_module, first, data.images, cfg.device)
         acc = float((rows["test_logits"].argmax(1) == data.labels[splits.test_idx]).mean())
-        rec = unobserved_record(dp=math.isfinite(target.epsilon), epsilon=target.epsilon, delta=cfg.delta,
+        rec = TrainingRecord.unobserved(dp=math.isfinite(target.epsilon), epsilon=target.epsilon, delta=cfg.delta,
                                 n_train=int(splits.membership[0].sum()), test_accuracy=acc,
                                 model=cfg.architecture())
         all_results = [JobResult(k=0, ei=0, record=rec, **rows, whitebox=None, cache_hit=False, train_s=0.0,
@@ -401,11 +446,15 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
     else:
         all_results = executor.run(jobs, data.images, data.labels, progress=progress, desc="training")
     phases["train"] = time.perf_counter() - t
-    models, extras, worker_s = [], {"scores": {}}, {}
+    models, extras, worker_s = [], {"scores": {}, "signals": {}}, {}
     for ei, eps in enumerate(cfg.epsilons):
         results = sorted((r for j, r in zip(jobs, all_results) if j.ei == ei), key=lambda r: r.k)
         worker_s[model_name(eps)] = round(sum(r.train_s + r.inference_s for r in results), 3)
-        models.append(_model_audit(cfg, ei, eps, results, data, splits, extras, phases, rerun=rerun))
+        out = _model_audit(cfg, ei, eps, results, data, splits, rerun=rerun)
+        models.append(out.model)
+        extras["scores"].update(out.scores)
+        extras["signals"].update(out.signals)
+        phases.update(out.timing_s)
     return report_document(cfg, command=command, workers=getattr(executor, "workers", None), device=cfg.device,
                            dataset=_dataset_block(data), split=splits.summary(), models=models, phases=phases,
                            worker_s=worker_s, observed=target is None, rerun=rerun, spent_before=spent_before), extras
@@ -413,9 +462,15 @@ def _run(cfg, progress, command, dataset, tamper, require_cached, executor, targ
 
 # ---- outputs only (--from-signals): the same evaluation, with no training ----------------------------
 
-def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None = None,
-                  drop_unusable: bool = False) -> tuple[dict, dict]:
-    """A full report (attacks, bounds, verdicts) from a SIGNALS.npz, with no training. ``epsilon``: the
+def audit_signals(path: Path, cfg, epsilon: float | None, **kw) -> tuple[dict, dict]:
+    """:func:`signals_report`, with the report as its JSON document (what report.json holds)."""
+    report, extras = signals_report(path, cfg, epsilon, **kw)
+    return report.to_json(), extras
+
+
+def signals_report(path: Path, cfg, epsilon: float | None, *, command: str | None = None,
+                   drop_unusable: bool = False) -> tuple[Report, dict]:
+    """A full typed report (attacks, bounds, verdicts) from a SIGNALS.npz, with no training. ``epsilon``: the
     target's claimed ε (None: no DP claim); ``cfg.delta`` its δ. ``drop_unusable`` (the default attack list, not
     one the user chose): attacks the file cannot serve (too few references, no population) are left out, and
     ``extras["dropped_attacks"]`` says which and why."""
@@ -425,7 +480,7 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     from dpaudit.config import model_name
     from dpaudit.core.attack_registry import AttackInput, check_attacks
     from dpaudit.core.signals import Signals
-    from dpaudit.sources.external import load_signals, unobserved_record
+    from dpaudit.sources.external import load_signals
     from dpaudit.training.isolation import preserved_global_state
     from dpaudit.training.jobs import quiet_library_warnings
 
@@ -474,13 +529,11 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
             seed=cfg.seed)
         canary = ((sig["canary_scores"], sig["canary_in"], np.arange(sig["canary_in"].size))
                   if "canary_scores" in sig else None)
-        rec = unobserved_record(dp=dp, epsilon=epsilon if dp else None, delta=cfg.delta, n_train=n_in)
-        extras: dict = {"scores": {}, "dropped_attacks": dropped}
-        phases: dict = {}
-        model = evaluate_setting(cfg, 0, model_name(eps_cfg[0]), inp, sig["membership"][0], sig["record_index"],
-                                 rec, [], 0, canary, extras, phases)
-        model["reference_models"]["k"] = m - 1
-        phases["attacks_and_bounds"] = time.perf_counter() - t
+        rec = TrainingRecord.unobserved(dp=dp, epsilon=epsilon if dp else None, delta=cfg.delta, n_train=n_in)
+        out = evaluate_setting(cfg, 0, model_name(eps_cfg[0]), inp, sig["membership"][0], sig["record_index"],
+                               rec, [], 0, canary, n_references=m - 1)
+        extras: dict = {"scores": out.scores, "signals": out.signals, "dropped_attacks": dropped}
+        phases = {**out.timing_s, "attacks_and_bounds": time.perf_counter() - t}
     from dpaudit.core.splits import index_hash
 
     none = np.zeros(0, dtype=bool)
@@ -492,4 +545,4 @@ def audit_signals(path: Path, cfg, epsilon: float | None, *, command: str | None
     dataset = {"name": f"signals:{Path(path).name}", "source": str(path), "n_records": int(n), "n_classes": int(c),
                "sha256": sig["sha256"]}
     return report_document(cfg, command=command, workers=None, device="none (outputs only)", dataset=dataset,
-                           split=split, models=[model], phases=phases, worker_s={}, observed=False), extras
+                           split=split, models=[out.model], phases=phases, worker_s={}, observed=False), extras

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Union
 
+# The attacks' metrics are the report's: one type, made by attacks.metrics.evaluate and carried as it is.
+from dpaudit.attacks.metrics import AttackMetrics, Bootstrap, Counts, RateCount  # noqa: F401 (re-exported)
 from dpaudit.errors import DPAuditError
 
 SCHEMA = "dpaudit.report/2"
@@ -156,11 +158,12 @@ class SplitInfo:
 
 
 @dataclass(frozen=True)
-class TrainingRecordView:
-    """The target's training record (``dpaudit.training.train.TrainingRecord``), without importing torch.
+class TrainingRecord:
+    """One model's training record: what its training did and spent. The one type: ``dpaudit.training.train`` makes
+    it, the model cache stores it (``to_dict`` / ``from_dict``) and the report carries the target's.
 
     ``observed`` False: dpaudit did not see this training (a target trained elsewhere, or only its outputs);
-    the claim is the user's and what was not observed is null."""
+    the claim is the user's and what was not observed is null (:meth:`unobserved`)."""
     model: str
     dp: bool
     target_epsilon: float | None
@@ -190,6 +193,28 @@ class TrainingRecordView:
     observed: bool = since(2, True)
     # White-box gradient canaries trained with the target ({"m", "included", "dirac_norm"}), else null.
     gradient_canaries: dict[str, Any] | None = since(2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "training record") -> TrainingRecord:
+        """A stored record (the model cache's), validated as the report's records are; a record written before
+        ``accounting_s`` or ``dpaudit_version`` existed reads them as unknown."""
+        if not isinstance(d, dict):
+            raise DPAuditError(f"{where} must be an object, got {_kind(d)}")
+        d = {"accounting_s": None, "dpaudit_version": None, **d}
+        return _decode_obj(cls, d, where, SCHEMAS[SCHEMA])
+
+    @classmethod
+    def unobserved(cls, *, dp: bool, epsilon: float | None, delta: float | None, n_train: int,
+                   test_accuracy: float | None = None, model: str = "external") -> TrainingRecord:
+        """The record of a target whose training dpaudit did not see: what the user claims, the rest unknown."""
+        known = {"model": model, "dp": dp, "target_epsilon": epsilon if dp else None,
+                 "epsilon": epsilon if dp else None, "epsilon_per_epoch": (), "delta": delta if dp else None,
+                 "n_train": int(n_train), "test_accuracy": test_accuracy, "poisson_sampling_checked": False,
+                 "observed": False}
+        return cls(**{f.name: known.get(f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -226,63 +251,6 @@ class Bounds:
     max_balanced_accuracy: float
     max_advantage: float
     delta: float
-
-
-@dataclass(frozen=True)
-class Counts:
-    tp: int
-    fn: int
-    fp: int
-    tn: int
-    n_pos: int
-    n_neg: int
-    tpr: float
-    fpr: float
-    advantage: float
-    balanced_accuracy: float
-
-
-@dataclass(frozen=True)
-class RateCount:
-    """The counts behind one TPR at a fixed FPR: tp of n_pos members found, fp of n_neg non-members accused."""
-    tp: int
-    n_pos: int
-    fp: int
-    n_neg: int
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    n_boot: int
-    level: float
-    seed: int
-
-
-@dataclass(frozen=True)
-class AttackMetrics:
-    auc: float
-    auc_ci: tuple[float, float]
-    threshold: float
-    threshold_source: str
-    counts: Counts
-    advantage: float
-    advantage_ci: tuple[float, float]
-    balanced_accuracy: float
-    balanced_accuracy_ci: tuple[float, float]
-    tpr_at_fpr: dict[str, float]  # keys "0.001", "0.01", "0.1" (FPR levels as written by attacks.metrics)
-    roc_fpr: tuple[float, ...]
-    roc_tpr: tuple[float, ...]
-    n_members: int
-    n_nonmembers: int
-    bootstrap: Bootstrap
-    # Optional in every version: the counts behind each tpr_at_fpr entry, where the attack recorded them.
-    tpr_at_fpr_counts: dict[str, RateCount] | None = field(default=None, metadata=OPTIONAL)
-
-    def tpr(self, level: str) -> float:
-        return self.tpr_at_fpr[level]
-
-    def tpr_count(self, level: str) -> RateCount | None:
-        return (self.tpr_at_fpr_counts or {}).get(level)
 
 
 @dataclass(frozen=True)
@@ -389,7 +357,7 @@ class ModelAudit:
     name: str
     dp: bool
     target_epsilon: float | None
-    training: TrainingRecordView
+    training: TrainingRecord
     reference_models: ReferenceModels
     accountant_check: AccountantCheck | None
     bounds: Bounds
@@ -553,6 +521,8 @@ def _decode_obj(cls: type, obj: Any, path: str, version: int):
         raise DPAuditError(f"{_join(path, str(unknown[0]))} is not a field of {SCHEMA} (unknown field)")
     kw = {}
     for name, f in flds.items():
+        if not f.init:
+            continue  # a derived field (Counts' rates): made from the others below, and checked against the file
         p = _join(path, name)
         if name not in obj:
             if f.metadata.get("optional") or f.metadata.get("since", 1) > version:
@@ -560,6 +530,14 @@ def _decode_obj(cls: type, obj: Any, path: str, version: int):
             raise DPAuditError(f"{p} missing")
         kw[name] = _decode(hints[name], obj[name], p, version)
     out = cls(**kw)
+    for name, f in flds.items():
+        if not f.init and name in obj:
+            stored, made = _decode(hints[name], obj[name], _join(path, name), version), getattr(out, name)
+            if not (stored == made or (isinstance(made, float) and math.isclose(stored, made, rel_tol=1e-6,
+                                                                                abs_tol=1e-8))
+                    or (isinstance(made, float) and math.isnan(made) and math.isnan(stored))):
+                raise DPAuditError(f"{_join(path, name)} is {stored:g} but {f.metadata.get('derived', 'the rest')} "
+                                   f"gives {made:g}")
     _post_check(out, path)
     return out
 

@@ -57,12 +57,12 @@ def test_target_membership_is_not_an_input(name, signals):
     inp, target_in = signals
     assert "membership" not in {f.name for f in dataclasses.fields(AttackInput)}
     cfg = small_config()
-    a = _evaluate_attack(name, inp, target_in, cfg, delta=1e-5, seed=0, confidence=0.95)
-    b = _evaluate_attack(name, inp, ~target_in, cfg, delta=1e-5, seed=0, confidence=0.95)
-    assert np.array_equal(a["target_scores"], b["target_scores"])
-    assert a["metrics"]["threshold"] == b["metrics"]["threshold"]
-    assert a["epsilon_lb"]["threshold"] == b["epsilon_lb"]["threshold"]
-    assert a["metrics"]["counts"]["tp"] == b["metrics"]["counts"]["fp"]
+    a, a_scores = _evaluate_attack(name, inp, target_in, cfg, delta=1e-5, seed=0, confidence=0.95)
+    b, b_scores = _evaluate_attack(name, inp, ~target_in, cfg, delta=1e-5, seed=0, confidence=0.95)
+    assert np.array_equal(a_scores, b_scores)
+    assert a.metrics.threshold == b.metrics.threshold
+    assert a.epsilon_lb.threshold == b.epsilon_lb.threshold
+    assert a.metrics.counts.tp == b.metrics.counts.fp
 
 
 @pytest.mark.slow  # re-runs every attack twice more (nested tuning): the full suite, not the fast loop

@@ -29,16 +29,16 @@ def test_target_truth_never_enters_fitting(attack):
     flipped = membership.copy()
     flipped[0] = ~flipped[0]
     inp = AttackInput(pool=sig, ref_in=membership[1:], options={"shadow_classifier": "logreg"}, seed=cfg.seed)
-    a = _evaluate_attack(attack, inp, membership[0], cfg, delta=1e-5, seed=0, confidence=0.95)
-    b = _evaluate_attack(attack, inp, flipped[0], cfg, delta=1e-5, seed=0, confidence=0.95)
+    a, a_scores = _evaluate_attack(attack, inp, membership[0], cfg, delta=1e-5, seed=0, confidence=0.95)
+    b, b_scores = _evaluate_attack(attack, inp, flipped[0], cfg, delta=1e-5, seed=0, confidence=0.95)
     # the attack's scores do not depend on the target's membership: it is not among the attack's inputs
-    assert np.array_equal(a["target_scores"], b["target_scores"])
+    assert np.array_equal(a_scores, b_scores)
     assert np.array_equal(run_attack(attack, inp).reference, run_attack(attack, inp).reference)
     # the threshold comes from the reference rows, so it is the same whichever records the target trained on
-    assert a["metrics"]["threshold"] == b["metrics"]["threshold"]
-    assert a["epsilon_lb"]["threshold"] == b["epsilon_lb"]["threshold"]
+    assert a.metrics.threshold == b.metrics.threshold
+    assert a.epsilon_lb.threshold == b.epsilon_lb.threshold
     # and the flip only swaps the outcome counts
-    assert a["metrics"]["counts"]["tp"] == b["metrics"]["counts"]["fp"]
+    assert a.metrics.counts.tp == b.metrics.counts.fp
 
 
 @pytest.mark.slow

@@ -25,8 +25,10 @@ def _attack(name: str, auc: float = 0.52, advantage: float = 0.02, lb: float = 0
     m = {
         "auc": auc, "auc_ci": [auc - 0.02, auc + 0.02], "threshold": -0.5,
         "threshold_source": "maximises balanced accuracy on 2 reference models' known members/non-members",
-        "counts": {"tp": 500, "fn": 375, "fp": 480, "tn": 395, "n_pos": 875, "n_neg": 875, "tpr": 0.571,
-                   "fpr": 0.549, "advantage": advantage, "balanced_accuracy": 0.5 + advantage / 2},
+        # the rates are what the counts give (the report model derives them and refuses others)
+        "counts": {"tp": 500, "fn": 375, "fp": 480, "tn": 395, "n_pos": 875, "n_neg": 875, "tpr": 500 / 875,
+                   "fpr": 480 / 875, "advantage": 500 / 875 - 480 / 875,
+                   "balanced_accuracy": (500 / 875 + 1 - 480 / 875) / 2},
         "advantage": advantage, "advantage_ci": [advantage - 0.03, advantage + 0.03],
         "balanced_accuracy": 0.5 + advantage / 2, "balanced_accuracy_ci": [0.49 + advantage / 2, 0.51 + advantage / 2],
         "tpr_at_fpr": {"0.001": 0.031, "0.01": 0.02, "0.1": 0.11},

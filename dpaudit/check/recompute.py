@@ -70,13 +70,12 @@ from dpaudit.core.bounds import (
     alpha_spent,
     balanced_candidates,
     decide_verdict,
-    evidence_confidences,
     fair_coin_check,
-    family_confidence,
     max_advantage,
     max_balanced_accuracy,
     whitebox_need,
 )
+from dpaudit.core.plan import bound_confidence, run_confidence
 from dpaudit.core.power import POWER_METHOD, detectable_epsilon_cp, detectable_epsilon_one_run
 from dpaudit.core.whitebox_stats import (
     BROKEN,
@@ -190,17 +189,6 @@ def _eps(where, v, **kw):
 # ------------------------------------------------------------------------------------- plan of confidences
 
 
-def run_confidence(config, rerun: int = 0) -> float:
-    """The confidence one run's verdicts hold together at, on the fixed α-spending schedule: 1 − α · 2^-(rerun+1)
-    (the original audit α/2, the r-th `dpaudit attack` re-run α/2^(r+1); :func:`~dpaudit.core.bounds.alpha_share`).
-
-    >>> from types import SimpleNamespace as NS
-    >>> round(run_confidence(NS(confidence=0.95)), 6), round(run_confidence(NS(confidence=0.95), 1), 6)
-    (0.975, 0.9875)
-    """
-    return 1.0 - (1.0 - config.confidence) * alpha_share(rerun)
-
-
 def plan_confidences(config, dp: bool, rerun: int = 0) -> dict:
     """The confidence of each bound of one model, as :func:`dpaudit.core.plan.bound_confidence` plans it from the
     configuration and the run's place on the α-spending schedule alone (before any data): run (all of this run's
@@ -214,14 +202,12 @@ def plan_confidences(config, dp: bool, rerun: int = 0) -> dict:
     >>> round(p["run"], 6), round(p["per_model"], 6), round(p["attack"], 6), round(p["canary"], 7), p["n_bounds"]
     (0.975, 0.9875, 0.99875, 0.9984375, 9)
     """
-    routes = (1 if config.canaries > 0 else 0) + (WHITEBOX_ROUTE_COUNT if dp and config.gradient_canaries > 0 else 0)
-    n_attacks = len(config.attacks)
-    d = max(sum(1 for e in config.epsilons if e != math.inf), 1)
-    run = run_confidence(config, rerun)
-    per_model = family_confidence(run, d) if dp else run
-    attack, canary = evidence_confidences(per_model, n_attacks, routes)
-    return {"run": run, "per_model": per_model, "attack": attack, "canary": canary,
-            "n_bounds": max(n_attacks + routes, 1), "n_attacks": n_attacks}
+    # The plan itself, from the report's configuration: a number recomputed by the code that made it, so that
+    # the gate and the audit cannot drift apart (tests/test_check.py pins its white-box share count to
+    # WHITEBOX_ROUTE_COUNT, the routes this module checks).
+    plan = bound_confidence(config, dp=dp, rerun=rerun)
+    return {"run": run_confidence(config, rerun), "per_model": plan.per_model, "attack": plan.attack,
+            "canary": plan.canary, "n_bounds": plan.n_bounds, "n_attacks": plan.n_attacks}
 
 
 # The α-spending record every report carries (dpaudit.core.plan.alpha_spending), key by key.

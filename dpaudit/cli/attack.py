@@ -7,7 +7,6 @@ import click
 
 from dpaudit.cli.common import (
     DEFAULTS,
-    check_out_paths,
     command_line,
     friendly,
     given,
@@ -45,14 +44,13 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
 
     from dpaudit.config import check_writable_dir
     from dpaudit.io import check_out_folder
-    from dpaudit.io_paths import refuse_out_over_inputs
-    from dpaudit.pipeline import run_audit
+    from dpaudit.io_paths import check_out_paths
+    from dpaudit.pipeline import audit_report
     from dpaudit.report import load_report, render, text_summary, write_outputs
     from dpaudit.training.models import is_builtin_model
 
-    refuse_out_over_inputs(out, [("report", report_path), ("--cache-dir", cache_dir)])
+    check_out_paths(out, [("report", report_path), ("--cache-dir", cache_dir)], cache_dir=cache_dir, force=force)
     check_writable_dir(Path(out), "--out")
-    check_out_paths(Path(out), cache_dir, force)
     check_out_folder(out, force)
     old = load_report(report_path)
     cfg = AuditConfig.from_dict(old.to_json()["config"])
@@ -85,17 +83,17 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     else:
         rerun, before = 1, 1.0 - cfg.confidence
     # the cache's ledger knows every run on these models, also those started from an older report
-    key = ledger_key(old.to_json())
+    key = ledger_key(old)
     runs = ledger_runs(cache_dir, key)
     if runs:
         last = max(runs, key=lambda r: int(r.get("rerun", 0)))
         if int(last.get("rerun", 0)) + 1 > rerun:
             rerun, before = int(last["rerun"]) + 1, float(last["alpha_spent_total"])
-    rep, _ = run_audit(cfg, progress=not quiet, command=command_line(), require_cached=True, rerun=rerun,
-                       spent_before=before)
-    rep["family_correction"] = (f"{rep['family_correction']}. This report re-runs attacks on the models of "
-                                f"{report_path} (run {rerun} on them).")
-    record_run(cache_dir, key, rep["alpha_spending"], str(out))
+    rep, _ = audit_report(cfg, progress=not quiet, command=command_line(), require_cached=True, rerun=rerun,
+                          spent_before=before)
+    rep = replace(rep, family_correction=f"{rep.family_correction}. This report re-runs attacks on the models of "
+                                         f"{report_path} (run {rerun} on them).")
+    record_run(cache_dir, key, rep.alpha_spending, str(out))
     files = {}
     for f in ("json", "md", "html"):
         files.update(render(rep, f))

@@ -7,7 +7,6 @@ import click
 
 from dpaudit.cli.common import (
     DEFAULTS,
-    check_out_paths,
     command_line,
     common_training_options,
     friendly,
@@ -90,7 +89,7 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     """Train non-DP and DP targets with reference models, attack them all, and write the report."""
     from dpaudit.config import check_writable_dir
     from dpaudit.io import check_out_folder
-    from dpaudit.pipeline import Target, run_audit
+    from dpaudit.pipeline import Target, audit_report
     from dpaudit.report import render, scores_csv, text_summary, write_outputs
     from dpaudit.sources.external import signals_npz
 
@@ -108,13 +107,13 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
                 raise DPAuditError(f"--{opt.replace('_', '-')} does nothing with --from-signals ({why}); drop it")
     default_attacks = not given("attacks")
     cfg = make_config(**kw)
-    from dpaudit.io_paths import dataset_path, refuse_out_over_inputs
+    from dpaudit.io_paths import check_out_paths, dataset_path
 
-    refuse_out_over_inputs(out, [("--cache-dir", cfg.cache_dir), ("--target", target_path),
-                                 ("--target-members", target_members), ("--from-signals", signals_path),
-                                 ("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
+    check_out_paths(out, [("--cache-dir", cfg.cache_dir), ("--target", target_path),
+                          ("--target-members", target_members), ("--from-signals", signals_path),
+                          ("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))],
+                    cache_dir=kw.get("cache_dir"), force=force)
     check_writable_dir(Path(out), "--out")
-    check_out_paths(Path(out), kw.get("cache_dir"), force)
     check_out_folder(out, force)
     if target_epsilon is not None and target_path is None and signals_path is None:
         raise DPAuditError("--target-epsilon is the claim of a --target or --from-signals model; drop it, or give "
@@ -138,11 +137,11 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if signals_path is not None:
         if target_path is not None:
             raise DPAuditError("give --target or --from-signals, not both")
-        from dpaudit.pipeline import audit_signals
+        from dpaudit.pipeline import signals_report
 
         cfg.validate(training=False)
-        report, extras = audit_signals(signals_path, cfg, claimed, command=command_line(),
-                                       drop_unusable=default_attacks)
+        report, extras = signals_report(signals_path, cfg, claimed, command=command_line(),
+                                        drop_unusable=default_attacks)
         note_dropped(extras.get("dropped_attacks", []))
     else:
         from dataclasses import replace
@@ -162,8 +161,8 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
         executor = get_executor(cfg.executor, workers=default_workers(cfg), device=cfg.device,
                                 **({"address": ray_address} if ray_address else {}))
         target = Target(str(target_path), str(target_members), claimed) if target_path is not None else None
-        report, extras = run_audit(cfg, progress=not quiet, command=command_line(), target=target,
-                                   executor=executor)
+        report, extras = audit_report(cfg, progress=not quiet, command=command_line(), target=target,
+                                      executor=executor)
     files: dict[str, bytes] = {}
     for f in ["json"] + [f for f in fmts if f != "json"]:
         files.update(render(report, f))
@@ -177,6 +176,6 @@ def audit(save_scores, save_signals, formats, out, force, quiet, ray_address, ta
     if cfg.cache_dir and signals_path is None:
         from dpaudit.pipeline import ledger_key, record_run
 
-        record_run(cfg.cache_dir, ledger_key(report), report["alpha_spending"], str(out))
+        record_run(cfg.cache_dir, ledger_key(report), report.alpha_spending, str(out))
     click.echo(text_summary(report))
     click.echo(f"\nwrote {', '.join(sorted(n for n in files if '/' not in n))} in {out}")

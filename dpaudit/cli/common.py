@@ -62,21 +62,6 @@ def note_dropped(dropped: list[str]) -> None:
                    f"name the attacks with --attacks to choose", err=True)
 
 
-def check_out_paths(out: Path, cache_dir: Path | None = None, force: bool = False) -> None:
-    """Before any work: --out must not be (or hold) the folder dpaudit runs in, nor share a folder with
-    --cache-dir (--force replaces --out as a whole, and would delete a cache inside it)."""
-    cwd = Path.cwd().resolve()
-    o = Path(out).resolve()
-    if o == cwd or o in cwd.parents:
-        raise DPAuditError(f"--out {out} is the folder you run dpaudit in (or holds it); a report folder is replaced "
-                           f"as a whole, so choose a new subfolder such as --out reports/audit")
-    if cache_dir is not None:
-        c = Path(cache_dir).resolve()
-        if c == o or o in c.parents or c in o.parents:
-            raise DPAuditError(f"--out {out} and --cache-dir {cache_dir} overlap; the report folder is replaced as a "
-                               f"whole{' (--force)' if force else ''}, so keep the model cache in a folder of its own")
-
-
 def common_training_options(fn):
     opts = [
         click.option("--dataset", default=DEFAULTS["dataset"], show_default=True,

@@ -7,7 +7,6 @@ import click
 
 from dpaudit.cli.common import (
     DEFAULTS,
-    check_out_paths,
     common_training_options,
     friendly,
     main,
@@ -35,10 +34,9 @@ def train(epsilon, out, force, **kw):
     from dpaudit.training.jobs import train_and_save
 
     cfg = make_config(epsilons=parse_epsilons(epsilon), shadow_models=1, gradient_canaries=0, **kw)
-    from dpaudit.io_paths import dataset_path, refuse_out_over_inputs
+    from dpaudit.io_paths import check_out_paths, dataset_path
 
-    refuse_out_over_inputs(out, [("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
-    check_out_paths(Path(out))
+    check_out_paths(out, [("--data-dir", cfg.data_dir), ("--dataset", dataset_path(cfg.dataset))])
     record = train_and_save(cfg, Path(out), force=force)
     print_record(record)
     click.echo(f"saved {Path(out) / 'model.pt'}")

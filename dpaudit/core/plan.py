@@ -1,18 +1,29 @@
 """How an audit's confidence is planned and its report assembled, for every source of evidence alike (trained
 here, a --target, outputs only, a user's own training script through the probe): the Bonferroni shares of each
 verdict's bounds, the α-spending across `dpaudit attack` re-runs, and the one function that turns the stages'
-results into the report document, validated once by the typed model. Torch-free."""
+results into the typed report (built directly: ``Report.from_json`` runs only where a file is read). Torch-free."""
 from __future__ import annotations
 
 import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 
 from dpaudit.config import AuditConfig
 from dpaudit.core.bounds import ALPHA_SCHEDULE, alpha_share, alpha_spent, evidence_confidences, family_confidence
-from dpaudit.schema import SCHEMA, Report
+from dpaudit.schema import (
+    SCHEMA,
+    DatasetInfo,
+    ModelAudit,
+    Platform,
+    Recipe,
+    Recipes,
+    Report,
+    ReportConfig,
+    SplitInfo,
+    Verdict,
+)
 from dpaudit.version import __version__
 
 
@@ -41,7 +52,12 @@ class BoundPlan:
 def run_confidence(cfg: AuditConfig, rerun: int = 0) -> float:
     """The confidence this run's verdicts hold together at: 1 − α · alpha_share(rerun), α = 1 − cfg.confidence
     (the original audit α/2, the r-th re-run α/2^(r+1)), so that with every re-run on the same models all their
-    verdicts hold together at cfg.confidence."""
+    verdicts hold together at cfg.confidence.
+
+    >>> from types import SimpleNamespace as NS
+    >>> round(run_confidence(NS(confidence=0.95)), 6), round(run_confidence(NS(confidence=0.95), 1), 6)
+    (0.975, 0.9875)
+    """
     return 1.0 - (1.0 - cfg.confidence) * alpha_share(rerun)
 
 
@@ -84,31 +100,60 @@ def attack_options(cfg: AuditConfig) -> dict:
     return {"shadow_classifier": cfg.shadow_classifier, "shadow_per_class": cfg.shadow_per_class}
 
 
+def report_config(cfg: AuditConfig) -> ReportConfig:
+    """The configuration as the report records it: every AuditConfig field, and the recipe each kind of model
+    trained with (the given options over the recipe's defaults)."""
+    d = asdict(cfg)
+    kw = {f.name: d[f.name] for f in fields(ReportConfig) if f.name in d}
+    kw.update(epsilons=tuple(float(e) for e in cfg.epsilons), attacks=tuple(cfg.attacks),
+              categorical=tuple(cfg.categorical), hidden=None if cfg.hidden is None else tuple(cfg.hidden),
+              recipes=Recipes(non_dp=Recipe(**cfg.recipe(math.inf)), dp=Recipe(**cfg.recipe(1.0))))
+    return ReportConfig(**kw)
+
+
+def make_verdict(decision: dict, *, confidence: float, per_bound_confidence: float, canary_confidence: float | None,
+                 n_bounds: int, family_confidence: float, correction: str, power_method: str | None) -> Verdict:
+    """The report's verdict from ``dpaudit.core.bounds.decide_verdict``'s decision and the confidence plan it
+    was made at (its per-evidence numbers stand in each attack's and route's own block, not here)."""
+    def num(x):  # a bound that could not be computed is NaN, as the report writes it (null)
+        return math.nan if x is None else float(x)
+
+    return Verdict(
+        claimed_epsilon=decision["claimed_epsilon"], empirical_epsilon_lb=num(decision["empirical_epsilon_lb"]),
+        source=decision["source"], ratio=decision["ratio"], status=str(decision["status"]), text=decision["text"],
+        confidence=confidence, per_bound_confidence=per_bound_confidence, n_bounds=int(n_bounds),
+        correction=correction, ceiling=decision["ceiling"], could_detect=decision["could_detect"],
+        family_confidence=family_confidence, ceiling_source=decision["ceiling_source"],
+        rejected_conformance=tuple(decision["rejected_conformance"] or ()), canary_confidence=canary_confidence,
+        detectable_epsilon=decision["detectable_epsilon"], detectable_source=decision["detectable_source"],
+        power_multiple=decision["power_multiple"], power_method=power_method, next_step=decision["next_step"])
+
+
 def report_document(cfg: AuditConfig, *, command: str | None, workers: int | None, device: str, dataset: dict,
-                    split: dict, models: list[dict], phases: dict, worker_s: dict, observed: bool, rerun: int = 0,
-                    spent_before: float | None = None) -> dict:
-    """The report of any audit (trained here, a --target, or outputs only), passed once through the typed model:
-    a field an audit forgot fails here, not in a renderer."""
-    report = {
-        "schema": SCHEMA,
-        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": command,
-        "versions": versions(),
-        "platform": {"machine": platform.machine(), "cpus": os.cpu_count(), "workers": workers, "device": device},
-        "config": cfg.to_dict(),
-        "dataset": dataset,
-        "split": split,
-        "threshold_policy": threshold_policy(not observed),
-        "family_correction": family_text(cfg, rerun, spent_before),
-        "observed_training": observed,
-        "alpha_spending": alpha_spending(cfg, rerun, spent_before),
-        "models": models,
-        "timing_s": {k: round(v, 3) for k, v in phases.items()},
+                    split: dict, models: list[ModelAudit], phases: dict, worker_s: dict, observed: bool,
+                    rerun: int = 0, spent_before: float | None = None,
+                    threshold_text: str | None = None) -> Report:
+    """The typed report of any audit (trained here, a --target, outputs only, the probe), from its stages' typed
+    models; ``dataset`` and ``split`` are the data's provenance and the split's summary."""
+    return Report(
+        schema=SCHEMA,
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=command,
+        versions=versions(),
+        platform=Platform(machine=platform.machine(), cpus=os.cpu_count(), workers=workers, device=device),
+        config=report_config(cfg),
+        dataset=DatasetInfo(**dataset),
+        split=SplitInfo(**split),
+        threshold_policy=threshold_text if threshold_text is not None else threshold_policy(not observed),
+        family_correction=family_text(cfg, rerun, spent_before),
+        observed_training=observed,
+        alpha_spending=alpha_spending(cfg, rerun, spent_before),
+        models=tuple(models),
+        timing_s={k: round(v, 3) for k, v in phases.items()},
         # Seconds each epsilon's models took inside the workers (training + inference), summed over its
         # K + 1 models: they overlap in time, so they do not add up to the wall time above.
-        "worker_s": worker_s,
-    }
-    return Report.from_json(report).to_json()
+        worker_s=worker_s,
+    )
 
 
 def threshold_policy(external: bool) -> str:

@@ -35,19 +35,6 @@ SIGNAL_KEYS = {
 }
 
 
-def unobserved_record(*, dp: bool, epsilon: float | None, delta: float | None, n_train: int,
-                      test_accuracy: float | None = None, model: str = "external") -> dict:
-    """A training record for a target whose training dpaudit did not see: what the user claims, the rest
-    unknown (None)."""
-    from dpaudit.training.train import TrainingRecord
-
-    rec = {f: None for f in TrainingRecord.__dataclass_fields__}
-    rec.update({"model": model, "dp": dp, "target_epsilon": epsilon if dp else None, "epsilon": epsilon if dp else None,
-                "epsilon_per_epoch": [], "delta": delta if dp else None, "n_train": int(n_train),
-                "test_accuracy": test_accuracy, "poisson_sampling_checked": False, "observed": False})
-    return rec
-
-
 def read_indices(path: Path, n_records: int, option: str = "--target-members") -> np.ndarray:
     """Record indices, one per line (text/CSV) or a 1-D integer .npy; unique, in range."""
     path = Path(path)

@@ -623,14 +623,13 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
                        confidence=per_route, n_canaries=m, canary_confidence=per_route, whitebox_need=whitebox_need(res),
                        detectable=[("white-box canaries", res["detectable_epsilon"])]
                        if res.get("detectable_epsilon") is not None else None)
-    v.pop("evidence", None)
+    from dpaudit.core.plan import make_verdict
     from dpaudit.core.power import POWER_METHOD
 
-    v["power_method"] = POWER_METHOD
-    v.update({"confidence": confidence_run, "per_bound_confidence": per_route, "canary_confidence": None,
-              "n_bounds": routes, "family_confidence": confidence_run,
-              "correction": f"Bonferroni: each of {routes} white-box route(s) at {per_route:.4g}, so this verdict "
-                            f"holds at {confidence_run:.4g}"})
+    verdict = make_verdict(v, confidence=confidence_run, per_bound_confidence=per_route, canary_confidence=None,
+                           n_bounds=routes, family_confidence=confidence_run,
+                           correction=f"Bonferroni: each of {routes} white-box route(s) at {per_route:.4g}, so this "
+                                      f"verdict holds at {confidence_run:.4g}", power_method=POWER_METHOD)
     steps = int(obs.steps_accounted)
     per_epoch = int(np.bincount(np.asarray(obs.epoch_of_step, np.int64)).max()) if obs.obs.shape[0] else steps
     epochs = int(np.asarray(obs.epoch_of_step).max()) + 1 if obs.obs.shape[0] else 0
@@ -638,36 +637,34 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     # dp_accounting's PLD is the reference for the numerical accountants (PRV, and GDP, which approximates
     # the same privacy-loss distribution); RDP for RDP.
     ref = "rdp" if obs.accountant == "rdp" else "prv"
-    check = replace(cross_check(claimed, ref, q, sigma, steps, delta), accountant=str(obs.accountant)).to_dict()
+    check = replace(cross_check(claimed, ref, q, sigma, steps, delta), accountant=str(obs.accountant))
     # Named as dpaudit audit names a model of this claim, so that `dpaudit check` matches it to config.epsilons.
     from dpaudit.config import model_name
+    from dpaudit.io import jsonable
+    from dpaudit.schema import Bounds, ModelAudit, ReferenceModels, TrainingRecord
+    from dpaudit.version import __version__
 
     name = model_name(claimed)
     n_train = int(meta.get("n_train") or 0)
     batch = float(obs.grad_scale) if obs.grad_scale else q * n_train
-    record = {
-        "model": str(meta.get("model") or "user model"), "dp": True, "target_epsilon": claimed, "epsilon": claimed,
-        "epsilon_per_epoch": eps_epoch, "delta": delta, "noise_multiplier": sigma, "sample_rate": q, "steps": steps,
-        "max_grad_norm": float(obs.max_grad_norm), "accountant": str(obs.accountant),
-        "grad_sample_mode": meta.get("grad_sample_mode"),
-        "poisson_sampling_checked": bool((meta.get("loader") or {}).get("poisson", False)),
-        "epochs": epochs, "batch_size": int(round(batch)), "lr": float(obs.lr), "momentum": float(obs.momentum),
-        "n_train": n_train, "train_accuracy": None, "test_accuracy": meta.get("test_accuracy"), "train_loss": None,
-        "seed": None, "wall_s": meta.get("wall_s"), "device": meta.get("device"), "accounting_s": None,
-        "dpaudit_version": None, "observed": True,
-        "gradient_canaries": {"m": m, "included": n_in, "dirac_norm": float(obs.dirac_norm)},
-    }
-    from dpaudit.version import __version__
-
-    record["dpaudit_version"] = __version__
-    model = {
-        "name": name, "dp": True, "target_epsilon": claimed, "training": record,
-        "reference_models": {"k": 0, "test_accuracy": [], "epsilon": [], "seeds": [], "cache_hits": 0},
-        "accountant_check": check,
-        "bounds": {"max_balanced_accuracy": max_balanced_accuracy(claimed, delta),
-                   "max_advantage": max_advantage(claimed, delta), "delta": delta},
-        "attacks": [], "canary": None, "whitebox": res, "verdict": v,
-    }
+    record = TrainingRecord(
+        model=str(meta.get("model") or "user model"), dp=True, target_epsilon=claimed, epsilon=claimed,
+        epsilon_per_epoch=tuple(eps_epoch), delta=delta, noise_multiplier=sigma, sample_rate=q, steps=steps,
+        max_grad_norm=float(obs.max_grad_norm), accountant=str(obs.accountant),
+        grad_sample_mode=meta.get("grad_sample_mode"),
+        poisson_sampling_checked=bool((meta.get("loader") or {}).get("poisson", False)),
+        epochs=epochs, batch_size=int(round(batch)), lr=float(obs.lr), momentum=float(obs.momentum),
+        n_train=n_train, train_accuracy=None, test_accuracy=meta.get("test_accuracy"), train_loss=None,
+        seed=None, wall_s=meta.get("wall_s"), device=meta.get("device"), accounting_s=None,
+        dpaudit_version=__version__, observed=True,
+        gradient_canaries={"m": m, "included": n_in, "dirac_norm": float(obs.dirac_norm)})
+    model = ModelAudit(
+        name=name, dp=True, target_epsilon=claimed, training=record,
+        reference_models=ReferenceModels(k=0, test_accuracy=(), epsilon=(), seeds=(), cache_hits=0),
+        accountant_check=check,
+        bounds=Bounds(max_balanced_accuracy=max_balanced_accuracy(claimed, delta),
+                      max_advantage=max_advantage(claimed, delta), delta=delta),
+        attacks=(), canary=None, whitebox=jsonable(res), verdict=verdict)
     cfg = AuditConfig(dataset=f"user:{meta.get('model') or 'script'}", members=max(n_train, 1), n_test=0,
                       epsilons=(claimed,), delta=delta, model=str(meta.get("model") or "user model"), epochs=epochs,
                       batch_size=int(round(batch)), lr=float(obs.lr), momentum=float(obs.momentum),
@@ -675,22 +672,20 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
                       grad_sample_mode=str(meta.get("grad_sample_mode") or "unknown"), shadow_models=0, attacks=(),
                       canaries=0, gradient_canaries=m, confidence=confidence, seed=seed,
                       device=str(meta.get("device") or "cpu"))
-    tag = hashlib.sha256(json.dumps({"n": n_train, "m": m, "seed": seed, "model": record["model"]},
+    tag = hashlib.sha256(json.dumps({"n": n_train, "m": m, "seed": seed, "model": record.model},
                                     sort_keys=True).encode()).hexdigest()
     dataset = {"name": cfg.dataset, "source": "the user's training script (records not read by dpaudit)",
                "n_records": n_train, "n_classes": 0, "sha256": tag}
     split = {"seed": seed, "n_test": 0, "pool_size": n_train, "members": n_train, "n_models": 1, "canaries": 0,
              "canaries_in": 0, "pool_sha256": tag, "target_members_sha256": tag}
-    doc = report_document(cfg, command=command, workers=None, device=str(meta.get("device") or "cpu"),
-                          dataset=dataset, split=split, models=[model],
-                          phases={"analysis": time.perf_counter() - t0}, worker_s={}, observed=True)
-    doc["threshold_policy"] = (
-        "No attack thresholds: the evidence is white-box gradient canaries only. The Clopper-Pearson threshold "
-        "is fixed in advance by simulating the claimed mechanism (seeded), never chosen on the canaries; the "
-        "one-run bound takes its guesses from a Bonferroni-corrected set of candidates.")
-    from dpaudit.schema import Report
-
-    return Report.from_json(doc).to_json()
+    report = report_document(
+        cfg, command=command, workers=None, device=str(meta.get("device") or "cpu"), dataset=dataset, split=split,
+        models=[model], phases={"analysis": time.perf_counter() - t0}, worker_s={}, observed=True,
+        threshold_text=("No attack thresholds: the evidence is white-box gradient canaries only. The Clopper-Pearson "
+                        "and per-step routes choose their thresholds on a random half of the canaries (seeded) and "
+                        "count outcomes on the other half only; the one-run bound takes its guesses from a "
+                        "Bonferroni-corrected set of candidates."))
+    return report.to_json()
 
 
 def _epsilon_per_epoch(obs: WhiteBoxObservations, per_epoch: int, epochs: int) -> list[float]:

@@ -3,9 +3,9 @@ Google's dp_accounting so that a report can show the two side by side."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 from dpaudit.errors import DPAuditError
+from dpaudit.schema import AccountantCheck
 
 CROSSCHECK_TOLERANCE = 0.02  # relative; above this the report flags the model
 
@@ -37,30 +37,15 @@ def dp_accounting_epsilon(sample_rate: float, noise_multiplier: float, steps: in
     return float(acc.get_epsilon(delta))
 
 
-@dataclass(frozen=True)
-class CrossCheck:
-    opacus: float
-    accountant: str
-    dp_accounting_pld: float | None
-    dp_accounting_rdp: float | None
-    reference: str  # which dp_accounting figure matches the Opacus accountant's method
-    relative_difference: float | None
-    flagged: bool
-    note: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def cross_check(opacus_eps: float, accountant: str, sample_rate: float, noise_multiplier: float,
-                steps: int, delta: float) -> CrossCheck:
+                steps: int, delta: float) -> AccountantCheck:
     """Compare Opacus's epsilon with dp_accounting's: PLD for ``prv`` (both are numerical privacy-loss
     distributions), RDP for ``rdp``. Missing dp_accounting is reported, not hidden."""
     try:
         pld = dp_accounting_epsilon(sample_rate, noise_multiplier, steps, delta, "pld")
         rdp = dp_accounting_epsilon(sample_rate, noise_multiplier, steps, delta, "rdp")
     except ImportError:
-        return CrossCheck(opacus_eps, accountant, None, None, "none", None, False,
+        return AccountantCheck(opacus_eps, accountant, None, None, "none", None, False,
                           "dp_accounting is not installed (pip install dp-accounting); not cross-checked")
     ref_name = "pld" if accountant == "prv" else "rdp"
     ref = pld if ref_name == "pld" else rdp
@@ -68,7 +53,7 @@ def cross_check(opacus_eps: float, accountant: str, sample_rate: float, noise_mu
     flagged = rel > CROSSCHECK_TOLERANCE
     note = (f"Opacus {accountant} and dp_accounting {ref_name} differ by {rel:.1%}" if flagged
             else f"agrees with dp_accounting {ref_name} within {CROSSCHECK_TOLERANCE:.0%}")
-    return CrossCheck(opacus_eps, accountant, pld, rdp, ref_name, rel, flagged, note)
+    return AccountantCheck(opacus_eps, accountant, pld, rdp, ref_name, rel, flagged, note)
 
 
 def validate_privacy_target(epsilon: float, delta: float, n_train: int) -> None:

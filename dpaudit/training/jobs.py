@@ -16,6 +16,7 @@ import numpy as np
 
 from dpaudit.config import AuditConfig, model_name
 from dpaudit.errors import DPAuditError
+from dpaudit.schema import TrainingRecord
 
 _DATA: dict = {}
 
@@ -53,7 +54,7 @@ class JobResult:
 
     k: int
     ei: int
-    record: dict
+    record: TrainingRecord
     pool_logits: np.ndarray
     test_logits: np.ndarray
     query_logits: np.ndarray | None
@@ -169,7 +170,7 @@ def _load_cached(path: Path, job: TrainingJob):
     train. An entry records the hash of its weights and the key it was written under; flipped bytes, swapped
     weights, a record moved to another slot or a hand-edited claim all fail that proof, and the model is
     retrained (with a warning) rather than silently audited. A cache entry is only ever a shortcut."""
-    from dpaudit.training.train import TrainingRecord, load_model
+    from dpaudit.training.train import load_model
 
     cfg = job.cfg
     if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
@@ -272,7 +273,7 @@ def train_job(job: TrainingJob, images: np.ndarray | None = None, labels: np.nda
     release_freed_memory()  # a worker trains many models in turn; don't let each one's heap pile up
     # a reference's gradient canaries only make it train like the target; only the target's are audited
     whitebox = whitebox if job.k == 0 else None
-    return JobResult(k=job.k, ei=job.ei, record=record.to_dict(), **rows, whitebox=whitebox, cache_hit=hit,
+    return JobResult(k=job.k, ei=job.ei, record=record, **rows, whitebox=whitebox, cache_hit=hit,
                      train_s=train_s, inference_s=time.perf_counter() - t1)
 
 

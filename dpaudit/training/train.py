@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dpaudit.config import ACCOUNTANTS, GRAD_SAMPLE_MODES
+from dpaudit.config import ACCOUNTANTS, BUILTIN_MODELS, GRAD_SAMPLE_MODES, AuditConfig
+from dpaudit.config.recipes import NON_DP_RECIPE
 from dpaudit.errors import DPAuditError
+from dpaudit.schema import TrainingRecord
 from dpaudit.training.accounting import validate_privacy_target
 from dpaudit.training.data import Normalisation
 from dpaudit.training.grad_samples import grad_samples_without_copy, without_discarded_param_grads
@@ -33,21 +35,22 @@ _MNIST = Normalisation.mnist()
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a trained model (with the training indices and the data hash)."""
+    """Everything that determines a trained model (with the training indices and the data hash). Its defaults
+    are the audit's (``AuditConfig``) and the non-DP recipe's, read from there: one source for each."""
 
-    model: str = "simple-cnn"
+    model: str = BUILTIN_MODELS[0]
     epsilon: float = math.inf  # target epsilon; inf trains without DP
-    delta: float = 1e-5
-    epochs: int = 20
-    batch_size: int = 128  # expected (Poisson) batch size under DP
-    lr: float = 0.02
-    momentum: float = 0.9
-    max_grad_norm: float = 1.0
-    accountant: str = "prv"
-    grad_sample_mode: str = "hooks"
+    delta: float = AuditConfig.delta
+    epochs: int = NON_DP_RECIPE["epochs"]
+    batch_size: int = NON_DP_RECIPE["batch_size"]  # expected (Poisson) batch size under DP
+    lr: float = NON_DP_RECIPE["lr"]
+    momentum: float = NON_DP_RECIPE["momentum"]
+    max_grad_norm: float = AuditConfig.max_grad_norm
+    accountant: str = AuditConfig.accountant
+    grad_sample_mode: str = AuditConfig.grad_sample_mode
     max_physical_batch_size: int = 512  # BatchMemoryManager splits larger logical batches
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = AuditConfig.seed
+    device: str = AuditConfig.device
 
     @property
     def dp(self) -> bool:
@@ -60,49 +63,6 @@ class TrainConfig:
         d.pop("max_physical_batch_size")
         d["epsilon"] = "inf" if not self.dp else self.epsilon
         return d
-
-
-@dataclass(frozen=True)
-class TrainingRecord:
-    model: str
-    dp: bool
-    target_epsilon: float | None
-    epsilon: float | None  # spent, from Opacus's accountant
-    epsilon_per_epoch: list[float]
-    delta: float | None
-    noise_multiplier: float | None
-    sample_rate: float  # Poisson rate under DP; batch/N otherwise
-    steps: int
-    max_grad_norm: float | None
-    accountant: str | None
-    grad_sample_mode: str | None
-    poisson_sampling_checked: bool
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    n_train: int
-    train_accuracy: float
-    test_accuracy: float
-    train_loss: float
-    seed: int
-    wall_s: float  # the training loop only: no calibration, no per-epoch accounting, no evaluation
-    device: str
-    accounting_s: float = 0.0  # time spent asking the accountant for epsilon after each epoch
-    gradient_canaries: dict | None = None  # {"m", "included", "dirac_norm"} when white-box canaries ran
-    dpaudit_version: str = __version__
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainingRecord:
-        names = {f for f in cls.__dataclass_fields__}
-        missing = names - set(d) - {"dpaudit_version", "accounting_s", "gradient_canaries"}
-        if missing:
-            raise DPAuditError(f"training record lacks {sorted(missing)}; it was not written by dpaudit")
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -418,14 +378,14 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                                    device)
     record = TrainingRecord(
         model=cfg.model, dp=cfg.dp, target_epsilon=cfg.epsilon if cfg.dp else None,
-        epsilon=eps_per_epoch[-1] if cfg.dp else None, epsilon_per_epoch=eps_per_epoch,
+        epsilon=eps_per_epoch[-1] if cfg.dp else None, epsilon_per_epoch=tuple(eps_per_epoch),
         delta=cfg.delta if cfg.dp else None,
         noise_multiplier=noise if cfg.dp else None, sample_rate=sample_rate, steps=steps,
         max_grad_norm=cfg.max_grad_norm if cfg.dp else None, accountant=cfg.accountant if cfg.dp else None,
         grad_sample_mode=cfg.grad_sample_mode if cfg.dp else None, poisson_sampling_checked=cfg.dp,
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, n_train=n,
         train_accuracy=tr_acc, test_accuracy=te_acc, train_loss=tr_loss, seed=cfg.seed, wall_s=wall,
-        device=str(device), accounting_s=accounting_s,
+        device=str(device), accounting_s=accounting_s, dpaudit_version=__version__,
         gradient_canaries=None if gc is None else {"m": gc.m, "included": n_in, "dirac_norm": d_norm})
     plain = plain.cpu().eval()
     return TrainedModel(module=plain, record=record, config=cfg, whitebox=whitebox)
