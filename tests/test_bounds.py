@@ -403,17 +403,17 @@ EVIDENCE = [("loss attack", 0.0, 5.9), ("shadow attack", 0.12, 5.9), ("canaries 
 def test_verdict_issue_example_is_inconclusive():
     c = 1 - 0.05 / 3
     v = B.decide_verdict(8.0, EVIDENCE, delta=1e-5, confidence=c, n_records=(1750, 1750), n_canaries=500)
-    assert v["status"] == "inconclusive" and v["could_detect"] is False
-    assert v["ceiling"] == 5.9 and v["ceiling_source"] == "loss attack, shadow attack"
-    assert v["empirical_epsilon_lb"] == 0.12 and v["source"] == "shadow attack"
+    assert v.status == "inconclusive" and v.could_detect is False
+    assert v.ceiling == 5.9 and v.ceiling_source == "loss attack, shadow attack"
+    assert v.empirical_epsilon_lb == 0.12 and v.source == "shadow attack"
     # power not measured: the text says so, never what a perfect attack "could" prove from the ceiling
-    assert "power was not measured" in v["text"] and "perfect" not in v["text"] and "5.90" not in v["text"]
-    assert "--gradient-canaries 1000" in v["text"] and v["next_step"] in v["text"]
+    assert "power was not measured" in v.text and "perfect" not in v.text and "5.90" not in v.text
+    assert "--gradient-canaries 1000" in v.text and v.next_step in v.text
     # without white-box canaries possible (training not observed), the step is more canaries or records
     v = B.decide_verdict(8.0, EVIDENCE, n_canaries=500, whitebox_possible=False)
-    assert "more canaries (now 500)" in v["text"]
+    assert "more canaries (now 500)" in v.text
     # at exactly the ceiling nothing could have exceeded the claim either
-    assert B.decide_verdict(5.9, EVIDENCE)["status"] == "inconclusive"
+    assert B.decide_verdict(5.9, EVIDENCE).status == "inconclusive"
 
 
 POWERED = [("loss attack", 0.0, 5.9, 4.4), ("shadow attack", 0.12, 5.9, 4.1), ("canaries (one run)", 0.0, 3.7, 4.3)]
@@ -422,50 +422,50 @@ POWERED = [("loss attack", 0.0, 5.9, 4.4), ("shadow attack", 0.12, 5.9, 4.1), ("
 def test_verdict_consistent_needs_measured_power_within_the_multiple():
     # detectable ε of the audit: the smallest over its routes (4.1, the shadow attack's)
     v = B.decide_verdict(1.0, POWERED)
-    assert v["status"] == "inconclusive" and v["detectable_epsilon"] == 4.1
-    assert v["detectable_source"] == "shadow attack" and "4.10" in v["text"] and "above 2× the claim" in v["text"]
-    assert v["could_detect"] is True  # the ceiling stays a number; it no longer makes a verdict consistent
+    assert v.status == "inconclusive" and v.detectable_epsilon == 4.1
+    assert v.detectable_source == "shadow attack" and "4.10" in v.text and "above 2× the claim" in v.text
+    assert v.could_detect is True  # the ceiling stays a number; it no longer makes a verdict consistent
     # K = 2: consistent exactly when the detectable ε is at most twice the claim
     v = B.decide_verdict(2.05, POWERED)
-    assert v["status"] == "consistent" and "4.10" in v["text"] and "within 2× the claim" in v["text"]
-    assert v["power_multiple"] == B.POWER_MULTIPLE == 2.0 and v["next_step"] is None
-    assert B.decide_verdict(2.04, POWERED)["status"] == "inconclusive"
+    assert v.status == "consistent" and "4.10" in v.text and "within 2× the claim" in v.text
+    assert v.power_multiple == B.POWER_MULTIPLE == 2.0 and v.next_step is None
+    assert B.decide_verdict(2.04, POWERED).status == "inconclusive"
     # the text's numbers are the verdict's numbers
     for claim in (0.5, 1.0, 2.05, 3.0):
         v = B.decide_verdict(claim, POWERED)
-        assert f"claimed ε = {claim:g}" in v["text"] and f"{v['detectable_epsilon']:.2f}" in v["text"]
+        assert f"claimed ε = {claim:g}" in v.text and f"{v.detectable_epsilon:.2f}" in v.text
     # not detectable at all
     v = B.decide_verdict(1.0, [("a", 0.0, 0.9, math.inf)])
-    assert v["status"] == "inconclusive" and "could not have seen a leak" in v["text"]
+    assert v.status == "inconclusive" and "could not have seen a leak" in v.text
     with pytest.raises(ValueError, match="detectable"):
         B.decide_verdict(1.0, [("a", 0.0, 0.9, 0.0)])
     # a route whose power covers several bounds (white-box canaries) states it once, apart from them
     v = B.decide_verdict(1.0, EVIDENCE, detectable=[("white-box canaries", 1.3), ("loss attack", 4.4)])
-    assert v["status"] == "consistent" and v["detectable_source"] == "white-box canaries"
-    assert "(simulated, white-box canaries)" in v["text"] and "1.30" in v["text"]
+    assert v.status == "consistent" and v.detectable_source == "white-box canaries"
+    assert "(simulated, white-box canaries)" in v.text and "1.30" in v.text
 
 
 def test_verdict_branches():
     v = B.decide_verdict(1.0, EVIDENCE)
-    assert v["status"] == "inconclusive" and v["could_detect"] is True
-    assert "no bound exceeds the claimed ε = 1" in v["text"]
+    assert v.status == "inconclusive" and v.could_detect is True
+    assert "no bound exceeds the claimed ε = 1" in v.text
     v = B.decide_verdict(0.1, EVIDENCE)
-    assert v["status"] == "violation" and v["ratio"] == pytest.approx(1.2)
-    assert "ε ≥ 0.12 from shadow attack exceeds the claimed ε = 0.1" in v["text"]
+    assert v.status == "violation" and v.ratio == pytest.approx(1.2)
+    assert "ε ≥ 0.12 from shadow attack exceeds the claimed ε = 0.1" in v.text
     v = B.decide_verdict(None, EVIDENCE)
-    assert v["status"] == "no DP claim" and v["ratio"] is None and v["could_detect"] is False
+    assert v.status == "no DP claim" and v.ratio is None and v.could_detect is False
     # nonconformance wins over a violation and over inconclusive
     for claimed in (0.1, 8.0):
         v = B.decide_verdict(claimed, EVIDENCE, ["noise calibration"])
-        assert v["status"] == "nonconformant" and "noise calibration" in v["text"]
-        assert v["rejected_conformance"] == ["noise calibration"]
+        assert v.status == "nonconformant" and "noise calibration" in v.text
+        assert v.rejected_conformance == ("noise calibration",)
     # no bound above 0
     v = B.decide_verdict(3.0, [("loss attack", 0.0, 5.9, 5.0)])
-    assert v["status"] == "consistent" and v["source"].startswith("none") and "no bound above 0" in v["text"]
+    assert v.status == "consistent" and v.source.startswith("none") and "no bound above 0" in v.text
     # no evidence at all: nothing could have shown anything
     v = B.decide_verdict(1.0, [])
-    assert v["status"] == "inconclusive" and "no evidence" in v["text"]
-    json.dumps(B.decide_verdict(8.0, EVIDENCE))
+    assert v.status == "inconclusive" and "no evidence" in v.text
+    json.dumps(B.decide_verdict(8.0, EVIDENCE).to_dict())
 
 
 def test_alpha_schedule_keeps_any_number_of_reruns_within_alpha():

@@ -118,10 +118,10 @@ def _reject_consistently(doc):
     doc["models"][2]["verdict"]["rejected_conformance"] = ["noise_std"]
     # the sentence of a nonconformant verdict (the status itself is left to each row)
     doc["models"][2]["verdict"]["text"] = _recomputed_verdict(doc["models"][2], ["noise_std"],
-                                                              [("white-box canaries", wb["detectable_epsilon"])])["text"]
+                                                              [("white-box canaries", wb["detectable_epsilon"])]).text
 
 
-def _recomputed_verdict(m: dict, rejected: list[str], detectable: list[tuple[str, float]]) -> dict:
+def _recomputed_verdict(m: dict, rejected: list[str], detectable: list[tuple[str, float]]):
     """What dpaudit.core.bounds.decide_verdict says of a DP model's stored bounds (as dpaudit.pipeline lists them)."""
     from dpaudit.core.bounds import decide_verdict
 
@@ -141,7 +141,7 @@ def _powerless(doc):
     m = doc["models"][1]
     m["whitebox"]["detectable_epsilon"] = 20.0
     got = _recomputed_verdict(m, [], [("white-box canaries", 20.0)])
-    m["verdict"].update(status="inconclusive", detectable_epsilon=20.0, next_step=got["next_step"], text=got["text"])
+    m["verdict"].update(status="inconclusive", detectable_epsilon=20.0, next_step=got.next_step, text=got.text)
 
 
 def _swap_models(doc):

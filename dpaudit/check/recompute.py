@@ -1033,40 +1033,40 @@ def _check_verdict(where: str, m: ModelAudit, claimed, bounds, rejected, plan, p
                          whitebox_possible=bool(m.training.observed),
                          detectable=[(s, d) for s, d in power if d is not None],
                          whitebox_need=whitebox_need(m.whitebox))
-    texts = [got["text"]]  # the sentence its evidence reads
+    texts = [got.text]  # the sentence its evidence reads
     _agree(f"{vw}.claimed_epsilon", v.claimed_epsilon, claimed, "the training record's ε")
-    _agree(f"{vw}.empirical_epsilon_lb", v.empirical_epsilon_lb, got["empirical_epsilon_lb"],
+    _agree(f"{vw}.empirical_epsilon_lb", v.empirical_epsilon_lb, got.empirical_epsilon_lb,
            "the best of its recomputed bounds")
-    _agree(f"{vw}.ratio", v.ratio, got["ratio"], "best bound / claimed ε")
-    _agree(f"{vw}.ceiling", v.ceiling, got["ceiling"], "the largest of its recomputed ceilings")
-    if v.could_detect is not got["could_detect"]:
-        raise _bad(f"{vw}.could_detect is {_num(v.could_detect)} but its ceiling {got['ceiling']:.6g} "
-                   f"{'exceeds' if got['could_detect'] else 'does not exceed'} the claim")
-    if v.source != got["source"] or v.ceiling_source != got["ceiling_source"]:
+    _agree(f"{vw}.ratio", v.ratio, got.ratio, "best bound / claimed ε")
+    _agree(f"{vw}.ceiling", v.ceiling, got.ceiling, "the largest of its recomputed ceilings")
+    if v.could_detect is not got.could_detect:
+        raise _bad(f"{vw}.could_detect is {_num(v.could_detect)} but its ceiling {got.ceiling:.6g} "
+                   f"{'exceeds' if got.could_detect else 'does not exceed'} the claim")
+    if v.source != got.source or v.ceiling_source != got.ceiling_source:
         raise _bad(f"{vw}: source {v.source!r:.60} / ceiling_source {str(v.ceiling_source)!r:.60} are not the "
-                   f"evidence that gives its bound and ceiling ({got['source']!r:.60} / {got['ceiling_source']!r:.60})")
-    if list(v.rejected_conformance) != got["rejected_conformance"]:
+                   f"evidence that gives its bound and ceiling ({got.source!r:.60} / {got.ceiling_source!r:.60})")
+    if tuple(v.rejected_conformance) != got.rejected_conformance:
         raise _bad(f"{vw}.rejected_conformance is {list(v.rejected_conformance)!r:.80} but the white-box tests' "
-                   f"p-values reject {got['rejected_conformance']!r}")
+                   f"p-values reject {got.rejected_conformance!r}")
     # measured power: the audit's detectable ε is the smallest over its routes, and "consistent" needs it at most
     # POWER_MULTIPLE × the claim (dpaudit.core.bounds.decide_verdict)
-    _agree(f"{vw}.detectable_epsilon", v.detectable_epsilon, got["detectable_epsilon"],
+    _agree(f"{vw}.detectable_epsilon", v.detectable_epsilon, got.detectable_epsilon,
            "the smallest of its routes' detectable ε")
-    if v.detectable_source != got["detectable_source"]:
+    if v.detectable_source != got.detectable_source:
         raise _bad(f"{vw}.detectable_source is {str(v.detectable_source)[:60]!r} but the smallest detectable ε is "
-                   f"{str(got['detectable_source'])[:60]!r}'s")
+                   f"{str(got.detectable_source)[:60]!r}'s")
     if v.power_multiple is not None or claimed is not None:
         _agree(f"{vw}.power_multiple", v.power_multiple, POWER_MULTIPLE, "the fixed rule (consistent needs the "
                "detectable ε at most this multiple of the claim)")
-    if got["detectable_epsilon"] is not None and v.power_method != POWER_METHOD:
+    if got.detectable_epsilon is not None and v.power_method != POWER_METHOD:
         raise _bad(f"{vw}.power_method is {str(v.power_method)[:60]!r}, not how dpaudit measures power")
-    status = str(getattr(got["status"], "value", got["status"]))  # a str enum in dpaudit.core.bounds
+    status = str(getattr(got.status, "value", got.status))  # a str enum in dpaudit.core.bounds
     if SEVERITY[v.status] < SEVERITY[status]:
         raise _bad(f"{vw}.status is {v.status!r} but its recomputed evidence says {status!r}")
     # the sentence a reader sees follows from the same numbers; a harsher stored status (fail closed) has its own
-    if v.status == status and v.next_step != got["next_step"]:
+    if v.status == status and v.next_step != got.next_step:
         raise _bad(f"{vw}.next_step is {str(v.next_step)[:60]!r} but its evidence gives "
-                   f"{str(got['next_step'])[:60]!r}")
+                   f"{str(got.next_step)[:60]!r}")
     if v.status == status and v.text not in texts:
         raise _bad(f"{vw}.text is {str(v.text)[:60]!r}… but its recomputed evidence reads {texts[0][:60]!r}…")
     _agree(f"{vw}.confidence", v.confidence, plan["per_model"], "the configuration's Bonferroni plan")

@@ -883,13 +883,40 @@ def _next_step(sources: Sequence[str], whitebox_possible: bool, n_canaries: int 
             "observe the training.")
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`decide_verdict` decides from a model's evidence: the status, the best bound and its source,
+    the ceiling, the measured power, the one step that would decide, and the sentence built from these numbers.
+    ``evidence`` lists each piece ({source, epsilon_lb, ceiling, detectable_epsilon}). The report's
+    ``schema.Verdict`` is this with the confidence plan it was made at (``dpaudit.core.plan.make_verdict``)."""
+
+    status: str
+    claimed_epsilon: float | None
+    empirical_epsilon_lb: float
+    source: str
+    ratio: float | None
+    ceiling: float
+    ceiling_source: str
+    could_detect: bool
+    detectable_epsilon: float | None
+    detectable_source: str | None
+    power_multiple: float
+    next_step: str | None
+    evidence: tuple[dict[str, Any], ...]
+    rejected_conformance: tuple[str, ...]
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejected_conformance: Sequence[str] | None = None,
                    *, delta: float | None = None, confidence: float | None = None,
                    n_records: tuple[int, int] | None = None, n_canaries: int | None = None,
                    canary_confidence: float | None = None, whitebox_possible: bool = True,
                    power_multiple: float = POWER_MULTIPLE,
                    detectable: Sequence[tuple[str, float]] | None = None,
-                   whitebox_need: tuple[int, int, str] | None = None) -> dict[str, Any]:
+                   whitebox_need: tuple[int, int, str] | None = None) -> Decision:
     """A model's verdict from its claimed epsilon and its evidence, with a sentence built from the numbers.
 
     ``bounds``: one (source, epsilon lower bound, detection ceiling[, detectable epsilon]) per kind of evidence
@@ -981,8 +1008,8 @@ def decide_verdict(claimed_epsilon: float | None, bounds: Sequence[tuple], rejec
             text = (f"Inconclusive: no bound exceeds the claimed ε = {claimed:g} ({best_txt}), but this audit "
                     f"refutes with probability ≥ {POWER:.0%} only a true ε of {detectable:.2f} or more (simulated, "
                     f"{det_source}), above {power_multiple:g}× the claim: a smaller leak could pass unseen. {step}")
-    return {"status": status, "claimed_epsilon": claimed, "empirical_epsilon_lb": best, "source": source,
-            "ratio": best / claimed if claimed else None, "ceiling": ceiling, "ceiling_source": ceiling_source,
-            "could_detect": bool(could_detect), "detectable_epsilon": detectable, "detectable_source": det_source,
-            "power_multiple": float(power_multiple), "next_step": step if status == INCONCLUSIVE else None,
-            "evidence": evidence, "rejected_conformance": rejected, "text": text}
+    return Decision(status=status, claimed_epsilon=claimed, empirical_epsilon_lb=best, source=source,
+                    ratio=best / claimed if claimed else None, ceiling=ceiling, ceiling_source=ceiling_source,
+                    could_detect=bool(could_detect), detectable_epsilon=detectable, detectable_source=det_source,
+                    power_multiple=float(power_multiple), next_step=step if status == INCONCLUSIVE else None,
+                    evidence=tuple(evidence), rejected_conformance=tuple(rejected), text=text)

@@ -11,7 +11,14 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 
 from dpaudit.config import AuditConfig
-from dpaudit.core.bounds import ALPHA_SCHEDULE, alpha_share, alpha_spent, evidence_confidences, family_confidence
+from dpaudit.core.bounds import (
+    ALPHA_SCHEDULE,
+    Decision,
+    alpha_share,
+    alpha_spent,
+    evidence_confidences,
+    family_confidence,
+)
 from dpaudit.schema import (
     SCHEMA,
     DatasetInfo,
@@ -111,22 +118,20 @@ def report_config(cfg: AuditConfig) -> ReportConfig:
     return ReportConfig(**kw)
 
 
-def make_verdict(decision: dict, *, confidence: float, per_bound_confidence: float, canary_confidence: float | None,
-                 n_bounds: int, family_confidence: float, correction: str, power_method: str | None) -> Verdict:
-    """The report's verdict from ``dpaudit.core.bounds.decide_verdict``'s decision and the confidence plan it
-    was made at (its per-evidence numbers stand in each attack's and route's own block, not here)."""
-    def num(x):  # a bound that could not be computed is NaN, as the report writes it (null)
-        return math.nan if x is None else float(x)
-
+def make_verdict(decision: Decision, *, confidence: float, per_bound_confidence: float,
+                 canary_confidence: float | None, n_bounds: int, family_confidence: float, correction: str,
+                 power_method: str | None) -> Verdict:
+    """The report's verdict: ``dpaudit.core.bounds.decide_verdict``'s decision with the confidence plan it was
+    made at (its per-evidence numbers stand in each attack's and route's own block, not here)."""
+    d = decision
     return Verdict(
-        claimed_epsilon=decision["claimed_epsilon"], empirical_epsilon_lb=num(decision["empirical_epsilon_lb"]),
-        source=decision["source"], ratio=decision["ratio"], status=str(decision["status"]), text=decision["text"],
-        confidence=confidence, per_bound_confidence=per_bound_confidence, n_bounds=int(n_bounds),
-        correction=correction, ceiling=decision["ceiling"], could_detect=decision["could_detect"],
-        family_confidence=family_confidence, ceiling_source=decision["ceiling_source"],
-        rejected_conformance=tuple(decision["rejected_conformance"] or ()), canary_confidence=canary_confidence,
-        detectable_epsilon=decision["detectable_epsilon"], detectable_source=decision["detectable_source"],
-        power_multiple=decision["power_multiple"], power_method=power_method, next_step=decision["next_step"])
+        claimed_epsilon=d.claimed_epsilon, empirical_epsilon_lb=float(d.empirical_epsilon_lb), source=d.source,
+        ratio=d.ratio, status=str(getattr(d.status, "value", d.status)), text=d.text, confidence=confidence,
+        per_bound_confidence=per_bound_confidence, n_bounds=int(n_bounds), correction=correction, ceiling=d.ceiling,
+        could_detect=d.could_detect, family_confidence=family_confidence, ceiling_source=d.ceiling_source,
+        rejected_conformance=d.rejected_conformance, canary_confidence=canary_confidence,
+        detectable_epsilon=d.detectable_epsilon, detectable_source=d.detectable_source,
+        power_multiple=d.power_multiple, power_method=power_method, next_step=d.next_step)
 
 
 def report_document(cfg: AuditConfig, *, command: str | None, workers: int | None, device: str, dataset: dict,
