@@ -34,8 +34,8 @@ def planned():
 
 def same_result(a: dict, b: dict) -> None:
     assert (a.k, a.ei) == (b.k, b.ei)
-    rec_a = {k: v for k, v in a.record.items() if not k.endswith("_s")}
-    rec_b = {k: v for k, v in b.record.items() if not k.endswith("_s")}
+    rec_a = {k: v for k, v in a.record.to_dict().items() if not k.endswith("_s")}
+    rec_b = {k: v for k, v in b.record.to_dict().items() if not k.endswith("_s")}
     assert rec_a == rec_b
     np.testing.assert_array_equal(a.pool_logits, b.pool_logits)
     np.testing.assert_array_equal(a.test_logits, b.test_logits)
