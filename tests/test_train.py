@@ -31,7 +31,7 @@ def test_dp_epsilon_hits_target_and_matches_dp_accounting(digits, accountant, re
                       progress=False).record
     assert rec.dp and rec.accountant == accountant and rec.poisson_sampling_checked
     assert 0.9 * 2.0 <= rec.epsilon <= 2.0
-    assert len(rec.epsilon_per_epoch) == 3 and rec.epsilon_per_epoch == sorted(rec.epsilon_per_epoch)
+    assert len(rec.epsilon_per_epoch) == 3 and list(rec.epsilon_per_epoch) == sorted(rec.epsilon_per_epoch)
     # Opacus's Poisson rate is 1/len(loader) = 1/ceil(400/64); one epoch is that many expected steps
     assert rec.sample_rate == pytest.approx(1 / math.ceil(400 / 64))
     assert rec.steps == 3 * math.ceil(400 / 64)
