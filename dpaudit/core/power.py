@@ -312,6 +312,60 @@ def binomial_ci(hits: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
+def grid_search(decide: Callable[[float, int], bool], g0: float, *, n_sims: int, power: float = POWER,
+                grid: float = WB_GRID, max_points: int = WB_MAX_POINTS,
+                g_max: float = WB_G_MAX) -> tuple[int | None, dict[int, list[bool]]]:
+    """The white-box power search (see :func:`whitebox_detectable`) over noise factors f = 1 - g0 x ``grid``^k:
+    ``decide(f, i)`` is simulated run i's decision at f. Returns (the k of the factor closest to 1 whose
+    estimated rate is >= ``power``, None if none up to ``g_max``; every k simulated -> its decisions). A factor
+    is abandoned as soon as it can no longer reach ``power`` x ``n_sims`` detections (or stops once it has); the
+    returned one is completed to all ``n_sims`` runs.
+
+    >>> k, runs = grid_search(lambda f, i: f < 0.9, 0.05, n_sims=10)   # detected below f = 0.9
+    >>> k, round(1 - 0.05 * 1.5 ** k, 4), {j: (sum(r), len(r)) for j, r in sorted(runs.items())}
+    (2, 0.8875, {0: (0, 3), 1: (0, 3), 2: (10, 10), 3: (8, 8)})
+    """
+    need = math.ceil(power * n_sims - 1e-9)
+    runs: dict[int, list[bool]] = {}
+
+    def g_of(k: int) -> float:
+        return g0 * grid ** k
+
+    def ok(k: int, complete: bool = False) -> bool:
+        r = runs.setdefault(k, [])
+        while len(r) < n_sims:
+            hits = sum(r)
+            if not complete and (hits >= need or len(r) - hits > n_sims - need):
+                break  # decided: it reaches power x n_sims detections, or it no longer can
+            r.append(bool(decide(1.0 - g_of(k), len(r))))
+        return sum(r) >= need
+
+    best = lo = None  # best: the weakest factor known to reach power; lo: the strongest known to fall short
+    if ok(0):
+        best, k = 0, -1
+        while len(runs) < max_points and ok(k):
+            best, k = k, k - 1
+    else:
+        lo, step = 0, 1
+        while len(runs) < max_points and g_of(lo + step) <= g_max:
+            if ok(lo + step):
+                best = lo + step
+                break
+            lo, step = lo + step, step * 2
+        k_max = int(math.floor(math.log(g_max / g0) / math.log(grid) + 1e-9))
+        if best is None and len(runs) < max_points and k_max > lo and ok(k_max):
+            best = k_max
+        while best is not None and best - lo > 1 and len(runs) < max_points:
+            mid = (lo + best) // 2
+            if ok(mid):
+                best = mid
+            else:
+                lo = mid
+    if best is not None:
+        ok(best, complete=True)  # the reported factor's rate from all n_sims runs
+    return best, runs
+
+
 def whitebox_detectable(template, *, confidence: float, epsilon_of_sigma: Callable[[float], float],
                         analysis_seed: int = 0, seed: int = 0, n_sims: int = WB_N_SIMS, power: float = POWER,
                         grid: float = WB_GRID, max_points: int = WB_MAX_POINTS) -> dict:
@@ -344,44 +398,11 @@ def whitebox_detectable(template, *, confidence: float, epsilon_of_sigma: Callab
     n_tests = max(len(null.tests), 1)
     g0 = _noise_test_pilot(int(template.steps_accounted) * int((~coins).sum()), (1.0 - confidence) / n_tests,
                            WB_PILOT_POWER)
-    need = math.ceil(power * n_sims - 1e-9)
-    runs: dict[int, list[bool]] = {}
+    best, runs = grid_search(decide, g0, n_sims=n_sims, power=power, grid=grid, max_points=max_points)
 
     def g_of(k: int) -> float:
         return g0 * grid ** k
 
-    def ok(k: int, complete: bool = False) -> bool:
-        r = runs.setdefault(k, [])
-        while len(r) < n_sims:
-            hits = sum(r)
-            if not complete and (hits >= need or len(r) - hits > n_sims - need):
-                break  # decided: it reaches power x n_sims detections, or it no longer can
-            r.append(bool(decide(1.0 - g_of(k), len(r))))
-        return sum(r) >= need
-
-    best = lo = None  # best: the weakest factor known to reach power; lo: the strongest known to fall short
-    if ok(0):
-        best, k = 0, -1
-        while len(runs) < max_points and ok(k):
-            best, k = k, k - 1
-    else:
-        lo, step = 0, 1
-        while len(runs) < max_points and g_of(lo + step) <= WB_G_MAX:
-            if ok(lo + step):
-                best = lo + step
-                break
-            lo, step = lo + step, step * 2
-        k_max = int(math.floor(math.log(WB_G_MAX / g0) / math.log(grid) + 1e-9))
-        if best is None and len(runs) < max_points and k_max > lo and ok(k_max):
-            best = k_max
-        while best is not None and best - lo > 1 and len(runs) < max_points:
-            mid = (lo + best) // 2
-            if ok(mid):
-                best = mid
-            else:
-                lo = mid
-    if best is not None:
-        ok(best, complete=True)  # the reported factor's rate from all n_sims runs
     points = [{"noise_factor": 1.0 - g_of(k), "detected": int(sum(runs[k])), "n": len(runs[k])}
               for k in sorted(runs, reverse=True)]
     method = {"n_sims": int(n_sims), "seed": int(seed), "analysis_seed": int(analysis_seed), "grid": float(grid),
