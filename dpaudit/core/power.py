@@ -240,8 +240,6 @@ def detectable_epsilon_one_run(claim: float, m: int, n_in: int, delta: float, co
 
 # --------------------------------------------------------------------------- white-box gradient canaries
 
-
-
 def simulated_observations(template, factor: float, index: int, seed: int = 0):
     """Run ``index`` of the power simulation: ``template`` (the audited run's WhiteBoxObservations) with its
     observations replaced by the CLAIMED mechanism's, except that the noise is ``factor`` times the claimed
