@@ -297,20 +297,22 @@ def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: flo
     the ceilings of each bound at the same confidence."""
     from dpaudit.training.whitebox import analyse
 
-    res = analyse(obs, confidence=per_bound, seed=model_seed(cfg.seed, ei, 3000)).to_dict()
+    analysis_seed = model_seed(cfg.seed, ei, 3000)
+    res = analyse(obs, confidence=per_bound, seed=analysis_seed).to_dict()
     # Each route states its own ceiling at its own confidence (dpaudit.core.whitebox_stats.bound_routes); what
     # the schema's evidence reads is the best valid route and the largest valid ceiling.
     routes = res["routes"]
     res["ceiling_one_run"], res["ceiling_cp"] = routes[0]["ceiling"], routes[1]["ceiling"]
     res["epsilon_lb"] = res["epsilon_lb_best"]
     res["ceiling"] = max(r["ceiling"] for r in routes if r["valid"])
-    res.update(_whitebox_power(res, obs, cfg, per_bound, delta))
+    res.update(_whitebox_power(res, obs, cfg, per_bound, delta, analysis_seed))
     return res
 
 
-def _whitebox_power(res: dict, obs, cfg: AuditConfig, per_bound: float, delta: float) -> dict:
-    """The white-box route's detectable ε: the claimed mechanism with less noise (σ × f), scored as ``analyse``
-    scores it, its ε from the claimed accountant at the claimed q and steps (dpaudit.core.power)."""
+def _whitebox_power(res: dict, obs, cfg: AuditConfig, per_bound: float, delta: float, analysis_seed: int) -> dict:
+    """The white-box route's detectable ε: the claimed mechanism with less noise (σ × f) at this run's shapes,
+    each simulated run analysed as ``analyse`` analysed this one (dpaudit.core.power.whitebox_detectable), its ε
+    from the claimed accountant at the claimed q and steps."""
     from dpaudit.core.power import whitebox_detectable
     from dpaudit.training.accounting import opacus_epsilon
 
@@ -319,8 +321,7 @@ def _whitebox_power(res: dict, obs, cfg: AuditConfig, per_bound: float, delta: f
         return {"detectable_epsilon": None, "detectable_noise_factor": None}
     steps, q = int(res["steps"]), float(res["claimed_q"])
     return whitebox_detectable(
-        m=int(res["m"]), n_in=int(res["included"]), steps=steps, sigma=float(res["claimed_sigma"]), q=q,
-        clip=float(res["max_grad_norm"]), delta=delta, confidence=per_bound, claim=claimed, seed=cfg.seed,
+        obs, confidence=per_bound, seed=cfg.seed, analysis_seed=analysis_seed,
         epsilon_of_sigma=lambda s: opacus_epsilon(q, s, steps, delta, str(res["accountant"])))
 
 

@@ -7,8 +7,8 @@ few that must pass. No row may print a traceback or leave a file behind (nor cha
 The rows are mutations of a real report: ``reports/reference/report.json``, the committed output of a real audit
 (non-DP, ε = 8 and ε = 1 models, five attacks, black-box canaries, white-box gradient canaries; see
 reports/README.md). It is read once per session, so this stays in the fast tier. Models: [0] non-dp, [1] dp-eps8
-(consistent on the white-box canaries' power alone: detectable ε 8.35 ≤ 2 × 8, while its attacks' and canaries'
-ceiling 5.47 is below 8, so their detectable ε is inf), [2] dp-eps1 (consistent, detectable ε 1.02). Keep this as the regression list of
+(consistent on the white-box canaries' power alone: detectable ε 8.22 ≤ 2 × 8, while its attacks' and canaries'
+ceiling 5.47 is below 8, so their detectable ε is inf), [2] dp-eps1 (consistent, detectable ε 1.01). Keep this as the regression list of
 every probe found so far: the rows marked "issue 25" are that issue's `check trusts what it should recompute` list.
 """
 from __future__ import annotations
@@ -473,6 +473,16 @@ ROWS = [
         expect="models[2].whitebox.detectable_epsilon must be a number"),
     Row("wb noise factor above 1", 2, report=_json(_doc((f"{WB}/detectable_noise_factor", 2.0))),
         expect="models[2].whitebox.detectable_noise_factor is 2"),
+    Row("wb power rate raised", 2, report=_json(_doc((f"{WB}/detectable_power/rate", 0.99))),
+        expect="models[2].whitebox.detectable_power.rate is 0.99 but its detected runs / n_sims gives 0.866667"),
+    Row("wb power: reported factor detected too rarely", 2,
+        report=_json(_doc((f"{WB}/detectable_power/points/0/detected", 20))),
+        expect="models[2].whitebox.detectable_power: the detectable noise factor 0.985242 is not a simulated factor "
+               "detected in >= 0.8 of its 30 runs"),
+    Row("wb power interval narrowed", 2, report=_json(_doc((f"{WB}/detectable_power/rate_ci/0", 0.85))),
+        expect="models[2].whitebox.detectable_power.rate_ci is not the exact 95% interval of 26 in 30"),
+    Row("wb power count above n", 2, report=_json(_doc((f"{WB}/detectable_power/points/1/detected", 99))),
+        expect="models[2].whitebox.detectable_power.points[1] is not a factor in (0, 1)"),
     Row("wb powerless, verdict still consistent", 2, report=_json(_doc((f"{M1}/whitebox/detectable_epsilon", 20.0),
                                                                           (f"{M1}/verdict/detectable_epsilon", 20.0))),
         expect="models[1].verdict.status is 'consistent' but its recomputed evidence says 'inconclusive'"),

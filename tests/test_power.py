@@ -80,24 +80,103 @@ def test_cp_simulator_bound_is_the_fixed_threshold_bound():
     assert vec[0] == pytest.approx(lb.value)
 
 
-@pytest.mark.slow  # whole --from-signals audits / white-box analyses: several seconds
-def test_whitebox_route_detects_less_noise_and_costs_little():
-    # a small DP-SGD mechanism: the route (one-run + Clopper-Pearson + noise test) catches σ × f for f a
-    # little below 1, and the ε of that mechanism (a stand-in accountant, monotone in σ) is what is stated
-    out = P.whitebox_detectable(m=200, n_in=100, steps=60, sigma=1.2, q=0.05, clip=1.0, delta=DELTA,
-                                confidence=0.99, claim=1.0, n_sims=100, epsilon_of_sigma=lambda s: 1.2 / s)
-    f = out["detectable_noise_factor"]
-    assert 0.8 < f < 1.0 and out["detectable_epsilon"] == pytest.approx(1.2 / (1.2 * f))
-    # checked against the real analysis: observations at σ × (f - 0.03) are nonconformant or bounded above the
-    # claim in most seeded runs (80% at f itself, a little more just beyond)
-    from dpaudit.training.whitebox import analyse, synthetic_observations
+def _wb_template(m=200, steps=40, spe=10, sigma=1.2, q=0.05, claim=1.0, seed=0):
+    from dpaudit.core.whitebox import synthetic_observations
 
-    hits = 0
-    for seed in range(10):
-        w = synthetic_observations(200, 60, 20, 1.2, 0.05, seed=seed, noise_factor=f - 0.03, claimed_epsilon=1.0)
-        r = analyse(w, confidence=0.99, seed=seed, empirical=False)
-        hits += (not r.conformant) or max(r.epsilon_lb_one_run, r.epsilon_lb_cp) > 1.0
-    assert hits >= 7
+    return synthetic_observations(m, steps, spe, sigma, q, seed=seed, claimed_epsilon=claim)
+
+
+@pytest.mark.slow  # six white-box analyses (~0.2 s each)
+def test_whitebox_simulated_decision_is_the_audits_verdict():
+    # the power simulation's decision on a simulated run is exactly what the audit decides on those observations:
+    # analyse's result read by the verdict rule (nonconformant, or a valid white-box bound above the claim)
+    from dpaudit.core.whitebox import analyse
+    from dpaudit.schema import Status, verdict_status
+
+    seen = set()
+    for claim, factor in ((50.0, 1.0), (0.02, 1.0), (50.0, 0.6)):
+        tpl = _wb_template(sigma=0.6, q=0.2, claim=claim)
+        decide = P.whitebox_simulator(tpl, confidence=0.95, analysis_seed=11, seed=3)
+        for i in range(1):
+            w = P.simulated_observations(tpl, factor, i, seed=3)
+            r = analyse(w, confidence=0.95, seed=11, empirical=False)
+            best = max(x["epsilon_lb"] for x in r.routes if x["valid"])
+            status = verdict_status(claimed=claim, best=best, detectable=None, nonconformant=not r.conformant)
+            refuted = status in (Status.VIOLATION, Status.NONCONFORMANT)
+            assert decide(factor, i) == P.whitebox_detected(r) == refuted, (claim, factor, i, status)
+            seen.add(status)
+    # every branch of the rule was exercised: not refuted, refuted by a bound, refuted by conformance
+    assert {Status.VIOLATION, Status.NONCONFORMANT} <= seen and (seen - {Status.VIOLATION, Status.NONCONFORMANT})
+
+
+def test_whitebox_simulated_observations_are_the_claimed_mechanism_at_the_runs_shapes():
+    tpl = _wb_template(m=1000, steps=60, spe=12, sigma=1.5, q=0.1)
+    a = P.simulated_observations(tpl, 0.8, 5, seed=2)
+    b = P.simulated_observations(tpl, 0.9, 5, seed=2)
+    c = P.simulated_observations(tpl, 0.8, 6, seed=2)
+    # the run's own canaries, coins, steps and epochs
+    assert a.obs.shape == tpl.obs.shape and np.array_equal(a.coins, tpl.coins)
+    assert np.array_equal(a.epoch_of_step, tpl.epoch_of_step) and a.n_param_updates == a.steps_accounted == 60
+    assert (a.noise_multiplier, a.sample_rate, a.claimed_epsilon) == (1.5, 0.1, 1.0)
+    # excluded canaries: noise of std f σ C only; included: mean q C (bounds at 5 standard errors)
+    out = a.obs[:, ~a.coins]
+    assert np.std(out) == pytest.approx(0.8 * 1.5, rel=0.02) and abs(np.mean(out)) < 0.035
+    assert np.mean(a.obs[:, a.coins]) == pytest.approx(0.1, abs=0.045)
+    # common random numbers: the same run at two factors differs only by the noise's scale; another run differs
+    drawn = np.rint(a.obs - (a.obs - b.obs) / (0.8 - 0.9) * 0.8)  # obs = drawn + f z  ->  drawn
+    assert set(np.unique(drawn)) <= {0.0, 1.0} and not np.any(drawn[:, ~a.coins])
+    assert not np.allclose(a.obs, c.obs)
+    # the final-model view is the SGD sum of the observations
+    assert np.allclose(a.final_view_scores(), a.step_weights() @ a.obs)
+
+
+def test_whitebox_power_grid_search_finds_the_weakest_detected_factor():
+    # a known detection curve (every run detected below f = f_true, none above) through the real search, from
+    # either side of the anchor: the factor returned is the grid point closest to 1 below f_true
+    for f_true, g0 in ((0.9, 0.05), (0.97, 0.05), (0.99, 0.05), (0.7, 0.05)):
+        k, runs = P.grid_search(lambda f, i, t=f_true: f < t, g0, n_sims=10)
+        assert 1 - g0 * P.WB_GRID ** k < f_true <= 1 - g0 * P.WB_GRID ** (k - 1), (f_true, k, runs)
+        assert (k - 1) in runs and sum(runs[k - 1]) == 0  # the next factor toward the claimed noise was tried
+        assert len(runs[k]) == 10 and sum(runs[k]) == 10  # the reported one has all its runs
+        # a factor that cannot reach 80% is abandoned early: 3 misses of 10 decide it
+        assert all(len(r) == 3 for r in runs.values() if sum(r) == 0)
+    # an anchor far from the curve: the search stops after WB_MAX_POINTS factors, on the safe side (a factor
+    # that was detected, further from 1 than the curve's)
+    k, runs = P.grid_search(lambda f, i: f < 0.999, 0.2, n_sims=10)
+    assert len(runs) == P.WB_MAX_POINTS and 1 - 0.2 * P.WB_GRID ** k < 0.999 and sum(runs[k]) == 10
+    # no factor up to 95% less noise detected: None
+    k, runs = P.grid_search(lambda f, i: False, 0.01, n_sims=10)
+    assert k is None and len(runs) <= P.WB_MAX_POINTS
+    # a rate of 70% is not 80%: a factor detected in 7 of 10 runs is never reported
+    k, runs = P.grid_search(lambda f, i: i % 10 < 7 if f > 0.8 else True, 0.05, n_sims=10)
+    assert 1 - 0.05 * P.WB_GRID ** k <= 0.8
+
+
+@pytest.mark.slow  # white-box analyses of simulated runs: several seconds
+def test_whitebox_route_detects_less_noise_and_the_rate_holds_on_fresh_runs():
+    # the audit's own analysis on simulated runs: it catches σ × f for f a little below 1, and the ε of that
+    # mechanism (a stand-in accountant, monotone in σ) is what is stated
+    from dpaudit.core.whitebox import analyse
+
+    tpl = _wb_template(m=300, steps=60, spe=20, sigma=1.2, q=0.05)
+    out = P.whitebox_detectable(tpl, confidence=0.99, analysis_seed=7, seed=1, n_sims=20,
+                                epsilon_of_sigma=lambda s: 1.2 / s)
+    f, pw = out["detectable_noise_factor"], out["detectable_power"]
+    assert 0.8 < f < 1.0 and out["detectable_epsilon"] == pytest.approx(1.2 / (1.2 * f))
+    assert pw["rate"] >= 0.8 and pw["rate_ci"][0] <= pw["rate"] <= pw["rate_ci"][1] and not pw["null_detected"]
+    # the next grid factor toward the claimed noise fell short (the f stated is the weakest the grid reached)
+    weaker = [x for x in pw["points"] if x["noise_factor"] > f]
+    assert weaker and all(x["detected"] < 0.8 * x["n"] for x in weaker)
+    # checked on fresh runs (another seed): analyse at σ × f refutes in most; at the claimed noise in almost none
+    hits = sum(P.whitebox_detected(analyse(P.simulated_observations(tpl, f, i, seed=99), confidence=0.99, seed=7,
+                                           empirical=False)) for i in range(20))
+    null = sum(P.whitebox_detected(analyse(P.simulated_observations(tpl, 1.0, i, seed=99), confidence=0.99, seed=7,
+                                           empirical=False)) for i in range(20))
+    assert hits >= 13 and null <= 2
+    # more excluded canaries, more power: a factor closer to 1 is detected
+    big = P.whitebox_detectable(_wb_template(m=1200, steps=60, spe=20, sigma=1.2, q=0.05), confidence=0.99,
+                                analysis_seed=7, seed=1, n_sims=20, epsilon_of_sigma=lambda s: 1.2 / s)
+    assert f < big["detectable_noise_factor"] < 1.0
 
 
 def _signals(rng, mu, m=600, n_pool=800, refs=2):
@@ -240,5 +319,12 @@ def test_whitebox_power_text_states_its_factor():
 
     t = whitebox_power({"detectable_noise_factor": 0.9, "detectable_epsilon": 1.23})
     assert "σ × 0.900" in t and "10.0% less" in t and "1.23" in t
+    # with the simulation's record: the rate, its interval, the number of simulated audits and the seed
+    pw = {"n_sims": 30, "seed": 5, "analysis_seed": 1, "grid": 1.5, "power": 0.8, "n_tests": 13,
+          "null_detected": False, "points": [{"noise_factor": 0.9, "detected": 27, "n": 30}], "rate": 0.9,
+          "rate_ci": list(P.binomial_ci(27, 30))}
+    t = whitebox_power({"detectable_noise_factor": 0.9, "detectable_epsilon": 1.23, "detectable_power": pw})
+    assert "σ × 0.900" in t and "1.23" in t and "90% of 30 simulated audits" in t and "seed 5" in t
+    assert "(95% CI 73–98%" in t and "13 conformance tests" in t
     assert whitebox_power({"detectable_noise_factor": None, "detectable_epsilon": math.inf}).startswith("no noise")
     assert whitebox_power({}) == "power not measured"

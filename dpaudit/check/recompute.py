@@ -76,7 +76,7 @@ from dpaudit.core.bounds import (
     whitebox_need,
 )
 from dpaudit.core.plan import bound_confidence, run_confidence
-from dpaudit.core.power import POWER_METHOD, detectable_epsilon_cp, detectable_epsilon_one_run
+from dpaudit.core.power import POWER_METHOD, binomial_ci, detectable_epsilon_cp, detectable_epsilon_one_run
 from dpaudit.core.whitebox_stats import (
     BROKEN,
     PER_STEP_SELECTION,
@@ -482,7 +482,7 @@ _WB_KEYS = {"m": "int", "included": "int", "steps": "int", "confidence": "num", 
             **{k: t for r in WHITEBOX_ROUTES for k, t in r.keys.items()}}
 # Written by an audit that measured the route's power (dpaudit.core.power.whitebox_detectable); a probe report
 # (dpaudit whitebox) leaves them out: its power is not measured.
-_WB_OPTIONAL = {"detectable_epsilon": "num?", "detectable_noise_factor": "num?",
+_WB_OPTIONAL = {"detectable_epsilon": "num?", "detectable_noise_factor": "num?", "detectable_power": "dict",
                 # the full analysis's route list and what follows from it (checked by _check_route_list)
                 "best_route": "str", "epsilon_lb_best": "num", "epsilon_lb_per_step": "num", "broken": "list",
                 "routes": "list", "routes_text": "str"}
@@ -729,6 +729,39 @@ def _check_detectable(where: str, det, claimed: float | None) -> None:
                    f"(or inf: not detectable)")
 
 
+_WB_POWER_KEYS = {"n_sims": "int", "seed": "int", "analysis_seed": "int", "grid": "num", "power": "num",
+                  "points": "list", "n_tests": "int", "null_detected": "bool", "rate": "num?", "rate_ci": "list?"}
+
+
+def _check_wb_power(where: str, p: Any, factor: float | None) -> None:
+    """The white-box power simulation's record (dpaudit.core.power.whitebox_detectable): every factor's counts
+    in range, and the reported factor's rate and exact interval recomputed from its counts. The simulation itself
+    (whole analyses of simulated runs, the accountant at σ × f) is not re-run here."""
+    d = _typed_block(where, p, _WB_POWER_KEYS)
+    n = d["n_sims"]
+    if n < 1 or not 0 < d["power"] < 1:
+        raise _bad(f"{where}: n_sims {n} and power {_num(d['power'])} are not a simulation's")
+    pts = []
+    for i, x in enumerate(d["points"]):
+        pt = _typed_block(f"{where}.points[{i}]", x, {"noise_factor": "num", "detected": "int", "n": "int"})
+        if not (0 < pt["noise_factor"] < 1 and 0 <= pt["detected"] <= pt["n"] <= n):
+            raise _bad(f"{where}.points[{i}] is not a factor in (0, 1) with 0 <= detected <= n <= n_sims")
+        pts.append(pt)
+    if factor is None:
+        if d["rate"] is not None or d["rate_ci"] is not None:
+            raise _bad(f"{where}.rate is {_num(d['rate'])} but no factor was detected")
+        return
+    hit = [pt for pt in pts if _close(pt["noise_factor"], factor)]
+    if not hit or hit[0]["n"] != n or hit[0]["detected"] < d["power"] * n - 1e-9:
+        raise _bad(f"{where}: the detectable noise factor {_num(factor)} is not a simulated factor detected in >= "
+                   f"{_num(d['power'])} of its {n} runs")
+    _agree(f"{where}.rate", d["rate"], hit[0]["detected"] / n, "its detected runs / n_sims")
+    lo, hi = binomial_ci(hit[0]["detected"], n)
+    ci = d["rate_ci"] or []
+    if len(ci) != 2 or not (_close(ci[0], lo) and _close(ci[1], hi)):
+        raise _bad(f"{where}.rate_ci is not the exact 95% interval of {hit[0]['detected']} in {n}")
+
+
 def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: float, claimed: float | None,
                     training_gc: Any) -> tuple[list[tuple[str, float, float]], list[str], float | None]:
     """Strict types of the white-box block, its bounds and ceilings recomputed, conformance recomputed from the
@@ -777,6 +810,8 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
     if det is not None and math.isfinite(det) and not (f is not None and 0 < f < 1):
         raise _bad(f"{where}.detectable_noise_factor is {_num(f)}; a detectable ε of {_num(det)} comes from the "
                    f"claimed noise scaled by a factor in (0, 1)")
+    if "detectable_power" in d:
+        _check_wb_power(f"{where}.detectable_power", d["detectable_power"], f)
     # conformance, from the p-values: Bonferroni over the statistical tests (the structural checks a probe adds
     # hold or fail outright, p 1 or 0, and take no share)
     for i, t in enumerate(d["tests"]):

@@ -24,6 +24,7 @@ sigma and q. ``tamper`` factories at the end inject the DP bugs dpaudit's self-t
 """
 from __future__ import annotations
 
+import functools
 import math
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -173,7 +174,25 @@ def llr_scores(obs: np.ndarray, sigma: float, q: float, clip: float) -> np.ndarr
 def simulate_claimed(n: int, steps: int, sigma: float, q: float, clip: float, seed: int,
                      weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Observations of ``n`` included and ``n`` excluded canaries from the claimed mechanism (seeded), as the
-    scores the analysis uses: (llr_in, llr_out), or weighted sums sum_t a_t o_t when ``weights`` is given."""
+    scores the analysis uses: (llr_in, llr_out), or weighted sums sum_t a_t o_t when ``weights`` is given.
+    The LLR scores are memoised (read-only arrays): a pure function of its arguments, and the power simulation
+    (dpaudit.core.power) re-runs the analysis, whose omnibus test asks for the same ones, many times."""
+    if weights is None:
+        return _simulate_claimed_llr(int(n), int(steps), float(sigma), float(q), float(clip), int(seed))
+    return _simulate_claimed(n, steps, sigma, q, clip, seed, np.asarray(weights, np.float64))
+
+
+@functools.lru_cache(maxsize=8)
+def _simulate_claimed_llr(n: int, steps: int, sigma: float, q: float, clip: float,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    s_in, s_out = _simulate_claimed(n, steps, sigma, q, clip, seed, None)
+    s_in.flags.writeable = False
+    s_out.flags.writeable = False
+    return s_in, s_out
+
+
+def _simulate_claimed(n: int, steps: int, sigma: float, q: float, clip: float, seed: int,
+                      weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([int(seed), 0x51A])
     out_scores, in_scores = [], []
     chunk = max(1, 2_000_000 // max(steps, 1))
@@ -190,22 +209,6 @@ def simulate_claimed(n: int, steps: int, sigma: float, q: float, clip: float, se
             in_scores.append(weights @ o_in)
             out_scores.append(weights @ noise_out)
     return np.concatenate(in_scores), np.concatenate(out_scores)
-
-
-def fixed_threshold(sim_in: np.ndarray, sim_out: np.ndarray, n_pos: int, n_neg: int, delta: float,
-                    confidence: float, n_candidates: int = 400) -> float:
-    """The threshold with the largest Clopper-Pearson epsilon bound that the claimed mechanism's EXPECTED counts
-    would give at the audit's sample sizes, from simulated canaries only. The audit's own bounds no longer use it
-    (a threshold tuned to the claim made the bound fall as the run leaked more: issue 22); the power simulation
-    (dpaudit.core.power.whitebox_simulator) still does, as a stated model of what the routes detect."""
-    from dpaudit.core.bounds import cp_eps_array
-
-    cand = np.quantile(np.concatenate([sim_in, sim_out]), np.linspace(0.5, 0.9995, n_candidates))
-    pos, neg = np.sort(sim_in), np.sort(sim_out)
-    tpr = 1.0 - np.searchsorted(pos, cand, side="left") / pos.size
-    fpr = 1.0 - np.searchsorted(neg, cand, side="left") / neg.size
-    eps, _ = cp_eps_array(np.round(tpr * n_pos), n_pos, np.round(fpr * n_neg), n_neg, delta, confidence)
-    return float(cand[int(np.argmax(eps))])
 
 
 def _bounds(scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float, seed: int) -> dict:

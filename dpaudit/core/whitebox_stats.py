@@ -29,6 +29,7 @@ Bound routes (each a dict with ``epsilon_lb``, ``ceiling``, ``confidence``, ``as
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -459,6 +460,7 @@ def per_step_witness_route(x: np.ndarray, coins: np.ndarray, half: np.ndarray, d
             "threshold": thr, "tp": tp, "fp": fp, "tpr_lb": float(lo), "fpr_ub": float(hi)}
 
 
+@functools.lru_cache(maxsize=256)  # pure; every analysis (and each run of the power simulation) asks the same
 def route_canaries_needed(route: str, claimed: float, steps: int, q: float, delta: float, confidence: float,
                           max_canaries: int = 10**7) -> int | None:
     """How many gradient canaries (fair coins, half of them counted) would lift ``route``'s ceiling above

@@ -197,12 +197,25 @@ def confidence_note(report: Report) -> str:
 
 
 def whitebox_power(w: dict) -> str:
-    """The white-box route's measured power in words: the noise factor it detects with 80% probability."""
+    """The white-box route's measured power in words: the noise factor it detects with 80% probability, and,
+    when the audit recorded it (``detectable_power``), that factor's simulated rate with its 95% interval, the
+    number of simulated audits and their seed."""
     f, e = w.get("detectable_noise_factor"), w.get("detectable_epsilon")
+    p = w.get("detectable_power") or {}
     if f is None:
-        return "power not measured" if e is None else "no noise factor simulated is detected with 80% probability"
-    return (f"detects with 80% probability a run adding σ × {fmt(f, 3)} of the claimed noise ({fmt((1 - f) * 100, 1)}% "
-            f"less: true ε {fmt(e, 2)})")
+        if e is None:
+            return "power not measured"
+        return ("no noise factor simulated is detected with 80% probability"
+                + (f" ({len(p['points'])} factors down to σ × {fmt(min(x['noise_factor'] for x in p['points']), 3)}, "
+                   f"{p['n_sims']} simulated audits each, seed {p['seed']})" if p.get("points") else ""))
+    head = (f"a run adding σ × {fmt(f, 3)} of the claimed noise ({fmt((1 - f) * 100, 1)}% less: true ε {fmt(e, 2)})")
+    if p.get("rate") is None:
+        return f"detects with 80% probability {head}"
+    lo, hi = p["rate_ci"]
+    return (f"detects {head} in {fmt(p['rate'] * 100, 0)}% of {p['n_sims']} simulated audits (95% CI "
+            f"{fmt(lo * 100, 0)}–{fmt(hi * 100, 0)}%, seed {p['seed']}): each the claimed mechanism at that noise, "
+            f"at this run's canaries, coins and steps, through this audit's own white-box analysis (its "
+            f"{p['n_tests']} conformance tests and bound routes)")
 
 
 def combined_confidence_note(report: Report) -> str:

@@ -615,8 +615,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
 
     steps_c, q_c, acc = int(res["steps"]), float(res["claimed_q"]), str(res["accountant"])
     res.update(whitebox_detectable(
-        m=m, n_in=n_in, steps=steps_c, sigma=float(res["claimed_sigma"]), q=q_c, clip=float(res["max_grad_norm"]),
-        delta=delta, confidence=per_route, claim=claimed, seed=seed,
+        obs, confidence=per_route, seed=seed, analysis_seed=seed,
         epsilon_of_sigma=lambda s_: opacus_epsilon(q_c, s_, steps_c, delta, acc)))
     bounds = [(f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"]) for r in wr if r["valid"]]
     v = decide_verdict(claimed, bounds, [] if res["conformant"] else list(res["failed"]), delta=delta,

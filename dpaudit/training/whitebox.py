@@ -18,7 +18,6 @@ from dpaudit.core.whitebox import (  # noqa: F401  (re-exported: the training-si
     WhiteBoxObservations,
     WhiteBoxResult,
     conformance_tests,
-    fixed_threshold,
     independence_statistic,
     llr_scores,
     noise_test,
