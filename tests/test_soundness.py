@@ -36,7 +36,7 @@ def test_exact_epsilons_are_right():
 @pytest.mark.parametrize("name,steps,param,q", CASES)
 def test_every_route_stays_below_the_exact_epsilon(name, steps, param, q):
     true_eps = exact_epsilon(name, steps, DELTA, param, q)
-    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0}
+    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0, "fdp_one_run": 0}
     best = []
     for s in SEEDS:
         x, coins = simulate_mechanism(name, 1000, steps, s, param, q)

@@ -263,7 +263,7 @@ def test_bounds_hold_under_the_exact_mechanism():
     kw = {"m": 1000, "steps": 40, "steps_per_epoch": 8, "sigma": 1.2, "q": 0.125, "delta": 1e-5,
           "accountant": "rdp"}
     eps = opacus_epsilon(0.125, 1.2, 40, 1e-5, "rdp")
-    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0}
+    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0, "fdp_one_run": 0}
     cps, best = [], []
     for s in range(20):
         r = analyse(synthetic_observations(**kw, seed=s, claimed_epsilon=eps), seed=s, empirical=False)
