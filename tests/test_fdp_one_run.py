@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import linprog
+from scipy import stats
+from scipy.optimize import brentq, linprog
 from scipy.sparse import coo_matrix
 
 from dpaudit.core.bounds import ceiling_one_run, epsilon_lb_one_run
@@ -19,6 +20,7 @@ from dpaudit.core.fdp_one_run import (
     fdp_one_run_audit,
     fdp_rejects,
 )
+from dpaudit.core.whitebox_stats import exact_epsilon, simulate_mechanism
 
 
 def worst_tail(m: int, k: int, c: int, eps: float, delta: float) -> float:
@@ -100,9 +102,9 @@ def test_against_steinke_at_delta():
     assert epsilon_lb_fdp_one_run(10000, 1000, 990, 1e-5) > epsilon_lb_one_run(10000, 1000, 990, 1e-5)
     f, s = epsilon_lb_fdp_one_run(1000, 500, 400, 1e-5), epsilon_lb_one_run(1000, 500, 400, 1e-5)
     assert 0.99 * s < f < s
-    cf = [ceiling_fdp_one_run(m, 1e-5, 0.95) for m in (1000, 10000, 100000)]
-    cs = [ceiling_one_run(m, 1e-5, 0.95) for m in (1000, 10000, 100000)]
-    assert cf[0] < cf[1] < cf[2] and cf[2] > 9 and cs[2] < cs[1] < 6, (cf, cs)
+    cf = [ceiling_fdp_one_run(m, 1e-5, 0.95) for m in (1000, 10000, 30000, 100000)]
+    cs = [ceiling_one_run(m, 1e-5, 0.95) for m in (1000, 10000, 30000)]
+    assert cf[0] < cf[1] < cf[2] < cf[3] and cf[3] > 9 and cs[2] < cs[1] < 6, (cf, cs)
 
 
 def test_blow_up_and_monotonicity():
@@ -139,3 +141,31 @@ def test_canaries_needed_is_where_the_ceiling_passes():
         assert m is not None and ceiling_fdp_one_run(m, 1e-5, conf) > eps
         assert ceiling_fdp_one_run(int(m * 0.9), 1e-5, conf) <= eps
     assert fdp_canaries_needed(30.0, 1e-5, conf, max_canaries=10**5) is None
+
+
+def _gdp_inverse(eps: float, delta: float):
+    """fbar^-1 of the mu-GDP curve whose delta(eps) is ``delta`` (what jax_privacy's epsilon_one_run_fdp plugs in)."""
+    def gap(mu):
+        return stats.norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * stats.norm.cdf(-eps / mu - mu / 2) - delta
+    mu = brentq(gap, 1e-6, 100.0)
+    return lambda y: float(stats.norm.cdf(stats.norm.ppf(y) - mu))
+
+
+def test_gaussian_curves_are_no_lower_bound_on_randomized_response():
+    """The trap of issue 22: the same recursion with Gaussian (GDP) curves, on one step of randomized response
+    p = 0.9 (exactly ln 9-DP), claims more than the exact epsilon in most seeds; the (eps, delta) curve does not."""
+    true_eps = exact_epsilon("randomized_response", 1, 1e-5, 0.9)
+    tau = 0.05 / 5  # one guess count of five
+    over_gdp = over_ours = 0
+    for s in range(10):
+        x, coins = simulate_mechanism("randomized_response", 1000, 1, 10_000 + s, 0.9)
+        r = fdp_one_run_audit(x[0], coins, 1e-5, 0.95, seed=s)
+        over_ours += r["epsilon_lb"] > true_eps
+        # GDP curves at the exact epsilon (delta as the mechanism's): the GDP version would refute the truth
+        perm = np.random.default_rng(s).permutation(1000)
+        order = perm[np.argsort(-x[0][perm], kind="stable")]
+        correct = np.cumsum(coins[order])
+        inv = _gdp_inverse(true_eps, 1e-5)
+        over_gdp += any(fdp_rejects(1000, k, int(correct[k - 1]), 0.0, 0.0, tau, inverse=inv)
+                        for k in r["candidates_tried"])
+    assert over_gdp >= 8 and over_ours <= 1, (over_gdp, over_ours)

@@ -38,7 +38,7 @@ eps of the recursion is needed). Several guess counts k: Bonferroni (``fdp_one_r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,10 +86,12 @@ def _check(m: int, k: int, c: int) -> tuple[int, int, int]:
     return m, k, c
 
 
-def fdp_rejects(m: int, k: int, c: int, eps: float, delta: float, tau: float) -> bool:
+def fdp_rejects(m: int, k: int, c: int, eps: float, delta: float, tau: float, *,
+                inverse: Callable[[float], float] | None = None) -> bool:
     """True when ``c`` correct out of ``k`` guesses on ``m`` fair-coin canaries has probability < ``tau`` under
     every (eps, delta)-DP mechanism (Mahloujifar et al. 2025, Algorithm 3 with the (eps, delta) curve; the argument
-    in the module docstring).
+    in the module docstring). ``inverse``: another curve's fbar^-1 in place of the (eps, delta) one (then eps and
+    delta are unused), for tests that show what a curve family the mechanism does not satisfy would claim.
 
     Both r and h only grow as the level goes down, so the recursion stops as soon as r + h passes k / m (rejected)
     or h stops moving (nothing changes below: not rejected).
@@ -108,7 +110,8 @@ def fdp_rejects(m: int, k: int, c: int, eps: float, delta: float, tau: float) ->
     for i in range(c - 1, -1, -1):
         if r + h > target:
             return True
-        inv = max((r - delta) * e_neg, one_minus_delta - e_pos * (1.0 - r))
+        inv = (max((r - delta) * e_neg, one_minus_delta - e_pos * (1.0 - r)) if inverse is None
+               else float(inverse(r)))
         if inv <= h:
             break
         r += i / (k - i) * (inv - h)
