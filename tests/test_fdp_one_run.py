@@ -169,3 +169,13 @@ def test_gaussian_curves_are_no_lower_bound_on_randomized_response():
         over_gdp += any(fdp_rejects(1000, k, int(correct[k - 1]), 0.0, 0.0, tau, inverse=inv)
                         for k in r["candidates_tried"])
     assert over_gdp >= 8 and over_ours <= 1, (over_gdp, over_ours)
+
+
+def test_doctests():
+    import doctest
+
+    import dpaudit.core.fdp_one_run as f
+    import dpaudit.core.whitebox_stats as w
+
+    assert doctest.testmod(f).failed == 0 and doctest.testmod(f).attempted >= 6
+    assert doctest.testmod(w).failed == 0
