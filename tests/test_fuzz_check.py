@@ -771,4 +771,12 @@ def test_fresh_audit_with_every_kind_of_evidence_verifies():
                                                        w["routes"][2])], W + r".bounds.routes\[2\].valid is false")
     refused(lambda w: w["bounds"]["routes"][1].update(confidence=w["confidence"]), W + r".bounds.routes\[1\].confidence")
     refused(lambda w: w.update(epsilon_lb_per_step=3.0), W + r".epsilon_lb_per_step is 3")
+    # the f-DP one-run route: its bound from its (m, k, correct), its guess counts the fixed ones
+    refused(lambda w: [r.update(epsilon_lb=r["epsilon_lb"] + 0.5) for r in (w["bounds"]["routes"][3], w["routes"][3])],
+            W + r".bounds.routes\[3\].epsilon_lb")
+    refused(lambda w: [r.update(correct=r["k"] + 1) for r in (w["bounds"]["routes"][3], w["routes"][3])],
+            W + r".bounds.routes\[3\]: \d+ correct of")
+    refused(lambda w: [r.update(candidates_tried=[r["k"]]) for r in (w["bounds"]["routes"][3], w["routes"][3])],
+            W + r".bounds.routes\[3\].candidates_tried")
+    refused(lambda w: w["bounds"]["routes"][3].update(confidence=w["confidence"]), W + r".bounds.routes\[3\].confidence")
     refused(lambda w: w["tests"][-1].update(broken="nothing"), W + r".tests\[\d+\].broken")

@@ -19,9 +19,12 @@ DELTA = 1e-5
 SEEDS = range(20)
 MAX_OVER = int(stats.binom.ppf(0.99, len(SEEDS), 0.05))  # 3 of 20
 # (mechanism, steps, parameter, q): randomized response p = 0.75 (ln 3 a step), Gaussian sigma 2 (mu = 2 over 16
-# steps), Laplace b = 1 (epsilon 1 a step), Poisson-subsampled Gaussian as DP-SGD at claimed epsilon ~8
+# steps), Laplace b = 1 (epsilon 1 a step), Poisson-subsampled Gaussian as DP-SGD at claimed epsilon ~8, and one step
+# of randomized response p = 0.9 (ln 9), where the guess-based routes (one run, f-DP one run) come within ~20% of the
+# exact epsilon and exceed it in ~2-4% of seeds (200-seed benchmark): the case that catches an f-DP curve family
+# that is not valid for the mechanism (Gaussian curves over-report on randomized response)
 CASES = [("randomized_response", 10, 0.75, 1.0), ("gaussian", 16, 2.0, 1.0), ("laplace", 5, 1.0, 1.0),
-         ("subsampled_gaussian", 120, 0.98, 0.1)]
+         ("subsampled_gaussian", 120, 0.98, 0.1), ("randomized_response", 1, 0.9, 1.0)]
 
 
 def test_exact_epsilons_are_right():
@@ -36,7 +39,7 @@ def test_exact_epsilons_are_right():
 @pytest.mark.parametrize("name,steps,param,q", CASES)
 def test_every_route_stays_below_the_exact_epsilon(name, steps, param, q):
     true_eps = exact_epsilon(name, steps, DELTA, param, q)
-    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0}
+    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0, "fdp_one_run": 0}
     best = []
     for s in SEEDS:
         x, coins = simulate_mechanism(name, 1000, steps, s, param, q)

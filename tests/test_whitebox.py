@@ -244,13 +244,16 @@ def test_witness_epsilon_is_the_composed_divergence():
 
 def test_canaries_needed_per_route():
     """The "what would decide" numbers: the one-run route cannot reach epsilon 8 at delta 1e-5 (its 2 m delta
-    term), Clopper-Pearson over canaries needs tens of thousands, the per-step route a handful."""
+    term), Clopper-Pearson over canaries and the f-DP one-run route need tens of thousands, the per-step route a
+    handful."""
     w = synthetic_observations(m=1000, steps=120, steps_per_epoch=10, sigma=0.98, q=0.1, seed=0,
                                claimed_epsilon=8.0)
     need = {x["route"]: x["canaries_needed"] for x in analyse(w, empirical=False).routes}
     assert need["one_run"] is None
     assert 20_000 < need["clopper_pearson"] < 200_000
     assert need["per_step"] is not None and need["per_step"] < 100
+    # the f-DP one-run route has no 2 m delta term: its ceiling passes 8 at a few tens of thousands
+    assert 20_000 < need["fdp_one_run"] < need["clopper_pearson"]
 
 
 @pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
@@ -263,7 +266,7 @@ def test_bounds_hold_under_the_exact_mechanism():
     kw = {"m": 1000, "steps": 40, "steps_per_epoch": 8, "sigma": 1.2, "q": 0.125, "delta": 1e-5,
           "accountant": "rdp"}
     eps = opacus_epsilon(0.125, 1.2, 40, 1e-5, "rdp")
-    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0}
+    over = {"one_run": 0, "clopper_pearson": 0, "per_step": 0, "fdp_one_run": 0}
     cps, best = [], []
     for s in range(20):
         r = analyse(synthetic_observations(**kw, seed=s, claimed_epsilon=eps), seed=s, empirical=False)

@@ -75,13 +75,16 @@ from dpaudit.core.bounds import (
     max_balanced_accuracy,
     whitebox_need,
 )
+from dpaudit.core.fdp_one_run import ceiling_fdp_one_run, epsilon_lb_fdp_one_run
 from dpaudit.core.plan import bound_confidence, run_confidence
 from dpaudit.core.power import POWER_METHOD, binomial_ci, detectable_epsilon_cp, detectable_epsilon_one_run
 from dpaudit.core.whitebox_stats import (
     BROKEN,
+    FDP_LABEL,
     PER_STEP_SELECTION,
     ceiling_per_step,
     cp_rate_bounds,
+    route_share_confidence,
     routes_text,
     witness_epsilon,
 )
@@ -512,10 +515,10 @@ def _wb_bounds(where: str, b: Any, m: int, n_in: int, delta: float, confidence: 
            one_v, "its one_run block")
     if 0 < n_in < m and isinstance(b["cp"], dict) and "route" in b["cp"]:
         # the split-threshold route (dpaudit.core.whitebox_stats.canary_cp_route), at this view's confidence
-        # (the block's own view lists it among its routes, at half of the second share: bounds.routes checks it)
+        # (the block's own view lists it among its routes, at a third of the second share: bounds.routes checks it)
         listed = "valid" in b["cp"]
         cp_v, _ = _split_cp_route(f"{where}.cp", b["cp"], m, delta,
-                                  1.0 - (1.0 - confidence) / 2 if listed else confidence, listed=listed)
+                                  route_share_confidence(confidence) if listed else confidence, listed=listed)
     elif 0 < n_in < m:
         cp = _typed_block(f"{where}.cp", b["cp"], _CP_KEYS)
         cp_v = _cp_value(f"{where}.cp", cp, delta, confidence, n_in, m - n_in)
@@ -629,18 +632,45 @@ def _listed_one_run(where: str, r: Any, ctx: dict) -> tuple[float, float]:
 
 
 def _listed_cp(where: str, r: Any, ctx: dict) -> tuple[float, float]:
-    return _split_cp_route(where, r, ctx["m"], ctx["delta"], ctx["half"], listed=True)
+    return _split_cp_route(where, r, ctx["m"], ctx["delta"], ctx["share"], listed=True)
 
 
 def _listed_per_step(where: str, r: Any, ctx: dict) -> tuple[float, float]:
-    return _per_step_route(where, r, ctx["m"], ctx["steps"], ctx["q"], ctx["delta"], ctx["half"])
+    return _per_step_route(where, r, ctx["m"], ctx["steps"], ctx["q"], ctx["delta"], ctx["share"])
+
+
+_FDP_KEYS = {**_ROUTE_KEYS, **_LISTED, "guess_selection": "str", "k": "int", "correct": "int",
+             "candidates_tried": "list"}
+
+
+def _listed_fdp(where: str, r: Any, ctx: dict) -> tuple[float, float]:
+    """The f-DP one-run route (dpaudit.core.fdp_one_run): its bound recomputed from its (m, k, correct) at its
+    candidate's Bonferroni share of the route's, and its ceiling (every guess right) from m and the number in. The
+    guess counts must be the fixed ones (m/50 .. m/2), so the Bonferroni split is the one the audit used."""
+    d = _typed_block(where, r, _FDP_KEYS)
+    m, n_in, share = ctx["m"], ctx["n_in"], ctx["share"]
+    if d["route"] != "fdp_one_run":
+        raise _bad(f"{where}.route is {d['route'][:40]!r}, not 'fdp_one_run'")
+    _agree(f"{where}.confidence", d["confidence"], share, "the route's share of the plan")
+    fixed = list(dict.fromkeys(max(1, m // q) for q in (50, 20, 10, 5, 2)))
+    if d["candidates_tried"] != fixed:
+        raise _bad(f"{where}.candidates_tried is {d['candidates_tried']!r}, not the fixed guess counts {fixed!r}")
+    if d["k"] not in fixed or not 0 <= d["correct"] <= min(d["k"], n_in):
+        raise _bad(f"{where}: {d['correct']} correct of {d['k']} guesses is not a count of a fixed guess count on "
+                   f"{m} canaries ({n_in} in)")
+    value = epsilon_lb_fdp_one_run(m, d["k"], d["correct"], ctx["delta"], 1.0 - (1.0 - share) / len(fixed))
+    _agree(f"{where}.epsilon_lb", d["epsilon_lb"], value, f"the f-DP one-run test on its ({m}, {d['k']}, "
+                                                          f"{d['correct']})")
+    ceil = max(ceiling_fdp_one_run(m, ctx["delta"], share, n_in=n_in), value)
+    _agree(f"{where}.ceiling", d["ceiling"], ceil, f"every guess right on {m} canaries ({n_in} in)")
+    return value, ceil
 
 
 @dataclass(frozen=True)
 class ListedRoute:
     """One entry of the full analysis's route list (dpaudit.core.whitebox_stats.bound_routes): its name and label,
     how its bound and ceiling are recomputed (``recompute(where, entry, ctx) -> (bound, ceiling)``; ctx holds m,
-    n_in, steps, q, delta, confidence (the first share), half (each half of the second share) and one_run (the
+    n_in, steps, q, delta, confidence (the first share), share (each third of the second share) and one_run (the
     recomputed one-run bound)), and when it counts (``counts(failed tests) -> bool``). A new route (f-DP, say) is
     one more entry of :data:`WHITEBOX_ROUTE_LIST`; the verdict's evidence follows from the table."""
     route: str
@@ -655,13 +685,14 @@ WHITEBOX_ROUTE_LIST: tuple[ListedRoute, ...] = (
     # valid only when every independence test accepts: its argument needs independent steps and canaries
     ListedRoute("per_step", "per-step witness composition", _listed_per_step,
                 lambda failed: not any(n in _INDEPENDENCE_TESTS for n in failed)),
+    ListedRoute("fdp_one_run", FDP_LABEL, _listed_fdp),
 )
 
 
 def _check_route_list(where: str, wb: dict, d: dict, one_v: float, failed: list[str]
                       ) -> list[tuple[str, float, float]]:
     """The full analysis's route list (bounds.routes, one entry per :data:`WHITEBOX_ROUTE_LIST` route, in order),
-    each recomputed at its share (one run at the block's confidence, the others at half of the other share each),
+    each recomputed at its share (one run at the block's confidence, the others at a third of the other share each),
     each counted exactly when its rule says, and the best counted route, the per-step bound, the rejections' words
     and the routes' sentence that follow. Returns the verdict's white-box evidence: (source, bound, ceiling) of
     every counted route."""
@@ -673,7 +704,7 @@ def _check_route_list(where: str, wb: dict, d: dict, one_v: float, failed: list[
         raise _bad(f"{rw} must list the routes {', '.join(r.route for r in WHITEBOX_ROUTE_LIST)}, in that order")
     conf = d["confidence"]
     ctx = {"m": d["m"], "n_in": d["included"], "steps": d["steps"], "q": d["claimed_q"], "delta": d["delta"],
-           "confidence": conf, "half": 1.0 - (1.0 - conf) / 2, "one_run": one_v}
+           "confidence": conf, "share": route_share_confidence(conf), "one_run": one_v}
     evidence, values = [], {}
     for i, spec in enumerate(WHITEBOX_ROUTE_LIST):
         r = routes[i]

@@ -508,12 +508,12 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
             epsilon_of=None) -> WhiteBoxResult:
     """The white-box audit of one DP training run's canary observations.
 
-    (a) epsilon lower bounds, three routes. ``confidence`` is the confidence of each of TWO shares of alpha
+    (a) epsilon lower bounds, four routes. ``confidence`` is the confidence of each of TWO shares of alpha
     (as before: a one-run share and a Clopper-Pearson share; a caller that gives the white-box bounds two
     Bonferroni shares at ``confidence`` each keeps its correction). The one-run route takes the first share
-    whole; the second is split equally between the Clopper-Pearson and the per-step routes (each at
-    1 - (1 - confidence) / 2). Every route reports its ceiling at its own confidence, so the best of the three
-    holds at 2 confidence - 1 whatever their dependence.
+    whole; the second is split equally between the Clopper-Pearson, the per-step and the f-DP one-run routes
+    (each at 1 - (1 - confidence) / 3, ``whitebox_stats.route_share_confidence``). Every route reports its ceiling
+    at its own confidence, so the best of the four holds at 2 confidence - 1 whatever their dependence.
 
     * one run (Steinke, Nasr & Jagielski 2023, ``one_run_audit``) on the per-canary log-likelihood-ratio scores
       under the claimed sigma and q (``llr_scores``): holds for any (epsilon, delta)-DP training whatever the
@@ -528,7 +528,10 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
     * per-step witness composition (``whitebox_stats.per_step_witness_route``, the argument in its docstring):
       pools the per-step observations, so it sees m x T trials instead of m; valid when a canary's observations
       are independent across steps and canaries, so it counts (``valid``) only when every independence test
-      (``INDEPENDENCE_TESTS``) accepts.
+      (``INDEPENDENCE_TESTS``) accepts;
+    * f-DP one run (Mahloujifar, Melis & Chaudhuri 2025, ``dpaudit.core.fdp_one_run``, the argument in its
+      docstring) on the one-run route's guesses, with the (epsilon, delta) trade-off curve: like the one-run route
+      it assumes nothing beyond the fair coins, and it has no 2 m delta term, so its ceiling keeps growing with m.
 
     ``best_route`` names the largest valid bound, ``epsilon_lb_best`` is it. Each route also says how many
     gradient canaries would lift its ceiling above the claimed epsilon (``canaries_needed``). The final-model

@@ -23,7 +23,9 @@ Conformance tests (each returns ``(statistic, p_value)``; the caller Bonferroni-
 Bound routes (each a dict with ``epsilon_lb``, ``ceiling``, ``confidence``, ``assumption``):
 
 * ``canary_cp_route``: Clopper-Pearson over canaries, threshold chosen on a random half of the canaries;
-* ``per_step_witness_route``: per-step witness composition (argument in its docstring).
+* ``per_step_witness_route``: per-step witness composition (argument in its docstring);
+* ``fdp_one_run_route``: the one-run f-DP audit (Mahloujifar, Melis & Chaudhuri 2025) with the (epsilon, delta)
+  trade-off curve, on the one-run route's guesses (argument in dpaudit/core/fdp_one_run.py).
 
 ``route_canaries_needed`` says per route how many canaries would lift its ceiling above a claim.
 """
@@ -37,6 +39,7 @@ from scipy import stats
 
 __all__ = [
     "BROKEN",
+    "FDP_LABEL",
     "MECHANISMS",
     "bound_routes",
     "canary_cp_route",
@@ -46,12 +49,15 @@ __all__ = [
     "draw_dispersion_test",
     "epoch_repeat_test",
     "exact_epsilon",
+    "fdp_one_run_route",
     "noise_gaussian_test",
     "noise_step_independence_test",
     "noise_tails_test",
     "omnibus_test",
     "per_step_witness_route",
     "random_half",
+    "route_share_confidence",
+    "SECOND_SHARE_ROUTES",
     "route_canaries_needed",
     "routes_text",
     "simulate_mechanism",
@@ -468,13 +474,17 @@ def route_canaries_needed(route: str, claimed: float, steps: int, q: float, delt
 
     one_run: ``dpaudit.core.bounds.canaries_needed`` (its 2 m delta term caps it); clopper_pearson: the second half
     must hold ``records_needed`` per class, so m = 4 x that; per_step: smallest m (to within 2 %) whose noise-free
-    ceiling (on the counted three quarters) passes the claim."""
+    ceiling (on the counted three quarters) passes the claim; fdp_one_run: ``fdp_canaries_needed`` (every guess
+    right, all m canaries counted: its ceiling grows with m, with no 2 m delta term)."""
     from dpaudit.core.bounds import canaries_needed, records_needed
+    from dpaudit.core.fdp_one_run import fdp_canaries_needed
 
     if not math.isfinite(claimed):
         return None
     if route == "one_run":
         return canaries_needed(claimed, delta, confidence, max_canaries=min(max_canaries, 100_000))
+    if route == "fdp_one_run":
+        return fdp_canaries_needed(claimed, delta, confidence, max_canaries=max_canaries)
     if route == "clopper_pearson":
         n = records_needed(claimed, delta, confidence, max_records=max_canaries // 4 + 1)
         return None if n is None else 4 * n
@@ -497,14 +507,50 @@ def route_canaries_needed(route: str, claimed: float, steps: int, q: float, delt
     return hi
 
 
+SECOND_SHARE_ROUTES = ("clopper_pearson", "per_step", "fdp_one_run")  # the routes that split the second share
+
+
+def route_share_confidence(confidence: float) -> float:
+    """The confidence of each route that splits the second white-box share of alpha (``SECOND_SHARE_ROUTES``, equal
+    parts fixed before any data): 1 - (1 - confidence) / 3.
+
+    >>> round(route_share_confidence(0.95), 6)
+    0.983333
+    """
+    return 1.0 - (1.0 - float(confidence)) / len(SECOND_SHARE_ROUTES)
+
+
+FDP_LABEL = "f-DP one run (Mahloujifar et al. 2025), (ε, δ) curve"
+
+
+def fdp_one_run_route(scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float, seed: int = 0) -> dict:
+    """The one-run f-DP route (``dpaudit.core.fdp_one_run``, the argument in its docstring): the one-run route's
+    guesses ("in" for the k highest scores; the same seeded tie-break), P[>= c correct] bounded through the
+    (epsilon, delta) trade-off curve, which every (epsilon, delta)-DP run satisfies. No assumption beyond the fair
+    coins. The guess count is not tuned on the scores: Bonferroni over ``one_run_audit``'s fixed candidates
+    (m/50 .. m/2). Ceiling: every guess right (``ceiling_fdp_one_run``, at the observed number included)."""
+    from dpaudit.core.fdp_one_run import ceiling_fdp_one_run, fdp_one_run_audit
+
+    y = np.asarray(coins, bool)
+    res = fdp_one_run_audit(scores, y, delta, confidence, seed=seed)
+    return {"route": "fdp_one_run", "label": FDP_LABEL, "confidence": float(confidence),
+            "assumption": "none beyond fair-coin inclusion ((ε, δ)-DP is exactly f-DP with the (ε, δ) trade-off "
+                          "curve)",
+            "guess_selection": "Bonferroni over the fixed guess counts m/50, m/20, m/10, m/5, m/2",
+            "epsilon_lb": res["epsilon_lb"], "k": res["k"], "correct": res["correct"],
+            "candidates_tried": res["candidates_tried"],
+            "ceiling": max(ceiling_fdp_one_run(y.size, delta, confidence, n_in=int(y.sum())), res["epsilon_lb"])}
+
+
 def bound_routes(x: np.ndarray, scores: np.ndarray, coins: np.ndarray, delta: float, confidence: float,
                  seed: int = 0, *, q: float, independent: bool = True, claimed: float = float("nan"),
                  one_run: dict | None = None) -> list[dict]:
-    """The three bound routes on per-step observations ``x`` [T, m] (units of C) and per-canary ``scores``:
-    one run at ``confidence`` (one share of alpha), and Clopper-Pearson over canaries and per-step witness
-    composition at 1 - (1 - confidence) / 2 each (the other share, split). Each has its ceiling at its own
-    confidence, ``valid`` (the per-step route only when ``independent``: every independence test accepted) and
-    ``canaries_needed`` to pass ``claimed``. ``q``: the claimed sampling rate (the per-step ceiling's)."""
+    """The four bound routes on per-step observations ``x`` [T, m] (units of C) and per-canary ``scores``:
+    one run at ``confidence`` (one share of alpha), and Clopper-Pearson over canaries, per-step witness
+    composition and the f-DP one-run route at ``route_share_confidence(confidence)`` each (the other share, split
+    in three). Each has its ceiling at its own confidence, ``valid`` (the per-step route only when ``independent``:
+    every independence test accepted) and ``canaries_needed`` to pass ``claimed``. ``q``: the claimed sampling
+    rate (the per-step ceiling's). The order is fixed: one_run, clopper_pearson, per_step, fdp_one_run."""
     from dpaudit.core.bounds import ceiling_one_run, one_run_audit
 
     y = np.asarray(coins, bool)
@@ -512,17 +558,18 @@ def bound_routes(x: np.ndarray, scores: np.ndarray, coins: np.ndarray, delta: fl
     steps = np.asarray(x).shape[0]
     if one_run is None:
         one_run = one_run_audit(scores, y, delta, confidence, seed=seed).to_dict()
-    half_conf = 1.0 - (1.0 - confidence) / 2
+    share = route_share_confidence(confidence)
     one = {"route": "one_run", "label": "one run (Steinke, Nasr & Jagielski 2023)", "confidence": confidence,
            "assumption": "none beyond fair-coin inclusion", "epsilon_lb": float(one_run["epsilon_lb"]),
            "ceiling": ceiling_one_run(m, delta, confidence, n_in=n_in), "valid": True}
-    cp = canary_cp_route(scores, y, random_half(m, seed), delta, half_conf)
-    ps = per_step_witness_route(x, y, random_half(m, seed, PER_STEP_SELECTION), delta, half_conf, q)
-    cp["valid"] = True
+    cp = canary_cp_route(scores, y, random_half(m, seed), delta, share)
+    ps = per_step_witness_route(x, y, random_half(m, seed, PER_STEP_SELECTION), delta, share, q)
+    fdp = fdp_one_run_route(scores, y, delta, share, seed)
+    cp["valid"] = fdp["valid"] = True
     ps["valid"] = bool(independent)
     if not independent:
         ps["why_not_counted"] = "an independence test rejected, so the per-step argument does not hold"
-    out = [one, cp, ps]
+    out = [one, cp, ps, fdp]
     for r in out:
         r["canaries_needed"] = route_canaries_needed(r["route"], claimed, steps, q, delta, r["confidence"])
     return out
