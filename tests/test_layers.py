@@ -87,6 +87,7 @@ def test_the_torch_free_layers_load_without_torch():
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 
+@pytest.mark.slow  # the subprocess loads torch through the registries (about 4 s)
 def test_facade_names_resolve_lazily():
     """Every name the façade exports resolves, and importing the package loads neither numpy nor torch (the
     names load on first use)."""
