@@ -151,7 +151,8 @@ def coordinate_independence_test(x: np.ndarray, center: bool = False) -> tuple[f
     independent (projections on orthogonal subspaces), so F ~ F(T, T(n-1)) exactly; two-sided p. One noise value
     shared across the tensor gives R = 0 (F infinite). With ``center`` (the included canaries: draws plus noise)
     the values are centred on their overall mean first; the test then holds by the CLT on S_t (iid draws across
-    canaries) and catches draws correlated across canaries."""
+    canaries) and catches draws correlated across canaries. Centring makes the S_t sum to 0, so the numerator
+    has T - 1 degrees of freedom and R keeps T (n - 1): F(T - 1, T (n - 1))."""
     v = np.asarray(x, np.float64)
     t, n = v.shape
     if t == 0 or n < 2:
@@ -161,9 +162,11 @@ def coordinate_independence_test(x: np.ndarray, center: bool = False) -> tuple[f
     s2 = np.square(v.sum(axis=1)) / n
     total = float(np.sum(v * v))
     resid = total - float(s2.sum())
-    d1, d2 = t, t * (n - 1) - (1 if center else 0)
+    d1, d2 = (t - 1 if center else t), t * (n - 1)
     if resid <= 1e-12 * max(total, 1e-300):
         return float("inf"), 0.0
+    if d1 == 0:  # one step, centred: nothing left between steps
+        return 0.0, 1.0
     f = (float(s2.sum()) / d1) / (resid / d2)
     return f, _two_sided_f(f, d1, d2)
 
@@ -209,10 +212,11 @@ def draw_dispersion_test(x_in: np.ndarray) -> tuple[float, float]:
     """Each included canary's number of draws against Binomial(T, q): dispersion F-test of the per-canary sums.
 
     With a = x - mean, X_j = sum_t a[t, j]. Under Poisson sampling X_j is a centred Binomial(T, q) plus
-    N(0, T sigma^2), so Var(X_j) = T Var(a) with no cross-step covariance; F = (sum_j X_j^2 / (T n)) /
-    (R / (n (T - 1))), R the within-canary sum of squares, is approximately F(n, n(T - 1)) (exact for Gaussian
-    values, by the CLT otherwise). Draws correlated across steps (the same batches every epoch: X_j = E K_j with
-    K_j ~ Binomial(T / E, q)) inflate it; draws more regular than Poisson (once an epoch) deflate it."""
+    N(0, T sigma^2), so Var(X_j) = T Var(a) with no cross-step covariance; F = (sum_j X_j^2 / (T (n - 1))) /
+    (R / (n (T - 1))), R the within-canary sum of squares, is approximately F(n - 1, n(T - 1)) (exact for
+    Gaussian values, by the CLT otherwise; centring on the overall mean makes the X_j sum to 0, hence n - 1).
+    Draws correlated across steps (the same batches every epoch: X_j = E K_j with K_j ~ Binomial(T / E, q))
+    inflate it; draws more regular than Poisson (once an epoch) deflate it."""
     x = np.asarray(x_in, np.float64)
     t, n = x.shape
     if t < 2 or n < 2:
@@ -221,7 +225,7 @@ def draw_dispersion_test(x_in: np.ndarray) -> tuple[float, float]:
     s2 = np.square(a.sum(axis=0)) / t
     total = float(np.sum(a * a))
     resid = total - float(s2.sum())
-    d1, d2 = n, n * (t - 1) - 1
+    d1, d2 = n - 1, n * (t - 1)
     if resid <= 1e-12 * max(total, 1e-300):
         return float("inf"), 0.0
     f = (float(s2.sum()) / d1) / (resid / d2)
