@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 __all__ = [
     "BROKEN",
@@ -102,14 +102,21 @@ def noise_gaussian_test(x_out: np.ndarray) -> tuple[float, float]:
     >>> noise_gaussian_test(rng.uniform(-1, 1, (50, 200)))[1] < 1e-6
     True
     """
-    x = np.asarray(x_out, np.float64).ravel()
-    if x.size < 20:
+    x = np.sort(np.asarray(x_out, np.float64), axis=None)  # one sorted copy, flattened
+    n = x.size
+    if n < 20:
         return 0.0, 1.0
-    s = math.sqrt(float(np.mean(x * x)))
+    s = math.sqrt(float(np.dot(x, x)) / n)
     if s == 0:
         return float("inf"), 0.0
-    r = stats.kstest(x / s, "norm")
-    return float(r.statistic), float(r.pvalue)
+    # scipy's kstest(x / s, "norm") (D = max(D+, D-), exact Kolmogorov p-value) in blocks of 1M values: on m =
+    # 10,000 canaries over 3,000 steps it held six 120 MB arrays at once, the analysis's peak memory
+    d = 0.0
+    for i in range(0, n, 1 << 20):
+        c = special.ndtr(x[i:i + (1 << 20)] / s)
+        k = np.arange(i, i + c.size, dtype=np.float64)
+        d = max(d, float(np.max((k + 1.0) / n - c)), float(np.max(c - k / n)))
+    return d, float(np.clip(stats.kstwo.sf(d, n), 0.0, 1.0))
 
 
 def noise_tails_test(x_out: np.ndarray) -> tuple[float, float]:
