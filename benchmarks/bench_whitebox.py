@@ -8,6 +8,8 @@ Parts (each prints a table; the run ends with ONE JSON line):
   DP bug, the share of seeds in which the verdict is not "consistent with the claim" (nonconformant, or a bound
   above the claim), at claimed epsilon 1 and 8, beside the true epsilon of what ran; false alarms over the
   correct runs; for the repeated-batches bug at epsilon 1, the smallest M that reaches 95%;
+* ``null`` (only when asked): exact DP-SGD observations, ``--null-seeds`` per claim: the share flagged nonconformant
+  (Clopper-Pearson interval) and each conformance test's rejection rate at its Bonferroni share, 0.05 and 0.2;
 * ``bounds``: the best rigorous white-box bound at M = 1,000 and 10,000 against the claim, per route;
 * ``monotone``: the median best bound as the noise goes x1.0 -> x0.9 -> x0.5 (it must not fall);
 * ``soundness``: each bound route on mechanisms with exact epsilon (randomized response, Gaussian, Laplace,
@@ -19,6 +21,7 @@ Parts (each prints a table; the run ends with ONE JSON line):
     python benchmarks/bench_whitebox.py                       # synthetic parts, 10 seeds (40 correct runs)
     python benchmarks/bench_whitebox.py --quick               # smoke: 3 seeds, fewer soundness seeds
     python benchmarks/bench_whitebox.py --parts soundness --soundness-seeds 200
+    python benchmarks/bench_whitebox.py --parts null --null-seeds 600 --threads 1
     python benchmarks/bench_whitebox.py --parts train --train --train-scale small --train-seeds 3
 """
 from __future__ import annotations
@@ -113,6 +116,38 @@ def part_detection(sigmas: dict, m: int, seeds: int, correct_seeds: int, out: di
     print(table(["claimed eps", "bug", "true eps of what ran", "verdict not 'consistent'", "tests that rejected"],
                 rows))
     out["detection"] = cases
+
+
+def part_null(sigmas: dict, m: int, seeds: int, out: dict) -> None:
+    """Exact DP-SGD observations (no bug): the share of seeds flagged nonconformant (any test at its Bonferroni
+    share), and each test's rejection rate at its share, at 0.05 and at 0.2 with a KS test of its p-values against
+    Uniform(0, 1) (a calibrated test rejects at about each level; ``steps`` is exact: p is 1)."""
+    rows, cases = [], []
+    for eps, sigma in sigmas.items():
+        ps: dict[str, list] = {}
+        for s in range(seeds):
+            w = synthetic_observations(m, T, SPE, sigma, Q, seed=s, claimed_epsilon=eps)
+            for t in conformance_tests(w.obs, w.coins, w.epoch_of_step, sigma, Q, 1.0, T, T, 0.95, s):
+                ps.setdefault(t["name"], []).append(t["p_value"])
+        share = 0.05 / len(ps)
+        p = {k: np.asarray(v) for k, v in ps.items()}
+        flagged = int((np.array(list(p.values())) <= share).any(axis=0).sum())
+        lo, hi = wilson(flagged, seeds)
+        per = {}
+        for k, v in p.items():
+            r = int(np.sum(v <= share))
+            per[k] = {"at_share": r, "at_share_ci": list(wilson(r, seeds)), "at_0.05": float(np.mean(v <= 0.05)),
+                      "at_0.2": float(np.mean(v <= 0.2)), "ks_uniform_p": float(stats.kstest(v, "uniform").pvalue)}
+            rows.append([f"{eps:g}", k, f"{r}/{seeds}", f"{np.mean(v <= 0.05):.3f}", f"{np.mean(v <= 0.2):.3f}",
+                         f"{per[k]['ks_uniform_p']:.2g}"])
+        rows.append([f"{eps:g}", "ANY (flagged nonconformant)",
+                     f"{flagged}/{seeds} ({100 * flagged / seeds:.1f}%, CI {100 * lo:.1f}-{100 * hi:.1f}%)", "", "", ""])
+        cases.append({"epsilon": eps, "seeds": seeds, "m": m, "share": share, "flagged": flagged,
+                      "rate": flagged / seeds, "rate_ci": [lo, hi], "tests": per})
+        print(rows[-1], flush=True)
+    print(table(["claimed eps", "test (exact DP-SGD)", "rejected at alpha/13", "at 0.05", "at 0.2",
+                 "KS p (p-values ~U)"], rows))
+    out["null"] = cases
 
 
 def part_min_m(sigma: float, eps: float, seeds: int, grid: tuple, out: dict) -> None:
@@ -250,11 +285,12 @@ def part_train(scale: str, seeds: int, eps_list: tuple, out: dict, mode: str = "
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="detection,bounds,monotone,soundness",
-                    help="comma-separated: detection, bounds, monotone, soundness, train")
+                    help="comma-separated: detection, null, bounds, monotone, soundness, train")
     ap.add_argument("--seeds", type=int, default=10, help="seeds per bug and claim (default 10)")
     ap.add_argument("--correct-seeds", type=int, default=40, help="correct runs per claim for false alarms")
     ap.add_argument("--m", type=int, default=1000, help="gradient canaries in the detection part (default 1000)")
     ap.add_argument("--soundness-seeds", type=int, default=200)
+    ap.add_argument("--null-seeds", type=int, default=300, help="exact runs per claim in the null part (300)")
     ap.add_argument("--big-m-seeds", type=int, default=10, help="seeds at M = 10,000 in the bounds part")
     ap.add_argument("--train", action="store_true", help="allow the real-training part (slow)")
     ap.add_argument("--train-scale", choices=("small", "default"), default="small")
@@ -268,7 +304,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
     threads = set_threads(args.threads)
     if args.quick:
-        args.seeds, args.correct_seeds, args.soundness_seeds, args.big_m_seeds = 3, 10, 40, 3
+        args.seeds, args.correct_seeds, args.soundness_seeds, args.big_m_seeds, args.null_seeds = 3, 10, 40, 3, 20
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     sigmas = {1.0: calibrate_sigma(1.0), 8.0: calibrate_sigma(8.0)}
     print(f"T = {T} steps ({EPOCHS} epochs x {SPE}), q = {Q:.4f}, delta = {DELTA:g}; sigma (PRV) "
@@ -278,6 +314,8 @@ def main() -> None:
     if "detection" in parts:
         part_detection(sigmas, args.m, args.seeds, args.correct_seeds, out)
         part_min_m(sigmas[1.0], 1.0, args.seeds, (2000, 4000, 8000, 16000, 32000), out)
+    if "null" in parts:
+        part_null(sigmas, args.m, args.null_seeds, out)
     if "bounds" in parts:
         part_bounds(sigmas, (1000, 10000), {1000: args.seeds, 10000: args.big_m_seeds}, out)
     if "monotone" in parts:

@@ -164,7 +164,7 @@ def _first_line(exc: BaseException) -> str:
 
 def gradient_canary_bytes(cfg) -> int:
     """Peak memory the white-box gradient canaries of one DP model need, estimated from the configuration
-    (``dpaudit.training.train``): one float64 observation row of M values per noisy step, kept and then stacked (twice),
+    (``dpaudit.training.train``): one float32 observation row of M values per noisy step, kept and then stacked (twice),
     plus the per-batch canary inputs and their per-example gradients, [B, M] float32 several times over.
     Steps ≈ epochs · N / B with N up to members + canaries + M (every gradient canary drawn in)."""
     m = int(cfg.gradient_canaries)
@@ -179,7 +179,7 @@ def gradient_canary_bytes(cfg) -> int:
         n = int(cfg.members) + int(cfg.canaries) + m
         steps = int(r["epochs"]) * math.ceil(n / batch)
         physical = min(batch, 512)  # TrainConfig.max_physical_batch_size
-        worst = max(worst, 2 * steps * m * 8 + 4 * physical * m * 4)
+        worst = max(worst, 2 * steps * m * 4 + 4 * physical * m * 4)
     return worst
 
 

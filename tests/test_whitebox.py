@@ -219,6 +219,48 @@ def test_each_null_distribution_holds_by_simulation():
     assert ((ps < 0.01).mean(axis=0) <= 0.027).all(), (ps < 0.01).mean(axis=0)
 
 
+@pytest.mark.parametrize("sigma", [0.9, 4.5])  # claimed epsilon about 8 and 1 at this shape's q
+def test_each_conformance_p_value_is_calibrated_at_alpha_0_2(sigma):
+    """Each conformance test's p-value is about Uniform under the exact mechanism: over 50 seeded exact DP-SGD
+    runs, its rejections at per-test alpha 0.2 lie in the central 99.8% of Binomial(50, 0.2) ([2, 19]): too
+    many would be a test that false-alarms above its Bonferroni share, too few one that has lost power. With 12
+    tests with continuous p-values (``steps`` is exact: p is 0 or 1) a calibrated family leaves that range in
+    about 2% of seed sets; these seeds are fixed."""
+    from scipy import stats
+
+    n, alpha = 50, 0.2
+    lo, hi = int(stats.binom.ppf(0.001, n, alpha)), int(stats.binom.isf(0.001, n, alpha))
+    cfg = {"m": 200, "steps": 24, "steps_per_epoch": 6, "sigma": sigma, "q": 0.125}
+    rejected: dict = {}
+    for s in range(n):
+        w = synthetic_observations(**cfg, seed=3000 + s)
+        for t in conformance_tests(w.obs, w.coins, w.epoch_of_step, cfg["sigma"], cfg["q"], 1.0, cfg["steps"],
+                                   cfg["steps"], 0.95, s, n_simulated=1000, n_sim_independence=20_000):
+            rejected[t["name"]] = rejected.get(t["name"], 0) + (t["p_value"] <= alpha)
+    assert set(rejected) == set(BROKEN), rejected
+    assert rejected.pop("steps") == 0
+    bad = {k: v for k, v in rejected.items() if not lo <= v <= hi}
+    assert not bad, (bad, (lo, hi))
+
+
+@pytest.mark.slow  # about 20 s: the default recipe's shape, where the sampling-independence null was off
+def test_sampling_independence_z_has_unit_variance_at_the_default_recipe():
+    """On exact DP-SGD observations of the default recipe's shape at claimed epsilon 1 (sigma 4.54, 12 epochs
+    of 9 steps, q = 1/9, 1,000 canaries), the sampling-independence z-statistic (sigma-hat and q-hat plugged
+    in) has mean ~0 and E[z^2] ~1 over 200 seeds (the standard error of E[z^2] is 0.1). Its null once moved with
+    the re-scored LLR's simulation noise: E[z^2] was 0.67 there, so the test rejected half as often as its share."""
+    from dpaudit.training.whitebox import independence_statistic
+
+    z = []
+    for s in range(200):
+        w = synthetic_observations(1000, 108, 9, 4.543, 1 / 9, seed=7000 + s)
+        o_in, o_out = w.obs[:, w.coins], w.obs[:, ~w.coins]
+        z.append(independence_statistic(o_in, w.epoch_of_step, math.sqrt(float(np.mean(o_out ** 2))),
+                                        float(o_in.mean()), 1.0, seed=s, n_sigma=o_out.size)[0])
+    z = np.asarray(z)
+    assert abs(z.mean()) < 0.25 and 0.75 < float(np.mean(z ** 2)) < 1.3, (z.mean(), np.mean(z ** 2))
+
+
 @pytest.mark.slow  # over a second on 2 cores: the fast tier stays under a minute
 def test_per_step_route_needs_independence_and_grows_with_the_leak():
     """The per-step route is not counted when an independence test rejects; on the exact mechanism its bound, and

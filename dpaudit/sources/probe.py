@@ -411,7 +411,7 @@ class WhiteBoxProbe:
                                "rates; the probe's analysis needs one of each (no noise or rate schedules)")
         sigma, q = sigmas.pop(), rates.pop()
         steps = int(sum(int(h[2]) for h in hist))
-        obs = torch.stack(self._rows).to("cpu", torch.float64).numpy()
+        obs = torch.stack(self._rows).to("cpu", torch.float32).numpy()  # the gradients' own precision, half the memory
         per_epoch = int(self._loader_info.get("batches_per_epoch") or max(1, round(1.0 / q)))
         group = self._optimizer.param_groups[-1]
         sgd = isinstance(self._optimizer, torch.optim.SGD)
@@ -422,7 +422,7 @@ class WhiteBoxProbe:
         if not sgd:
             # the final-model view assumes SGD; for other optimizers give it the SGD trajectory of the same
             # observations (it is shown for information only, never part of the verdict)
-            final_w = -lr / scale * obs.sum(axis=0)
+            final_w = -lr / scale * obs.sum(axis=0, dtype=np.float64)
         eps = float(self._engine.accountant.get_epsilon(delta=delta))
         return WhiteBoxObservations(
             obs=obs, epoch_of_step=np.arange(obs.shape[0]) // per_epoch, coins=self.coins.copy(), final_w=final_w,

@@ -333,7 +333,9 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
                         if not getattr(optimizer, "_is_last_step_skipped", False):
                             steps += 1
                             if w_param.grad is not None:
-                                g = w_param.grad.detach()[0].to("cpu", torch.float64)
+                                # float32, the precision the privatised gradient has: half the memory of
+                                # float64 (m = 10,000 canaries over a Fashion-MNIST run's 3,000 steps: 120 MB)
+                                g = w_param.grad.detach()[0].to("cpu", torch.float32)
                                 obs_rows.append(g * _grad_scale(optimizer))
                                 obs_epoch.append(_epoch)
                             if steps % TRIM_EVERY_STEPS == 0:
@@ -366,7 +368,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
 
         t_obs = len(obs_rows)
         whitebox = WhiteBoxObservations(
-            obs=(torch.stack(obs_rows).numpy() if t_obs else np.zeros((0, gc.m))),
+            obs=(torch.stack(obs_rows).numpy() if t_obs else np.zeros((0, gc.m), np.float32)),
             epoch_of_step=np.asarray(obs_epoch, dtype=np.int64), coins=coins,
             final_w=w_param.detach()[0].to("cpu", torch.float64).numpy().copy(),
             max_grad_norm=float(cfg.max_grad_norm), dirac_norm=d_norm, noise_multiplier=noise,
