@@ -13,7 +13,7 @@ Pure numpy/scipy: no torch, no models.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -714,16 +714,24 @@ def records_needed(epsilon: float, delta: float, confidence: float = 0.95, *,
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     d, c = _check_delta(delta), _check_confidence(confidence)
 
-    def ok(n: int) -> bool:
-        return ceiling_clopper_pearson(n, n, d, c) > eps
+    return smallest_passing(lambda n: ceiling_clopper_pearson(n, n, d, c) > eps, max_records)
 
-    hi = 1
+
+def smallest_passing(ok: Callable[[int], bool], limit: int, *, start: int = 1, within: int = 0) -> int | None:
+    """The smallest n in [start, limit] with ``ok(n)``, for an ``ok`` that is monotone in n (a ceiling that grows
+    with the sample): doubling, then bisection to within n // ``within`` (0: exact). None when ``ok(limit)``
+    fails.
+
+    >>> smallest_passing(lambda n: n * n >= 50, 1000)
+    8
+    """
+    hi = start
     while not ok(hi):
-        if hi >= max_records:
+        if hi >= limit:
             return None
-        hi = min(2 * hi, max_records)
-    lo = hi // 2  # ok(lo) is False (or lo == 0)
-    while hi - lo > 1:
+        hi = min(2 * hi, limit)
+    lo = hi // 2  # ok(lo) is False (or lo is below start)
+    while hi - lo > max(1, hi // within if within else 1):
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return hi

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from dpaudit.core.bounds import smallest_passing
+
 __all__ = [
     "ceiling_fdp_one_run",
     "eps_delta_blow_up",
@@ -229,13 +231,4 @@ def fdp_canaries_needed(epsilon: float, delta: float, confidence: float = 0.95, 
         cands = _candidates(m, None)
         return any(fdp_rejects(m, k, min(k, m // 2), eps, delta, tau / len(cands)) for k in cands)
 
-    hi = 4
-    while not ok(hi):
-        if hi >= max_canaries:
-            return None
-        hi = min(2 * hi, max_canaries)
-    lo = hi // 2
-    while hi - lo > max(1, hi // 50):
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-    return hi
+    return smallest_passing(ok, max_canaries, start=4, within=50)

@@ -37,6 +37,8 @@ import math
 import numpy as np
 from scipy import special, stats
 
+from dpaudit.core.bounds import smallest_passing
+
 __all__ = [
     "BROKEN",
     "FDP_LABEL",
@@ -506,16 +508,7 @@ def route_canaries_needed(route: str, claimed: float, steps: int, q: float, delt
         n = int(m * (1 - PER_STEP_SELECTION) / 2) * steps
         return ceiling_per_step(n, n, steps, q, delta, confidence) > claimed
 
-    hi = 4
-    while not ok(hi):
-        if hi >= max_canaries:
-            return None
-        hi = min(2 * hi, max_canaries)
-    lo = hi // 2
-    while hi - lo > max(1, hi // 50):
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-    return hi
+    return smallest_passing(ok, max_canaries, start=4, within=50)
 
 
 SECOND_SHARE_ROUTES = ("clopper_pearson", "per_step", "fdp_one_run")  # the routes that split the second share
