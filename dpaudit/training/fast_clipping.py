@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from functools import partial
 
 import torch
 from opacus.grad_sample.grad_sample_module import GradSampleModule
@@ -110,14 +111,17 @@ class PerExample:
     """A parameter's per-example gradients g [n, *shape]: materialised because they are small (biases, layers with
     many positions), or because the layer has no ghost norm (the fallback to Opacus's grad samplers)."""
 
-    __slots__ = ("g", "finish", "_norm", "processed", "__weakref__")
+    __slots__ = ("g", "finish", "scale", "_norm", "processed", "__weakref__")
 
-    def __init__(self, g: torch.Tensor, finish=None):
+    def __init__(self, g: torch.Tensor, finish=None, scale: float = 1.0):
         self.g = g
         self.finish = finish  # maps the clipped sum to the parameter's layout when g is stored in another order
+        self.scale = scale  # the true per-example gradients are scale * g (see fast_entries)
         self.processed = False
         # the norms now, while g is still in cache from the product that wrote it
         self._norm = torch.linalg.vector_norm(g.reshape(len(g), math.prod(g.shape[1:])), dim=1)
+        if scale != 1:
+            self._norm.mul_(scale)
 
     @property
     def n(self) -> int:
@@ -127,7 +131,11 @@ class PerExample:
         return self._norm
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
-        out = torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
+        """sum_i c_i g_i, Opacus's einsum("i,i...") in DPOptimizer.clip_and_accumulate, as one vector-matrix
+        product (the scale folded into the n factors rather than into the n per-example gradients)."""
+        n = len(self.g)
+        c = c if self.scale == 1 else c * self.scale
+        out = torch.mv(self.g.reshape(n, -1).t(), c).view(self.g.shape[1:])
         return out if self.finish is None else self.finish(out)
 
 
@@ -145,11 +153,13 @@ class GhostLinear:
     """A Linear weight's book-keeping: inputs A [n, T, D] and output gradients B [n, T, P] (T = 1 on vectors); the
     per-example norms come from them without the [P, D] gradient of each example."""
 
-    __slots__ = ("a", "b", "shape", "_norm", "processed")
+    __slots__ = ("a", "b", "shape", "scale", "_norm", "processed")
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size):
-        self.a, self.b, self.shape = a, b, shape
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size, scale: float = 1.0):
+        self.a, self.b, self.shape, self.scale = a, b, shape, scale
         self._norm = _gram_norm(a, b)
+        if scale != 1:
+            self._norm.mul_(scale)
         self.processed = False
 
     @property
@@ -161,6 +171,7 @@ class GhostLinear:
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
         """sum_i c_i B_i^T A_i = (c B)^T A over all examples and positions: one matrix product."""
+        c = c if self.scale == 1 else c * self.scale
         cb = (self.b * c.view(-1, 1, 1)).reshape(-1, self.b.shape[2])
         return torch.mm(cb.t(), self.a.reshape(-1, self.a.shape[2])).view(self.shape)
 
@@ -170,13 +181,16 @@ class GhostConv2d:
     the Gram matrices of the input's patches and of b (the patches are freed once the norms are known); the
     clipped sum is torch's own weight gradient of the convolution with b scaled by the clip factors."""
 
-    __slots__ = ("x", "b", "weight", "conf", "_norm", "processed")
+    __slots__ = ("x", "b", "weight", "conf", "scale", "_norm", "processed")
 
-    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None):
-        self.x, self.b, self.weight = x, b, module.weight.detach()
+    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None,
+                 scale: float = 1.0):
+        self.x, self.b, self.weight, self.scale = x, b, module.weight.detach(), scale
         self.conf = (module.stride, _int_padding(module), module.dilation)
         n, p_out = b.shape[0], b.shape[1]
         self._norm = _gram_norm(_patches(module, x, scratch), b.reshape(n, p_out, -1).transpose(1, 2))
+        if scale != 1:
+            self._norm.mul_(scale)
         self.processed = False
 
     @property
@@ -188,6 +202,7 @@ class GhostConv2d:
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
         stride, padding, dilation = self.conf
+        c = c if self.scale == 1 else c * self.scale
         return torch.ops.aten.convolution_backward(
             self.b * c.view(-1, 1, 1, 1), self.x, self.weight, None, stride, padding, dilation, False, (0, 0), 1,
             (False, True, False))[1]
@@ -222,8 +237,8 @@ def _patches(module: nn.Conv2d, x: torch.Tensor, scratch: Scratch | None = None)
     return out.view(n, ho, wo, kh, kw, c).copy_(view).view(n, ho * wo, kh * kw * c)
 
 
-def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None
-                      ) -> PerExample:
+def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None,
+                      scale: float = 1.0) -> PerExample:
     """Per-example weight gradients of a Conv2d (groups 1) from its input x and output gradient bb [n, P, T]."""
     n, c = x.shape[0], x.shape[1]
     if c == 1:
@@ -233,13 +248,14 @@ def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scra
         g = torch.nn.functional.conv2d(x.transpose(0, 1), bb.reshape(n * bb.shape[1], 1, ho, wo),
                                        padding=_int_padding(module), dilation=module.stride, stride=module.dilation,
                                        groups=n)
-        return PerExample(g[:, :, : module.kernel_size[0], : module.kernel_size[1]].reshape(n, *module.weight.shape))
+        return PerExample(g[:, :, : module.kernel_size[0], : module.kernel_size[1]].reshape(n, *module.weight.shape),
+                          scale=scale)
     # [n, P, kh kw C] from the channels-last patches; only the clipped sum is put back in the weight's order
     p_out, (kh, kw) = module.out_channels, module.kernel_size
     a = _patches(module, x, scratch)
     key = (id(module), "per-example")
     g = torch.bmm(bb, a, out=_buffer(scratch, key, (n, p_out, a.shape[2]), x))
-    entry = PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous())
+    entry = PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous(), scale=scale)
     if scratch is not None:
         scratch.hold(key, entry)
     return entry
@@ -250,10 +266,13 @@ def _out_size(module: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
     return ((x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
-def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None) -> dict | None:
+def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None,
+                 scale: float = 1.0) -> dict | None:
     """Per-parameter book-keeping of one call of an exact nn.Linear or nn.Conv2d (x: its input, b: the gradient of
-    its output, already multiplied by the batch size under loss_reduction="mean"), or None when this mode has no
-    fast path for the layer (then Opacus's grad sampler runs, as in hooks mode). ``scratch``: buffers to reuse."""
+    its output), or None when this mode has no fast path for the layer (then Opacus's grad sampler runs, as in hooks
+    mode). The per-example gradients are ``scale`` times those of b: under loss_reduction="mean" Opacus multiplies
+    the output gradient by the batch size first, a pass over every layer's output gradient that this mode folds
+    into the norms and the clip factors instead (n values each). ``scratch``: buffers to reuse."""
     kind = type(module)
     if kind is nn.Conv2d and (module.groups != 1 or module.padding_mode != "zeros" or _int_padding(module) is None):
         return None
@@ -270,22 +289,22 @@ def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: S
         t = a.shape[1]
         if module.weight.requires_grad:
             if use_ghost_norm(t, p_out, d_in):
-                out[module.weight] = GhostLinear(a, bb, module.weight.shape)
+                out[module.weight] = GhostLinear(a, bb, module.weight.shape, scale)
             else:
-                out[module.weight] = PerExample(torch.einsum("ntp,ntd->npd", bb, a))
+                out[module.weight] = PerExample(torch.einsum("ntp,ntd->npd", bb, a), scale=scale)
         if module.bias is not None and module.bias.requires_grad:
-            out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0])
+            out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0], scale=scale)
         return out
     n, p_out = x.shape[0], module.out_channels
     bb = b.reshape(n, p_out, -1)
     if module.weight.requires_grad:
         d_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
         if use_ghost_norm(bb.shape[2], p_out, d_in):
-            out[module.weight] = GhostConv2d(module, x, b, scratch)
+            out[module.weight] = GhostConv2d(module, x, b, scratch, scale)
         else:
-            out[module.weight] = _conv_per_example(module, x, bb, scratch)
+            out[module.weight] = _conv_per_example(module, x, bb, scratch, scale)
     if module.bias is not None and module.bias.requires_grad:
-        out[module.bias] = PerExample(bb.sum(2))
+        out[module.bias] = PerExample(bb.sum(2), scale=scale)
     return out
 
 
@@ -297,7 +316,13 @@ ACCUMULATION_ERROR = ("Poisson sampling is not compatible with grad accumulation
 
 class GradSampleModuleFastClipping(GradSampleModule):
     """Opacus's GradSampleModule whose backward hooks keep, for each parameter and backward pass, what the optimizer
-    needs to clip (``p._fast_entries``: ``GhostLinear``, ``GhostConv2d`` or ``PerExample``), not ``p.grad_sample``."""
+    needs to clip (``p._fast_entries``: ``GhostLinear``, ``GhostConv2d`` or ``PerExample``), not ``p.grad_sample``.
+
+    An exact nn.Linear or nn.Conv2d gets its output gradient from a hook on its output tensor, registered by a
+    forward hook after Opacus's activation capture, rather than from a full module backward hook: the gradient is
+    the same tensor (``grad_output[0]``), but a full backward hook wraps every input and output of the layer in an
+    autograd node of its own at every call, forward and backward (about half a millisecond of a SimpleCNN step).
+    Every other layer keeps Opacus's hooks as they are."""
 
     def __init__(self, m: nn.Module, *, batch_first=True, loss_reduction="mean", strict: bool = True,
                  force_functorch=False):
@@ -317,6 +342,42 @@ class GradSampleModuleFastClipping(GradSampleModule):
                 owners[id(p)] = name
                 p._fast_entries = []
 
+    def add_hooks(self, *, loss_reduction: str = "mean", batch_first: bool = True,
+                  force_functorch: bool = False) -> None:
+        """Opacus's add_hooks (the same layers, the same activation capture, functorch preparation and handles), with
+        an output-tensor hook in place of the full backward hook for exact nn.Linear and nn.Conv2d layers."""
+        from opacus.grad_sample.functorch import prepare_layer
+        from opacus.layers.dp_rnn import DPGRU, DPLSTM, DPRNN
+
+        if force_functorch:
+            return super().add_hooks(loss_reduction=loss_reduction, batch_first=batch_first,
+                                     force_functorch=force_functorch)
+        if hasattr(self._module, "autograd_grad_sample_hooks"):
+            raise ValueError("Trying to add hooks twice to the same model")
+        handles = self._module.autograd_grad_sample_hooks = []
+        self.autograd_grad_sample_hooks = handles
+        for module in self.iterate_submodules(self._module):
+            if type(module) in (DPRNN, DPLSTM, DPGRU):  # their RNNLinear layers carry the hooks
+                continue
+            if type(module) not in self.GRAD_SAMPLERS:
+                prepare_layer(module, batch_first=batch_first)
+            handles.append(module.register_forward_hook(self.capture_activations_hook))
+            backward = partial(self.capture_backprops_hook, loss_reduction=loss_reduction, batch_first=batch_first)
+            if type(module) in (nn.Linear, nn.Conv2d):
+                handles.append(module.register_forward_hook(partial(self._hook_output, backward=backward)))
+            else:
+                handles.append(module.register_full_backward_hook(backward))
+        self.enable_hooks()
+
+    def _hook_output(self, module: nn.Module, forward_input, output, backward):
+        """Forward hook after capture_activations_hook: where that hook kept the activations (its own conditions),
+        the output's gradient goes to ``backward`` as a full backward hook's grad_output would."""
+        from opacus.utils.module_utils import requires_grad
+
+        if (self.hooks_enabled and module.training and torch.is_grad_enabled() and requires_grad(module)
+                and isinstance(output, torch.Tensor) and output.requires_grad):
+            output.register_hook(partial(_output_grad, module, backward))
+
     def capture_backprops_hook(self, module: nn.Module, _forward_input, forward_output, loss_reduction: str,
                                batch_first: bool):
         if not self.hooks_enabled:
@@ -325,16 +386,21 @@ class GradSampleModuleFastClipping(GradSampleModule):
         from opacus.utils.module_utils import trainable_parameters
 
         backprops = forward_output[0].detach()
+        # Opacus's rearrangement without its loss-reduction step (a multiplication of the whole output gradient by
+        # the batch size under "mean"): the fast path folds that factor into norms and clip factors (fast_entries)
         activations, backprops = self.rearrange_grad_samples(module=module, backprops=backprops,
-                                                             loss_reduction=loss_reduction, batch_first=batch_first)
+                                                             loss_reduction="sum", batch_first=batch_first)
+        scale = module.max_batch_len if loss_reduction == "mean" else 1
         params = [p for _, p in trainable_parameters(module)]
         pending = self._pending.get(module)
         entries = None
         # A layer called once in this forward pass (each of its parameters counted once) on a whole batch.
         if (pending is None and not self.force_functorch and all(p._forward_counter == 1 for p in params)
                 and len(activations) == 1 and activations[0].shape[0] == module.max_batch_len):
-            entries = fast_entries(module, activations[0], backprops, self._scratch)
+            entries = fast_entries(module, activations[0], backprops, self._scratch, scale)
         if entries is None:
+            if loss_reduction == "mean":
+                backprops = backprops * scale  # what Opacus's rearrange_grad_samples does
             if not self.force_functorch and type(module) in self.GRAD_SAMPLERS:
                 grads = self.GRAD_SAMPLERS[type(module)](module, activations, backprops)
             else:
@@ -367,6 +433,11 @@ class GradSampleModuleFastClipping(GradSampleModule):
         for p in self._module.parameters():
             if hasattr(p, "_fast_entries"):
                 del p._fast_entries
+
+
+def _output_grad(module: nn.Module, backward, grad: torch.Tensor) -> None:
+    """A tensor hook on a layer's output: hands its gradient to the layer's backward hook, leaving it unchanged."""
+    backward(module, None, (grad,))
 
 
 def _accumulate(pending: dict | None, grads: dict, max_batch_len: int) -> dict:
