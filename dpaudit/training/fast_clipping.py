@@ -120,21 +120,19 @@ class PerExample:
         self.processed = False
         # the norms now, while g is still in cache from the product that wrote it
         self._norm = torch.linalg.vector_norm(g.reshape(len(g), math.prod(g.shape[1:])), dim=1)
-        if scale != 1:
-            self._norm.mul_(scale)
 
     @property
     def n(self) -> int:
         return int(self.g.shape[0])
 
     def norm(self) -> torch.Tensor:
+        """Per-example norms of g; the true gradients' norms are ``scale`` times these (the optimizer applies it)."""
         return self._norm
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
-        """sum_i c_i g_i, Opacus's einsum("i,i...") in DPOptimizer.clip_and_accumulate, as one vector-matrix
-        product (the scale folded into the n factors rather than into the n per-example gradients)."""
+        """sum_i c_i g_i (c: the clip factors times ``scale``), Opacus's einsum("i,i...") in
+        DPOptimizer.clip_and_accumulate, as one vector-matrix product."""
         n = len(self.g)
-        c = c if self.scale == 1 else c * self.scale
         out = torch.mv(self.g.reshape(n, -1).t(), c).view(self.g.shape[1:])
         return out if self.finish is None else self.finish(out)
 
@@ -158,8 +156,6 @@ class GhostLinear:
     def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size, scale: float = 1.0):
         self.a, self.b, self.shape, self.scale = a, b, shape, scale
         self._norm = _gram_norm(a, b)
-        if scale != 1:
-            self._norm.mul_(scale)
         self.processed = False
 
     @property
@@ -171,7 +167,6 @@ class GhostLinear:
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
         """sum_i c_i B_i^T A_i = (c B)^T A over all examples and positions: one matrix product."""
-        c = c if self.scale == 1 else c * self.scale
         cb = (self.b * c.view(-1, 1, 1)).reshape(-1, self.b.shape[2])
         return torch.mm(cb.t(), self.a.reshape(-1, self.a.shape[2])).view(self.shape)
 
@@ -189,8 +184,6 @@ class GhostConv2d:
         self.conf = (module.stride, _int_padding(module), module.dilation)
         n, p_out = b.shape[0], b.shape[1]
         self._norm = _gram_norm(_patches(module, x, scratch), b.reshape(n, p_out, -1).transpose(1, 2))
-        if scale != 1:
-            self._norm.mul_(scale)
         self.processed = False
 
     @property
@@ -202,7 +195,6 @@ class GhostConv2d:
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
         stride, padding, dilation = self.conf
-        c = c if self.scale == 1 else c * self.scale
         return torch.ops.aten.convolution_backward(
             self.b * c.view(-1, 1, 1, 1), self.x, self.weight, None, stride, padding, dilation, False, (0, 0), 1,
             (False, True, False))[1]
@@ -487,31 +479,61 @@ class DPOptimizerFastClipping(DPOptimizer):
 
     @torch.no_grad()
     def clip_and_accumulate(self):
+        params = self.params
+        entries = [self._entries(p) for p in params]
         passes = self.accumulated_iterations
-        entries = [self._entries(p) for p in self.params]
-        for es in entries:
-            if any(e.processed for e in es):
-                raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
-                                 "privacy guarantees you must call optimizer.zero_grad()on each step")
-        sums = [None] * len(self.params)
+        if any(e.processed for es in entries for e in es):
+            raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
+                             "privacy guarantees you must call optimizer.zero_grad()on each step")
+        sums = [None] * len(params)
         for k in range(passes):  # each backward pass holds its own examples
             per_pass = [es[k] for es in entries]
             n = {e.n for e in per_pass}
             if len(n) != 1:
                 raise ValueError(f"per-example book-keeping of one backward pass covers different batch sizes {n}")
             if n.pop() == 0:
-                c = torch.zeros((0,), device=self.params[0].device)
-            else:
-                norms = torch.stack([e.norm() for e in per_pass], dim=1).norm(2, dim=1)  # as Opacus combines them
-                c = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-            for i, (p, e) in enumerate(zip(self.params, per_pass)):
-                g = e.clipped_sum(c.to(device=p.device, dtype=p.dtype)) if e.n else torch.zeros_like(p)
+                sums = [torch.zeros_like(p) if g is None else g for p, g in zip(params, sums)]
+                continue
+            # Each entry holds ``scale`` times its true gradients (the batch size under loss_reduction "mean",
+            # fast_entries); one scale for the whole pass is the rule (one batch), and is then applied once.
+            scales = {e.scale for e in per_pass}
+            one = scales.pop() if len(scales) == 1 else None
+            norms = torch.stack([e.norm() if one is not None else e.norm() * e.scale for e in per_pass], dim=1)
+            norms = norms.norm(2, dim=1)  # as Opacus combines them
+            if one is not None and one != 1:
+                norms = norms * one
+            c = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # Opacus's clip factors
+            factors = {}  # the clip factors times an entry's scale, in its parameter's dtype and device
+            for i, (p, e) in enumerate(zip(params, per_pass)):
+                key = (e.scale, p.dtype, p.device)
+                f = factors.get(key)
+                if f is None:
+                    f = factors[key] = (c if e.scale == 1 else c * e.scale).to(device=p.device, dtype=p.dtype)
+                g = e.clipped_sum(f)
                 sums[i] = g if sums[i] is None else sums[i] + g
-        for p, g, es in zip(self.params, sums, entries):
-            g = g.reshape_as(p)
+        for p, g, es in zip(params, sums, entries):
+            g = g.view_as(p) if g.is_contiguous() else g.reshape_as(p)
             p.summed_grad = g if p.summed_grad is None else p.summed_grad + g
             for e in es:
                 e.processed = True
+
+    def add_noise(self):
+        """Opacus's add_noise, without its zero tensor per parameter: the same draws from the same generator, in the
+        same order and shapes (torch.normal, as Opacus's _generate_noise calls it), so the noise is bit for bit
+        Opacus's, and summed_grad + noise is the same sum (IEEE addition commutes). Secure mode and zero noise are
+        Opacus's own code."""
+        std = self.noise_multiplier * self.max_grad_norm
+        if self.secure_mode or std == 0:
+            return super().add_noise()
+        for p in self.params:
+            summed = p.summed_grad
+            if hasattr(summed, "_processed"):  # Opacus's _check_processed_flag
+                raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
+                                 "privacy guarantees you must call optimizer.zero_grad()on each step")
+            noise = torch.normal(mean=0, std=std, size=summed.shape, device=summed.device, generator=self.generator,
+                                 dtype=summed.dtype)
+            p.grad = noise.add_(summed).view_as(p)
+            summed._processed = True  # Opacus's _mark_as_processed
 
     def scale_grad(self):
         """Opacus's scale_grad, with the number of accumulated passes counted once rather than once a parameter."""
