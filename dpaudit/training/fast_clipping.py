@@ -21,13 +21,16 @@ Every other layer type (GroupNorm, an RNN cell, a user layer) falls back to Opac
 exactly as ``hooks`` does, and so does a Linear or Conv2d layer called more than once in a forward pass.
 
 It plugs into Opacus rather than forking it: ``GradSampleModuleFastClipping`` subclasses Opacus's
-``GradSampleModule`` (its forward/backward hooks, activation capture and loss-reduction scaling are Opacus's own),
-``DPOptimizerFastClipping`` subclasses ``DPOptimizer`` (noise, scaling, skipped steps of ``BatchMemoryManager`` and
-the accountant's step hook are Opacus's own; only the clipping is replaced), and ``register()`` adds the mode to
-the two look-ups Opacus's ``PrivacyEngine`` chooses them by (``get_gsm_class``, ``get_optimizer_class``). Noise is
-drawn by the parent's ``add_noise``, parameter by parameter in the same order and shapes, so a seeded noise
-generator gives the same noise as in ``hooks`` mode; the clip factors are Opacus's formula C / (norm + 1e-6) capped
-at 1, and the clipping norm is read from the optimizer at each step (as ``hooks`` does; Opacus issue #664 was ghost
+``GradSampleModule`` (its activation capture, rearrangement, grad samplers and forward counters are Opacus's own;
+exact Linear and Conv2d layers take their output gradient from a hook on the output tensor instead of a full
+backward hook, and the loss-reduction factor is folded into the norms and clip factors rather than multiplied into
+every output gradient), ``DPOptimizerFastClipping`` subclasses ``DPOptimizer`` (scaling, skipped steps of
+``BatchMemoryManager`` and the accountant's step hook are Opacus's own; the clipping is replaced), and
+``register()`` adds the mode to the two look-ups Opacus's ``PrivacyEngine`` chooses them by (``get_gsm_class``,
+``get_optimizer_class``). Noise is Opacus's draws: ``add_noise`` calls ``torch.normal`` as Opacus's does, parameter
+by parameter in the same order and shapes (secure mode is Opacus's own code), so a seeded noise generator gives the
+same noise as in ``hooks`` mode, bit for bit; the clip factors are Opacus's formula C / (norm + 1e-6) capped at 1,
+and the clipping norm is read from the optimizer at each step (as ``hooks`` does; Opacus issue #664 was ghost
 clipping reading a stale copy). tests/test_fast_clipping.py checks each privatised gradient against ``hooks``.
 
 The backward pass itself computes no parameter gradients when dpaudit's ``without_discarded_param_grads`` is on
@@ -310,11 +313,11 @@ class GradSampleModuleFastClipping(GradSampleModule):
     """Opacus's GradSampleModule whose backward hooks keep, for each parameter and backward pass, what the optimizer
     needs to clip (``p._fast_entries``: ``GhostLinear``, ``GhostConv2d`` or ``PerExample``), not ``p.grad_sample``.
 
-    An exact nn.Linear or nn.Conv2d gets its output gradient from a hook on its output tensor, registered by a
-    forward hook after Opacus's activation capture, rather than from a full module backward hook: the gradient is
-    the same tensor (``grad_output[0]``), but a full backward hook wraps every input and output of the layer in an
-    autograd node of its own at every call, forward and backward (about half a millisecond of a SimpleCNN step).
-    Every other layer keeps Opacus's hooks as they are."""
+    An exact nn.Linear or nn.Conv2d gets its output gradient from a hook on its output tensor, registered by the
+    forward hook that runs Opacus's activation capture, rather than from a full module backward hook: the gradient
+    is the same tensor (``grad_output[0]``), but a full backward hook wraps every input and output of the layer in
+    an autograd node of its own at every call, forward and backward (about half a millisecond of a SimpleCNN step
+    on one core), and forbids modifying the layer's output in place. Every other layer keeps Opacus's hooks."""
 
     def __init__(self, m: nn.Module, *, batch_first=True, loss_reduction="mean", strict: bool = True,
                  force_functorch=False):
@@ -353,21 +356,22 @@ class GradSampleModuleFastClipping(GradSampleModule):
                 continue
             if type(module) not in self.GRAD_SAMPLERS:
                 prepare_layer(module, batch_first=batch_first)
-            handles.append(module.register_forward_hook(self.capture_activations_hook))
             backward = partial(self.capture_backprops_hook, loss_reduction=loss_reduction, batch_first=batch_first)
             if type(module) in (nn.Linear, nn.Conv2d):
-                handles.append(module.register_forward_hook(partial(self._hook_output, backward=backward)))
+                handles.append(module.register_forward_hook(partial(self._capture_and_hook_output, backward=backward)))
             else:
+                handles.append(module.register_forward_hook(self.capture_activations_hook))
                 handles.append(module.register_full_backward_hook(backward))
         self.enable_hooks()
 
-    def _hook_output(self, module: nn.Module, forward_input, output, backward):
-        """Forward hook after capture_activations_hook: where that hook kept the activations (its own conditions),
-        the output's gradient goes to ``backward`` as a full backward hook's grad_output would."""
-        from opacus.utils.module_utils import requires_grad
-
-        if (self.hooks_enabled and module.training and torch.is_grad_enabled() and requires_grad(module)
-                and isinstance(output, torch.Tensor) and output.requires_grad):
+    def _capture_and_hook_output(self, module: nn.Module, forward_input, output, backward):
+        """Forward hook: Opacus's capture_activations_hook, then, where it kept the activations (by its own
+        conditions), a hook on the output that hands its gradient to ``backward`` as a full backward hook would."""
+        acts = getattr(module, "activations", None)
+        before = 0 if acts is None else len(acts)
+        self.capture_activations_hook(module, forward_input, output)
+        acts = getattr(module, "activations", None)
+        if acts is not None and len(acts) > before and isinstance(output, torch.Tensor) and output.requires_grad:
             output.register_hook(partial(_output_grad, module, backward))
 
     def capture_backprops_hook(self, module: nn.Module, _forward_input, forward_output, loss_reduction: str,
