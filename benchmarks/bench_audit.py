@@ -10,11 +10,15 @@ html) into a temporary folder, as `dpaudit audit` does.
     python benchmarks/bench_audit.py --gradient-canaries 1000 --rounds 2
         # the extra time white-box gradient canaries add: the same audit without and with them, alternated,
         # the fastest round of each kept (the host is noisy), and their ratio (target <= 1.15)
+    python benchmarks/bench_audit.py --grad-sample-mode hooks,fast --rounds 2
+        # the same audit with each grad-sample mode, alternated (hooks, fast, fast, hooks, ...): fastest and median
+        # wall time of each and the ratio of the fastest (issue 26: the default audit before and after)
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +26,7 @@ from dataclasses import replace
 
 from _common import TreeRSS, fmt_duration, git_commit, peak_rss, print_json_line, quiet, table, timed
 
+from dpaudit.config import GRAD_SAMPLE_MODES
 from dpaudit.pipeline import AuditConfig, run_audit
 from dpaudit.report import render, write_outputs
 
@@ -134,7 +139,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-boot", type=int, default=None, help="override bootstrap resamples (default 1000)")
     p.add_argument("--gradient-canaries", type=int, default=0,
                    help="compare the audit without and with this many white-box gradient canaries (0 = off)")
-    p.add_argument("--rounds", type=int, default=1, help="with --gradient-canaries: rounds of the pair")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="with --gradient-canaries or several --grad-sample-mode: rounds of the comparison")
+    p.add_argument("--grad-sample-mode", default=None,
+                   help=f"grad-sample mode of the DP targets and references ({', '.join(GRAD_SAMPLE_MODES)}; default: "
+                        f"AuditConfig's, {AuditConfig().grad_sample_mode}); a comma list, e.g. hooks,fast, runs the "
+                        f"same audit once per mode in each of --rounds rounds, alternating the order")
     p.add_argument("--quick", action="store_true",
                    help="300 members, 500 test records, 1 epoch, 200 bootstrap resamples (flags above still win)")
     args = p.parse_args(argv)
@@ -146,8 +156,16 @@ def main(argv=None) -> int:
           f"{cfg.members}, epsilons {[e for e in cfg.to_dict()['epsilons']]}, K {cfg.shadow_models}, attacks "
           f"{','.join(cfg.attacks)}, canaries {cfg.canaries}, recipes {cfg.to_dict()['recipes']}", flush=True)
 
+    modes = [m.strip() for m in (args.grad_sample_mode or "").split(",") if m.strip()]
+    bad = [m for m in modes if m not in GRAD_SAMPLE_MODES]
+    if bad:
+        p.error(f"--grad-sample-mode: unknown {', '.join(bad)}; choose from {', '.join(GRAD_SAMPLE_MODES)}")
+    if len(modes) == 1:
+        cfg = replace(cfg, grad_sample_mode=modes[0])
     if args.gradient_canaries:
         return overhead(cfg, args.gradient_canaries, args.rounds, commit)
+    if len(modes) > 1:
+        return compare_modes(cfg, modes, args.rounds, commit)
     report, phases, wall, rss = run_and_render(cfg, "benchmarks/bench_audit.py")
     acc = model_summary(report)
     print_json_line(audit_figures(commit, wall, rss, phases, report, acc, formats=FORMATS))
@@ -174,6 +192,39 @@ def overhead(cfg: AuditConfig, m: int, rounds: int, commit: str) -> int:
     print_json_line({"commit": commit, "gradient_canaries": m, "rounds": rounds, "wall_s_without": walls["off"],
                      "wall_s_with": walls["on"], "ratio_fastest": round(on / off, 4), "kept": "fastest",
                      "whitebox": whitebox, "cpus": os.cpu_count()})
+    return 0
+
+
+def compare_modes(cfg: AuditConfig, modes: list[str], rounds: int, commit: str) -> int:
+    """Wall time of the same audit with each grad-sample mode, in one run: the order alternates from round to
+    round (a b, b a, ...) so that drift in the host's load hits every mode alike. Keeps every run's wall and
+    training time; reports the fastest and the median of each mode, and each mode's fastest against the first's."""
+    walls: dict[str, list[float]] = {m: [] for m in modes}
+    train: dict[str, list[float]] = {m: [] for m in modes}
+    verdicts: dict[str, dict] = {}
+    for r in range(rounds):
+        for m in (modes if r % 2 == 0 else modes[::-1]):
+            report, phases, wall, _ = run_and_render(replace(cfg, grad_sample_mode=m),
+                                                     f"benchmarks/bench_audit.py --grad-sample-mode {m}")
+            walls[m].append(round(wall, 3))
+            train[m].append(round(phases.get("train", float("nan")), 3))
+            verdicts[m] = {x["name"]: x["verdict"]["status"] for x in report["models"]}
+            print(f"round {r + 1}: {m} wall {wall:.1f} s, train {train[m][-1]:.1f} s", flush=True)
+    base = modes[0]
+    summary = {m: {"wall_s_fastest": min(walls[m]), "wall_s_median": round(statistics.median(walls[m]), 3),
+                   "train_s_fastest": min(train[m]), "train_s_median": round(statistics.median(train[m]), 3),
+                   "ratio_fastest": round(min(walls[m]) / min(walls[base]), 4),
+                   "train_ratio_fastest": round(min(train[m]) / min(train[base]), 4)} for m in modes}
+    print("\n" + table(["mode", "wall fastest s", "wall median s", "train fastest s", "train median s",
+                         f"wall vs {base}", f"train vs {base}"],
+                        [[m, f"{v['wall_s_fastest']:.1f}", f"{v['wall_s_median']:.1f}", f"{v['train_s_fastest']:.1f}",
+                          f"{v['train_s_median']:.1f}", f"{v['ratio_fastest']:.3f}", f"{v['train_ratio_fastest']:.3f}"]
+                         for m, v in summary.items()]))
+    print(f"({rounds} round(s), order alternating; ratios of the fastest runs)")
+    print_json_line({"commit": commit, "grad_sample_modes": modes, "rounds": rounds, "kept": "fastest and median",
+                     "wall_s": walls, "train_s": train, "summary": summary, "verdicts": verdicts,
+                     "cpus": os.cpu_count(), "config": {k: v for k, v in cfg.to_dict().items()
+                                                        if k != "grad_sample_mode"}})
     return 0
 
 

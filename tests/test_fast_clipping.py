@@ -197,6 +197,82 @@ def test_two_backward_passes_before_a_step(name):
     assert _rel(grads["fast"], grads["hooks"]) < 1e-12
 
 
+class InPlace(nn.Module):
+    """Outputs of a Conv2d and of a Linear layer modified in place (an in-place ReLU, a residual ``+=``): hooks mode
+    cannot run this (a full backward hook's output may not be modified in place); the fast mode's output-tensor hooks
+    see the gradient of the output as the layer returned it."""
+
+    def __init__(self, inplace: bool = True):
+        super().__init__()
+        self.inplace = inplace
+        self.conv = nn.Conv2d(1, 4, 3, stride=2)
+        self.lin = nn.Linear(4 * 13 * 13, 4 * 13 * 13)
+        self.head = nn.Linear(4 * 13 * 13, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        h = torch.relu_(h) if self.inplace else torch.relu(h)
+        h = h.flatten(1)
+        z = self.lin(h)
+        if self.inplace:
+            z += h
+            z.tanh_()
+        else:
+            z = torch.tanh(z + h)
+        return self.head(z)
+
+
+def test_outputs_modified_in_place():
+    """The fast mode's clipped sum on a model that modifies layer outputs in place is hooks mode's on the same
+    model written out of place (same weights), exactly in float64."""
+    torch.manual_seed(6)
+    x, y = torch.randn(10, 1, 28, 28), torch.randint(0, 3, (10,))
+    twin, inplace = InPlace(inplace=False), InPlace()
+    inplace.load_state_dict(twin.state_dict())
+    _, ref = _one_step("hooks", twin, x, y, 0.3, dtype=torch.float64)
+    for speedups in (True, False):
+        _, got = _one_step("fast", inplace, x, y, 0.3, dtype=torch.float64, speedups=speedups)
+        assert _rel(got, ref) < 1e-12
+
+
+def test_loss_reduction_sum():
+    """With loss_reduction "sum" no batch-size factor is folded into the norms: still hooks mode's clipped sum."""
+    torch.manual_seed(7)
+    x, y = torch.randn(12, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (12,))
+    sums = {}
+    for mode in ("hooks", "fast"):
+        torch.manual_seed(8)  # the same initial weights in both modes
+        model = build_model("simple-cnn").double()
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=12)
+        model, opt, _ = PrivacyEngine().make_private(module=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+                                                     data_loader=loader, noise_multiplier=0.0, max_grad_norm=0.5,
+                                                     poisson_sampling=False, grad_sample_mode=mode,
+                                                     loss_reduction="sum")
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+        opt.step()
+        sums[mode] = torch.cat([p.summed_grad.flatten() for p in opt.params])
+    assert _rel(sums["fast"], sums["hooks"]) < 1e-12
+
+
+def test_noise_is_opacus_noise_bit_for_bit():
+    """add_noise draws what Opacus's DPOptimizer.add_noise draws, from the same generator in the same order, and
+    adds it to the same sums: the privatised gradients are equal bit for bit, in float32."""
+    torch.manual_seed(9)
+    grads = {}
+    for cls in (DPOptimizer, fc.DPOptimizerFastClipping):
+        model = build_model("simple-cnn")
+        opt = cls(torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=1.3, max_grad_norm=0.7,
+                  expected_batch_size=8, generator=torch.Generator().manual_seed(11))
+        for i, p in enumerate(opt.params):
+            p.summed_grad = torch.linspace(-1, 1, p.numel(), dtype=p.dtype).view_as(p) * (i + 1)
+        opt.add_noise()
+        grads[cls] = [p.grad.clone() for p in opt.params]
+        with pytest.raises(ValueError, match="zero_grad"):
+            opt.add_noise()  # the same sums noised twice
+    assert all(torch.equal(a, b) for a, b in zip(grads[DPOptimizer], grads[fc.DPOptimizerFastClipping]))
+
+
 def test_misuse_is_refused_as_opacus_refuses_it():
     torch.manual_seed(2)
     model = fc.GradSampleModuleFastClipping(build_model("simple-cnn"))

@@ -21,13 +21,16 @@ Every other layer type (GroupNorm, an RNN cell, a user layer) falls back to Opac
 exactly as ``hooks`` does, and so does a Linear or Conv2d layer called more than once in a forward pass.
 
 It plugs into Opacus rather than forking it: ``GradSampleModuleFastClipping`` subclasses Opacus's
-``GradSampleModule`` (its forward/backward hooks, activation capture and loss-reduction scaling are Opacus's own),
-``DPOptimizerFastClipping`` subclasses ``DPOptimizer`` (noise, scaling, skipped steps of ``BatchMemoryManager`` and
-the accountant's step hook are Opacus's own; only the clipping is replaced), and ``register()`` adds the mode to
-the two look-ups Opacus's ``PrivacyEngine`` chooses them by (``get_gsm_class``, ``get_optimizer_class``). Noise is
-drawn by the parent's ``add_noise``, parameter by parameter in the same order and shapes, so a seeded noise
-generator gives the same noise as in ``hooks`` mode; the clip factors are Opacus's formula C / (norm + 1e-6) capped
-at 1, and the clipping norm is read from the optimizer at each step (as ``hooks`` does; Opacus issue #664 was ghost
+``GradSampleModule`` (its activation capture, rearrangement, grad samplers and forward counters are Opacus's own;
+exact Linear and Conv2d layers take their output gradient from a hook on the output tensor instead of a full
+backward hook, and the loss-reduction factor is folded into the norms and clip factors rather than multiplied into
+every output gradient), ``DPOptimizerFastClipping`` subclasses ``DPOptimizer`` (scaling, skipped steps of
+``BatchMemoryManager`` and the accountant's step hook are Opacus's own; the clipping is replaced), and
+``register()`` adds the mode to the two look-ups Opacus's ``PrivacyEngine`` chooses them by (``get_gsm_class``,
+``get_optimizer_class``). Noise is Opacus's draws: ``add_noise`` calls ``torch.normal`` as Opacus's does, parameter
+by parameter in the same order and shapes (secure mode is Opacus's own code), so a seeded noise generator gives the
+same noise as in ``hooks`` mode, bit for bit; the clip factors are Opacus's formula C / (norm + 1e-6) capped at 1,
+and the clipping norm is read from the optimizer at each step (as ``hooks`` does; Opacus issue #664 was ghost
 clipping reading a stale copy). tests/test_fast_clipping.py checks each privatised gradient against ``hooks``.
 
 The backward pass itself computes no parameter gradients when dpaudit's ``without_discarded_param_grads`` is on
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from functools import partial
 
 import torch
 from opacus.grad_sample.grad_sample_module import GradSampleModule
@@ -110,11 +114,12 @@ class PerExample:
     """A parameter's per-example gradients g [n, *shape]: materialised because they are small (biases, layers with
     many positions), or because the layer has no ghost norm (the fallback to Opacus's grad samplers)."""
 
-    __slots__ = ("g", "finish", "_norm", "processed", "__weakref__")
+    __slots__ = ("g", "finish", "scale", "_norm", "processed", "__weakref__")
 
-    def __init__(self, g: torch.Tensor, finish=None):
+    def __init__(self, g: torch.Tensor, finish=None, scale: float = 1.0):
         self.g = g
         self.finish = finish  # maps the clipped sum to the parameter's layout when g is stored in another order
+        self.scale = scale  # the true per-example gradients are scale * g (see fast_entries)
         self.processed = False
         # the norms now, while g is still in cache from the product that wrote it
         self._norm = torch.linalg.vector_norm(g.reshape(len(g), math.prod(g.shape[1:])), dim=1)
@@ -124,10 +129,14 @@ class PerExample:
         return int(self.g.shape[0])
 
     def norm(self) -> torch.Tensor:
+        """Per-example norms of g; the true gradients' norms are ``scale`` times these (the optimizer applies it)."""
         return self._norm
 
     def clipped_sum(self, c: torch.Tensor) -> torch.Tensor:
-        out = torch.einsum("i,i...", c, self.g)  # what Opacus's DPOptimizer.clip_and_accumulate computes
+        """sum_i c_i g_i (c: the clip factors times ``scale``), Opacus's einsum("i,i...") in
+        DPOptimizer.clip_and_accumulate, as one vector-matrix product."""
+        n = len(self.g)
+        out = torch.mv(self.g.reshape(n, -1).t(), c).view(self.g.shape[1:])
         return out if self.finish is None else self.finish(out)
 
 
@@ -145,10 +154,10 @@ class GhostLinear:
     """A Linear weight's book-keeping: inputs A [n, T, D] and output gradients B [n, T, P] (T = 1 on vectors); the
     per-example norms come from them without the [P, D] gradient of each example."""
 
-    __slots__ = ("a", "b", "shape", "_norm", "processed")
+    __slots__ = ("a", "b", "shape", "scale", "_norm", "processed")
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size):
-        self.a, self.b, self.shape = a, b, shape
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size, scale: float = 1.0):
+        self.a, self.b, self.shape, self.scale = a, b, shape, scale
         self._norm = _gram_norm(a, b)
         self.processed = False
 
@@ -170,10 +179,11 @@ class GhostConv2d:
     the Gram matrices of the input's patches and of b (the patches are freed once the norms are known); the
     clipped sum is torch's own weight gradient of the convolution with b scaled by the clip factors."""
 
-    __slots__ = ("x", "b", "weight", "conf", "_norm", "processed")
+    __slots__ = ("x", "b", "weight", "conf", "scale", "_norm", "processed")
 
-    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None):
-        self.x, self.b, self.weight = x, b, module.weight.detach()
+    def __init__(self, module: nn.Conv2d, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None,
+                 scale: float = 1.0):
+        self.x, self.b, self.weight, self.scale = x, b, module.weight.detach(), scale
         self.conf = (module.stride, _int_padding(module), module.dilation)
         n, p_out = b.shape[0], b.shape[1]
         self._norm = _gram_norm(_patches(module, x, scratch), b.reshape(n, p_out, -1).transpose(1, 2))
@@ -222,8 +232,8 @@ def _patches(module: nn.Conv2d, x: torch.Tensor, scratch: Scratch | None = None)
     return out.view(n, ho, wo, kh, kw, c).copy_(view).view(n, ho * wo, kh * kw * c)
 
 
-def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None
-                      ) -> PerExample:
+def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None,
+                      scale: float = 1.0) -> PerExample:
     """Per-example weight gradients of a Conv2d (groups 1) from its input x and output gradient bb [n, P, T]."""
     n, c = x.shape[0], x.shape[1]
     if c == 1:
@@ -233,13 +243,14 @@ def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scra
         g = torch.nn.functional.conv2d(x.transpose(0, 1), bb.reshape(n * bb.shape[1], 1, ho, wo),
                                        padding=_int_padding(module), dilation=module.stride, stride=module.dilation,
                                        groups=n)
-        return PerExample(g[:, :, : module.kernel_size[0], : module.kernel_size[1]].reshape(n, *module.weight.shape))
+        return PerExample(g[:, :, : module.kernel_size[0], : module.kernel_size[1]].reshape(n, *module.weight.shape),
+                          scale=scale)
     # [n, P, kh kw C] from the channels-last patches; only the clipped sum is put back in the weight's order
     p_out, (kh, kw) = module.out_channels, module.kernel_size
     a = _patches(module, x, scratch)
     key = (id(module), "per-example")
     g = torch.bmm(bb, a, out=_buffer(scratch, key, (n, p_out, a.shape[2]), x))
-    entry = PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous())
+    entry = PerExample(g, finish=lambda s: s.view(p_out, kh, kw, c).permute(0, 3, 1, 2).contiguous(), scale=scale)
     if scratch is not None:
         scratch.hold(key, entry)
     return entry
@@ -250,10 +261,13 @@ def _out_size(module: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
     return ((x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
-def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None) -> dict | None:
+def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: Scratch | None = None,
+                 scale: float = 1.0) -> dict | None:
     """Per-parameter book-keeping of one call of an exact nn.Linear or nn.Conv2d (x: its input, b: the gradient of
-    its output, already multiplied by the batch size under loss_reduction="mean"), or None when this mode has no
-    fast path for the layer (then Opacus's grad sampler runs, as in hooks mode). ``scratch``: buffers to reuse."""
+    its output), or None when this mode has no fast path for the layer (then Opacus's grad sampler runs, as in hooks
+    mode). The per-example gradients are ``scale`` times those of b: under loss_reduction="mean" Opacus multiplies
+    the output gradient by the batch size first, a pass over every layer's output gradient that this mode folds
+    into the norms and the clip factors instead (n values each). ``scratch``: buffers to reuse."""
     kind = type(module)
     if kind is nn.Conv2d and (module.groups != 1 or module.padding_mode != "zeros" or _int_padding(module) is None):
         return None
@@ -270,22 +284,22 @@ def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: S
         t = a.shape[1]
         if module.weight.requires_grad:
             if use_ghost_norm(t, p_out, d_in):
-                out[module.weight] = GhostLinear(a, bb, module.weight.shape)
+                out[module.weight] = GhostLinear(a, bb, module.weight.shape, scale)
             else:
-                out[module.weight] = PerExample(torch.einsum("ntp,ntd->npd", bb, a))
+                out[module.weight] = PerExample(torch.einsum("ntp,ntd->npd", bb, a), scale=scale)
         if module.bias is not None and module.bias.requires_grad:
-            out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0])
+            out[module.bias] = PerExample(bb.sum(1) if t > 1 else bb[:, 0], scale=scale)
         return out
     n, p_out = x.shape[0], module.out_channels
     bb = b.reshape(n, p_out, -1)
     if module.weight.requires_grad:
         d_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
         if use_ghost_norm(bb.shape[2], p_out, d_in):
-            out[module.weight] = GhostConv2d(module, x, b, scratch)
+            out[module.weight] = GhostConv2d(module, x, b, scratch, scale)
         else:
-            out[module.weight] = _conv_per_example(module, x, bb, scratch)
+            out[module.weight] = _conv_per_example(module, x, bb, scratch, scale)
     if module.bias is not None and module.bias.requires_grad:
-        out[module.bias] = PerExample(bb.sum(2))
+        out[module.bias] = PerExample(bb.sum(2), scale=scale)
     return out
 
 
@@ -297,7 +311,13 @@ ACCUMULATION_ERROR = ("Poisson sampling is not compatible with grad accumulation
 
 class GradSampleModuleFastClipping(GradSampleModule):
     """Opacus's GradSampleModule whose backward hooks keep, for each parameter and backward pass, what the optimizer
-    needs to clip (``p._fast_entries``: ``GhostLinear``, ``GhostConv2d`` or ``PerExample``), not ``p.grad_sample``."""
+    needs to clip (``p._fast_entries``: ``GhostLinear``, ``GhostConv2d`` or ``PerExample``), not ``p.grad_sample``.
+
+    An exact nn.Linear or nn.Conv2d gets its output gradient from a hook on its output tensor, registered by the
+    forward hook that runs Opacus's activation capture, rather than from a full module backward hook: the gradient
+    is the same tensor (``grad_output[0]``), but a full backward hook wraps every input and output of the layer in
+    an autograd node of its own at every call, forward and backward (about half a millisecond of a SimpleCNN step
+    on one core), and forbids modifying the layer's output in place. Every other layer keeps Opacus's hooks."""
 
     def __init__(self, m: nn.Module, *, batch_first=True, loss_reduction="mean", strict: bool = True,
                  force_functorch=False):
@@ -317,6 +337,43 @@ class GradSampleModuleFastClipping(GradSampleModule):
                 owners[id(p)] = name
                 p._fast_entries = []
 
+    def add_hooks(self, *, loss_reduction: str = "mean", batch_first: bool = True,
+                  force_functorch: bool = False) -> None:
+        """Opacus's add_hooks (the same layers, the same activation capture, functorch preparation and handles), with
+        an output-tensor hook in place of the full backward hook for exact nn.Linear and nn.Conv2d layers."""
+        from opacus.grad_sample.functorch import prepare_layer
+        from opacus.layers.dp_rnn import DPGRU, DPLSTM, DPRNN
+
+        if force_functorch:
+            return super().add_hooks(loss_reduction=loss_reduction, batch_first=batch_first,
+                                     force_functorch=force_functorch)
+        if hasattr(self._module, "autograd_grad_sample_hooks"):
+            raise ValueError("Trying to add hooks twice to the same model")
+        handles = self._module.autograd_grad_sample_hooks = []
+        self.autograd_grad_sample_hooks = handles
+        for module in self.iterate_submodules(self._module):
+            if type(module) in (DPRNN, DPLSTM, DPGRU):  # their RNNLinear layers carry the hooks
+                continue
+            if type(module) not in self.GRAD_SAMPLERS:
+                prepare_layer(module, batch_first=batch_first)
+            backward = partial(self.capture_backprops_hook, loss_reduction=loss_reduction, batch_first=batch_first)
+            if type(module) in (nn.Linear, nn.Conv2d):
+                handles.append(module.register_forward_hook(partial(self._capture_and_hook_output, backward=backward)))
+            else:
+                handles.append(module.register_forward_hook(self.capture_activations_hook))
+                handles.append(module.register_full_backward_hook(backward))
+        self.enable_hooks()
+
+    def _capture_and_hook_output(self, module: nn.Module, forward_input, output, backward):
+        """Forward hook: Opacus's capture_activations_hook, then, where it kept the activations (by its own
+        conditions), a hook on the output that hands its gradient to ``backward`` as a full backward hook would."""
+        acts = getattr(module, "activations", None)
+        before = 0 if acts is None else len(acts)
+        self.capture_activations_hook(module, forward_input, output)
+        acts = getattr(module, "activations", None)
+        if acts is not None and len(acts) > before and isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(partial(_output_grad, module, backward))
+
     def capture_backprops_hook(self, module: nn.Module, _forward_input, forward_output, loss_reduction: str,
                                batch_first: bool):
         if not self.hooks_enabled:
@@ -325,16 +382,21 @@ class GradSampleModuleFastClipping(GradSampleModule):
         from opacus.utils.module_utils import trainable_parameters
 
         backprops = forward_output[0].detach()
+        # Opacus's rearrangement without its loss-reduction step (a multiplication of the whole output gradient by
+        # the batch size under "mean"): the fast path folds that factor into norms and clip factors (fast_entries)
         activations, backprops = self.rearrange_grad_samples(module=module, backprops=backprops,
-                                                             loss_reduction=loss_reduction, batch_first=batch_first)
+                                                             loss_reduction="sum", batch_first=batch_first)
+        scale = module.max_batch_len if loss_reduction == "mean" else 1
         params = [p for _, p in trainable_parameters(module)]
         pending = self._pending.get(module)
         entries = None
         # A layer called once in this forward pass (each of its parameters counted once) on a whole batch.
         if (pending is None and not self.force_functorch and all(p._forward_counter == 1 for p in params)
                 and len(activations) == 1 and activations[0].shape[0] == module.max_batch_len):
-            entries = fast_entries(module, activations[0], backprops, self._scratch)
+            entries = fast_entries(module, activations[0], backprops, self._scratch, scale)
         if entries is None:
+            if loss_reduction == "mean":
+                backprops = backprops * scale  # what Opacus's rearrange_grad_samples does
             if not self.force_functorch and type(module) in self.GRAD_SAMPLERS:
                 grads = self.GRAD_SAMPLERS[type(module)](module, activations, backprops)
             else:
@@ -367,6 +429,11 @@ class GradSampleModuleFastClipping(GradSampleModule):
         for p in self._module.parameters():
             if hasattr(p, "_fast_entries"):
                 del p._fast_entries
+
+
+def _output_grad(module: nn.Module, backward, grad: torch.Tensor) -> None:
+    """A tensor hook on a layer's output: hands its gradient to the layer's backward hook, leaving it unchanged."""
+    backward(module, None, (grad,))
 
 
 def _accumulate(pending: dict | None, grads: dict, max_batch_len: int) -> dict:
@@ -416,31 +483,61 @@ class DPOptimizerFastClipping(DPOptimizer):
 
     @torch.no_grad()
     def clip_and_accumulate(self):
+        params = self.params
+        entries = [self._entries(p) for p in params]
         passes = self.accumulated_iterations
-        entries = [self._entries(p) for p in self.params]
-        for es in entries:
-            if any(e.processed for e in es):
-                raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
-                                 "privacy guarantees you must call optimizer.zero_grad()on each step")
-        sums = [None] * len(self.params)
+        if any(e.processed for es in entries for e in es):
+            raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
+                             "privacy guarantees you must call optimizer.zero_grad()on each step")
+        sums = [None] * len(params)
         for k in range(passes):  # each backward pass holds its own examples
             per_pass = [es[k] for es in entries]
             n = {e.n for e in per_pass}
             if len(n) != 1:
                 raise ValueError(f"per-example book-keeping of one backward pass covers different batch sizes {n}")
             if n.pop() == 0:
-                c = torch.zeros((0,), device=self.params[0].device)
-            else:
-                norms = torch.stack([e.norm() for e in per_pass], dim=1).norm(2, dim=1)  # as Opacus combines them
-                c = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-            for i, (p, e) in enumerate(zip(self.params, per_pass)):
-                g = e.clipped_sum(c.to(device=p.device, dtype=p.dtype)) if e.n else torch.zeros_like(p)
+                sums = [torch.zeros_like(p) if g is None else g for p, g in zip(params, sums)]
+                continue
+            # Each entry holds ``scale`` times its true gradients (the batch size under loss_reduction "mean",
+            # fast_entries); one scale for the whole pass is the rule (one batch), and is then applied once.
+            scales = {e.scale for e in per_pass}
+            one = scales.pop() if len(scales) == 1 else None
+            norms = torch.stack([e.norm() if one is not None else e.norm() * e.scale for e in per_pass], dim=1)
+            norms = norms.norm(2, dim=1)  # as Opacus combines them
+            if one is not None and one != 1:
+                norms = norms * one
+            c = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # Opacus's clip factors
+            factors = {}  # the clip factors times an entry's scale, in its parameter's dtype and device
+            for i, (p, e) in enumerate(zip(params, per_pass)):
+                key = (e.scale, p.dtype, p.device)
+                f = factors.get(key)
+                if f is None:
+                    f = factors[key] = (c if e.scale == 1 else c * e.scale).to(device=p.device, dtype=p.dtype)
+                g = e.clipped_sum(f)
                 sums[i] = g if sums[i] is None else sums[i] + g
-        for p, g, es in zip(self.params, sums, entries):
-            g = g.reshape_as(p)
+        for p, g, es in zip(params, sums, entries):
+            g = g.view_as(p) if g.is_contiguous() else g.reshape_as(p)
             p.summed_grad = g if p.summed_grad is None else p.summed_grad + g
             for e in es:
                 e.processed = True
+
+    def add_noise(self):
+        """Opacus's add_noise, without its zero tensor per parameter: the same draws from the same generator, in the
+        same order and shapes (torch.normal, as Opacus's _generate_noise calls it), so the noise is bit for bit
+        Opacus's, and summed_grad + noise is the same sum (IEEE addition commutes). Secure mode and zero noise are
+        Opacus's own code."""
+        std = self.noise_multiplier * self.max_grad_norm
+        if self.secure_mode or std == 0:
+            return super().add_noise()
+        for p in self.params:
+            summed = p.summed_grad
+            if hasattr(summed, "_processed"):  # Opacus's _check_processed_flag
+                raise ValueError("Gradients haven't been cleared since the last optimizer step. In order to obtain "
+                                 "privacy guarantees you must call optimizer.zero_grad()on each step")
+            noise = torch.normal(mean=0, std=std, size=summed.shape, device=summed.device, generator=self.generator,
+                                 dtype=summed.dtype)
+            p.grad = noise.add_(summed).view_as(p)
+            summed._processed = True  # Opacus's _mark_as_processed
 
     def scale_grad(self):
         """Opacus's scale_grad, with the number of accumulated passes counted once rather than once a parameter."""
