@@ -17,7 +17,7 @@ Number convention. A field typed ``float`` always holds a number: JSON ``null`` 
 that could not be computed, such as a bootstrap interval from no resamples). A field typed ``float | None``
 is absent-by-meaning (a non-DP model claims no ε): ``null`` there is ``None``. Both accept ``"inf"``/``"-inf"``.
 
-This module imports neither torch nor numpy: reports load and render without them.
+This module never imports torch; numpy comes in only through the attacks' metrics types, which it carries.
 """
 from __future__ import annotations
 
@@ -199,11 +199,12 @@ class TrainingRecord:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "training record") -> TrainingRecord:
-        """A stored record (the model cache's), validated as the report's records are; a record written before
-        ``accounting_s`` or ``dpaudit_version`` existed reads them as unknown."""
+        """A stored record (the model cache's), validated as the report's records are. A record written before
+        ``accounting_s``, ``dpaudit_version`` or ``gradient_canaries`` existed reads them as unknown (none ran), and
+        one written before ``observed`` (training-side records never had it) as observed: dpaudit trained it."""
         if not isinstance(d, dict):
             raise DPAuditError(f"{where} must be an object, got {_kind(d)}")
-        d = {"accounting_s": None, "dpaudit_version": None, **d}
+        d = {"accounting_s": None, "dpaudit_version": None, "gradient_canaries": None, "observed": True, **d}
         return _decode_obj(cls, d, where, SCHEMAS[SCHEMA])
 
     @classmethod
@@ -447,6 +448,58 @@ class Report:
             if m.name == name:
                 return m
         raise KeyError(name)
+
+
+def validate(obj: Any, path: str = "") -> None:
+    """Check a report built in memory (``dpaudit.core.plan.report_document``) against its types, as
+    ``from_json`` checks one read from a file: every field holds its declared type, the open blocks hold JSON
+    values only, and the closed-set rules hold. One line names the path of the first offence."""
+    if not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
+        raise TypeError(f"validate takes a schema dataclass, got {type(obj).__name__}")
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if f.init:
+            _validate_value(hints[f.name], getattr(obj, f.name), _join(path, f.name))
+    _post_check(obj, path)
+
+
+def _validate_value(tp: Any, v: Any, path: str) -> None:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        from dpaudit.io import jsonable
+
+        _check_plain(jsonable(v), path)  # as it will be written: numpy scalars and arrays become JSON values
+    elif origin in (Union, types.UnionType):
+        if v is not None:
+            _validate_value([a for a in typing.get_args(tp) if a is not type(None)][0], v, path)
+    elif tp in (float, int):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or (tp is int and not isinstance(v, numbers.Integral)):
+            raise DPAuditError(f"{path} must be {'an integer' if tp is int else 'a number'}, got {_kind(v)}")
+    elif tp in (bool, str):
+        if not (isinstance(v, tp) or (tp is bool and getattr(getattr(v, "dtype", None), "kind", "") == "b")):
+            raise DPAuditError(f"{path} must be {'true or false' if tp is bool else 'a string'}, got {_kind(v)}")
+    elif origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise DPAuditError(f"{path} must be a list, got {_kind(v)}")
+        args = typing.get_args(tp)
+        each = [args[0]] * len(v) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(each) != len(v):
+            raise DPAuditError(f"{path} must be a list of {len(each)}, got {len(v)} items")
+        for i, (a, x) in enumerate(zip(each, v)):
+            _validate_value(a, x, f"{path}[{i}]")
+    elif origin is dict:
+        if not isinstance(v, dict):
+            raise DPAuditError(f"{path} must be an object, got {_kind(v)}")
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise DPAuditError(f"{path} has a non-string key {k!r}")
+            _validate_value(typing.get_args(tp)[1], x, _join(path, k))
+    elif dataclasses.is_dataclass(tp):
+        if not isinstance(v, tp):
+            raise DPAuditError(f"{path} must be {tp.__name__}, got {_kind(v)}")
+        validate(v, path)
+    else:
+        raise TypeError(f"schema type {tp!r} at {path} has no validator")  # a bug in this module
 
 
 def as_report(x: Any) -> Report:

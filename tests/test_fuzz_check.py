@@ -239,6 +239,10 @@ ROWS = [
         expect="models[1].verdict.ceiling missing"),
     Row("duplicate model names", 2, report=_json(_doc(("models/1/name", "non-dp"))), expect="repeats models[0]"),
     Row("report is a directory", 2, args=lambda d: [], report="DIR", expect="is a folder"),
+    # a report of the dpaudit before the f-DP route (three white-box routes): named as such, not as damage
+    Row("three white-box routes (earlier dpaudit)", 2,
+        report=_json(_doc(lambda d: d["models"][2]["whitebox"]["bounds"]["routes"].pop())),
+        expect="lists the three white-box routes of an earlier dpaudit"),
     Row("key given twice", 2, report=BASE.replace('"threshold_policy":', '"command": "x", "threshold_policy":', 1),
         expect="appears twice"),
     Row("NaN literal", 2, report=BASE.replace('"auc": 0.5133084081632653', '"auc": NaN', 1), expect="NaN is not JSON"),

@@ -371,3 +371,36 @@ def test_bootstrap_level_comes_from_the_report():
     md, page, _ = _render_all(doc)
     assert "Intervals are 90% bootstrap intervals" in md and "95% bootstrap" not in md
     assert "Intervals are 90% bootstrap intervals" in page
+
+
+def test_a_report_built_in_memory_is_validated_like_one_read_from_a_file():
+    """core.plan.report_document validates the typed report it builds: a plug-in attack's details that are not
+    JSON, or a path where a string belongs, are refused in one line, as report.json would be."""
+    import dataclasses
+
+    from dpaudit.schema import validate
+
+    rep = Report.from_json(synthetic_report())
+    validate(rep)  # a report that loads is valid
+    m = rep.models[0]
+    bad = dataclasses.replace(rep, models=(dataclasses.replace(
+        m, attacks=(dataclasses.replace(m.attacks[0], details={"a": {1, 2}}),)),) + rep.models[1:])
+    with pytest.raises(DPAuditError, match=r"models\[0\]\.attacks\[0\]\.details\.a must hold JSON values"):
+        validate(bad)
+    bad = dataclasses.replace(rep, config=dataclasses.replace(rep.config, cache_dir=Path("/tmp/x")))
+    with pytest.raises(DPAuditError, match=r"config\.cache_dir must be a string"):
+        validate(bad)
+
+
+def test_model_cache_records_of_the_previous_layout_load():
+    """A cached training record written before ``observed`` and ``gradient_canaries`` existed still loads (an
+    observed training, no canaries), so an upgrade does not retrain every cached model."""
+    from dpaudit.schema import TrainingRecord
+
+    doc = json.loads(Path("reports/reference/report.json").read_text())["models"][1]["training"]
+    for k in ("observed", "gradient_canaries", "accounting_s", "dpaudit_version"):
+        doc.pop(k)
+    rec = TrainingRecord.from_dict(doc)
+    assert rec.observed is True and rec.gradient_canaries is None and rec.epsilon == doc["epsilon"]
+    with pytest.raises(DPAuditError, match="training record.steps missing"):
+        TrainingRecord.from_dict({k: v for k, v in doc.items() if k != "steps"})

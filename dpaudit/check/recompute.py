@@ -701,6 +701,10 @@ def _check_route_list(where: str, wb: dict, d: dict, one_v: float, failed: list[
     routes = _typed(rw, b.get("routes"), "list")
     names = [r.get("route") if isinstance(r, dict) else None for r in routes]
     if names != [r.route for r in WHITEBOX_ROUTE_LIST]:
+        if names == [r.route for r in WHITEBOX_ROUTE_LIST if r.route != "fdp_one_run"]:
+            # not damage: the layout of the dpaudit before the f-DP route, whose shares differed too
+            raise DPAuditError(f"{rw} lists the three white-box routes of an earlier dpaudit (before the f-DP "
+                               f"route); re-run the audit with this version to check it")
         raise _bad(f"{rw} must list the routes {', '.join(r.route for r in WHITEBOX_ROUTE_LIST)}, in that order")
     conf = d["confidence"]
     ctx = {"m": d["m"], "n_in": d["included"], "steps": d["steps"], "q": d["claimed_q"], "delta": d["delta"],

@@ -30,6 +30,7 @@ from dpaudit.schema import (
     ReportConfig,
     SplitInfo,
     Verdict,
+    validate,
 )
 from dpaudit.version import __version__
 
@@ -112,6 +113,9 @@ def report_config(cfg: AuditConfig) -> ReportConfig:
     trained with (the given options over the recipe's defaults)."""
     d = asdict(cfg)
     kw = {f.name: d[f.name] for f in fields(ReportConfig) if f.name in d}
+    for k in ("data_dir", "cache_dir"):  # a pathlib.Path from the Python API is written as its string
+        if kw.get(k) is not None:
+            kw[k] = str(kw[k])
     kw.update(epsilons=tuple(float(e) for e in cfg.epsilons), attacks=tuple(cfg.attacks),
               categorical=tuple(cfg.categorical), hidden=None if cfg.hidden is None else tuple(cfg.hidden),
               recipes=Recipes(non_dp=Recipe(**cfg.recipe(math.inf)), dp=Recipe(**cfg.recipe(1.0))))
@@ -140,7 +144,7 @@ def report_document(cfg: AuditConfig, *, command: str | None, workers: int | Non
                     threshold_text: str | None = None) -> Report:
     """The typed report of any audit (trained here, a --target, outputs only, the probe), from its stages' typed
     models; ``dataset`` and ``split`` are the data's provenance and the split's summary."""
-    return Report(
+    report = Report(
         schema=SCHEMA,
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         command=command,
@@ -159,6 +163,10 @@ def report_document(cfg: AuditConfig, *, command: str | None, workers: int | Non
         # K + 1 models: they overlap in time, so they do not add up to the wall time above.
         worker_s=worker_s,
     )
+    # What a reader of report.json would refuse is refused here, in one line, before anything is written (a
+    # plug-in attack's details that are not JSON, a path where a string belongs).
+    validate(report)
+    return report
 
 
 def threshold_policy(external: bool) -> str:

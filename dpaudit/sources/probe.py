@@ -681,9 +681,9 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         cfg, command=command, workers=None, device=str(meta.get("device") or "cpu"), dataset=dataset, split=split,
         models=[model], phases={"analysis": time.perf_counter() - t0}, worker_s={}, observed=True,
         threshold_text=("No attack thresholds: the evidence is white-box gradient canaries only. The Clopper-Pearson "
-                        "and per-step routes choose their thresholds on a random half of the canaries (seeded) and "
-                        "count outcomes on the other half only; the one-run bound takes its guesses from a "
-                        "Bonferroni-corrected set of candidates."))
+                        "route chooses its threshold on a random half of the canaries and the per-step route on a "
+                        "random quarter (seeded), and each counts outcomes on the rest only; the one-run and f-DP "
+                        "one-run bounds take their guesses from a Bonferroni-corrected set of fixed counts."))
     return report.to_json()
 
 
