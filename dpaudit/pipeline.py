@@ -33,6 +33,7 @@ from dpaudit.core.plan import (
     make_verdict,
     report_document,
     run_confidence,
+    whitebox_block,
 )
 from dpaudit.core.signals import Signals
 from dpaudit.core.splits import Splits, make_splits
@@ -47,6 +48,7 @@ from dpaudit.schema import (
     Report,
     TrainingRecord,
     Verdict,
+    WhiteBoxAudit,
 )
 from dpaudit.training.accounting import cross_check
 from dpaudit.training.data import Dataset, load_dataset
@@ -164,7 +166,7 @@ def _canary_audit(scores: np.ndarray, coins: np.ndarray, delta: float, confidenc
 
 
 def _verdict(claimed: float | None, attacks: list[AttackResult], canary: CanaryResult | None, plan: BoundPlan,
-             conf_all: float, wb: dict | None = None, observed: bool = True) -> Verdict:
+             conf_all: float, wb: WhiteBoxAudit | None = None, observed: bool = True) -> Verdict:
     from dpaudit.core.power import POWER_METHOD
 
     bounds = [(f"{a.attack} attack", a.epsilon_lb.value, a.ceiling) for a in attacks]
@@ -176,11 +178,10 @@ def _verdict(claimed: float | None, attacks: list[AttackResult], canary: CanaryR
     if wb is not None:
         # every valid route (one run; Clopper-Pearson over canaries; per-step witness composition, valid only when
         # every independence test accepts), each with its ceiling: the verdict takes the best and names it
-        bounds.extend((f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"])
-                      for r in wb["routes"] if r["valid"])
+        bounds.extend((f"white-box canaries ({r.label})", r.epsilon_lb, r.ceiling) for r in wb.counted_routes())
         # the white-box route's power is one figure for its bounds and conformance tests together
-        power.append(("white-box canaries", wb.get("detectable_epsilon")))
-        rejected = [] if wb["conformant"] else list(wb["failed"])
+        power.append(("white-box canaries", wb.detectable_epsilon))
+        rejected = [] if wb.conformant else list(wb.failed)
     decision = decide_verdict(claimed, bounds, rejected, n_canaries=canary.m if canary is not None else None,
                               whitebox_possible=observed, detectable=[(s, d) for s, d in power if d is not None],
                               whitebox_need=whitebox_need(wb))
@@ -286,27 +287,20 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
         accountant_check=check,
         bounds=Bounds(max_balanced_accuracy=max_balanced_accuracy(claimed, delta) if claimed is not None else 1.0,
                       max_advantage=max_advantage(claimed, delta) if claimed is not None else 1.0, delta=delta),
-        attacks=tuple(attack_results), canary=canary_res, whitebox=None if wb is None else jsonable(wb),
+        attacks=tuple(attack_results), canary=canary_res, whitebox=wb,
         verdict=_verdict(claimed, attack_results, canary_res, plan, run_confidence(cfg, rerun), wb,
                          observed=bool(rec.observed)))
     return SettingOutcome(model=model, scores=scores, signals={name: signals}, timing_s=timing)
 
 
-def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: float) -> dict:
+def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: float) -> WhiteBoxAudit:
     """White-box gradient canaries: bounds, conformance tests and empirical ε (dpaudit.training.whitebox.analyse), with
-    the ceilings of each bound at the same confidence."""
+    the ceilings of each bound at the same confidence and the route's measured power."""
     from dpaudit.training.whitebox import analyse
 
     analysis_seed = model_seed(cfg.seed, ei, 3000)
     res = analyse(obs, confidence=per_bound, seed=analysis_seed).to_dict()
-    # Each route states its own ceiling at its own confidence (dpaudit.core.whitebox_stats.bound_routes); what
-    # the schema's evidence reads is the best valid route and the largest valid ceiling.
-    routes = res["routes"]
-    res["ceiling_one_run"], res["ceiling_cp"] = routes[0]["ceiling"], routes[1]["ceiling"]
-    res["epsilon_lb"] = res["epsilon_lb_best"]
-    res["ceiling"] = max(r["ceiling"] for r in routes if r["valid"])
-    res.update(_whitebox_power(res, obs, cfg, per_bound, delta, analysis_seed))
-    return res
+    return whitebox_block(res, _whitebox_power(res, obs, cfg, per_bound, delta, analysis_seed))
 
 
 def _whitebox_power(res: dict, obs, cfg: AuditConfig, per_bound: float, delta: float, analysis_seed: int) -> dict:

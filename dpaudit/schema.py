@@ -353,6 +353,146 @@ class Verdict:
     next_step: str | None = since(2, **OPTIONAL)
 
 
+# A key a block leaves out when it has no value (``None``): written only when set, absent and null both read as
+# None. The white-box block's layout grew over versions (power, the route list), and a probe's block leaves some out.
+ABSENT = {"optional": True, "omit": True}
+# The one field of a block that holds its further keys (``dict[str, Any]``), written beside the typed ones: a
+# white-box route's or test's own numbers, whose keys differ from one route or test to the next.
+REST = {"rest": True}
+
+
+@dataclass(frozen=True)
+class WhiteBoxTest:
+    """One conformance test of the white-box block (``dpaudit.core.whitebox.analyse``; a probe adds structural
+    checks, p-value 1 or 0). ``details``: the test's own figures (the claimed value it tests, ...)."""
+    name: str
+    statistic: float
+    p_value: float
+    passed: bool
+    what: str
+    # What a rejection means, in words (left out by the probe's structural checks and by earlier layouts).
+    broken: str | None = field(default=None, metadata=ABSENT)
+    details: dict[str, Any] = field(default_factory=dict, metadata=REST)
+
+
+@dataclass(frozen=True)
+class WhiteBoxRoute:
+    """One ε lower-bound route of the white-box block (``dpaudit.core.whitebox_stats.bound_routes``), each at its
+    own confidence with its own ceiling. ``valid`` False: an assumption it needs was rejected, so it does not
+    count. ``canaries_needed``: how many canaries would lift its ceiling above the claim (null: none would, or it
+    is already above). ``details``: the route's own counts (threshold, tp, fp, guesses, ...)."""
+    route: str
+    label: str
+    confidence: float
+    assumption: str
+    epsilon_lb: float
+    ceiling: float
+    valid: bool
+    canaries_needed: int | None
+    details: dict[str, Any] = field(default_factory=dict, metadata=REST)
+
+
+@dataclass(frozen=True)
+class PowerPoint:
+    """One simulated noise factor of the white-box power search: runs detected of n."""
+    noise_factor: float
+    detected: int
+    n: int
+
+
+@dataclass(frozen=True)
+class WhiteBoxPower:
+    """How the white-box route's detectable ε was measured (``dpaudit.core.power.whitebox_detectable``): every
+    simulated noise factor, the detection rate at the chosen one with its exact 95% interval (null: none was
+    detected up to the search's limit), and whether the claimed noise itself was (a false alarm)."""
+    n_sims: int
+    seed: int
+    analysis_seed: int
+    grid: float
+    power: float
+    points: tuple[PowerPoint, ...]
+    n_tests: int
+    null_detected: bool
+    rate: float | None
+    rate_ci: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class WhiteBoxAudit:
+    """The white-box gradient canaries' audit of one DP model: ``dpaudit.core.whitebox.analyse``'s result, with
+    the ceilings and measured power the audit adds. Read by the renderers and the verdict by attribute; the gate
+    (``dpaudit.check.recompute``) recomputes every number of its JSON form.
+
+    ``bounds`` and ``final_model_bounds`` are the raw records each view's bounds come from (the one-run test's
+    (m, r, v), the split-threshold counts), kept as written: only the gate reads them, key by key, and their layout
+    differs between dpaudit versions."""
+    m: int
+    included: int
+    steps: int
+    confidence: float
+    delta: float
+    claimed_epsilon: float
+    claimed_sigma: float
+    claimed_q: float
+    max_grad_norm: float
+    dirac_norm: float
+    epsilon_lb_one_run: float
+    epsilon_lb_cp: float
+    bounds: dict[str, Any]
+    final_model_epsilon_lb_one_run: float
+    final_model_epsilon_lb_cp: float
+    final_model_bounds: dict[str, Any]
+    tests: tuple[WhiteBoxTest, ...]
+    conformant: bool
+    failed: tuple[str, ...]
+    sigma_hat: float | None
+    sigma_ci: tuple[float, float]
+    q_hat: float | None
+    q_ci: tuple[float, float]
+    empirical_epsilon: float | None
+    empirical_epsilon_ci: tuple[float, float] | None
+    accountant: str
+    notes: tuple[str, ...]
+    # what the verdict reads: the best counted route's bound and the largest counted ceiling
+    epsilon_lb: float
+    ceiling: float
+    ceiling_one_run: float
+    ceiling_cp: float
+    # the full analysis's route list and what follows from it (left out by earlier layouts)
+    routes: tuple[WhiteBoxRoute, ...] | None = field(default=None, metadata=ABSENT)
+    best_route: str | None = field(default=None, metadata=ABSENT)
+    epsilon_lb_best: float | None = field(default=None, metadata=ABSENT)
+    epsilon_lb_per_step: float | None = field(default=None, metadata=ABSENT)
+    broken: tuple[str, ...] | None = field(default=None, metadata=ABSENT)
+    routes_text: str | None = field(default=None, metadata=ABSENT)
+    # measured power (dpaudit.core.power.whitebox_detectable): "inf" when no noise factor in the search was
+    # detected; absent when not measured
+    detectable_noise_factor: float | None = field(default=None, metadata=ABSENT)
+    detectable_epsilon: float | None = field(default=None, metadata=ABSENT)
+    detectable_power: WhiteBoxPower | None = field(default=None, metadata=ABSENT)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "whitebox") -> WhiteBoxAudit:
+        """The typed block of a white-box analysis's plain dict (``WhiteBoxResult.to_dict`` plus the audit's
+        ceilings and power), validated as a report's block is when read."""
+        from dpaudit.io import jsonable
+
+        return _decode_obj(cls, jsonable(d), where, SCHEMAS[SCHEMA])
+
+    def to_json(self) -> dict[str, Any]:
+        """The block as report.json holds it (what the gate checks key by key)."""
+        from dpaudit.io import jsonable
+
+        return jsonable(_encode(self))
+
+    def failed_tests(self) -> list[WhiteBoxTest]:
+        return [t for t in self.tests if not t.passed]
+
+    def counted_routes(self) -> list[WhiteBoxRoute]:
+        """The routes whose assumptions held (those the verdict counts)."""
+        return [r for r in self.routes or () if r.valid]
+
+
 @dataclass(frozen=True)
 class ModelAudit:
     name: str
@@ -365,8 +505,8 @@ class ModelAudit:
     attacks: tuple[AttackResult, ...]
     canary: CanaryResult | None
     verdict: Verdict
-    # White-box gradient canaries (being built): an open mapping, rendered as a key/value table.
-    whitebox: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+    # White-box gradient canaries (--gradient-canaries; a probe's report): null on a model without them.
+    whitebox: WhiteBoxAudit | None = field(default=None, metadata=OPTIONAL)
 
     def bound_sources(self) -> list[tuple[str, float, float | None]]:
         """(evidence, ε lower bound, ceiling) for every attack, the canaries and a white-box block that
@@ -374,10 +514,8 @@ class ModelAudit:
         out = [(f"{a.attack} attack", a.epsilon_lb.value, a.ceiling) for a in self.attacks]
         if self.canary is not None:
             out.append(("canaries (one run)", self.canary.epsilon_lb, self.canary.ceiling))
-        wb = self.whitebox or {}
-        if _is_number(wb.get("epsilon_lb")):
-            ceil = wb.get("ceiling")
-            out.append(("white-box canaries", _to_float(wb["epsilon_lb"]), _to_float(ceil) if _is_number(ceil) else None))
+        if self.whitebox is not None:
+            out.append(("white-box canaries", self.whitebox.epsilon_lb, self.whitebox.ceiling))
         return out
 
     def detectable_sources(self) -> list[tuple[str, float]]:
@@ -385,10 +523,8 @@ class ModelAudit:
         out = [(f"{a.attack} attack", a.detectable_epsilon) for a in self.attacks]
         if self.canary is not None:
             out.append(("canaries (one run)", self.canary.detectable_epsilon))
-        wb = self.whitebox or {}
-        if _is_number(wb.get("epsilon_lb")):
-            d = wb.get("detectable_epsilon")
-            out.append(("white-box canaries", _to_float(d) if _is_number(d) else None))
+        if self.whitebox is not None:
+            out.append(("white-box canaries", self.whitebox.detectable_epsilon))
         return [(s, d) for s, d in out if d is not None and not math.isnan(d)]
 
 
@@ -515,7 +651,14 @@ def as_report(x: Any) -> Report:
 
 def _encode(x: Any) -> Any:
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        out = {}
+        for f in dataclasses.fields(x):
+            v = getattr(x, f.name)
+            if f.metadata.get("rest"):
+                out.update({str(k): _encode(w) for k, w in v.items() if str(k) not in out})
+            elif not (v is None and f.metadata.get("omit")):
+                out[f.name] = _encode(v)
+        return out
     if isinstance(x, dict):
         return {str(k): _encode(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -540,14 +683,6 @@ def _kind(v: Any) -> str:
     return type(v).__name__
 
 
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, numbers.Real) and not isinstance(v, bool)) or v in ("inf", "-inf")
-
-
-def _to_float(v: Any) -> float:
-    return float(v)
-
-
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
@@ -569,11 +704,16 @@ def _decode_obj(cls: type, obj: Any, path: str, version: int):
         raise DPAuditError(f"{where} must be an object, got {_kind(obj)}")
     hints = _hints(cls)
     flds = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in obj if k not in flds]
-    if unknown:
+    rest = next((f.name for f in flds.values() if f.metadata.get("rest")), None)
+    unknown = [k for k in obj if k not in flds or k == rest]
+    if unknown and rest is None:
         raise DPAuditError(f"{_join(path, str(unknown[0]))} is not a field of {SCHEMA} (unknown field)")
     kw = {}
+    if rest is not None:
+        kw[rest] = _decode(hints[rest], {k: obj[k] for k in unknown}, path, version)
     for name, f in flds.items():
+        if name == rest:
+            continue
         if not f.init:
             continue  # a derived field (Counts' rates): made from the others below, and checked against the file
         p = _join(path, name)
@@ -759,10 +899,9 @@ def evidence(m: ModelAudit) -> Evidence:
     claimed = m.training.epsilon if m.training.epsilon is not None else m.verdict.claimed_epsilon
     if claimed is None or math.isnan(claimed):
         claimed = None
-    wb = m.whitebox or {}
-    tests_failed = any(isinstance(t, dict) and t.get("passed") is False for t in wb.get("tests") or [])
+    wb = m.whitebox
     status = verdict_status(claimed=claimed, best=best, detectable=det_v,
-                            nonconformant=bool(wb.get("conformant") is False or tests_failed
+                            nonconformant=bool((wb is not None and (not wb.conformant or wb.failed_tests()))
                                                or m.verdict.rejected_conformance))
     return Evidence(claimed, best, best_src, missing, ceiling, status, det_v, det_src)
 

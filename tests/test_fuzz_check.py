@@ -130,9 +130,10 @@ def _recomputed_verdict(m: dict, rejected: list[str], detectable: list[tuple[str
     bounds += [("canaries (one run)", c["epsilon_lb"], c["ceiling"])]
     bounds += [(f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"]) for r in wb["routes"] if r["valid"]]
     from dpaudit.core.bounds import whitebox_need
+    from dpaudit.schema import WhiteBoxAudit
 
     return decide_verdict(m["training"]["epsilon"], bounds, rejected, n_canaries=c["m"], detectable=detectable,
-                          whitebox_need=whitebox_need(wb))
+                          whitebox_need=whitebox_need(WhiteBoxAudit.from_dict(wb)))
 
 
 def _powerless(doc):
@@ -255,7 +256,8 @@ ROWS = [
         expect="models[2].whitebox.tests[0].passed must be true or false"),
     Row("wb conformant as the string 'false'", 2, report=_json(_doc((f"{WB}/conformant", "false"))),
         expect="models[2].whitebox.conformant must be true or false"),
-    Row("wb unknown key", 2, report=_json(_doc((f"{WB}/sneaky", 1))), expect="not a key dpaudit writes"),
+    Row("wb unknown key", 2, report=_json(_doc((f"{WB}/sneaky", 1))),
+        expect="models[2].whitebox.sneaky is not a field of dpaudit.report/2 (unknown field)"),
     Row("wb tests as a dict", 2, report=_json(_doc((f"{WB}/tests", {"noise_std": {"passed": False}}))),
         expect="models[2].whitebox.tests must be a list"),
     Row("wb epsilon_lb as a string", 2, report=_json(_doc((f"{WB}/epsilon_lb", "50"))),

@@ -316,15 +316,16 @@ def test_schema_and_bounds_agree_on_the_multiple():
 
 def test_whitebox_power_text_states_its_factor():
     from dpaudit.report.wording import whitebox_power
+    from dpaudit.schema import PowerPoint, WhiteBoxPower
 
-    t = whitebox_power({"detectable_noise_factor": 0.9, "detectable_epsilon": 1.23})
+    t = whitebox_power(0.9, 1.23)
     assert "σ × 0.900" in t and "10.0% less" in t and "1.23" in t
     # with the simulation's record: the rate, its interval, the number of simulated audits and the seed
-    pw = {"n_sims": 30, "seed": 5, "analysis_seed": 1, "grid": 1.5, "power": 0.8, "n_tests": 13,
-          "null_detected": False, "points": [{"noise_factor": 0.9, "detected": 27, "n": 30}], "rate": 0.9,
-          "rate_ci": list(P.binomial_ci(27, 30))}
-    t = whitebox_power({"detectable_noise_factor": 0.9, "detectable_epsilon": 1.23, "detectable_power": pw})
+    pw = WhiteBoxPower(n_sims=30, seed=5, analysis_seed=1, grid=1.5, power=0.8, n_tests=13, null_detected=False,
+                       points=(PowerPoint(noise_factor=0.9, detected=27, n=30),), rate=0.9,
+                       rate_ci=P.binomial_ci(27, 30))
+    t = whitebox_power(0.9, 1.23, pw)
     assert "σ × 0.900" in t and "1.23" in t and "90% of 30 simulated audits" in t and "seed 5" in t
     assert "(95% CI 73–98%" in t and "13 conformance tests" in t
-    assert whitebox_power({"detectable_noise_factor": None, "detectable_epsilon": math.inf}).startswith("no noise")
-    assert whitebox_power({}) == "power not measured"
+    assert whitebox_power(None, math.inf).startswith("no noise")
+    assert whitebox_power(None, None) == "power not measured"

@@ -329,7 +329,7 @@ def test_write_report_is_gated_by_check_and_reanalysed_by_cli(tmp_path):
     names = {p.name for p in out.iterdir()}
     assert {"report.json", "report.md", "report.html", "whitebox.png", "observations.npz"} <= names
     rep = load_report(out / "report.json")
-    assert rep.models[0].whitebox["conformant"] is True and rep.models[0].training.test_accuracy == 0.5
+    assert rep.models[0].whitebox.conformant is True and rep.models[0].training.test_accuracy == 0.5
     assert "White-box canaries" in (out / "report.md").read_text()
     assert 'id="whitebox"' in (out / "report.html").read_text()
     r = CliRunner().invoke(main, ["check", str(out / "report.json")])

@@ -5,7 +5,8 @@ exit 2 in the CLI) unless
 
 * **types and ranges** hold: rates, AUCs, p-values and balanced accuracies in [0, 1], advantages in [-1, 1],
   confidences in (0, 1), δ in [0, 1), ε and ceilings >= 0, counts whole numbers >= 0 and no more than their totals;
-  the open white-box block has exactly the keys and types :mod:`dpaudit.training.whitebox` writes (a ``"passed": "false"``
+  the white-box block (typed by :class:`dpaudit.schema.WhiteBoxAudit`, checked here in its JSON form, key by key, for
+  the layout of this version) has exactly the keys and types :mod:`dpaudit.core.whitebox` writes (a ``"passed": "false"``
   string, a ``tests`` object or an ``epsilon_lb`` of ``"50"`` is refused, not read as something else);
 * **the models match the configuration**: one model per ``config.epsilons`` entry, in order, named, flagged DP and
   claiming the ε it lists; each with the configured attacks, canaries, references, and a white-box block on every DP
@@ -737,7 +738,7 @@ def _check_route_list(where: str, wb: dict, d: dict, one_v: float, failed: list[
            best["epsilon_lb"], "the largest counted route")
     _agree(f"{where}.epsilon_lb_per_step", _typed(f"{where}.epsilon_lb_per_step", wb["epsilon_lb_per_step"], "num"),
            values["per_step"][0], "its per-step route")
-    # what the block's top level and the verdict read (dpaudit.pipeline._whitebox_audit)
+    # what the block's top level and the verdict read (dpaudit.core.plan.whitebox_block)
     for key, route, j in (("epsilon_lb_one_run", "one_run", 0), ("epsilon_lb_cp", "clopper_pearson", 0),
                           ("ceiling_one_run", "one_run", 1), ("ceiling_cp", "clopper_pearson", 1)):
         _agree(f"{where}.{key}", d[key], values[route][j], f"its {route} route")
@@ -1065,7 +1066,7 @@ def _check_model(i: int, m: ModelAudit, eps: float, rep: Report, rerun: int = 0)
         raise _bad(f"{where}.whitebox is {'present' if m.whitebox is not None else 'missing'} but config."
                    f"gradient_canaries is {cfg.gradient_canaries} on a {'DP' if dp else 'non-DP'} model")
     if m.whitebox is not None:
-        routes, failed, det = _check_whitebox(f"{where}.whitebox", m.whitebox, cfg.gradient_canaries, delta,
+        routes, failed, det = _check_whitebox(f"{where}.whitebox", m.whitebox.to_json(), cfg.gradient_canaries, delta,
                                               plan["canary"], m.training.epsilon, m.training.gradient_canaries)
         bounds += routes
         power.append((WHITEBOX_POWER_SOURCE, det))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dpaudit.schema import POWER_MULTIPLE, EpsilonBound, Status, verdict_status
+from dpaudit.schema import POWER_MULTIPLE, EpsilonBound, Status, WhiteBoxAudit, verdict_status
 
 __all__ = [
     "ALPHA_SCHEDULE",
@@ -855,18 +855,18 @@ def combined_confidence(confidence: float, rerun: int) -> float:
     return 1.0 - alpha_spent(1.0 - c, rerun)
 
 
-def whitebox_need(whitebox: dict | None) -> tuple[int, int, str] | None:
+def whitebox_need(whitebox: WhiteBoxAudit | None) -> tuple[int, int, str] | None:
     """(gradient canaries needed, canaries now, route label) of the cheapest counted white-box route whose ceiling
     more canaries would lift above the claim (``canaries_needed`` of ``dpaudit.core.whitebox_stats.bound_routes``),
     or None. The one reading of a white-box block's routes for "what would decide", by every stage that words a
     verdict and every check that recomputes one."""
-    if not whitebox or "routes" not in whitebox:
+    if whitebox is None or whitebox.routes is None:
         return None
-    m = int(whitebox["m"])
-    valid = [r for r in whitebox["routes"] if r.get("valid")]
-    if any(r.get("canaries_needed") is not None and int(r["canaries_needed"]) <= m for r in valid):
+    m = whitebox.m
+    valid = whitebox.counted_routes()
+    if any(r.canaries_needed is not None and r.canaries_needed <= m for r in valid):
         return None  # a route's ceiling is already above the claim: its power, not the canary count, decides
-    need = [(int(r["canaries_needed"]), str(r["label"])) for r in valid if r.get("canaries_needed")]
+    need = [(r.canaries_needed, r.label) for r in valid if r.canaries_needed]
     if not need:
         return None
     n, label = min(need)

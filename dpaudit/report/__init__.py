@@ -17,7 +17,7 @@ from dpaudit.io import default_mode, dumps
 from dpaudit.report import wording
 from dpaudit.report.html import render_html
 from dpaudit.report.wording import INDEPENDENCE_CAVEAT, fmt, fmt_ci, fmt_g, plain
-from dpaudit.schema import SCHEMA, Report, as_report
+from dpaudit.schema import SCHEMA, Report, WhiteBoxAudit, as_report
 
 __all__ = ["SCHEMA", "Report", "as_report", "confidence_note", "fmt", "fmt_ci", "load_report", "overall_verdict",
            "render", "render_html", "render_markdown", "scores_csv", "summary_rows", "text_summary", "verdict_rows",
@@ -197,55 +197,44 @@ def _accountant_cell(m) -> str:
             f"RDP {fmt(ac.dp_accounting_rdp, 3)}")
 
 
-def _kv_value(v) -> str:
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)
-    if isinstance(v, float):
-        return fmt_g(v)
-    return "—" if v is None else str(v)
-
-
-def whitebox_markdown(w: dict, figures) -> list[str]:
+def whitebox_markdown(w: WhiteBoxAudit, figures) -> list[str]:
     """The white-box section: the conclusion, the conformance tests with p-values, bounds and estimates."""
-    from dpaudit.report.plots import FIGURES, is_whitebox_analysis
+    from dpaudit.report.plots import FIGURES
 
-    if not is_whitebox_analysis(w):
-        return [_table(["key", "value"], [[k, _kv_value(v)] for k, v in w.items()])]
-    failed = [t["name"] for t in w["tests"] if not t["passed"]]
+    failed = [t.name for t in w.failed_tests()]
     # each rejection in words a user understands ("the noise is not Gaussian"), where the test states them
-    broken = [t.get("broken") or t["name"] for t in w["tests"] if not t["passed"]]
+    broken = [t.broken or t.name for t in w.failed_tests()]
     head = ("**Conformant**: every test accepts that the training did what its accountant was told."
             if not failed else
             f"**Nonconformant**: {', '.join(failed)} rejected ({'; '.join(broken)}); the training did not do what its "
             f"accountant assumes.")
     lines = [head, "",
-             f"{w['m']} canaries ({w['included']} included by fair coins), observed over {w['steps']} noisy steps; "
-             f"tests Bonferroni-corrected over {len(w['tests'])} at confidence {w['confidence']:.4g}.", "",
+             f"{w.m} canaries ({w.included} included by fair coins), observed over {w.steps} noisy steps; "
+             f"tests Bonferroni-corrected over {len(w.tests)} at confidence {w.confidence:.4g}.", "",
              _table(["test", "what", "statistic", "p-value", "result"],
-                    [[t["name"], t["what"], fmt(t["statistic"], 4), f"{t['p_value']:.3g}",
-                      "pass" if t["passed"] else "**REJECTED**"] for t in w["tests"]]), "",
+                    [[t.name, t.what, fmt(t.statistic, 4), f"{t.p_value:.3g}",
+                      "pass" if t.passed else "**REJECTED**"] for t in w.tests]), "",
              _table(["", "claimed", "observed", "interval"],
-                    [["σ (noise multiplier)", fmt(w["claimed_sigma"], 4), fmt(w["sigma_hat"], 4), fmt_ci(w["sigma_ci"], 4)],
-                     ["q (sampling rate)", fmt(w["claimed_q"], 5), fmt(w["q_hat"], 5), fmt_ci(w["q_ci"], 5)],
-                     ["ε (accountant on σ̂, q̂)", fmt(w["claimed_epsilon"], 3), fmt(w["empirical_epsilon"], 3),
-                      fmt_ci(w["empirical_epsilon_ci"], 3)]]), "",
-             f"ε lower bounds: one-run {fmt(w.get('epsilon_lb_one_run'), 3)}, Clopper-Pearson "
-             f"{fmt(w.get('epsilon_lb_cp'), 3)} (ceiling {fmt(w.get('ceiling'), 2)}); {wording.whitebox_power(w)}; from the final model alone "
-             f"(shown for users who see only the released model; not part of the verdict, so not corrected for): "
-             f"one-run {fmt(w.get('final_model_epsilon_lb_one_run'), 3)}, Clopper-Pearson "
-             f"{fmt(w.get('final_model_epsilon_lb_cp'), 3)}."]
-    routes = w.get("routes") or []
-    if routes:
-        best = w.get("best_route")
+                    [["σ (noise multiplier)", fmt(w.claimed_sigma, 4), fmt(w.sigma_hat, 4), fmt_ci(w.sigma_ci, 4)],
+                     ["q (sampling rate)", fmt(w.claimed_q, 5), fmt(w.q_hat, 5), fmt_ci(w.q_ci, 5)],
+                     ["ε (accountant on σ̂, q̂)", fmt(w.claimed_epsilon, 3), fmt(w.empirical_epsilon, 3),
+                      fmt_ci(w.empirical_epsilon_ci, 3)]]), "",
+             f"ε lower bounds: one-run {fmt(w.epsilon_lb_one_run, 3)}, Clopper-Pearson "
+             f"{fmt(w.epsilon_lb_cp, 3)} (ceiling {fmt(w.ceiling, 2)}); "
+             f"{wording.whitebox_power(w.detectable_noise_factor, w.detectable_epsilon, w.detectable_power)}; "
+             f"from the final model alone (shown for users who see only the released model; not part of the verdict, "
+             f"so not corrected for): one-run {fmt(w.final_model_epsilon_lb_one_run, 3)}, Clopper-Pearson "
+             f"{fmt(w.final_model_epsilon_lb_cp, 3)}."]
+    if w.routes:
         lines += ["", _table(["bound route", "ε lower bound", "ceiling", "confidence", "counted", "canaries for ceiling > claim",
                               "assumption"],
-                             [[("**" + r["label"] + "** (best)") if r["route"] == best else r["label"],
-                               fmt(r["epsilon_lb"], 3), fmt(r["ceiling"], 2), f"{r['confidence']:.4g}",
-                               "yes" if r["valid"] else "no: an independence test rejected",
-                               "—" if r.get("canaries_needed") is None else f"{r['canaries_needed']:,}",
-                               r.get("assumption", "")] for r in routes])]
-        if w.get("routes_text"):
-            lines += ["", w["routes_text"]]
+                             [[("**" + r.label + "** (best)") if r.route == w.best_route else r.label,
+                               fmt(r.epsilon_lb, 3), fmt(r.ceiling, 2), f"{r.confidence:.4g}",
+                               "yes" if r.valid else "no: an independence test rejected",
+                               "—" if r.canaries_needed is None else f"{r.canaries_needed:,}",
+                               r.assumption] for r in w.routes])]
+        if w.routes_text:
+            lines += ["", w.routes_text]
     if FIGURES["whitebox"] in figures:
         lines += ["", f"![observed against claimed noise and sampling]({FIGURES['whitebox']})"]
     return lines

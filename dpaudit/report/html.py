@@ -236,34 +236,32 @@ def _canary(report: Report) -> str:
 
 
 def _whitebox(report: Report) -> str:
-    blocks = [m for m in report.models if m.whitebox]
+    blocks = [m for m in report.models if m.whitebox is not None]
     if not blocks:
         return ""
-    from dpaudit.report.plots import is_whitebox_analysis, whitebox_figure
+    from dpaudit.report.plots import whitebox_figure
 
     out = ['<section id="whitebox"><h2>White-box canaries</h2>']
     for m in blocks:
         w = m.whitebox
-        if not is_whitebox_analysis(w):
-            out.append(f"<h3>{_e(m.name)}</h3>" + _kv(w, f"whitebox-{m.name}"))
-            continue
-        failed = [t["name"] for t in w["tests"] if not t["passed"]]
-        broken = [t.get("broken") or t["name"] for t in w["tests"] if not t["passed"]]
+        failed = [t.name for t in w.failed_tests()]
+        broken = [t.broken or t.name for t in w.failed_tests()]
         verdict = ('<p class="consistent"><b>Conformant</b>: every test accepts that the training did what its '
                    'accountant was told.</p>' if not failed else
                    f'<p class="violation"><b>Nonconformant</b>: {_e(", ".join(failed))} rejected '
                    f'({_e("; ".join(broken))}); the training did not do what its accountant assumes.</p>')
-        rows = "".join(f"<tr><td>{_e(t['name'])}</td><td>{_e(t['what'])}</td><td>{_e(fmt(t['statistic'], 4))}</td>"
-                       f"<td>{t['p_value']:.3g}</td><td>{'pass' if t['passed'] else '<b>REJECTED</b>'}</td></tr>"
-                       for t in w["tests"])
+        rows = "".join(f"<tr><td>{_e(t.name)}</td><td>{_e(t.what)}</td><td>{_e(fmt(t.statistic, 4))}</td>"
+                       f"<td>{t.p_value:.3g}</td><td>{'pass' if t.passed else '<b>REJECTED</b>'}</td></tr>"
+                       for t in w.tests)
+        power = wording.whitebox_power(w.detectable_noise_factor, w.detectable_epsilon, w.detectable_power)
         out.append(f"<h3>{_e(m.name)}</h3>{verdict}<table><tr><th>test</th><th>what</th><th>statistic</th>"
                    f"<th>p-value</th><th>result</th></tr>{rows}</table>"
-                   f"<p>σ̂ = {_e(fmt(w['sigma_hat'], 4))} (claimed {_e(fmt(w['claimed_sigma'], 4))}), "
-                   f"q̂ = {_e(fmt(w['q_hat'], 5))} (claimed {_e(fmt(w['claimed_q'], 5))}), empirical ε "
-                   f"{_e(fmt(w['empirical_epsilon'], 3))} {_e(fmt_ci(w['empirical_epsilon_ci'], 3))} against the claimed "
-                   f"{_e(fmt(w['claimed_epsilon'], 3))}; ε lower bounds: one-run {_e(fmt(w.get('epsilon_lb_one_run'), 3))}, "
-                   f"Clopper-Pearson {_e(fmt(w.get('epsilon_lb_cp'), 3))}; {_e(wording.whitebox_power(w))}.</p>"
-                   + (f"<p>{_e(w['routes_text'])}</p>" if w.get("routes_text") else ""))
+                   f"<p>σ̂ = {_e(fmt(w.sigma_hat, 4))} (claimed {_e(fmt(w.claimed_sigma, 4))}), "
+                   f"q̂ = {_e(fmt(w.q_hat, 5))} (claimed {_e(fmt(w.claimed_q, 5))}), empirical ε "
+                   f"{_e(fmt(w.empirical_epsilon, 3))} {_e(fmt_ci(w.empirical_epsilon_ci, 3))} against the claimed "
+                   f"{_e(fmt(w.claimed_epsilon, 3))}; ε lower bounds: one-run {_e(fmt(w.epsilon_lb_one_run, 3))}, "
+                   f"Clopper-Pearson {_e(fmt(w.epsilon_lb_cp, 3))}; {_e(power)}.</p>"
+                   + (f"<p>{_e(w.routes_text)}</p>" if w.routes_text else ""))
     fig = whitebox_figure(report)
     if fig is not None:
         out.append(_img(fig, "White-box canaries: observed against claimed",

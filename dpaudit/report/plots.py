@@ -15,15 +15,6 @@ FIGURES = {
     "epsilon_per_epoch": "epsilon_per_epoch.png",
     "whitebox": "whitebox.png",
 }
-# The keys dpaudit.training.whitebox.analyse writes; an open white-box block without them is shown as a table only.
-WHITEBOX_KEYS = ("claimed_sigma", "claimed_q", "sigma_hat", "sigma_ci", "q_hat", "q_ci", "claimed_epsilon",
-                 "empirical_epsilon", "empirical_epsilon_ci", "conformant", "tests")
-
-
-def is_whitebox_analysis(w) -> bool:
-    return isinstance(w, dict) and all(k in w for k in WHITEBOX_KEYS)
-
-
 def _plt():
     import matplotlib
 
@@ -138,7 +129,7 @@ def whitebox_figure(report: Report) -> bytes | None:
     and sampling rate q̂ divided by the claimed σ and q, with their intervals (1 = as claimed); right, the
     empirical ε (the same accountant on σ̂, q̂) with its interval beside the claimed ε."""
     plt = _plt()
-    wb = [(m.name, m.whitebox) for m in report.models if is_whitebox_analysis(m.whitebox)]
+    wb = [(m.name, m.whitebox) for m in report.models if m.whitebox is not None]
     if not wb:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.2))
@@ -146,23 +137,22 @@ def whitebox_figure(report: Report) -> bytes | None:
         return all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals)
 
     for i, (_name, w) in enumerate(wb):
-        for j, (key, claimed, label) in enumerate((("sigma", w["claimed_sigma"], "σ̂ / σ"),
-                                                     ("q", w["claimed_q"], "q̂ / q"))):
-            ci = w.get(f"{key}_ci") or (None, None)
-            if not known(w.get(f"{key}_hat"), claimed, *ci) or not claimed:
+        for j, (est, ci, claimed, label) in enumerate(((w.sigma_hat, w.sigma_ci, w.claimed_sigma, "σ̂ / σ"),
+                                                        (w.q_hat, w.q_ci, w.claimed_q, "q̂ / q"))):
+            if not known(est, claimed, *ci) or not claimed:
                 continue
-            est, (lo, hi) = w[f"{key}_hat"] / claimed, (v / claimed for v in ci)
+            est, (lo, hi) = est / claimed, (v / claimed for v in ci)
             x = i + (j - 0.5) * 0.25
             ax1.errorbar([x], [est], yerr=[[max(est - lo, 0.0)], [max(hi - est, 0.0)]], fmt="o" if j == 0 else "s",
                          capsize=3, color=f"C{j}", label=label if i == 0 else None)
-        claimed, (lo, hi) = w["claimed_epsilon"], (w.get("empirical_epsilon_ci") or (None, None))
-        est = w.get("empirical_epsilon")
+        claimed, (lo, hi) = w.claimed_epsilon, (w.empirical_epsilon_ci or (None, None))
+        est = w.empirical_epsilon
         if known(est, lo, hi):
             ax2.errorbar([i], [est], yerr=[[max(est - lo, 0.0)], [max(hi - est, 0.0)]], fmt="o", capsize=3,
                          color="C2", label="empirical ε (σ̂, q̂)" if i == 0 else None)
         if known(claimed):
             ax2.scatter([i], [claimed], marker="_", s=400, color="k", label="claimed ε" if i == 0 else None)
-        if not w["conformant"]:
+        if not w.conformant:
             ax1.annotate("nonconformant", (i, ax1.get_ylim()[1]), ha="center", va="top", color="C3", fontsize=8)
     ax1.axhline(1.0, color="grey", ls=":", lw=0.8)
     for ax in (ax1, ax2):

@@ -14,7 +14,7 @@ import html
 import math
 import re
 
-from dpaudit.schema import POWER_MULTIPLE, AttackMetrics, ModelAudit, Report, effective_status, evidence
+from dpaudit.schema import POWER_MULTIPLE, AttackMetrics, ModelAudit, Report, WhiteBoxPower, effective_status, evidence
 
 INDEPENDENCE_CAVEAT = ("Attack bounds apply Clopper-Pearson to the target's records as if they were independent trials, "
                        "which one training run does not strictly guarantee; the canary bound (Steinke, Nasr & "
@@ -196,26 +196,27 @@ def confidence_note(report: Report) -> str:
     return head
 
 
-def whitebox_power(w: dict) -> str:
-    """The white-box route's measured power in words: the noise factor it detects with 80% probability, and,
-    when the audit recorded it (``detectable_power``), that factor's simulated rate with its 95% interval, the
-    number of simulated audits and their seed."""
-    f, e = w.get("detectable_noise_factor"), w.get("detectable_epsilon")
-    p = w.get("detectable_power") or {}
-    if f is None:
-        if e is None:
+def whitebox_power(factor: float | None, epsilon: float | None, power: WhiteBoxPower | None = None) -> str:
+    """The white-box route's measured power in words (a ``WhiteBoxAudit``'s ``detectable_noise_factor``,
+    ``detectable_epsilon`` and ``detectable_power``): the noise factor it detects with 80% probability, and, when
+    the audit recorded it, that factor's simulated rate with its 95% interval, the number of simulated audits and
+    their seed."""
+    p = power
+    if factor is None:
+        if epsilon is None:
             return "power not measured"
         return ("no noise factor simulated is detected with 80% probability"
-                + (f" ({len(p['points'])} factors down to σ × {fmt(min(x['noise_factor'] for x in p['points']), 3)}, "
-                   f"{p['n_sims']} simulated audits each, seed {p['seed']})" if p.get("points") else ""))
-    head = (f"a run adding σ × {fmt(f, 3)} of the claimed noise ({fmt((1 - f) * 100, 1)}% less: true ε {fmt(e, 2)})")
-    if p.get("rate") is None:
+                + (f" ({len(p.points)} factors down to σ × {fmt(min(x.noise_factor for x in p.points), 3)}, "
+                   f"{p.n_sims} simulated audits each, seed {p.seed})" if p is not None and p.points else ""))
+    head = (f"a run adding σ × {fmt(factor, 3)} of the claimed noise ({fmt((1 - factor) * 100, 1)}% less: true ε "
+            f"{fmt(epsilon, 2)})")
+    if p is None or p.rate is None or p.rate_ci is None:
         return f"detects with 80% probability {head}"
-    lo, hi = p["rate_ci"]
-    return (f"detects {head} in {fmt(p['rate'] * 100, 0)}% of {p['n_sims']} simulated audits (95% CI "
-            f"{fmt(lo * 100, 0)}–{fmt(hi * 100, 0)}%, seed {p['seed']}): each the claimed mechanism at that noise, "
+    lo, hi = p.rate_ci
+    return (f"detects {head} in {fmt(p.rate * 100, 0)}% of {p.n_sims} simulated audits (95% CI "
+            f"{fmt(lo * 100, 0)}–{fmt(hi * 100, 0)}%, seed {p.seed}): each the claimed mechanism at that noise, "
             f"at this run's canaries, coins and steps, through this audit's own white-box analysis (its "
-            f"{p['n_tests']} conformance tests and bound routes)")
+            f"{p.n_tests} conformance tests and bound routes)")
 
 
 def combined_confidence_note(report: Report) -> str:

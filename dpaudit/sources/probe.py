@@ -566,9 +566,10 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
                              command: str | None = None) -> dict:
     """The white-box report (``dpaudit.report`` schema, validated) of one DP run's canary observations.
 
-    The verdict's evidence is the white-box canaries alone: three routes (the one-run bound, the
-    Clopper-Pearson bound and the conformance tests as one family) at 1 - (1 - confidence)/3 each
-    (Bonferroni), as in ``dpaudit audit --gradient-canaries`` without attacks."""
+    The verdict's evidence is the white-box canaries alone: three Bonferroni shares at 1 - (1 - confidence)/3 each,
+    as in ``dpaudit audit --gradient-canaries`` without attacks: the one-run bound; the other bound routes
+    (Clopper-Pearson, per-step and f-DP one-run, splitting their share three ways, ``dpaudit.core.whitebox.analyse``);
+    and the conformance tests as one family."""
     from dpaudit.config import AuditConfig
     from dpaudit.core.bounds import (
         alpha_share,
@@ -578,7 +579,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         max_balanced_accuracy,
         whitebox_need,
     )
-    from dpaudit.core.plan import report_document
+    from dpaudit.core.plan import report_document, whitebox_block
     from dpaudit.training.accounting import cross_check
     from dpaudit.training.whitebox import analyse
 
@@ -600,9 +601,6 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         res["failed"] = list(res["failed"]) + [t["name"] for t in structural if not t["passed"]]
         res["conformant"] = not res["failed"]
     m, n_in = int(res["m"]), int(res["included"])
-    wr = res["routes"]  # each route's ceiling at its own confidence, as the pipeline reads them
-    res.update(ceiling_one_run=wr[0]["ceiling"], ceiling_cp=wr[1]["ceiling"], epsilon_lb=res["epsilon_lb_best"],
-               ceiling=max(r["ceiling"] for r in wr if r["valid"]))
     if meta.get("clip_changed"):
         res["notes"] = list(res.get("notes", [])) + [
             "the clipping norm changed during training; observations are in units of the first step's C"]
@@ -614,20 +612,21 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     from dpaudit.training.accounting import opacus_epsilon
 
     steps_c, q_c, acc = int(res["steps"]), float(res["claimed_q"]), str(res["accountant"])
-    res.update(whitebox_detectable(
+    wb = whitebox_block(res, whitebox_detectable(
         obs, confidence=per_route, seed=seed, analysis_seed=seed,
         epsilon_of_sigma=lambda s_: opacus_epsilon(q_c, s_, steps_c, delta, acc)))
-    bounds = [(f"white-box canaries ({r['label']})", r["epsilon_lb"], r["ceiling"]) for r in wr if r["valid"]]
-    v = decide_verdict(claimed, bounds, [] if res["conformant"] else list(res["failed"]), delta=delta,
-                       confidence=per_route, n_canaries=m, canary_confidence=per_route, whitebox_need=whitebox_need(res),
-                       detectable=[("white-box canaries", res["detectable_epsilon"])]
-                       if res.get("detectable_epsilon") is not None else None)
+    bounds = [(f"white-box canaries ({r.label})", r.epsilon_lb, r.ceiling) for r in wb.counted_routes()]
+    v = decide_verdict(claimed, bounds, [] if wb.conformant else list(wb.failed), delta=delta,
+                       confidence=per_route, n_canaries=m, canary_confidence=per_route, whitebox_need=whitebox_need(wb),
+                       detectable=[("white-box canaries", wb.detectable_epsilon)]
+                       if wb.detectable_epsilon is not None else None)
     from dpaudit.core.plan import make_verdict
     from dpaudit.core.power import POWER_METHOD
 
     verdict = make_verdict(v, confidence=confidence_run, per_bound_confidence=per_route, canary_confidence=None,
                            n_bounds=routes, family_confidence=confidence_run,
-                           correction=f"Bonferroni: each of {routes} white-box route(s) at {per_route:.4g}, so this "
+                           correction=f"Bonferroni: {routes} white-box shares at {per_route:.4g} each (the one-run bound; "
+                                      f"the other bound routes, splitting theirs; the conformance tests), so this "
                                       f"verdict holds at {confidence_run:.4g}", power_method=POWER_METHOD)
     steps = int(obs.steps_accounted)
     per_epoch = int(np.bincount(np.asarray(obs.epoch_of_step, np.int64)).max()) if obs.obs.shape[0] else steps
@@ -639,7 +638,6 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     check = replace(cross_check(claimed, ref, q, sigma, steps, delta), accountant=str(obs.accountant))
     # Named as dpaudit audit names a model of this claim, so that `dpaudit check` matches it to config.epsilons.
     from dpaudit.config import model_name
-    from dpaudit.io import jsonable
     from dpaudit.schema import Bounds, ModelAudit, ReferenceModels, TrainingRecord
     from dpaudit.version import __version__
 
@@ -663,7 +661,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         accountant_check=check,
         bounds=Bounds(max_balanced_accuracy=max_balanced_accuracy(claimed, delta),
                       max_advantage=max_advantage(claimed, delta), delta=delta),
-        attacks=(), canary=None, whitebox=jsonable(res), verdict=verdict)
+        attacks=(), canary=None, whitebox=wb, verdict=verdict)
     cfg = AuditConfig(dataset=f"user:{meta.get('model') or 'script'}", members=max(n_train, 1), n_test=0,
                       epsilons=(claimed,), delta=delta, model=str(meta.get("model") or "user model"), epochs=epochs,
                       batch_size=int(round(batch)), lr=float(obs.lr), momentum=float(obs.momentum),
