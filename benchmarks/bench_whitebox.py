@@ -180,7 +180,7 @@ def part_bounds(sigmas: dict, ms: tuple, seeds: dict, out: dict) -> None:
                 r = analyse(synthetic_observations(m, T, SPE, sigma, Q, seed=s, claimed_epsilon=eps), seed=s,
                             empirical=False)
                 for x in r.routes:
-                    per[x["route"]].append(x["epsilon_lb"])
+                    per[x.route].append(x.epsilon_lb)
                 best.append(r.epsilon_lb)
             med = {k: float(np.median(v)) for k, v in per.items()}
             b = float(np.median(best))
@@ -205,7 +205,7 @@ def part_monotone(sigmas: dict, m: int, seeds: int, out: dict) -> None:
                           empirical=False) for s in range(seeds)]
             per["best"].append(float(np.median([r.epsilon_lb for r in rs])))
             for i, k in enumerate(("one_run", "clopper_pearson", "per_step", "fdp_one_run")):
-                per[k].append(float(np.median([r.routes[i]["epsilon_lb"] for r in rs])))
+                per[k].append(float(np.median([r.routes[i].epsilon_lb for r in rs])))
         for k, meds in per.items():
             ok = meds[0] <= meds[1] <= meds[2]
             cases.append({"epsilon": eps, "m": m, "seeds": seeds, "route": k, "medians": meds, "non_decreasing": ok})

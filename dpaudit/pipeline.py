@@ -33,7 +33,6 @@ from dpaudit.core.plan import (
     make_verdict,
     report_document,
     run_confidence,
-    whitebox_block,
 )
 from dpaudit.core.signals import Signals
 from dpaudit.core.splits import Splits, make_splits
@@ -294,29 +293,29 @@ def evaluate_setting(cfg: AuditConfig, ei: int, name: str, inp: AttackInput, tar
 
 
 def _whitebox_audit(obs, cfg: AuditConfig, ei: int, per_bound: float, delta: float) -> WhiteBoxAudit:
-    """White-box gradient canaries: bounds, conformance tests and empirical ε (dpaudit.training.whitebox.analyse), with
-    the ceilings of each bound at the same confidence and the route's measured power."""
+    """White-box gradient canaries: bounds, conformance tests and empirical ε (dpaudit.training.whitebox.analyse), each
+    bound route with its ceiling at its own confidence, and the route's measured power."""
     from dpaudit.training.whitebox import analyse
 
     analysis_seed = model_seed(cfg.seed, ei, 3000)
-    res = analyse(obs, confidence=per_bound, seed=analysis_seed).to_dict()
-    return whitebox_block(res, _whitebox_power(res, obs, cfg, per_bound, delta, analysis_seed))
+    res = analyse(obs, confidence=per_bound, seed=analysis_seed)
+    return res.with_power(_whitebox_power(res, obs, cfg, per_bound, delta, analysis_seed))
 
 
-def _whitebox_power(res: dict, obs, cfg: AuditConfig, per_bound: float, delta: float, analysis_seed: int) -> dict:
+def _whitebox_power(res: WhiteBoxAudit, obs, cfg: AuditConfig, per_bound: float, delta: float,
+                    analysis_seed: int) -> dict:
     """The white-box route's detectable ε: the claimed mechanism with less noise (σ × f) at this run's shapes,
     each simulated run analysed as ``analyse`` analysed this one (dpaudit.core.power.whitebox_detectable), its ε
     from the claimed accountant at the claimed q and steps."""
     from dpaudit.core.power import whitebox_detectable
     from dpaudit.training.accounting import opacus_epsilon
 
-    claimed = float(res["claimed_epsilon"])
-    if not math.isfinite(claimed):
+    if not math.isfinite(res.claimed_epsilon):
         return {"detectable_epsilon": None, "detectable_noise_factor": None}
-    steps, q = int(res["steps"]), float(res["claimed_q"])
+    steps, q, accountant = res.steps, res.claimed_q, res.accountant
     return whitebox_detectable(
         obs, confidence=per_bound, seed=cfg.seed, analysis_seed=analysis_seed,
-        epsilon_of_sigma=lambda s: opacus_epsilon(q, s, steps, delta, str(res["accountant"])))
+        epsilon_of_sigma=lambda s: opacus_epsilon(q, s, steps, delta, accountant))
 
 
 # ---- the audit -----------------------------------------------------------------------------------

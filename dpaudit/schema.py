@@ -445,9 +445,10 @@ class WhiteBoxAudit:
     tests: tuple[WhiteBoxTest, ...]
     conformant: bool
     failed: tuple[str, ...]
-    sigma_hat: float | None
+    # NaN (null) where no canary was out (σ̂) or in (q̂)
+    sigma_hat: float
     sigma_ci: tuple[float, float]
-    q_hat: float | None
+    q_hat: float
     q_ci: tuple[float, float]
     empirical_epsilon: float | None
     empirical_epsilon_ci: tuple[float, float] | None
@@ -473,11 +474,16 @@ class WhiteBoxAudit:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "whitebox") -> WhiteBoxAudit:
-        """The typed block of a white-box analysis's plain dict (``WhiteBoxResult.to_dict`` plus the audit's
-        ceilings and power), validated as a report's block is when read."""
-        from dpaudit.io import jsonable
+        """The typed block of a plain dict (an analysis's, numpy scalars and all; a report's block), validated as a
+        report's block is when read."""
+        return from_plain(cls, d, where)
 
-        return _decode_obj(cls, jsonable(d), where, SCHEMAS[SCHEMA])
+    def with_power(self, power: dict[str, Any] | None) -> WhiteBoxAudit:
+        """This block with its measured power (``dpaudit.core.power.whitebox_detectable``'s dict; None: not
+        measured)."""
+        if not power:
+            return self
+        return from_plain(WhiteBoxAudit, {**self.to_json(), **power}, "whitebox")
 
     def to_json(self) -> dict[str, Any]:
         """The block as report.json holds it (what the gate checks key by key)."""
@@ -636,6 +642,15 @@ def _validate_value(tp: Any, v: Any, path: str) -> None:
         validate(v, path)
     else:
         raise TypeError(f"schema type {tp!r} at {path} has no validator")  # a bug in this module
+
+
+def from_plain(cls: type, d: Any, where: str) -> Any:
+    """A schema block of type ``cls`` from plain values (numpy scalars, tuples and non-finite floats allowed, as
+    :func:`dpaudit.io.jsonable` writes them), validated as a report's block is when read; ``where`` names it in
+    the one-line error."""
+    from dpaudit.io import jsonable
+
+    return _decode_obj(cls, jsonable(d), where, SCHEMAS[SCHEMA])
 
 
 def as_report(x: Any) -> Report:

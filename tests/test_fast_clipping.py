@@ -376,8 +376,8 @@ def test_fast_mode_reads_what_hooks_reads(digits, seed):
     tm = _train((ds, tr[:300], te), cfg, canaries=GradientCanaries(500, seed=seed))
     ref = _train((ds, tr[:300], te), replace(cfg, grad_sample_mode="hooks"), canaries=GradientCanaries(500, seed=seed))
     r, h = analyse(tm.whitebox, seed=seed), analyse(ref.whitebox, seed=seed)
-    assert [(t["name"], t["passed"]) for t in r.tests] == [(t["name"], t["passed"]) for t in h.tests]
-    np.testing.assert_allclose([t["p_value"] for t in r.tests], [t["p_value"] for t in h.tests], rtol=1e-4, atol=1e-9)
+    assert [(t.name, t.passed) for t in r.tests] == [(t.name, t.passed) for t in h.tests]
+    np.testing.assert_allclose([t.p_value for t in r.tests], [t.p_value for t in h.tests], rtol=1e-4, atol=1e-9)
     assert r.conformant == h.conformant
     assert tm.record.grad_sample_mode == "fast"
 

@@ -63,7 +63,7 @@ def test_ghost_observes_what_hooks_observes(digits, physical):
 def test_correct_ghost_dp_is_conformant(digits, seed):
     tm = _train(digits, replace(CFG, seed=seed), canary_seed=seed + 1)
     r = analyse(tm.whitebox, seed=seed)
-    assert r.conformant and r.failed == [], r.tests
+    assert r.conformant and r.failed == (), r.tests
     assert tm.whitebox.steps_accounted == tm.whitebox.obs.shape[0] > 0
 
 

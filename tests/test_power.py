@@ -100,7 +100,7 @@ def test_whitebox_simulated_decision_is_the_audits_verdict():
         for i in range(1):
             w = P.simulated_observations(tpl, factor, i, seed=3)
             r = analyse(w, confidence=0.95, seed=11, empirical=False)
-            best = max(x["epsilon_lb"] for x in r.routes if x["valid"])
+            best = max(x.epsilon_lb for x in r.routes if x.valid)
             status = verdict_status(claimed=claim, best=best, detectable=None, nonconformant=not r.conformant)
             refuted = status in (Status.VIOLATION, Status.NONCONFORMANT)
             assert decide(factor, i) == P.whitebox_detected(r) == refuted, (claim, factor, i, status)

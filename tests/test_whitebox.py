@@ -54,12 +54,12 @@ def correct_run(digits):
 @pytest.mark.slow
 def test_correct_dp_is_conformant(correct_run):
     tm, r = correct_run
-    assert r.conformant and r.failed == [], r.tests
-    assert [t["name"] for t in r.tests] == ["noise_std", "draw_rate", "clipped_norm", "sampling_independence",
+    assert r.conformant and r.failed == (), r.tests
+    assert [t.name for t in r.tests] == ["noise_std", "draw_rate", "clipped_norm", "sampling_independence",
                                              "steps", "noise_gaussian", "noise_tails", "noise_step_independence",
                                              "noise_coordinate_independence", "draw_coordinate_independence",
                                              "epoch_repeat", "draw_dispersion", "omnibus"]
-    assert r.routes[2]["valid"] and r.best_route in ("one_run", "clopper_pearson", "per_step")
+    assert r.routes[2].valid and r.best_route in ("one_run", "clopper_pearson", "per_step")
     # the accountant was told exactly what ran: q over real records + included canaries
     n_in = int(tm.whitebox.coins.sum())
     assert tm.record.gradient_canaries == {"m": M, "included": n_in, "dirac_norm": 10.0}
@@ -70,9 +70,9 @@ def test_correct_dp_is_conformant(correct_run):
     assert r.sigma_ci[0] <= r.claimed_sigma <= r.sigma_ci[1]
     assert r.q_ci[0] <= r.claimed_q <= r.q_ci[1]
     assert r.empirical_epsilon_ci[0] <= tm.record.epsilon <= r.empirical_epsilon_ci[1]
-    assert all(x["epsilon_lb"] <= tm.record.epsilon for x in r.routes)
+    assert all(x.epsilon_lb <= tm.record.epsilon for x in r.routes)
     assert r.epsilon_lb > 0.3  # the canaries are seen: the bound is not trivially 0
-    d = r.to_dict()
+    d = r.to_json()
     import json
 
     json.dumps(d)  # plain JSON types throughout
@@ -159,7 +159,7 @@ def test_observations_round_trip(tmp_path):
     back = type(w).load(tmp_path / "obs.npz")
     assert np.array_equal(back.obs, w.obs) and np.array_equal(back.coins, w.coins) and back.coins.dtype == bool
     assert back.accountant == w.accountant and back.claimed_epsilon == 3.0 and back.steps_accounted == w.steps_accounted
-    assert analyse(back, empirical=False).to_dict() == analyse(w, empirical=False).to_dict()
+    assert analyse(back, empirical=False).to_json() == analyse(w, empirical=False).to_json()
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(DPAuditError, match="not a gradient-canary observation file"):
         type(w).load(tmp_path / "bad.npz")
@@ -267,7 +267,7 @@ def test_per_step_route_needs_independence_and_grows_with_the_leak():
     the best route's, grow as the noise shrinks (median over seeds), because thresholds follow the observations."""
     base = {"m": 1000, "steps": 60, "steps_per_epoch": 10, "sigma": 0.9, "q": 0.1, "delta": 1e-5}
     r = analyse(synthetic_observations(**base, seed=0, repeat_epochs=True), empirical=False)
-    assert "epoch_repeat" in r.failed and not r.routes[2]["valid"] and r.best_route != "per_step"
+    assert "epoch_repeat" in r.failed and not r.routes[2].valid and r.best_route != "per_step"
     meds = []
     for f in (1.0, 0.9, 0.5):
         meds.append(np.median([analyse(synthetic_observations(**base, seed=s, noise_factor=f), seed=s,
@@ -290,7 +290,7 @@ def test_canaries_needed_per_route():
     handful."""
     w = synthetic_observations(m=1000, steps=120, steps_per_epoch=10, sigma=0.98, q=0.1, seed=0,
                                claimed_epsilon=8.0)
-    need = {x["route"]: x["canaries_needed"] for x in analyse(w, empirical=False).routes}
+    need = {x.route: x.canaries_needed for x in analyse(w, empirical=False).routes}
     assert need["one_run"] is None
     assert 20_000 < need["clopper_pearson"] < 200_000
     assert need["per_step"] is not None and need["per_step"] < 100
@@ -313,7 +313,7 @@ def test_bounds_hold_under_the_exact_mechanism():
     for s in range(20):
         r = analyse(synthetic_observations(**kw, seed=s, claimed_epsilon=eps), seed=s, empirical=False)
         for x in r.routes:
-            over[x["route"]] += x["epsilon_lb"] > eps
+            over[x.route] += x.epsilon_lb > eps
         cps.append(r.epsilon_lb_cp)
         best.append(r.epsilon_lb)
     assert all(v <= 3 for v in over.values()), (over, eps)
@@ -330,9 +330,9 @@ def test_routes_text_states_only_its_numbers():
     r = analyse(w, empirical=False)
     text = r.routes_text
     for x in r.routes:
-        assert f"{x['label']} ε ≥ {x['epsilon_lb']:.2f}" in text and f"ceiling {x['ceiling']:.2f}" in text
+        assert f"{x.label} ε ≥ {x.epsilon_lb:.2f}" in text and f"ceiling {x.ceiling:.2f}" in text
     cp = r.routes[1]
-    assert f"about {cp['canaries_needed']:,} canaries would lift it above 8" in text
+    assert f"about {cp.canaries_needed:,} canaries would lift it above 8" in text
     assert text.count("no number of canaries") == 1 and "white-box gradient ones included" not in text
     bad = analyse(synthetic_observations(m=1000, steps=60, steps_per_epoch=10, sigma=0.9, q=0.1, seed=0,
                                          repeat_epochs=True, claimed_epsilon=8.0), empirical=False)

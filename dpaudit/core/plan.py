@@ -30,7 +30,6 @@ from dpaudit.schema import (
     ReportConfig,
     SplitInfo,
     Verdict,
-    WhiteBoxAudit,
     validate,
 )
 from dpaudit.version import __version__
@@ -137,19 +136,6 @@ def make_verdict(decision: Decision, *, confidence: float, per_bound_confidence:
         rejected_conformance=d.rejected_conformance, canary_confidence=canary_confidence,
         detectable_epsilon=d.detectable_epsilon, detectable_source=d.detectable_source,
         power_multiple=d.power_multiple, power_method=power_method, next_step=d.next_step)
-
-
-def whitebox_block(analysis: dict, power: dict | None = None) -> WhiteBoxAudit:
-    """The report's white-box block of one analysis (``dpaudit.core.whitebox.analyse``'s ``to_dict``, which a probe
-    may extend with its structural tests and notes) and its measured power (``dpaudit.core.power.whitebox_detectable``;
-    None: not measured). Each route states its own ceiling at its own confidence (``whitebox_stats.bound_routes``);
-    what the verdict reads is the best counted route's bound and the largest counted ceiling."""
-    res = dict(analysis)
-    routes = res["routes"]
-    res.update(ceiling_one_run=routes[0]["ceiling"], ceiling_cp=routes[1]["ceiling"], epsilon_lb=res["epsilon_lb_best"],
-               ceiling=max(r["ceiling"] for r in routes if r["valid"]))
-    res.update(power or {})
-    return WhiteBoxAudit.from_dict(res)
 
 
 def report_document(cfg: AuditConfig, *, command: str | None, workers: int | None, device: str, dataset: dict,

@@ -27,8 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import zipfile
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
@@ -49,6 +48,7 @@ from dpaudit.core.whitebox_stats import (
     routes_text,
 )
 from dpaudit.errors import DPAuditError
+from dpaudit.schema import WhiteBoxAudit
 
 DIRAC_TIMES_CLIP = 10.0  # canary gradient norm D = 10 C: clipping must act on every canary draw
 N_SIMULATED = 20000  # canaries per class simulated from the claimed mechanism for the omnibus test
@@ -462,74 +462,8 @@ def conformance_tests(obs: np.ndarray, coins: np.ndarray, epoch_of_step: np.ndar
 
 # --------------------------------------------------------------------------- result
 
-@dataclass(frozen=True)
-class WhiteBoxResult:
-    """Everything the white-box audit of one DP model found (``to_dict`` gives plain JSON types)."""
-
-    m: int
-    included: int
-    steps: int
-    confidence: float
-    delta: float
-    claimed_epsilon: float
-    claimed_sigma: float
-    claimed_q: float
-    max_grad_norm: float
-    dirac_norm: float
-    epsilon_lb_one_run: float
-    epsilon_lb_cp: float
-    bounds: dict
-    final_model_epsilon_lb_one_run: float
-    final_model_epsilon_lb_cp: float
-    final_model_bounds: dict
-    tests: list
-    conformant: bool
-    failed: list
-    sigma_hat: float
-    sigma_ci: tuple
-    q_hat: float
-    q_ci: tuple
-    empirical_epsilon: float | None
-    empirical_epsilon_ci: tuple | None
-    accountant: str
-    notes: list = field(default_factory=list)
-    routes: list = field(default_factory=list)
-    best_route: str = "none"
-    epsilon_lb_best: float = 0.0
-    epsilon_lb_per_step: float = 0.0
-    broken: list = field(default_factory=list)
-    routes_text: str = ""
-
-    @property
-    def epsilon_lb(self) -> float:
-        """The best bound of the routes that count (``best_route``); the routes split two shares of
-        1 - ``confidence``, so it holds at 2 confidence - 1 by a union bound (see ``analyse``)."""
-        return self.epsilon_lb_best
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("sigma_ci", "q_ci", "empirical_epsilon_ci"):
-            if d[k] is not None:
-                d[k] = [float(x) for x in d[k]]
-        return _plain(d)
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    return x
-
-
 def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, empirical: bool = True,
-            epsilon_of=None) -> WhiteBoxResult:
+            epsilon_of=None) -> WhiteBoxAudit:
     """The white-box audit of one DP training run's canary observations.
 
     (a) epsilon lower bounds, four routes. ``confidence`` is the confidence of each of TWO shares of alpha
@@ -623,7 +557,7 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
         emp = eps(max(q_hat, 1e-9), s_hat)
         emp_ci = (eps(q_lo, s_hi), eps(q_hi, s_lo))
         notes.append("empirical epsilon: the claimed accountant on observed sigma-hat and q-hat")
-    return WhiteBoxResult(
+    return WhiteBoxAudit.from_dict(dict(
         m=m, included=int(coins.sum()), steps=t, confidence=confidence, delta=w.delta,
         claimed_epsilon=claimed, claimed_sigma=sigma, claimed_q=q, max_grad_norm=clip,
         dirac_norm=float(w.dirac_norm),
@@ -632,9 +566,13 @@ def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, em
         final_model_bounds=fbounds, tests=tests, conformant=not failed, failed=failed,
         sigma_hat=s_hat, sigma_ci=(s_lo, s_hi), q_hat=q_hat, q_ci=(q_lo, q_hi),
         empirical_epsilon=emp, empirical_epsilon_ci=emp_ci, accountant=w.accountant, notes=notes,
+        # what the verdict reads: each route states its own ceiling at its own confidence; the best counted
+        # route's bound and the largest counted ceiling
+        epsilon_lb=float(best["epsilon_lb"]), ceiling=max(r["ceiling"] for r in routes if r["valid"]),
+        ceiling_one_run=routes[0]["ceiling"], ceiling_cp=routes[1]["ceiling"],
         routes=routes, best_route=best_route, epsilon_lb_best=float(best["epsilon_lb"]),
         epsilon_lb_per_step=float(routes[2]["epsilon_lb"]), broken=broken,
-        routes_text=routes_text(routes, claimed, m, w.delta))
+        routes_text=routes_text(routes, claimed, m, w.delta)), "white-box analysis")
 
 
 def synthetic_observations(m: int, steps: int, steps_per_epoch: int, sigma: float, q: float, clip: float = 1.0,

@@ -579,7 +579,8 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         max_balanced_accuracy,
         whitebox_need,
     )
-    from dpaudit.core.plan import report_document, whitebox_block
+    from dpaudit.core.plan import report_document
+    from dpaudit.schema import WhiteBoxTest, from_plain
     from dpaudit.training.accounting import cross_check
     from dpaudit.training.whitebox import analyse
 
@@ -593,17 +594,16 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     _, per_route = evidence_confidences(confidence_run, 0, routes)
     seed = int(meta.get("seed", 0) or 0)
     t0 = time.perf_counter()
-    res = analyse(obs, confidence=per_route, seed=seed).to_dict()
+    res = analyse(obs, confidence=per_route, seed=seed)
     q, sigma, delta = float(obs.sample_rate), float(obs.noise_multiplier), float(obs.delta)
-    structural = _structural_tests(meta, q)
+    structural = tuple(from_plain(WhiteBoxTest, t, f"structural test {t['name']}") for t in _structural_tests(meta, q))
     if structural:
-        res["tests"] = list(res["tests"]) + structural
-        res["failed"] = list(res["failed"]) + [t["name"] for t in structural if not t["passed"]]
-        res["conformant"] = not res["failed"]
-    m, n_in = int(res["m"]), int(res["included"])
+        failed = res.failed + tuple(t.name for t in structural if not t.passed)
+        res = replace(res, tests=res.tests + structural, failed=failed, conformant=not failed)
     if meta.get("clip_changed"):
-        res["notes"] = list(res.get("notes", [])) + [
-            "the clipping norm changed during training; observations are in units of the first step's C"]
+        res = replace(res, notes=res.notes + (
+            "the clipping norm changed during training; observations are in units of the first step's C",))
+    m, n_in = res.m, res.included
     claimed = float(obs.claimed_epsilon)
     if not (claimed > 0 and math.isfinite(claimed)):
         raise DPAuditError(f"the accountant's ε is {claimed}; the probe audits a finite ε > 0")
@@ -611,8 +611,8 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     from dpaudit.core.power import whitebox_detectable
     from dpaudit.training.accounting import opacus_epsilon
 
-    steps_c, q_c, acc = int(res["steps"]), float(res["claimed_q"]), str(res["accountant"])
-    wb = whitebox_block(res, whitebox_detectable(
+    steps_c, q_c, acc = res.steps, res.claimed_q, res.accountant
+    wb = res.with_power(whitebox_detectable(
         obs, confidence=per_route, seed=seed, analysis_seed=seed,
         epsilon_of_sigma=lambda s_: opacus_epsilon(q_c, s_, steps_c, delta, acc)))
     bounds = [(f"white-box canaries ({r.label})", r.epsilon_lb, r.ceiling) for r in wb.counted_routes()]

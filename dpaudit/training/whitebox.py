@@ -16,7 +16,6 @@ from dpaudit.core.whitebox import (  # noqa: F401  (re-exported: the training-si
     N_SIMULATED,
     GradientCanaries,
     WhiteBoxObservations,
-    WhiteBoxResult,
     conformance_tests,
     independence_statistic,
     llr_scores,
@@ -26,9 +25,10 @@ from dpaudit.core.whitebox import (  # noqa: F401  (re-exported: the training-si
     synthetic_observations,
 )
 from dpaudit.errors import DPAuditError
+from dpaudit.schema import WhiteBoxAudit
 
 
-def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, empirical: bool = True) -> WhiteBoxResult:
+def analyse(w: WhiteBoxObservations, confidence: float = 0.95, seed: int = 0, empirical: bool = True) -> WhiteBoxAudit:
     """:func:`dpaudit.core.whitebox.analyse` with the empirical ε from the run's own (Opacus) accountant."""
     from dpaudit.training.accounting import opacus_epsilon
 
