@@ -39,6 +39,7 @@ from dpaudit.core.splits import Splits, make_splits
 from dpaudit.errors import DPAuditError
 from dpaudit.io import jsonable
 from dpaudit.schema import (
+    AlphaSpending,
     AttackResult,
     Bounds,
     CanaryResult,
@@ -87,7 +88,7 @@ def ledger_runs(cache_dir: str | Path, key: str) -> list[dict]:
     return [r for r in runs if isinstance(r, dict)]
 
 
-def record_run(cache_dir: str | Path, key: str, spend: dict, out: str) -> None:
+def record_run(cache_dir: str | Path, key: str, spend: AlphaSpending, out: str) -> None:
     """Append this run's α to the cache's ledger, so that a re-run started from ANY report of these models (not
     only the latest) spends what is left on the schedule."""
     import json
@@ -100,8 +101,8 @@ def record_run(cache_dir: str | Path, key: str, spend: dict, out: str) -> None:
     except (OSError, ValueError):
         doc = {}
     doc = doc if isinstance(doc, dict) else {}
-    doc.setdefault(key, []).append({"rerun": spend["rerun"], "alpha_this_run": spend["alpha_this_run"],
-                                    "alpha_spent_total": spend["alpha_spent_total"], "report": str(out)})
+    doc.setdefault(key, []).append({"rerun": spend.rerun, "alpha_this_run": spend.alpha_this_run,
+                                    "alpha_spent_total": spend.alpha_spent_total, "report": str(out)})
     atomic_write_json(path, doc)
 
 

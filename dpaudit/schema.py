@@ -535,6 +535,21 @@ class ModelAudit:
 
 
 @dataclass(frozen=True)
+class AlphaSpending:
+    """The α spent on a report's models (``dpaudit.core.plan.alpha_spending``), on a schedule fixed in advance
+    (``schedule``; ``dpaudit.core.bounds.alpha_share``): the original audit (``rerun`` 0) spends α/2, re-run r
+    α/2^(r+1). ``combined_confidence`` = 1 − ``alpha_spent_total``: the confidence at which the verdicts of every run
+    on these models so far hold together."""
+    schedule: str
+    rerun: int
+    alpha: float
+    alpha_this_run: float
+    alpha_spent_before: float
+    alpha_spent_total: float
+    combined_confidence: float
+
+
+@dataclass(frozen=True)
 class Report:
     schema: str
     created_utc: str
@@ -552,10 +567,9 @@ class Report:
     family_correction: str | None = since(2)
     # False when dpaudit did not see the target's training (--target, --from-signals).
     observed_training: bool = since(2, True)
-    # α-spending across re-runs on the same models (bounds.alpha_share): {"schedule", "rerun", "alpha",
-    # "alpha_this_run", "alpha_spent_before", "alpha_spent_total", "combined_confidence"}. Null: written before
-    # the schedule existed (such an audit spent all of α itself).
-    alpha_spending: dict[str, Any] | None = since(2, **OPTIONAL)
+    # α-spending across re-runs on the same models (bounds.alpha_share). Null: written before the schedule existed
+    # (such an audit spent all of α itself).
+    alpha_spending: AlphaSpending | None = since(2, **OPTIONAL)
 
     def to_json(self) -> dict:
         """The JSON-ready document (always the current schema): plain dicts, lists, str, numbers, null."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -330,6 +331,6 @@ def test_alpha_spending_of_a_rerun_verifies_and_an_understated_one_does_not():
     low = alpha_spending(cfg, 2, spent_before=0.01)
     with pytest.raises(DPAuditError, match="alpha_spent_before is 0.01 but the 2 run"):
         check_alpha_spending(NS(alpha_spending=low, config=cfg))
-    high = {**alpha_spending(cfg, 1), "combined_confidence": 0.99}
+    high = dataclasses.replace(alpha_spending(cfg, 1), combined_confidence=0.99)
     with pytest.raises(DPAuditError, match="alpha_spending.combined_confidence is 0.99"):
         check_alpha_spending(NS(alpha_spending=high, config=cfg))

@@ -268,7 +268,7 @@ def test_texts_state_the_numbers_they_rest_on(null_reports):
             assert f"detects ε ≥ {wording.fmt(det, 2)}" in banner
         md = render_markdown(r)
         assert md.index(row["step"]) < md.index("## Privacy verdicts")  # the first screen comes first
-        cc = r.alpha_spending["combined_confidence"]
+        cc = r.alpha_spending.combined_confidence
         assert f"{cc:.4g}" in wording.combined_confidence_note(r)
 
 
@@ -305,7 +305,7 @@ def test_alpha_ledger_records_every_run(tmp_path):
     assert [r["rerun"] for r in runs] == [0, 1] and runs[1]["alpha_spent_total"] == pytest.approx(0.0375)
     assert ledger_runs(tmp_path, "other") == []
     sp = alpha_spending(cfg, 5)
-    assert sp["combined_confidence"] == pytest.approx(B.combined_confidence(0.95, 5)) and sp["combined_confidence"] > 0.95
+    assert sp.combined_confidence == pytest.approx(B.combined_confidence(0.95, 5)) and sp.combined_confidence > 0.95
 
 
 def test_schema_and_bounds_agree_on_the_multiple():

@@ -300,24 +300,20 @@ def combined_confidence_problem(report: Report) -> tuple[str, bool]:
     confidence is 1 − total, and no DP verdict is held at less than this run's share split over the DP models.
     Returns (what was found, passed). A report written before the schedule has no record: it passes, saying so."""
     sp = report.alpha_spending
-    if not sp:
+    if sp is None:
         return "not recorded (report predates α-spending: it spent all of α)", True
-    try:
-        alpha = 1.0 - float(report.config.confidence)
-        rerun = int(sp["rerun"])
-        this = alpha * 2.0 ** -(rerun + 1)
-        before = float(sp["alpha_spent_before"])
-        total = before + this
-        combined = 1.0 - total
-    except (KeyError, TypeError, ValueError) as exc:
-        return f"alpha_spending is malformed ({exc.__class__.__name__})", False
+    alpha = 1.0 - float(report.config.confidence)
+    rerun, before = sp.rerun, sp.alpha_spent_before
     if rerun < 0 or before < 0:
         return f"alpha_spending has rerun {rerun} and alpha_spent_before {before:g}", False
     if rerun == 0 and before != 0:
         return f"an original audit (rerun 0) records α {before:g} spent before it", False
+    this = alpha * 2.0 ** -(rerun + 1)
+    total = before + this
+    combined = 1.0 - total
     for key, want in (("alpha_this_run", this), ("alpha_spent_total", total), ("combined_confidence", combined)):
-        if not _close(float(sp.get(key, math.nan)), want, rel=1e-9):
-            return f"{key} is {sp.get(key)!r}, recomputed {want:.6g}", False
+        if not _close(getattr(sp, key), want, rel=1e-9):
+            return f"{key} is {getattr(sp, key)!r}, recomputed {want:.6g}", False
     dp = [m for m in report.models if m.dp]
     for m in dp:
         if 1.0 - m.verdict.confidence > this / len(dp) * (1 + 1e-9):

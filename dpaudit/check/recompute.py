@@ -214,36 +214,32 @@ def plan_confidences(config, dp: bool, rerun: int = 0) -> dict:
             "canary": plan.canary, "n_bounds": plan.n_bounds, "n_attacks": plan.n_attacks}
 
 
-# The α-spending record every report carries (dpaudit.core.plan.alpha_spending), key by key.
-_ALPHA_KEYS = {"schedule": "str", "rerun": "int", "alpha": "num", "alpha_this_run": "num", "alpha_spent_before": "num",
-               "alpha_spent_total": "num", "combined_confidence": "num"}
-
-
 def check_alpha_spending(rep: Report) -> int:
-    """Strict types of ``alpha_spending`` and every number in it recomputed from config.confidence and the re-run
+    """Every number of ``alpha_spending`` (typed by :class:`dpaudit.schema.AlphaSpending`) recomputed from config.confidence and the re-run
     index on the fixed schedule; returns the re-run index (which sets every bound's confidence). Earlier runs
     cannot have spent less than the schedule gave them (``alpha_spent_before`` >= α(1 − 2^-rerun))."""
     sp = rep.alpha_spending
     if sp is None:
         raise _bad("alpha_spending is missing (every report of this dpaudit records the α it spent)")
-    d = _typed_block("alpha_spending", sp, _ALPHA_KEYS)
-    if d["schedule"] != ALPHA_SCHEDULE:
-        raise _bad(f"alpha_spending.schedule is {d['schedule'][:60]!r}, not the fixed schedule dpaudit spends α on")
-    rerun = d["rerun"]
+    if sp.schedule != ALPHA_SCHEDULE:
+        raise _bad(f"alpha_spending.schedule is {sp.schedule[:60]!r}, not the fixed schedule dpaudit spends α on")
+    rerun = sp.rerun
+    if rerun < 0:
+        raise _bad(f"alpha_spending.rerun is {rerun}; runs are numbered from 0 (the original audit)")
     alpha = 1.0 - rep.config.confidence
-    _agree("alpha_spending.alpha", d["alpha"], alpha, "1 − config.confidence")
-    _agree("alpha_spending.alpha_this_run", d["alpha_this_run"], alpha * alpha_share(rerun),
+    _agree("alpha_spending.alpha", sp.alpha, alpha, "1 − config.confidence")
+    _agree("alpha_spending.alpha_this_run", sp.alpha_this_run, alpha * alpha_share(rerun),
            f"the schedule's share of run {rerun} (α/2^{rerun + 1})")
-    before = d["alpha_spent_before"]
+    before = sp.alpha_spent_before
     least = alpha_spent(alpha, rerun - 1) if rerun > 0 else 0.0
     if rerun == 0:
         _agree("alpha_spending.alpha_spent_before", before, 0.0, "an original audit (rerun 0)")
     elif not (least * (1 - REL) - ABS <= before <= 1.0):
         raise _bad(f"alpha_spending.alpha_spent_before is {_num(before)} but the {rerun} run(s) before this one spent "
                    f"at least {least:.6g} on the schedule")
-    _agree("alpha_spending.alpha_spent_total", d["alpha_spent_total"], before + alpha * alpha_share(rerun),
+    _agree("alpha_spending.alpha_spent_total", sp.alpha_spent_total, before + alpha * alpha_share(rerun),
            "alpha_spent_before + alpha_this_run")
-    _agree("alpha_spending.combined_confidence", d["combined_confidence"], 1.0 - (before + alpha * alpha_share(rerun)),
+    _agree("alpha_spending.combined_confidence", sp.combined_confidence, 1.0 - (before + alpha * alpha_share(rerun)),
            "1 − alpha_spent_total")
     return rerun
 

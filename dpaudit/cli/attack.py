@@ -77,9 +77,9 @@ def attack(report_path, cache_dir, attack_list, shadow_classifier, shadow_per_cl
     # report written before the schedule spent all of α itself: the combined confidence then says so.
     from dpaudit.pipeline import ledger_key, ledger_runs, record_run
 
-    spend = old.alpha_spending or {}
-    if spend:
-        rerun, before = int(spend["rerun"]) + 1, float(spend["alpha_spent_total"])
+    spend = old.alpha_spending
+    if spend is not None:
+        rerun, before = spend.rerun + 1, spend.alpha_spent_total
     else:
         rerun, before = 1, 1.0 - cfg.confidence
     # the cache's ledger knows every run on these models, also those started from an older report

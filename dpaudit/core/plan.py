@@ -21,6 +21,7 @@ from dpaudit.core.bounds import (
 )
 from dpaudit.schema import (
     SCHEMA,
+    AlphaSpending,
     DatasetInfo,
     ModelAudit,
     Platform,
@@ -69,7 +70,7 @@ def run_confidence(cfg: AuditConfig, rerun: int = 0) -> float:
     return 1.0 - (1.0 - cfg.confidence) * alpha_share(rerun)
 
 
-def alpha_spending(cfg: AuditConfig, rerun: int = 0, spent_before: float | None = None) -> dict:
+def alpha_spending(cfg: AuditConfig, rerun: int = 0, spent_before: float | None = None) -> AlphaSpending:
     """The report's record of α spent on its models: this run's share and the total with earlier runs.
     ``spent_before``: what the earlier runs recorded (default: the schedule's, α(1 − 2^-rerun))."""
     alpha = 1.0 - cfg.confidence
@@ -77,9 +78,9 @@ def alpha_spending(cfg: AuditConfig, rerun: int = 0, spent_before: float | None 
     if spent_before is not None:
         before = float(spent_before)
     this = alpha * alpha_share(rerun)
-    return {"schedule": ALPHA_SCHEDULE, "rerun": int(rerun), "alpha": alpha, "alpha_this_run": this,
-            "alpha_spent_before": before, "alpha_spent_total": before + this,
-            "combined_confidence": 1.0 - (before + this)}
+    return AlphaSpending(schedule=ALPHA_SCHEDULE, rerun=int(rerun), alpha=alpha, alpha_this_run=this,
+                         alpha_spent_before=before, alpha_spent_total=before + this,
+                         combined_confidence=1.0 - (before + this))
 
 
 def bound_confidence(cfg: AuditConfig, dp: bool = True, rerun: int = 0) -> BoundPlan:
@@ -187,11 +188,11 @@ def family_text(cfg: AuditConfig, rerun: int = 0, spent_before: float | None = N
     per_model, d = plan.per_model, plan.d
     spend = alpha_spending(cfg, rerun, spent_before)
     run = "this audit" if rerun == 0 else f"re-run {rerun} on these models"
-    tail = (f"; {run} spends α = {spend['alpha_this_run']:.4g} of the {spend['alpha']:.4g} budget "
+    tail = (f"; {run} spends α = {spend.alpha_this_run:.4g} of the {spend.alpha:.4g} budget "
             f"({'the original audit α/2' if rerun == 0 else f'α/2^{rerun + 1}'}), so with every run on these models "
-            f"so far the verdicts hold together at {spend['combined_confidence']:.4g}, and with any number of later "
+            f"so far the verdicts hold together at {spend.combined_confidence:.4g}, and with any number of later "
             f"`dpaudit attack` re-runs at no less than "
-            f"{1 - (spend['alpha_spent_before'] + 2 * spend['alpha_this_run']):.4g}")
+            f"{1 - (spend.alpha_spent_before + 2 * spend.alpha_this_run):.4g}")
     if not any(math.isfinite(e) for e in cfg.epsilons):
         return "no DP model: no verdict to correct across models" + tail
     return (f"Bonferroni over {d} DP model(s): each verdict at {per_model:.4g}, so all of them hold together at "

@@ -180,7 +180,7 @@ def confidence_note(report: Report) -> str:
     conf = report.config.confidence
     sp = report.alpha_spending
     head = (f"{conf:.0%} confidence" if not sp else
-            f"{float(sp['combined_confidence']):.4g} confidence for every run on these models so far (budget "
+            f"{sp.combined_confidence:.4g} confidence for every run on these models so far (budget "
             f"{conf:.0%})")
     dp = [m for m in report.models if m.dp] or list(report.models)
     if dp:
@@ -225,11 +225,11 @@ def combined_confidence_note(report: Report) -> str:
     if not sp:
         return (f"Confidence: the verdicts hold together at {report.config.confidence:g}; this report predates "
                 "α-spending, so it spent all of α, and any re-run on its models lowers the combined confidence.")
-    run = "this audit" if int(sp["rerun"]) == 0 else f"re-run {int(sp['rerun'])}"
-    return (f"Confidence: {run} spends α = {float(sp['alpha_this_run']):.4g} of the budget "
-            f"{float(sp['alpha']):.4g}; with every run on these models so far, all their verdicts hold together at "
-            f"{float(sp['combined_confidence']):.4g} (α-spending fixed in advance: the audit α/2, re-run r α/2^(r+1), "
-            f"so any number of re-runs keeps them at ≥ {1 - float(sp['alpha']):.4g} when the schedule started with "
+    run = "this audit" if sp.rerun == 0 else f"re-run {sp.rerun}"
+    return (f"Confidence: {run} spends α = {sp.alpha_this_run:.4g} of the budget "
+            f"{sp.alpha:.4g}; with every run on these models so far, all their verdicts hold together at "
+            f"{sp.combined_confidence:.4g} (α-spending fixed in advance: the audit α/2, re-run r α/2^(r+1), "
+            f"so any number of re-runs keeps them at ≥ {1 - sp.alpha:.4g} when the schedule started with "
             "the audit).")
 
 
