@@ -74,7 +74,7 @@ def train_once(m: int, steps: int, data, seed: int) -> dict:
     tm = train_model(cfg, xtr, ytr, test_images=xte, test_labels=yte, progress=False, after_make_private=hook,
                      gradient_canaries=GradientCanaries(m, seed=seed) if m else None)
     dt = np.diff(hook.times)[2:]
-    n_in = 0 if not m else int(tm.record.gradient_canaries["included"])
+    n_in = 0 if not m else tm.record.gradient_canaries.included
     return {"m": m, "included": n_in, "step_s": float(np.median(dt)), "steps_timed": int(dt.size),
             "q": float(tm.record.sample_rate), "obs_shape": None if tm.whitebox is None else list(tm.whitebox.obs.shape),
             "obs_dtype": None if tm.whitebox is None else str(tm.whitebox.obs.dtype)}

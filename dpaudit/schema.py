@@ -158,6 +158,15 @@ class SplitInfo:
 
 
 @dataclass(frozen=True)
+class GradientCanaryRecord:
+    """The white-box gradient canaries a training carried: how many, how many its fair coins included, and the
+    norm of each canary's Dirac gradient (``dpaudit.core.whitebox.GradientCanaries``)."""
+    m: int
+    included: int
+    dirac_norm: float
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
     """One model's training record: what its training did and spent. The one type: ``dpaudit.training.train`` makes
     it, the model cache stores it (``to_dict`` / ``from_dict``) and the report carries the target's.
@@ -191,8 +200,8 @@ class TrainingRecord:
     accounting_s: float | None
     dpaudit_version: str | None
     observed: bool = since(2, True)
-    # White-box gradient canaries trained with the target ({"m", "included", "dirac_norm"}), else null.
-    gradient_canaries: dict[str, Any] | None = since(2)
+    # White-box gradient canaries trained with the target, else null.
+    gradient_canaries: GradientCanaryRecord | None = since(2)
 
     def to_dict(self) -> dict[str, Any]:
         return _encode(self)

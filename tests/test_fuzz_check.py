@@ -364,7 +364,7 @@ ROWS = [
     Row("wb block on the non-DP model", 2, report=_json(_doc(_copy(WB, "models/0/whitebox"))),
         expect="models[0].whitebox is present but"),
     Row("wb record of gradient canaries dropped", 2, report=_json(_doc((f"{M2}/training/gradient_canaries", None))),
-        expect="models[2].training.gradient_canaries must be an object"),
+        expect="models[2].training.gradient_canaries is null but the model has a white-box block"),
     # ---- attack bounds, ceilings and metrics (exit 2)
     Row("bound raised to 50", 2, report=_json(_doc((f"{A0}/epsilon_lb/value", 50.0))),
         expect="models[2].attacks[0].epsilon_lb.value is 50 but Clopper-Pearson"),

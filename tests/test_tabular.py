@@ -285,7 +285,7 @@ def test_gradient_canaries_on_the_mlp():
                           test_labels=ds.labels[400:], n_classes=2, progress=False, norm=ds.normalisation,
                           gradient_canaries=GradientCanaries(200, seed=5))
     wb = trained.whitebox
-    assert wb.obs.shape == (trained.record.steps, 200) and trained.record.gradient_canaries["m"] == 200
+    assert wb.obs.shape == (trained.record.steps, 200) and trained.record.gradient_canaries.m == 200
     res = analyse(wb, confidence=0.95, seed=0)
     assert res.conformant, res.to_json()
     assert trained.record.test_accuracy > 0.8

@@ -805,11 +805,10 @@ def _check_whitebox(where: str, wb: Any, m_cfg: int, delta: float, confidence: f
         raise _bad(f"{where}.m is {m} but config.gradient_canaries is {m_cfg}")
     if not 0 <= n_in <= m:
         raise _bad(f"{where}.included is {n_in}, not between 0 and m = {m}")
-    gw = where.replace(".whitebox", ".training.gradient_canaries")
-    _typed(gw, training_gc, "dict")
-    _keys(gw, training_gc, {"m", "included", "dirac_norm"})
-    if (training_gc["m"], training_gc["included"]) != (m, n_in) or not _close(training_gc["dirac_norm"],
-                                                                              d["dirac_norm"]):
+    if training_gc is None:
+        raise _bad(f"{where.replace('.whitebox', '.training.gradient_canaries')} is null but the model has a white-box "
+                   f"block (the training record states the canaries it carried)")
+    if (training_gc.m, training_gc.included) != (m, n_in) or not _close(training_gc.dirac_norm, d["dirac_norm"]):
         raise _bad(f"{where}: m, included and dirac_norm differ from the training record's gradient_canaries")
     _agree(f"{where}.delta", d["delta"], delta, "the configuration")
     _agree(f"{where}.confidence", d["confidence"], confidence, "the configuration's Bonferroni plan")

@@ -638,7 +638,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
     check = replace(cross_check(claimed, ref, q, sigma, steps, delta), accountant=str(obs.accountant))
     # Named as dpaudit audit names a model of this claim, so that `dpaudit check` matches it to config.epsilons.
     from dpaudit.config import model_name
-    from dpaudit.schema import Bounds, ModelAudit, ReferenceModels, TrainingRecord
+    from dpaudit.schema import Bounds, GradientCanaryRecord, ModelAudit, ReferenceModels, TrainingRecord
     from dpaudit.version import __version__
 
     name = model_name(claimed)
@@ -654,7 +654,7 @@ def report_from_observations(obs: WhiteBoxObservations, *, meta: dict | None = N
         n_train=n_train, train_accuracy=None, test_accuracy=meta.get("test_accuracy"), train_loss=None,
         seed=None, wall_s=meta.get("wall_s"), device=meta.get("device"), accounting_s=None,
         dpaudit_version=__version__, observed=True,
-        gradient_canaries={"m": m, "included": n_in, "dirac_norm": float(obs.dirac_norm)})
+        gradient_canaries=GradientCanaryRecord(m=m, included=n_in, dirac_norm=float(obs.dirac_norm)))
     model = ModelAudit(
         name=name, dp=True, target_epsilon=claimed, training=record,
         reference_models=ReferenceModels(k=0, test_accuracy=(), epsilon=(), seeds=(), cache_hits=0),

@@ -18,7 +18,7 @@ from torch import nn
 from dpaudit.config import ACCOUNTANTS, BUILTIN_MODELS, GRAD_SAMPLE_MODES, AuditConfig
 from dpaudit.config.recipes import NON_DP_RECIPE
 from dpaudit.errors import DPAuditError
-from dpaudit.schema import TrainingRecord
+from dpaudit.schema import GradientCanaryRecord, TrainingRecord
 from dpaudit.training.accounting import validate_privacy_target
 from dpaudit.training.data import Normalisation
 from dpaudit.training.grad_samples import grad_samples_without_copy, without_discarded_param_grads
@@ -388,7 +388,7 @@ def train_model(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, *,
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, n_train=n,
         train_accuracy=tr_acc, test_accuracy=te_acc, train_loss=tr_loss, seed=cfg.seed, wall_s=wall,
         device=str(device), accounting_s=accounting_s, dpaudit_version=__version__,
-        gradient_canaries=None if gc is None else {"m": gc.m, "included": n_in, "dirac_norm": d_norm})
+        gradient_canaries=None if gc is None else GradientCanaryRecord(m=gc.m, included=int(n_in), dirac_norm=float(d_norm)))
     plain = plain.cpu().eval()
     return TrainedModel(module=plain, record=record, config=cfg, whitebox=whitebox)
 
