@@ -64,14 +64,14 @@ def test_registered_beside_opacus_modes():
 
 
 def test_layer_choice_follows_the_cost_rule():
-    """SimpleCNN's convolutions (1,024 weights over 196 positions, 8,192 over 25) keep per-example gradients, its
-    Linear layers take ghost norms; biases are always per-example."""
+    """SimpleCNN's convolutions (1,024 weights over 196 positions, 8,192 over 25) keep per-example gradients (both
+    stride 2: computed by row phase), its Linear layers take ghost norms; biases are always per-example."""
     model = fc.GradSampleModuleFastClipping(build_model("simple-cnn"))
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     nn.functional.cross_entropy(model(x), y).backward()
     kinds = {name: type(p._fast_entries[0]).__name__ for name, p in model._module.named_parameters()}
-    assert kinds == {"net.0.weight": "PerExample", "net.0.bias": "PerExample",
-                     "net.3.weight": "PerExample", "net.3.bias": "PerExample",
+    assert kinds == {"net.0.weight": "PhasedConvGrad", "net.0.bias": "PerExample",
+                     "net.3.weight": "PhasedConvGrad", "net.3.bias": "PerExample",
                      "net.7.weight": "GhostLinear", "net.7.bias": "PerExample",
                      "net.9.weight": "GhostLinear", "net.9.bias": "PerExample"}
 
