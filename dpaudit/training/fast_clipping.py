@@ -257,7 +257,7 @@ def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scra
 
 
 class PhasedConvGrad(PerExample):
-    """A strided convolution's per-example weight gradients in the layout ``_conv_rows_by_phase`` writes them: g
+    """A strided convolution's per-example weight gradients in the layout ``conv_rows_by_phase`` writes them: g
     [A, n, M], one block of M = P sh kw C values (or its transpose) per kernel-row offset a (kernel row kh = sh a +
     b). Norms and the clipped sum read it as it lies; ``finish`` puts the clipped sum in the weight's order."""
 
@@ -279,12 +279,12 @@ class PhasedConvGrad(PerExample):
 
 
 def row_phases_apply(module: nn.Conv2d) -> bool:
-    """Whether ``_conv_rows_by_phase`` computes this Conv2d's per-example gradients: a vertical stride of 2 or more,
+    """Whether ``conv_rows_by_phase`` computes this Conv2d's per-example gradients: a vertical stride of 2 or more,
     no dilation (the other convolutions keep ``_conv_per_example``)."""
     return module.stride[0] >= 2 and tuple(module.dilation) == (1, 1)
 
 
-def _conv_rows_by_phase(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None,
+def conv_rows_by_phase(module: nn.Conv2d, x: torch.Tensor, bb: torch.Tensor, scratch: Scratch | None = None,
                         scale: float = 1.0) -> PhasedConvGrad:
     """Per-example weight gradients of a Conv2d (groups 1, no dilation, vertical stride sh >= 2) from its input x
     [n, C, H, W] and output gradient bb [n, P, T], with a copy of the input about sh kw / (kh kw) the size of its
@@ -380,7 +380,7 @@ def fast_entries(module: nn.Module, x: torch.Tensor, b: torch.Tensor, scratch: S
         if use_ghost_norm(bb.shape[2], p_out, d_in):
             out[module.weight] = GhostConv2d(module, x, b, scratch, scale)
         elif row_phases_apply(module):
-            out[module.weight] = _conv_rows_by_phase(module, x, bb, scratch, scale)
+            out[module.weight] = conv_rows_by_phase(module, x, bb, scratch, scale)
         else:
             out[module.weight] = _conv_per_example(module, x, bb, scratch, scale)
     if module.bias is not None and module.bias.requires_grad:
