@@ -321,20 +321,26 @@ def test_loss_reduction_sum():
 
 def test_noise_is_opacus_noise_bit_for_bit():
     """add_noise draws what Opacus's DPOptimizer.add_noise draws, from the same generator in the same order, and
-    adds it to the same sums: the privatised gradients are equal bit for bit, in float32."""
+    adds it to the same sums, and scale_grad divides as Opacus's does: the privatised gradients are equal bit for
+    bit, in float32."""
     torch.manual_seed(9)
     grads = {}
     for cls in (DPOptimizer, fc.DPOptimizerFastClipping):
         model = build_model("simple-cnn")
         opt = cls(torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=1.3, max_grad_norm=0.7,
-                  expected_batch_size=8, generator=torch.Generator().manual_seed(11))
+                  expected_batch_size=7, generator=torch.Generator().manual_seed(11))
         for i, p in enumerate(opt.params):
             p.summed_grad = torch.linspace(-1, 1, p.numel(), dtype=p.dtype).view_as(p) * (i + 1)
+            p.grad_sample, p._fast_entries = torch.zeros(1), [None]  # one backward pass, for scale_grad
         opt.add_noise()
         grads[cls] = [p.grad.clone() for p in opt.params]
+        opt.scale_grad()  # divided by 7: not a power of two, so a reciprocal's rounding would show
+        grads[cls, "scaled"] = [p.grad.clone() for p in opt.params]
         with pytest.raises(ValueError, match="zero_grad"):
             opt.add_noise()  # the same sums noised twice
-    assert all(torch.equal(a, b) for a, b in zip(grads[DPOptimizer], grads[fc.DPOptimizerFastClipping]))
+    hooks, fast = DPOptimizer, fc.DPOptimizerFastClipping
+    for a, b in ((grads[hooks], grads[fast]), (grads[hooks, "scaled"], grads[fast, "scaled"])):
+        assert len(a) == 8 and all(torch.equal(u, v) for u, v in zip(a, b))
 
 
 def test_misuse_is_refused_as_opacus_refuses_it():

@@ -670,11 +670,19 @@ class DPOptimizerFastClipping(DPOptimizer):
         return noise.add_(summed)
 
     def scale_grad(self):
-        """Opacus's scale_grad, with the number of accumulated passes counted once rather than once a parameter."""
+        """Opacus's scale_grad (``p.grad /= expected_batch_size * passes``), with the number of accumulated passes
+        counted once rather than once a parameter, and the integer divisor made a 0-d CPU tensor of the gradient's
+        dtype once: a Python integer is wrapped and converted to that dtype at every division (8 us each), and
+        the division by the converted value is the same operation (the same kernel reads both as a CPU scalar)."""
         if self.loss_reduction == "mean":
-            passes = self.accumulated_iterations
+            k = self.expected_batch_size * self.accumulated_iterations
+            divisors: dict = {}
             for p in self.params:
-                p.grad /= self.expected_batch_size * passes
+                g = p.grad
+                d = divisors.get(g.dtype)
+                if d is None:
+                    d = divisors[g.dtype] = torch.tensor(k, dtype=g.dtype)
+                g.div_(d)
 
     def zero_grad(self, set_to_none: bool = False):
         for p in self.params:
