@@ -12,7 +12,9 @@ neither where it does not pay:
   with T = 1 (a Linear layer on vectors) it is |a_i|^2 |b_i|^2;
 - *per-example gradients* where they are small (mixed ghost clipping, Bu, Mao & Xu, NeurIPS 2022), each layer
   choosing by the cost of the two ways (``use_ghost_norm``); biases always (P values an example). For SimpleCNN at
-  batch 256: per-example for both convolutions, ghost norms for both Linear layers (16,384 + 320 weights);
+  batch 256: per-example for both convolutions, ghost norms for both Linear layers (16,384 + 320 weights). A
+  convolution with a vertical stride of 2 or more gets them without a patch matrix, from its input's rows
+  regrouped by stride phase (``conv_rows_by_phase``: ceil(kh / sh) matrix products an example);
 - *book-keeping* (Bu et al., ICML 2023): the backward hooks keep each layer's activations and output gradients, and
   the optimizer step forms the clipped sum from them directly: sum_i c_i B_i^T A_i is one matrix product with
   the output gradients scaled by the clip factors c_i. There is no second backward pass.
