@@ -64,16 +64,26 @@ def test_registered_beside_opacus_modes():
 
 
 def test_layer_choice_follows_the_cost_rule():
-    """SimpleCNN's convolutions (1,024 weights over 196 positions, 8,192 over 25) keep per-example gradients, its
-    Linear layers take ghost norms; biases are always per-example."""
+    """SimpleCNN's convolutions (1,024 weights over 196 positions, 8,192 over 25) keep per-example gradients (both
+    stride 2: computed by row phase), its Linear layers take ghost norms; biases are always per-example."""
     model = fc.GradSampleModuleFastClipping(build_model("simple-cnn"))
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     nn.functional.cross_entropy(model(x), y).backward()
     kinds = {name: type(p._fast_entries[0]).__name__ for name, p in model._module.named_parameters()}
-    assert kinds == {"net.0.weight": "PerExample", "net.0.bias": "PerExample",
-                     "net.3.weight": "PerExample", "net.3.bias": "PerExample",
+    assert kinds == {"net.0.weight": "PhasedConvGrad", "net.0.bias": "PerExample",
+                     "net.3.weight": "PhasedConvGrad", "net.3.bias": "PerExample",
                      "net.7.weight": "GhostLinear", "net.7.bias": "PerExample",
                      "net.9.weight": "GhostLinear", "net.9.bias": "PerExample"}
+
+
+def test_strided_layers_take_row_phases_and_frozen_ones_nothing():
+    model = fc.GradSampleModuleFastClipping(Strided())
+    nn.functional.cross_entropy(model(torch.randn(5, 2, 9, 9)), torch.randint(0, 3, (5,))).backward()
+    kinds = {name: [type(e).__name__ for e in getattr(p, "_fast_entries", [])]
+             for name, p in model._module.named_parameters()}
+    assert kinds == {"a.weight": ["PhasedConvGrad"], "a.bias": ["PerExample"], "b.weight": ["PhasedConvGrad"],
+                     "b.bias": ["PerExample"], "c.weight": [], "c.bias": ["PerExample"], "frozen.weight": [],
+                     "frozen.bias": [], "head.weight": ["GhostLinear"], "head.bias": ["PerExample"]}
 
 
 # ---- exactness of the clipped sums ---------------------------------------------------------------------------------
@@ -102,6 +112,25 @@ class Sequence(nn.Module):
         s = self.narrow(torch.tanh(self.seq(x.reshape(x.shape[0], 4, 8)))).flatten(1)  # [n, 8]
         t = self.twice(torch.tanh(self.twice(h)))
         return self.head(torch.cat([s, t], dim=1))
+
+
+class Strided(nn.Module):
+    """Strided convolutions by row phase beyond SimpleCNN's: kernel rows not a multiple of the stride (3 by 2: the
+    last phase's columns are dropped), a rectangular kernel and stride with padding and more outputs than phase
+    columns (the other product order), a convolution whose weight is frozen and bias trained, a frozen Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 5, 3, stride=2, padding=1)  # 9x9 -> 5x5
+        self.b = nn.Conv2d(5, 40, (3, 2), stride=(2, 1), padding=(1, 0))  # -> 3x4
+        self.c = nn.Conv2d(40, 6, 2, stride=2)  # -> 1x2
+        self.c.weight.requires_grad_(False)
+        self.frozen = nn.Linear(12, 12).requires_grad_(False)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):  # x [n, 2, 9, 9]
+        h = torch.tanh(self.c(torch.tanh(self.b(torch.tanh(self.a(x))))))
+        return self.head(torch.tanh(self.frozen(h.flatten(1))))
 
 
 def _one_step(mode: str, base: nn.Module, x, y, clip: float, sigma: float = 0.0, dtype=torch.float32,
@@ -133,7 +162,7 @@ def _rel(a, b) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("name", MODELS + ["sequence"])
+@pytest.mark.parametrize("name", MODELS + ["sequence", "strided"])
 @pytest.mark.parametrize("clip", [0.05, 3.0, 1e4])  # every example clipped / some / none
 @pytest.mark.parametrize("factor", [fc.MEMORY_PASS_MACS, 1e6])  # the default choice / a ghost norm wherever one is
 def test_clipped_sum_exact_in_float64(name, clip, factor, monkeypatch):
@@ -144,6 +173,9 @@ def test_clipped_sum_exact_in_float64(name, clip, factor, monkeypatch):
     if name == "sequence":
         base, x = Sequence(), torch.randn(20, 2, 4, 4)
         y = torch.randint(0, 3, (20,))
+    elif name == "strided":
+        base, x = Strided(), torch.randn(20, 2, 9, 9)
+        y = torch.randint(0, 3, (20,))
     else:
         base, x = build_model(name, (1, 28, 28), 10), torch.randn(20, 1, 28, 28)
         y = torch.randint(0, 10, (20,))
@@ -151,6 +183,38 @@ def test_clipped_sum_exact_in_float64(name, clip, factor, monkeypatch):
     _, got = _one_step("fast", base, x, y, clip, dtype=torch.float64)
     assert _rel(got, ref) < 1e-12
     assert float(ref.norm()) > 0
+
+
+@pytest.mark.parametrize("conf", [
+    (1, 16, 8, 2, 3, (28, 28)),  # SimpleCNN's first convolution
+    (16, 32, 4, 2, 0, (13, 13)),  # its second
+    (3, 5, 3, 2, 1, (11, 9)),  # kernel rows not a multiple of the stride
+    (2, 4, (5, 3), (3, 2), (2, 1), (14, 10)),  # stride 3 over rows, padding
+    (4, 70, (3, 4), (2, 3), 0, (9, 12)),  # more outputs than phase columns: the other product order
+])
+def test_row_phase_gradients_are_each_examples_own(conf):
+    """The per-example weight gradients by row phase, read through their norms and clipped sums, are each example's
+    own (autograd on that example alone), in float64 to rounding, with fresh and with reused buffers."""
+    c_in, c_out, k, stride, pad, hw = conf
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad).double()
+    assert fc.row_phases_apply(conv)
+    x = torch.randn(7, c_in, *hw, dtype=torch.float64)
+    b = torch.randn_like(conv(x))
+    own = []
+    for i in range(len(x)):
+        (g,) = torch.autograd.grad((conv(x[i:i + 1]) * b[i:i + 1]).sum(), conv.weight)
+        own.append(g)
+    own = torch.stack(own)
+    c = torch.rand(len(x), dtype=torch.float64)
+    scratch = fc.Scratch()
+    for _ in range(2):  # the second call reuses the buffers
+        entry = fc.conv_rows_by_phase(conv, x, b.reshape(len(x), c_out, -1), scratch)
+        summed = entry.clipped_sum(c)
+        assert summed.shape == conv.weight.shape and summed.is_contiguous()
+        assert _rel(entry.norm(), own.flatten(1).norm(dim=1)) < 1e-13
+        assert _rel(summed, torch.einsum("n,n...->...", c, own)) < 1e-13
+        del entry
 
 
 def test_physical_batches_and_empty_batch():
@@ -257,20 +321,26 @@ def test_loss_reduction_sum():
 
 def test_noise_is_opacus_noise_bit_for_bit():
     """add_noise draws what Opacus's DPOptimizer.add_noise draws, from the same generator in the same order, and
-    adds it to the same sums: the privatised gradients are equal bit for bit, in float32."""
+    adds it to the same sums, and scale_grad divides as Opacus's does: the privatised gradients are equal bit for
+    bit, in float32."""
     torch.manual_seed(9)
     grads = {}
     for cls in (DPOptimizer, fc.DPOptimizerFastClipping):
         model = build_model("simple-cnn")
         opt = cls(torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=1.3, max_grad_norm=0.7,
-                  expected_batch_size=8, generator=torch.Generator().manual_seed(11))
+                  expected_batch_size=7, generator=torch.Generator().manual_seed(11))
         for i, p in enumerate(opt.params):
             p.summed_grad = torch.linspace(-1, 1, p.numel(), dtype=p.dtype).view_as(p) * (i + 1)
+            p.grad_sample, p._fast_entries = torch.zeros(1), [None]  # one backward pass, for scale_grad
         opt.add_noise()
         grads[cls] = [p.grad.clone() for p in opt.params]
+        opt.scale_grad()  # divided by 7: not a power of two, so a reciprocal's rounding would show
+        grads[cls, "scaled"] = [p.grad.clone() for p in opt.params]
         with pytest.raises(ValueError, match="zero_grad"):
             opt.add_noise()  # the same sums noised twice
-    assert all(torch.equal(a, b) for a, b in zip(grads[DPOptimizer], grads[fc.DPOptimizerFastClipping]))
+    hooks, fast = DPOptimizer, fc.DPOptimizerFastClipping
+    for a, b in ((grads[hooks], grads[fast]), (grads[hooks, "scaled"], grads[fast, "scaled"])):
+        assert len(a) == 8 and all(torch.equal(u, v) for u, v in zip(a, b))
 
 
 def test_misuse_is_refused_as_opacus_refuses_it():
