@@ -244,7 +244,10 @@ def part_soundness(seeds: int, m: int, out: dict) -> None:
     out["soundness"] = cases
 
 
-def part_train(scale: str, seeds: int, eps_list: tuple, out: dict, mode: str = "hooks") -> None:
+def part_train(scale: str, seeds: int, eps_list: tuple, out: dict, mode: str = "hooks",
+               correct_seeds: int | None = None) -> None:
+    """Real Opacus training, correct and with each bug of BUGS, in ``mode``; ``correct_seeds`` (default ``seeds``):
+    the correct runs' own count, since a false alarm rate needs more runs than a detection does."""
     from dpaudit.config.recipes import DP_RECIPE
     from dpaudit.training.data import load_dataset
     from dpaudit.training.train import TrainConfig, train_model
@@ -258,7 +261,8 @@ def part_train(scale: str, seeds: int, eps_list: tuple, out: dict, mode: str = "
     for eps in eps_list:
         for name, (_kw, hook, _t) in [("correct DP", ({}, None, None)), *BUGS.items()]:
             det, failed, secs = 0, {}, []
-            for s in range(seeds):
+            n_seeds = (correct_seeds or seeds) if hook is None else seeds
+            for s in range(n_seeds):
                 idx = np.random.default_rng([s, 17]).permutation(len(ds))
                 tr, te = idx[:members], idx[members:members + n_test]
                 cfg = TrainConfig(epsilon=eps, delta=DELTA, **kw, seed=s, grad_sample_mode=mode)
@@ -271,15 +275,15 @@ def part_train(scale: str, seeds: int, eps_list: tuple, out: dict, mode: str = "
                 det += d
                 for x in f:
                     failed[x] = failed.get(x, 0) + 1
-            cases.append({"epsilon": eps, "bug": name, "seeds": seeds, "detected": det, "failed_tests": failed,
+            cases.append({"epsilon": eps, "bug": name, "seeds": n_seeds, "detected": det, "failed_tests": failed,
                           "train_s_median": float(np.median(secs))})
             top = sorted(failed.items(), key=lambda kv: -kv[1])[:3]
-            rows.append([f"{eps:g}", name, f"{det}/{seeds}", ", ".join(f"{k} {v}" for k, v in top) or "—",
+            rows.append([f"{eps:g}", name, f"{det}/{n_seeds}", ", ".join(f"{k} {v}" for k, v in top) or "—",
                          f"{np.median(secs):.0f}"])
             print(rows[-1], flush=True)
     print(table(["claimed eps", "bug (real Opacus training)", "verdict not 'consistent'", "tests that rejected",
                  "train s"], rows))
-    out["train"] = {"scale": scale, "members": members, "m": m, "cases": cases}
+    out["train"] = {"scale": scale, "members": members, "m": m, "grad_sample_mode": mode, "cases": cases}
 
 
 def main() -> None:
@@ -294,7 +298,9 @@ def main() -> None:
     ap.add_argument("--big-m-seeds", type=int, default=10, help="seeds at M = 10,000 in the bounds part")
     ap.add_argument("--train", action="store_true", help="allow the real-training part (slow)")
     ap.add_argument("--train-scale", choices=("small", "default"), default="small")
-    ap.add_argument("--train-seeds", type=int, default=3)
+    ap.add_argument("--train-seeds", type=int, default=3, help="seeds per bug in the train part (default 3)")
+    ap.add_argument("--train-correct-seeds", type=int, default=None,
+                    help="correct (bug-free) runs per claim in the train part (default: --train-seeds)")
     ap.add_argument("--grad-sample-mode", default="hooks",
                     help="the DP-SGD mode the train part audits (hooks, functorch, fast); default hooks")
     ap.add_argument("--quick", action="store_true", help="3 seeds, 10 correct runs, 40 soundness seeds")
@@ -325,7 +331,8 @@ def main() -> None:
     if "train" in parts:
         if not args.train:
             ap.error("the train part trains many models: pass --train as well")
-        part_train(args.train_scale, args.train_seeds, (1.0, 8.0), out, args.grad_sample_mode)
+        part_train(args.train_scale, args.train_seeds, (1.0, 8.0), out, args.grad_sample_mode,
+                   args.train_correct_seeds)
     wall = time.perf_counter() - t0
     print(f"\n{fmt_duration(wall)} on {threads} threads")
     print_json_line({"benchmark": "whitebox", "commit": git_commit(), "quick": args.quick, "parts": parts,
