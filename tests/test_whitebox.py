@@ -9,6 +9,7 @@ import torch
 
 from dpaudit.core.whitebox_stats import BROKEN, witness_epsilon
 from dpaudit.errors import DPAuditError
+from dpaudit.schema import GradientCanaryRecord
 from dpaudit.training.data import load_dataset
 from dpaudit.training.models import build_model
 from dpaudit.training.train import CanaryModel, TrainConfig, canary_inputs, canary_loss, train_model
@@ -62,7 +63,7 @@ def test_correct_dp_is_conformant(correct_run):
     assert r.routes[2].valid and r.best_route in ("one_run", "clopper_pearson", "per_step")
     # the accountant was told exactly what ran: q over real records + included canaries
     n_in = int(tm.whitebox.coins.sum())
-    assert tm.record.gradient_canaries == {"m": M, "included": n_in, "dirac_norm": 10.0}
+    assert tm.record.gradient_canaries == GradientCanaryRecord(m=M, included=n_in, dirac_norm=10.0)
     assert tm.record.sample_rate == pytest.approx(1 / math.ceil((300 + n_in) / 64))
     assert r.steps == tm.record.steps == tm.whitebox.n_param_updates
     assert r.claimed_sigma == tm.record.noise_multiplier and r.claimed_epsilon == tm.record.epsilon
