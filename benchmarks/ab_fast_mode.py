@@ -27,9 +27,8 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
 from _common import git_commit, print_json_line, quiet, set_threads, table
-from profile_dp_step import PHASES, Runner
+from profile_dp_step import PHASES, Runner, synthetic_batches
 
 from dpaudit.training import fast_clipping
 from dpaudit.training.fast_clipping import register
@@ -93,10 +92,7 @@ def main(argv=None) -> int:
     print(f"ab_fast_mode: this checkout {commit} against {args.base}, mode {args.mode}, model {args.model}, batch {args.batch_size}, "
           f"{args.rounds} rounds of {args.steps} steps (rotating order), {args.clock} clock, torch threads "
           f"{threads}", flush=True)
-    g = torch.Generator().manual_seed(0)
-    n = args.batch_size * 20
-    x = torch.randn(n, 1, 28, 28, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
+    x, y = synthetic_batches(args.batch_size)
     new, base = f"{args.mode} (new)", f"{args.mode} (base)"
     runners = {"non-dp": Runner("non-dp", args.model, x, y, args.batch_size),
                new: Runner(args.mode, args.model, x, y, args.batch_size),

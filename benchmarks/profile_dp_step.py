@@ -151,6 +151,13 @@ def grad_sampler_times(model_name: str, batch: int, repeats: int, clock=time.per
     return times
 
 
+def synthetic_batches(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """20 batches of seeded MNIST-shaped inputs and labels: the step's cost, not the data's, is measured."""
+    g = torch.Generator().manual_seed(0)
+    n = batch_size * 20
+    return torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -177,10 +184,7 @@ def main(argv=None) -> int:
     print(f"profile_dp_step: commit {commit}, model {args.model}, batch {args.batch_size}, {args.rounds} rounds of "
           f"{args.steps} steps per mode (rotating order), {args.keep} of the rounds, {args.clock} clock, torch threads "
           f"{threads}", flush=True)
-    g = torch.Generator().manual_seed(0)
-    n = args.batch_size * 20
-    x = torch.randn(n, 1, 28, 28, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
+    x, y = synthetic_batches(args.batch_size)
 
     modes = ("non-dp",) + GRAD_SAMPLE_MODES
     runners = {m: Runner(m, args.model, x, y, args.batch_size) for m in modes}
