@@ -113,8 +113,8 @@ def common_training_options(fn):
         click.option("--grad-sample-mode", type=click.Choice(GRAD_SAMPLE_MODES), default=DEFAULTS["grad_sample_mode"],
                      show_default=True, help="How Opacus computes per-example gradients (same privacy, "
                      "different speed). fast (dpaudit's: ghost norms where cheap, the clipped sum in the same "
-                     "backward pass) measured 1.36x a non-DP step against hooks' 1.66x on 2 cores; hooks stays the "
-                     "default until fast is measured on more hosts (benchmarks/README.md)."),
+                     "backward pass) measured 1.30x a non-DP step (+4.4 ms at batch 256) against hooks' 1.64x on 2 "
+                     "cores; hooks stays the default until fast is measured on more hosts (benchmarks/README.md)."),
         click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True,
                      help="Seeds splits, initialisation, sampling and noise (0 to 2^32-1); recorded in every output."),
         click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS["device"], show_default=True,
