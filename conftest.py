@@ -60,6 +60,8 @@ TOGETHER = {
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, called only when it is installed and runs
 def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadfile":
+        return None  # another --dist asked for on the command line: pytest-xdist's own scheduler
     from xdist.scheduler import LoadFileScheduling
 
     class Together(LoadFileScheduling):

@@ -475,10 +475,11 @@ class WhiteBoxAudit:
     epsilon_lb_per_step: float | None = field(default=None, metadata=ABSENT)
     broken: tuple[str, ...] | None = field(default=None, metadata=ABSENT)
     routes_text: str | None = field(default=None, metadata=ABSENT)
-    # measured power (dpaudit.core.power.whitebox_detectable): "inf" when no noise factor in the search was
-    # detected; absent when not measured
-    detectable_noise_factor: float | None = field(default=None, metadata=ABSENT)
-    detectable_epsilon: float | None = field(default=None, metadata=ABSENT)
+    # measured power (dpaudit.core.power.whitebox_detectable): the detectable ε "inf" (and the factor null) when no
+    # noise factor in the search was detected; both null when the claim is not finite, and left out by a block
+    # written before power was measured (read as null); the simulation's record left out with them
+    detectable_noise_factor: float | None = field(default=None, metadata=OPTIONAL)
+    detectable_epsilon: float | None = field(default=None, metadata=OPTIONAL)
     detectable_power: WhiteBoxPower | None = field(default=None, metadata=ABSENT)
 
     @classmethod
@@ -838,7 +839,14 @@ def _check_plain(v: Any, path: str) -> None:
 
 
 def _post_check(obj: Any, path: str) -> None:
-    """Rules a type cannot say: closed sets of values and required keys."""
+    """Rules a type cannot say: closed sets of values and required keys, and a block's further keys (its REST
+    field) never named like one of its fields (written beside them, one would hide the other)."""
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("rest"):
+            clash = sorted(set(getattr(obj, f.name)) & {g.name for g in dataclasses.fields(obj)})
+            if clash:
+                raise DPAuditError(f"{_join(path, f.name)} holds {clash[0]!r}, a field of its own block; set the "
+                                   f"field instead")
     if isinstance(obj, Verdict) and obj.status not in STATUSES:
         raise DPAuditError(f"{_join(path, 'status')} must be one of {', '.join(repr(s) for s in STATUSES)}, "
                            f"got {obj.status!r}")

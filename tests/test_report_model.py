@@ -427,3 +427,32 @@ def test_model_cache_records_of_the_previous_layout_load():
     assert rec.observed is True and rec.gradient_canaries is None and rec.epsilon == doc["epsilon"]
     with pytest.raises(DPAuditError, match="training record.steps missing"):
         TrainingRecord.from_dict({k: v for k, v in doc.items() if k != "steps"})
+
+
+def test_a_whitebox_block_that_detected_nothing_writes_its_null_factor():
+    """Power measured and no noise factor detected: the detectable ε is "inf" and the factor is written as null (as
+    dpaudit always wrote it), not left out as a block written before power existed leaves it."""
+    from dpaudit.schema import WhiteBoxAudit
+
+    doc = json.loads(REFERENCE.read_text())
+    d = doc["models"][2]["whitebox"]
+    d = {**d, "detectable_noise_factor": None, "detectable_epsilon": "inf",
+         "detectable_power": {**d["detectable_power"], "rate": None, "rate_ci": None}}
+    w = WhiteBoxAudit.from_dict(d)
+    assert w.detectable_epsilon == math.inf and w.detectable_noise_factor is None
+    out = w.to_json()
+    assert "detectable_noise_factor" in out and out["detectable_noise_factor"] is None and out == d
+
+
+def test_a_blocks_further_keys_never_shadow_its_fields():
+    """REST keys are written beside the typed ones, so one named like a field would hide it or be read back as it:
+    refused in one line, in memory (validate) and in a file (a key literally named "details")."""
+    from dpaudit.schema import WhiteBoxTest, validate
+
+    t = WhiteBoxTest(name="noise_std", statistic=1.0, p_value=0.5, passed=True, what="w", details={"broken": "x"})
+    with pytest.raises(DPAuditError, match=r"details holds 'broken', a field of its own block"):
+        validate(t)
+    doc = json.loads(REFERENCE.read_text())
+    doc["models"][2]["whitebox"]["tests"][0]["details"] = {"a": 1}
+    with pytest.raises(DPAuditError, match=r"models\[2\]\.whitebox\.tests\[0\]\.details holds 'details'"):
+        Report.from_json(doc)

@@ -407,7 +407,8 @@ def _one_run_value(where: str, g, m: int, n_in: int, delta: float, confidence: f
 
 
 def _typed(where: str, v: Any, kind: str, *, nullable: bool = False):
-    """The white-box block is an open JSON mapping in the schema: check each key's type here, strictly."""
+    """Check a key's type strictly, in a block's JSON form (the white-box block as the schema read it, its raw
+    bounds records, the coin check), so that the one-line error names the key."""
     if v is None and nullable:
         return None
     ok = {"int": isinstance(v, int) and not isinstance(v, bool),
@@ -480,8 +481,8 @@ _WB_KEYS = {"m": "int", "included": "int", "steps": "int", "confidence": "num", 
             "accountant": "str", "notes": "list", "epsilon_lb": "num", "ceiling": "num",
             **{k: "num" for r in WHITEBOX_ROUTES for k in (r.bound_key, r.ceiling_key)},
             **{k: t for r in WHITEBOX_ROUTES for k, t in r.keys.items()}}
-# Written by an audit that measured the route's power (dpaudit.core.power.whitebox_detectable); a probe report
-# (dpaudit whitebox) leaves them out: its power is not measured.
+# Written wherever the route's power was measured (dpaudit.core.power.whitebox_detectable: an audit's white-box
+# canaries and a probe report); a block written before power was measured leaves them out.
 _WB_OPTIONAL = {"detectable_epsilon": "num?", "detectable_noise_factor": "num?", "detectable_power": "dict",
                 # the full analysis's route list and what follows from it (checked by _check_route_list)
                 "best_route": "str", "epsilon_lb_best": "num", "epsilon_lb_per_step": "num", "broken": "list",
@@ -734,7 +735,7 @@ def _check_route_list(where: str, wb: dict, d: dict, one_v: float, failed: list[
            best["epsilon_lb"], "the largest counted route")
     _agree(f"{where}.epsilon_lb_per_step", _typed(f"{where}.epsilon_lb_per_step", wb["epsilon_lb_per_step"], "num"),
            values["per_step"][0], "its per-step route")
-    # what the block's top level and the verdict read (dpaudit.core.plan.whitebox_block)
+    # what the block's top level and the verdict read (set by dpaudit.core.whitebox.analyse)
     for key, route, j in (("epsilon_lb_one_run", "one_run", 0), ("epsilon_lb_cp", "clopper_pearson", 0),
                           ("ceiling_one_run", "one_run", 1), ("ceiling_cp", "clopper_pearson", 1)):
         _agree(f"{where}.{key}", d[key], values[route][j], f"its {route} route")
